@@ -1,0 +1,13 @@
+"""part-distillation: unsupervised part segmentation (PartDistillation, CVPR 2023) on detectron2."""
+from setuptools import find_packages, setup
+
+setup(
+    name="part_distillation",
+    version="0.1.0",
+    description="Learning object parts from instance segmentation, without part labels",
+    packages=find_packages(include=["part_distillation", "part_distillation.*"]),
+    python_requires=">=3.10",
+    # Dependencies are installed by tools/setup_env.sh (torch and detectron2 need special routes);
+    # see requirements.txt and INSTALL.md.
+    install_requires=[],
+)

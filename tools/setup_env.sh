@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# One-command set-up on a fresh machine: creates .venv in the repository root and installs
+# torch, detectron2 (patched PyPI sdist, see INSTALL.md), the other dependencies and this
+# package in editable mode. Re-runnable: finished steps are skipped by pip / the installers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+VPY=.venv/bin/python
+"$VPY" -m pip install -q --upgrade "pip>=23" "setuptools>=69,<81" wheel
+"$VPY" -m pip install -q torch==2.14.1 torchvision==0.29.1
+"$VPY" -m pip install -q -r requirements.txt
+"$VPY" tools/install_detectron2.py
+# Compiled multi-scale deformable-attention kernel (optional; the pure-PyTorch path is the fallback).
+"$VPY" -m pip install -q --no-build-isolation torch-ms-deform-attn==0.1.1 \
+  || echo "[setup_env] torch-ms-deform-attn did not build; the pure-PyTorch path will be used"
+"$VPY" -m pip install -q --no-deps --no-build-isolation -e .
+"$VPY" -c "import torch, detectron2, part_distillation; print('torch', torch.__version__, '| detectron2', detectron2.__version__, '| part_distillation ok')"
