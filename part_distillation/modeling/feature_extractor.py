@@ -1,0 +1,122 @@
+"""Dense per-pixel features for pixel grouping (stage 2).
+
+:class:`BackboneFeatures` runs a detectron2 backbone chosen by config (``MODEL.BACKBONE.NAME``:
+detectron2 ResNet ``build_resnet_backbone``, Swin ``D2SwinTransformer``, EfficientNet-Lite0
+``build_efficientnet_lite0_backbone``) on the image resized by ``INPUT.MIN_SIZE_TEST`` /
+``INPUT.MAX_SIZE_TEST``, resamples the levels named in
+``PROPOSAL_GENERATION.BACKBONE_FEATURE_KEY_LIST`` (official default res3+res4 here) bilinearly to
+a common grid of stride ``PROPOSAL_GENERATION.FEATURE_STRIDE`` (8), concatenates them along
+channels and optionally L2-normalises each pixel (``FEATURE_NORMALIZE``).
+
+:class:`RGBXYFeatures` is the no-network baseline: mean RGB of each stride-8 cell (0..1) and its
+normalised x/y position.
+"""
+import math
+import os
+from typing import Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import transforms as T
+from detectron2.modeling import build_backbone
+
+from .backbone.efficientnet_lite import MissingWeightsError
+
+
+class _BackboneHolder(torch.nn.Module):
+    """Holds the backbone under the attribute ``backbone`` so that full-model checkpoints
+    (``backbone.*`` keys, e.g. official Mask2Former ``model_final_*.pkl``) load as they are."""
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+
+
+def load_backbone_weights(backbone: torch.nn.Module, weights: str) -> None:
+    """Load ``weights`` (.pkl/.pth, full model or backbone-only) into ``backbone``.
+
+    Raises:
+        MissingWeightsError: the file is not on disk; the message says where it belongs.
+    """
+    if not weights:
+        return
+    if "://" in weights or not os.path.isfile(weights):
+        raise MissingWeightsError(
+            f"weights file not found: {weights}. Download the official checkpoint and put it "
+            "there (see weights/README.md for names and places); this machine cannot download.")
+    DetectionCheckpointer(_BackboneHolder(backbone)).load(weights)
+
+
+class BackboneFeatures:
+    """Callable: uint8 RGB image (H, W, 3) -> ``(features (C, h, w) float32, (H', W'))`` where
+    (H', W') is the resized network input and h = ceil(H'/stride), w = ceil(W'/stride)."""
+
+    def __init__(self, cfg, device: str = "cpu"):
+        self.device = torch.device(device)
+        self.backbone = build_backbone(cfg)
+        load_backbone_weights(self.backbone, cfg.MODEL.WEIGHTS)
+        self.backbone.to(self.device).eval()
+        pg = cfg.PROPOSAL_GENERATION
+        self.keys = list(pg.BACKBONE_FEATURE_KEY_LIST)
+        missing = set(self.keys) - set(self.backbone.output_shape())
+        if missing:
+            raise ValueError(f"backbone outputs {list(self.backbone.output_shape())} lack {sorted(missing)}")
+        self.stride = int(pg.FEATURE_STRIDE)
+        self.normalize = bool(pg.FEATURE_NORMALIZE)
+        self.resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+        self.rgb = cfg.INPUT.FORMAT == "RGB"
+        self.mean = torch.tensor(cfg.MODEL.PIXEL_MEAN, device=self.device).view(3, 1, 1)
+        self.std = torch.tensor(cfg.MODEL.PIXEL_STD, device=self.device).view(3, 1, 1)
+
+    @property
+    def dim(self) -> int:
+        shapes = self.backbone.output_shape()
+        return sum(shapes[k].channels for k in self.keys)
+
+    def resized(self, image: np.ndarray) -> np.ndarray:
+        """The network input (H', W', 3) uint8 RGB for ``image``."""
+        return self.resize.get_transform(image).apply_image(image)
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        img = self.resized(image)
+        hh, ww = img.shape[:2]
+        if min(hh, ww) < self.stride:
+            raise ValueError(f"image {image.shape[:2]} is smaller than the feature stride {self.stride}")
+        x = torch.from_numpy(np.ascontiguousarray(img if self.rgb else img[..., ::-1]))
+        x = x.to(self.device).permute(2, 0, 1).float()
+        x = ((x - self.mean) / self.std)[None]
+        feats = self.backbone(x)
+        h, w = math.ceil(hh / self.stride), math.ceil(ww / self.stride)
+        out = torch.cat([F.interpolate(feats[k].float(), size=(h, w), mode="bilinear",
+                                       align_corners=False) for k in self.keys], 1)[0]
+        if self.normalize:
+            out = F.normalize(out, dim=0)
+        return out, (hh, ww)
+
+
+class RGBXYFeatures:
+    """Baseline features: per stride-8 cell, mean RGB in [0, 1] and (x, y) in [0, 1] scaled by
+    ``xy_weight``. Same call signature as :class:`BackboneFeatures`."""
+
+    dim = 5
+
+    def __init__(self, cfg, xy_weight: float = 1.0):
+        self.stride = int(cfg.PROPOSAL_GENERATION.FEATURE_STRIDE)
+        self.resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+        self.xy_weight = xy_weight
+
+    def resized(self, image: np.ndarray) -> np.ndarray:
+        return self.resize.get_transform(image).apply_image(image)
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        img = self.resized(image)
+        hh, ww = img.shape[:2]
+        h, w = math.ceil(hh / self.stride), math.ceil(ww / self.stride)
+        rgb = F.adaptive_avg_pool2d(torch.from_numpy(img).permute(2, 0, 1).float()[None] / 255, (h, w))[0]
+        ys = torch.linspace(0, 1, h).view(h, 1).expand(h, w)
+        xs = torch.linspace(0, 1, w).view(1, w).expand(h, w)
+        return torch.cat([rgb, self.xy_weight * torch.stack([xs, ys])]), (hh, ww)

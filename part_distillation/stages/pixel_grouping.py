@@ -1,0 +1,199 @@
+"""Stage 2: pixel grouping (PartDistillation Sec. 3.1) -> K class-agnostic part segments per object.
+
+For each object of a stage-1 pseudo-label: dense features of the image (stride 8, see
+:mod:`part_distillation.modeling.feature_extractor`); the object mask is area-resampled to that
+grid and cells covered >= 50% are the object's feature pixels; k-means with
+``NUM_SUPERPIXEL_CLUSTERS`` (K) clusters runs on them (objects batched, see
+:mod:`part_distillation.modeling.kmeans`); then every object pixel at full image resolution is
+assigned to a centre by ``DISTANCE_METRIC``:
+
+* ``dot``: argmax_k x . c_k (official PartDistillation). With un-normalised features one
+  large-norm centre can win almost every pixel (segments collapse).
+* ``l2``: argmax_k -||x - c_k||^2 = argmax_k (2 x . c_k - ||c_k||^2), the k-means assignment.
+
+Both scores are linear in x, so the score maps are computed on the stride-8 grid and upsampled
+bilinearly to full resolution, which equals scoring bilinearly upsampled features exactly.
+Objects with <= K feature pixels are skipped and counted (``too_small_for_k``).
+
+``grid_segments`` is the learning-free 2x2 baseline (the object's box split into quadrants).
+"""
+import logging
+import os
+import zlib
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.images import read_image_rgb
+from ..data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, PartLabel, load_pseudo_label,
+                                  save_pseudo_label)
+from ..modeling.kmeans import batched_kmeans
+from ..utils.sharding import SkipItem
+from .common import run_stage
+
+logger = logging.getLogger(__name__)
+
+
+def grid_cell_masks(masks: torch.Tensor, resized: Tuple[int, int], grid: Tuple[int, int],
+                    stride: int) -> torch.Tensor:
+    """Object masks (M, H, W) bool at image resolution -> (M, h, w) bool feature-grid masks: a cell
+    is inside when >= 50% of its pixels (in the resized frame) are."""
+    m = F.interpolate(masks[:, None].float(), size=resized, mode="area")
+    h, w = grid
+    m = F.pad(m, (0, w * stride - resized[1], 0, h * stride - resized[0]))
+    return F.avg_pool2d(m, stride)[:, 0] >= 0.5
+
+
+def score_maps(features: torch.Tensor, centers: torch.Tensor, metric: str) -> torch.Tensor:
+    """(C, h, w) features, (K, C) centres -> (K, h, w) assignment scores (higher wins)."""
+    s = torch.einsum("chw,kc->khw", features, centers)
+    if metric == "l2":
+        return 2 * s - (centers * centers).sum(-1)[:, None, None]
+    if metric == "dot":
+        return s
+    raise ValueError(f"DISTANCE_METRIC must be 'dot' or 'l2', got '{metric}'")
+
+
+def upsample_scores(scores: torch.Tensor, resized: Tuple[int, int], out_size: Tuple[int, int],
+                    stride: int) -> torch.Tensor:
+    """(K, h, w) stride-grid scores -> (K, H, W) at image resolution (bilinear, via the resized
+    network-input frame so grid cells stay aligned with the pixels they came from)."""
+    k, h, w = scores.shape
+    up = F.interpolate(scores[None], size=(h * stride, w * stride), mode="bilinear", align_corners=False)
+    up = up[..., : resized[0], : resized[1]]
+    return F.interpolate(up, size=out_size, mode="bilinear", align_corners=False)[0]
+
+
+def object_seed(base_seed: int, image_id: str, index: int) -> int:
+    """Per-object random seed, stable across runs, shards and batch sizes."""
+    return (zlib.crc32(f"{image_id}/{index}".encode()) + 7919 * int(base_seed)) % (2 ** 31)
+
+
+class PixelGrouper:
+    """Splits the objects of one image into K segments with k-means on dense features.
+
+    Args:
+        feature_fn: image (H, W, 3) uint8 -> (features (C, h, w), resized (H', W')).
+        k, metric, stride, iters, tol, restarts, objects_per_batch, seed: see
+            ``PROPOSAL_GENERATION.*`` in :mod:`part_distillation.config`.
+    """
+
+    def __init__(self, feature_fn: Callable, k: int = 4, metric: str = "l2", stride: int = 8,
+                 iters: int = 50, tol: float = 1e-4, restarts: int = 1, objects_per_batch: int = 16,
+                 seed: int = 0, device: str = "cpu"):
+        if metric not in ("dot", "l2"):
+            raise ValueError(f"DISTANCE_METRIC must be 'dot' or 'l2', got '{metric}'")
+        self.feature_fn, self.k, self.metric, self.stride = feature_fn, k, metric, stride
+        self.iters, self.tol, self.restarts = iters, tol, restarts
+        self.objects_per_batch, self.seed, self.device = objects_per_batch, seed, torch.device(device)
+
+    @classmethod
+    def from_config(cls, cfg, feature_fn: Callable, device: str = "cpu") -> "PixelGrouper":
+        pg = cfg.PROPOSAL_GENERATION
+        return cls(feature_fn, pg.NUM_SUPERPIXEL_CLUSTERS, pg.DISTANCE_METRIC, pg.FEATURE_STRIDE,
+                   pg.KMEANS_ITERS, pg.KMEANS_TOL, pg.KMEANS_RESTARTS, pg.OBJECTS_PER_BATCH,
+                   pg.SEED, device)
+
+    def __call__(self, image: np.ndarray, masks: Sequence[np.ndarray], image_id: str
+                 ) -> List[Optional[np.ndarray]]:
+        """Segment label maps for each object mask: int32 (H, W), 0 outside the object and 1..K on
+        its segments (ids renumbered to be consecutive), or None when the object was too small."""
+        if not len(masks):
+            return []
+        feats, resized = self.feature_fn(image)
+        feats = feats.to(self.device)
+        c, h, w = feats.shape
+        full = torch.from_numpy(np.stack(masks)).to(self.device)
+        cells = grid_cell_masks(full, resized, (h, w), self.stride).view(len(masks), -1)
+        flat = feats.view(c, -1).T  # (h*w, C)
+        out: List[Optional[np.ndarray]] = [None] * len(masks)
+        ok = [i for i in range(len(masks)) if int(cells[i].sum()) > self.k]
+        for start in range(0, len(ok), self.objects_per_batch):
+            idx = ok[start: start + self.objects_per_batch]
+            n = max(int(cells[i].sum()) for i in idx)
+            x = flat.new_zeros(len(idx), n, c)
+            valid = torch.zeros(len(idx), n, dtype=torch.bool, device=self.device)
+            for row, i in enumerate(idx):
+                pts = flat[cells[i]]
+                x[row, : len(pts)] = pts
+                valid[row, : len(pts)] = True
+            res = batched_kmeans(x, valid, self.k, [object_seed(self.seed, image_id, i) for i in idx],
+                                 self.iters, self.tol, self.restarts)
+            for row, i in enumerate(idx):
+                scores = upsample_scores(score_maps(feats, res.centers[row], self.metric), resized,
+                                         full.shape[1:], self.stride)
+                seg = scores.argmax(0) + 1
+                seg[~full[i]] = 0
+                out[i] = _renumber(seg.cpu().numpy().astype(np.int32))
+        return out
+
+
+def _renumber(seg: np.ndarray) -> np.ndarray:
+    """Map the present non-zero ids of a label map to 1..n in order."""
+    ids = np.unique(seg)
+    ids = ids[ids != 0]
+    lut = np.zeros(int(seg.max()) + 1, np.int32)
+    lut[ids] = np.arange(1, len(ids) + 1)
+    return lut[seg]
+
+
+def grid_segments(mask: np.ndarray, rows: int = 2, cols: int = 2) -> np.ndarray:
+    """Baseline without learning: the object's bounding box split into ``rows x cols`` equal
+    cells, intersected with the mask -> int32 (H, W) label map (0 outside, ids renumbered)."""
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    yy, xx = np.mgrid[: mask.shape[0], : mask.shape[1]]
+    r = np.clip((yy - y0) * rows // max(y1 - y0, 1), 0, rows - 1)
+    c = np.clip((xx - x0) * cols // max(x1 - x0, 1), 0, cols - 1)
+    return _renumber(np.where(mask, r * cols + c + 1, 0).astype(np.int32))
+
+
+def segments_to_parts(seg: np.ndarray) -> List[PartLabel]:
+    """int label map (0 = none) -> one :class:`PartLabel` per present id (label unknown)."""
+    return [PartLabel(seg == i, None, 1.0) for i in range(1, int(seg.max()) + 1) if (seg == i).any()]
+
+
+def group_image(segment_fn: Callable, label: ImagePseudoLabel, output_dir: str, config: dict,
+                stage: str = "pixel_grouping") -> dict:
+    """Run ``segment_fn(image, masks, image_id) -> list of label maps or None`` on the objects of a
+    stage-1 pseudo-label and save the ``pixel_grouping`` pseudo-label. Objects that get no segments
+    keep no parts and are listed in ``skipped_objects`` with the reason."""
+    try:
+        image = read_image_rgb(label.file_name)
+    except IOError as e:
+        raise SkipItem(f"unreadable image: {e}") from None
+    if image.shape[:2] != (label.height, label.width):
+        raise ValueError(f"image {image.shape[:2]} != pseudo-label size {(label.height, label.width)}")
+    segs = segment_fn(image, [o.mask for o in label.objects], label.image_id)
+    objects, skipped = [], list(label.skipped_objects)
+    for i, (obj, seg) in enumerate(zip(label.objects, segs)):
+        parts = [] if seg is None else segments_to_parts(seg)
+        if seg is None:
+            skipped.append({"index": i, "reason": "too_small_for_k"})
+        objects.append(ObjectLabel(obj.class_name, obj.mask, obj.class_code, obj.score, obj.bbox, parts))
+    out = ImagePseudoLabel(label.file_name, label.image_id, label.height, label.width, stage,
+                           objects, skipped, config)
+    save_pseudo_label(output_dir, out)
+    return {"objects": len(objects), "objects_too_small_for_k": sum(s is None for s in segs)}
+
+
+def run_pixel_grouping(cfg, input_files: Sequence[str], output_dir: str, segment_fn: Callable):
+    """Stage 2 over stage-1 pseudo-label files with sharding/resume; returns the RunSummary."""
+    pg = cfg.PROPOSAL_GENERATION
+    config = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in pg.items()
+              if k in ("NUM_SUPERPIXEL_CLUSTERS", "DISTANCE_METRIC", "FEATURE_NORMALIZE",
+                       "BACKBONE_FEATURE_KEY_LIST", "FEATURE_STRIDE", "SEED")}
+    config["BACKBONE"] = cfg.MODEL.BACKBONE.NAME
+    config["WEIGHTS"] = cfg.MODEL.WEIGHTS
+
+    def process(path):
+        return group_image(segment_fn, load_pseudo_label(path), output_dir, config)
+
+    return run_stage("pixel_grouping", list(input_files), _stem, process, output_dir,
+                     pg.TOTAL_PARTITIONS, pg.PARTITION_INDEX)
+
+
+def _stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]

@@ -1,0 +1,43 @@
+"""Atomic file output: write to a temporary file in the target folder, then ``os.replace``.
+
+A reader therefore sees either the old file, no file, or the complete new file; a job killed
+mid-write leaves only a ``.tmp`` file, which resuming ignores and overwrites.
+"""
+import json
+import os
+import tempfile
+from typing import Any, Callable
+
+
+def atomic_write(path: str, write_fn: Callable[[Any], None], mode: str = "w") -> None:
+    """Call ``write_fn(fileobj)`` on a temp file next to ``path`` and rename it over ``path``.
+
+    Args:
+        path: destination file; its folder is created if missing.
+        write_fn: writes the content to the given open file object.
+        mode: ``"w"`` (text) or ``"wb"`` (binary).
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str, obj: Any, indent: int = None) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically."""
+    atomic_write(path, lambda f: json.dump(obj, f, indent=indent))
+
+
+def atomic_save_image(path: str, image) -> None:
+    """Save a PIL image (format from the extension) to ``path`` atomically."""
+    fmt = os.path.splitext(path)[1].lstrip(".").upper().replace("JPG", "JPEG") or "PNG"
+    atomic_write(path, lambda f: image.save(f, format=fmt), mode="wb")
