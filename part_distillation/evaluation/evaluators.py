@@ -1,0 +1,185 @@
+"""detectron2 ``DatasetEvaluator`` wrappers of :mod:`part_distillation.evaluation.part_metrics`.
+
+Both evaluators read per-object ground truth from each input dict::
+
+    input["objects"] = [{"object_mask": (H, W) bool, "gt_parts": (P, H, W) bool,
+                         "gt_part_names": list[str] (P), "class_name": str}, ...]
+
+and one prediction per object, in the same order, from the model output dict. Arrays may be numpy
+arrays or torch tensors. Pixels outside each object mask are ignored. Workers' accumulators are
+gathered to the main process with ``detectron2.utils.comm.gather``; ``evaluate`` returns the results
+there (python floats, JSON-serialisable) and ``{}`` on the other processes.
+"""
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+from detectron2.evaluation import DatasetEvaluator
+from detectron2.utils import comm
+
+from part_distillation.evaluation.part_metrics import (
+    DEFAULT_IOU_THRESHOLDS,
+    DEFAULT_KS,
+    ClassMatchedMIoU,
+    ProposalARAccumulator,
+    SegmentMetricsAccumulator,
+)
+
+
+def _to_numpy(array: Any) -> np.ndarray:
+    """Convert a torch tensor (any device) or array-like to a numpy array."""
+    if hasattr(array, "detach"):
+        return array.detach().cpu().numpy()
+    return np.asarray(array)
+
+
+def _to_bool_masks(array: Any, what: str) -> np.ndarray:
+    """Convert masks to bool, refusing floating-point input (soft masks must be thresholded first,
+    since a cast would turn every non-zero probability into True)."""
+    masks = _to_numpy(array)
+    if np.issubdtype(masks.dtype, np.floating):
+        raise ValueError(
+            f"{what} must be bool or 0/1 integers, got {masks.dtype}; threshold soft masks first"
+        )
+    return masks.astype(bool)
+
+
+def _paired_objects(inputs: List[Dict], outputs: List[Dict], key: str):
+    """Yield ``(object_dict, prediction)`` pairs from each input's ``"objects"`` and each output's
+    ``key`` list; raises ValueError when the two lists differ in length."""
+    for inp, out in zip(inputs, outputs):
+        objects, predictions = inp["objects"], out[key]
+        if len(objects) != len(predictions):
+            raise ValueError(
+                f"{len(objects)} objects in the input, {len(predictions)} in output[{key!r}]"
+            )
+        yield from zip(objects, predictions)
+
+
+def _gather_merged(accumulators: List[Any], distributed: bool) -> Optional[List[Any]]:
+    """Gather the list ``accumulators`` from every worker onto the main process and merge them
+    element-wise there (None entries stay None). Returns the merged list on the main process and
+    None elsewhere; without ``distributed`` returns ``accumulators`` unchanged."""
+    if not distributed:
+        return accumulators
+    comm.synchronize()
+    gathered = comm.gather(accumulators, dst=0)
+    if not comm.is_main_process():
+        return None
+    merged = gathered[0]
+    for others in gathered[1:]:
+        for mine, theirs in zip(merged, others):
+            if mine is not None:
+                mine.merge(theirs)
+    return merged
+
+
+class PartProposalEvaluator(DatasetEvaluator):
+    """Class-agnostic part-proposal AR@K over all GT parts (COCO-style AR as in PartDistillation's
+    evaluation protocol).
+
+    Each output dict holds ``"proposals"``: one dict per input object with ``"pred_masks"``
+    (N, H, W) bool and ``"scores"`` (N,) float. ``evaluate`` returns
+    ``{"part_proposals": {"AR@1": ..., "AR@10": ..., ..., "num_gt_parts", "num_objects",
+    "num_objects_without_parts"}}`` (AR in percent).
+    """
+
+    def __init__(
+        self,
+        distributed: bool = True,
+        ks: Sequence[int] = DEFAULT_KS,
+        iou_thresholds: Sequence[float] = DEFAULT_IOU_THRESHOLDS,
+    ):
+        """Args: distributed: gather results from all workers; ks: proposal budgets K;
+        iou_thresholds: IoU thresholds averaged by AR."""
+        self._distributed = distributed
+        self._ks = ks
+        self._iou_thresholds = iou_thresholds
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new evaluation round."""
+        self._accumulator = ProposalARAccumulator(self._ks, self._iou_thresholds)
+
+    def process(self, inputs: List[Dict], outputs: List[Dict]) -> None:
+        """Accumulate recall counts of every object of every image. Raises ValueError on
+        mismatched object counts, soft (float) masks or shape mismatches."""
+        for obj, proposals in _paired_objects(inputs, outputs, "proposals"):
+            self._accumulator.add(
+                _to_bool_masks(proposals["pred_masks"], "pred_masks"),
+                _to_numpy(proposals["scores"]),
+                _to_bool_masks(obj["gt_parts"], "gt_parts"),
+                _to_bool_masks(obj["object_mask"], "object_mask"),
+            )
+
+    def evaluate(self) -> Dict[str, Dict[str, float]]:
+        """Return ``{"part_proposals": {...}}`` on the main process, ``{}`` elsewhere."""
+        merged = _gather_merged([self._accumulator], self._distributed)
+        if merged is None:
+            return {}
+        return {"part_proposals": merged[0].summarize()}
+
+
+class PartSegmentEvaluator(DatasetEvaluator):
+    """Part label-map evaluator: per-object oracle best-match / Hungarian mIoU, AR@K of segments
+    (score = area fraction in the object) and optionally per-object-class cluster-matched
+    C-mIoU / A-mIoU (PartDistillation evaluation protocol).
+
+    Each output dict holds ``"part_seg"``: one (H, W) int label map per input object (0 = not a
+    part). ``evaluate`` returns ``{"part_segments": {"best_match_mIoU", "hungarian_mIoU", "AR@k"...,
+    counts}}`` in percent; with ``class_matched=True`` it also holds ``"C-mIoU"``, ``"A-mIoU"`` and
+    ``"IoU-{class}/{part}"`` per part (keys with "-" are skipped by detectron2's copypaste print).
+    """
+
+    def __init__(
+        self,
+        class_matched: bool = False,
+        one_to_one: bool = False,
+        distributed: bool = True,
+        ks: Sequence[int] = DEFAULT_KS,
+        iou_thresholds: Sequence[float] = DEFAULT_IOU_THRESHOLDS,
+    ):
+        """Args: class_matched: also report per-class cluster-matched mIoU (label c = cluster c of
+        the object's class); one_to_one: Hungarian instead of many-to-one cluster matching;
+        distributed: gather from all workers; ks, iou_thresholds: AR settings."""
+        self._class_matched = class_matched
+        self._one_to_one = one_to_one
+        self._distributed = distributed
+        self._ks = ks
+        self._iou_thresholds = iou_thresholds
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new evaluation round."""
+        self._segments = SegmentMetricsAccumulator(self._ks, self._iou_thresholds)
+        self._class_matched_miou = (
+            ClassMatchedMIoU(self._one_to_one) if self._class_matched else None
+        )
+
+    def process(self, inputs: List[Dict], outputs: List[Dict]) -> None:
+        """Accumulate every object of every image. Raises ValueError on mismatched object counts,
+        bad label maps or shape mismatches."""
+        for obj, seg in _paired_objects(inputs, outputs, "part_seg"):
+            seg = _to_numpy(seg)
+            gt_parts = _to_bool_masks(obj["gt_parts"], "gt_parts")
+            object_mask = _to_bool_masks(obj["object_mask"], "object_mask")
+            self._segments.add(seg, gt_parts, object_mask)
+            if self._class_matched_miou is not None:
+                self._class_matched_miou.add(
+                    obj["class_name"], seg, gt_parts, list(obj["gt_part_names"]), object_mask
+                )
+
+    def evaluate(self) -> Dict[str, Dict[str, float]]:
+        """Return ``{"part_segments": {...}}`` on the main process, ``{}`` elsewhere."""
+        merged = _gather_merged([self._segments, self._class_matched_miou], self._distributed)
+        if merged is None:
+            return {}
+        segments, class_matched = merged
+        results = segments.summarize()
+        if class_matched is not None:
+            summary = class_matched.summarize()
+            results["C-mIoU"] = summary["C-mIoU"]
+            results["A-mIoU"] = summary["A-mIoU"]
+            for class_name, table in summary["per_class"].items():
+                for part_name, iou in table.items():
+                    results[f"IoU-{class_name}/{part_name}"] = iou
+        return {"part_segments": results}
