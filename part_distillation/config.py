@@ -130,6 +130,9 @@ def add_part_distillation_config(cfg: CN) -> None:
     pg.OBJECT_MASK_TYPE = "given"
     pg.OBJECT_MASK_PATH = ""  # stage-1 pseudo-label directory (empty: label on the fly)
     pg.WITH_GIVEN_MASK = True
+    # How stage 2 splits an object: "kmeans" on backbone features (the method), or the baselines
+    # "kmeans_rgbxy" (k-means on colour + position) and "grid" (2x2 grid over the object's box).
+    pg.GROUPING = "kmeans"
     pg.NUM_SUPERPIXEL_CLUSTERS = 4  # K of the per-object k-means
     pg.DISTANCE_METRIC = "l2"  # "dot" (x.c, official PartDistillation) or "l2" (-||x-c||^2)
     pg.FEATURE_NORMALIZE = True  # L2-normalise the concatenated feature per pixel
@@ -137,7 +140,7 @@ def add_part_distillation_config(cfg: CN) -> None:
     pg.FEATURE_STRIDE = 8  # common stride the feature levels are resampled to
     pg.KMEANS_ITERS = 50
     pg.KMEANS_TOL = 1e-4
-    pg.KMEANS_RESTARTS = 1
+    pg.KMEANS_RESTARTS = 3  # 3 seedings reach sklearn's inertia or lower (tests/test_kmeans.py)
     pg.OBJECTS_PER_BATCH = 16  # objects clustered together in one batched k-means call
     pg.MIN_OBJECT_AREA = 1  # objects with fewer full-resolution pixels are skipped and counted
     pg.SEED = 0
@@ -180,6 +183,8 @@ def add_part_distillation_config(cfg: CN) -> None:
     pl.DATASET_PATH = ""
     pl.USE_PER_PIXEL_LABEL = True
     pl.APPLY_MASKING_WITH_OBJECT_MASK = True
+    # inference output: "proposals" (top-k overlapping masks) or "per_pixel" (argmax segments)
+    pl.OUTPUT_MODE = "proposals"
     pl.POSTPROCESS_TYPES = []
     pl.FILTERED_CODE_PATH_LIST = []
     pl.EXCLUDE_CODE_PATH = ""

@@ -150,6 +150,22 @@ def grid_segments(mask: np.ndarray, rows: int = 2, cols: int = 2) -> np.ndarray:
     return _renumber(np.where(mask, r * cols + c + 1, 0).astype(np.int32))
 
 
+def build_segmenter(cfg, device: str = None) -> Callable:
+    """The stage-2 segment function ``(image, masks, image_id) -> label maps`` chosen by
+    ``PROPOSAL_GENERATION.GROUPING``: ``kmeans`` (backbone features), ``kmeans_rgbxy`` or ``grid``."""
+    from ..modeling.feature_extractor import BackboneFeatures, RGBXYFeatures
+
+    device = device or cfg.MODEL.DEVICE
+    kind = cfg.PROPOSAL_GENERATION.GROUPING
+    if kind == "kmeans":
+        return PixelGrouper.from_config(cfg, BackboneFeatures(cfg, device), device)
+    if kind == "kmeans_rgbxy":
+        return PixelGrouper.from_config(cfg, RGBXYFeatures(cfg), device)
+    if kind == "grid":
+        return lambda image, masks, image_id: [grid_segments(m) for m in masks]
+    raise ValueError(f"PROPOSAL_GENERATION.GROUPING must be kmeans, kmeans_rgbxy or grid, got '{kind}'")
+
+
 def segments_to_parts(seg: np.ndarray) -> List[PartLabel]:
     """int label map (0 = none) -> one :class:`PartLabel` per present id (label unknown)."""
     return [PartLabel(seg == i, None, 1.0) for i in range(1, int(seg.max()) + 1) if (seg == i).any()]
@@ -183,7 +199,7 @@ def run_pixel_grouping(cfg, input_files: Sequence[str], output_dir: str, segment
     """Stage 2 over stage-1 pseudo-label files with sharding/resume; returns the RunSummary."""
     pg = cfg.PROPOSAL_GENERATION
     config = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in pg.items()
-              if k in ("NUM_SUPERPIXEL_CLUSTERS", "DISTANCE_METRIC", "FEATURE_NORMALIZE",
+              if k in ("GROUPING", "NUM_SUPERPIXEL_CLUSTERS", "DISTANCE_METRIC", "FEATURE_NORMALIZE",
                        "BACKBONE_FEATURE_KEY_LIST", "FEATURE_STRIDE", "SEED")}
     config["BACKBONE"] = cfg.MODEL.BACKBONE.NAME
     config["WEIGHTS"] = cfg.MODEL.WEIGHTS

@@ -1,0 +1,146 @@
+"""The main job of stages 1-3: object masks -> pixel grouping -> dense-CRF -> evaluation + pictures.
+
+``run_pipeline`` runs every *variant* (a name + config overrides) on the same stage-1 object masks,
+each with its own stage-2/3 folders, evaluates each stage-2 and stage-3 output with the same
+evaluator, and writes ``metrics.json``, ``metrics.md`` (a table) and collages. Every step resumes:
+rerunning after a kill redoes only unfinished images.
+
+Output layout::
+
+    <out>/object_masks/<id>.json                       stage 1
+    <out>/<variant>/pixel_grouping/<id>.json            stage 2
+    <out>/<variant>/dense_crf[_official]/<id>.json      stage 3 (keep_parts / official CRF)
+    <out>/metrics.json, <out>/metrics.md
+    <out>/collages/<id>.png
+"""
+import logging
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..data.datasets import has_part_annotations, resolve_dataset
+from ..data.images import read_image_rgb
+from ..data.pseudo_labels import list_pseudo_labels, load_pseudo_label, pseudo_label_path
+from ..utils.io import atomic_write, atomic_write_json
+from ..visualization import save_collage
+from .dense_crf import run_dense_crf
+from .evaluate import evaluate_pseudo_labels, format_table, gt_objects, match_objects
+from .object_masks import run_object_masks
+from .pixel_grouping import build_segmenter, run_pixel_grouping
+
+logger = logging.getLogger(__name__)
+
+# name -> (config overrides, also run the official CRF mode)
+DEFAULT_VARIANT = {"pretrained": ([], True)}
+OFFICIAL_VARIANTS = {
+    "pretrained_dot_official": (["PROPOSAL_GENERATION.DISTANCE_METRIC", "dot",
+                                 "PROPOSAL_GENERATION.FEATURE_NORMALIZE", False], False),
+    "pretrained_l2_unnormalized": (["PROPOSAL_GENERATION.DISTANCE_METRIC", "l2",
+                                    "PROPOSAL_GENERATION.FEATURE_NORMALIZE", False], False),
+    "pretrained_dot_normalized": (["PROPOSAL_GENERATION.DISTANCE_METRIC", "dot",
+                                   "PROPOSAL_GENERATION.FEATURE_NORMALIZE", True], False),
+}
+BASELINE_VARIANTS = {
+    "random_init": (["MODEL.EFFICIENTNET.PRETRAINED", False, "MODEL.WEIGHTS", ""], False),
+    "rgbxy_kmeans": (["PROPOSAL_GENERATION.GROUPING", "kmeans_rgbxy"], False),
+    "grid_2x2": (["PROPOSAL_GENERATION.GROUPING", "grid"], False),
+}
+
+
+def _variant_cfg(cfg, overrides: Sequence):
+    c = cfg.clone()
+    c.defrost()
+    c.merge_from_list(list(overrides))
+    c.freeze()
+    return c
+
+
+def run_pipeline(cfg, dataset: str, output_dir: str, variants: Dict[str, Tuple[list, bool]] = None,
+                 num_collages: int = 8, max_images: Optional[int] = None) -> dict:
+    """Run stages 1-3 for each variant on ``dataset`` (registered name or folder) and evaluate.
+
+    Returns the metrics dict also written to ``<output_dir>/metrics.json`` (empty ``results`` when
+    the dataset has no part annotations). Raises ``KeyError`` for an unknown dataset name.
+    """
+    variants = variants or DEFAULT_VARIANT
+    records = resolve_dataset(dataset)
+    if max_images:
+        records = sorted(records, key=lambda r: str(r["image_id"]))[:max_images]
+    evaluate = has_part_annotations(dataset)
+    stage1 = os.path.join(output_dir, "object_masks")
+    summaries = {"object_masks": run_object_masks(cfg, records, stage1).as_dict()}
+    stage1_files = [pseudo_label_path(stage1, str(r["image_id"])) for r in records]
+    stage1_files = [f for f in stage1_files if os.path.isfile(f)]
+    results: Dict[str, dict] = {}
+    for name, (overrides, official_crf) in variants.items():
+        vcfg = _variant_cfg(cfg, overrides)
+        pg_dir = os.path.join(output_dir, name, "pixel_grouping")
+        summaries[f"{name}/pixel_grouping"] = run_pixel_grouping(
+            vcfg, stage1_files, pg_dir, build_segmenter(vcfg)).as_dict()
+        pg_files = list_pseudo_labels(pg_dir)
+        outputs = {"pixel_grouping": pg_dir}
+        modes = [vcfg.DENSE_CRF.OBJECT_PIXELS] + (["official"] if official_crf and vcfg.DENSE_CRF.OBJECT_PIXELS != "official" else [])
+        for mode in modes:
+            suffix = "" if mode == vcfg.DENSE_CRF.OBJECT_PIXELS else "_official"
+            crf_dir = os.path.join(output_dir, name, "dense_crf" + suffix)
+            summaries[f"{name}/dense_crf{suffix}"] = run_dense_crf(
+                _variant_cfg(vcfg, ["DENSE_CRF.OBJECT_PIXELS", mode]), pg_files, crf_dir).as_dict()
+            outputs["dense_crf" + suffix] = crf_dir
+        if evaluate:
+            for stage, folder in outputs.items():
+                results[f"{name}/{stage}"] = evaluate_pseudo_labels(folder, records)
+    metrics = {"dataset": dataset, "num_images": len(records), "results": results,
+               "run_summaries": summaries,
+               "config": {"file": cfg.get("CONFIG_FILE", ""), "PROPOSAL_GENERATION": _plain(cfg.PROPOSAL_GENERATION),
+                          "DENSE_CRF": _plain(cfg.DENSE_CRF), "BACKBONE": cfg.MODEL.BACKBONE.NAME}}
+    atomic_write_json(os.path.join(output_dir, "metrics.json"), metrics, indent=1)
+    if results:
+        table = format_table(results)
+        atomic_write(os.path.join(output_dir, "metrics.md"), lambda f: f.write(table + "\n"))
+        logger.info("results on %s (%d images):\n%s", dataset, len(records), table)
+    if num_collages:
+        write_collages(output_dir, records[:num_collages], list(variants)[0], evaluate)
+    return metrics
+
+
+def _plain(node) -> dict:
+    return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in node.items()}
+
+
+def write_collages(output_dir: str, records: List[dict], variant: str, with_gt: bool) -> List[str]:
+    """One PNG per image: rows = objects; panels = image | object | pixel grouping | dense-CRF
+    (| 2x2 grid if run) (| ground-truth parts)."""
+    paths = []
+    folders = [("pixel grouping", os.path.join(output_dir, variant, "pixel_grouping")),
+               ("dense-CRF", os.path.join(output_dir, variant, "dense_crf")),
+               ("2x2 grid", os.path.join(output_dir, "grid_2x2", "pixel_grouping"))]
+    for rec in records:
+        image_id = str(rec["image_id"])
+        labels = {}
+        for title, folder in folders:
+            path = pseudo_label_path(folder, image_id)
+            if os.path.isfile(path):
+                labels[title] = load_pseudo_label(path)
+        if "pixel grouping" not in labels:
+            continue
+        base = labels["pixel grouping"]
+        gts = gt_objects(rec) if with_gt else []
+        match = match_objects([o.mask for o in base.objects], [g["mask"] for g in gts])
+        inv = {p: g for g, p in match.items()}
+        rows = []
+        for i, obj in enumerate(base.objects):
+            maps = [(t, lab.objects[i].part_label_map()) for t, lab in labels.items() if i < len(lab.objects)]
+            if i in inv and len(gts[inv[i]]["parts"]):
+                gt = np.zeros(obj.mask.shape, np.int32)
+                for j, m in enumerate(gts[inv[i]]["parts"]):
+                    gt[m] = j + 1
+                maps.append(("GT parts", gt))
+            rows.append((obj.class_name, obj.mask, maps))
+        try:
+            image = read_image_rgb(base.file_name)
+        except IOError:
+            continue
+        paths.append(save_collage(os.path.join(output_dir, "collages", f"{image_id}.png"), image, rows))
+    return paths
+

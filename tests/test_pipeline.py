@@ -1,0 +1,79 @@
+import json
+import os
+
+import numpy as np
+from PIL import Image
+
+from part_distillation.config import setup_cfg
+from part_distillation.data import resolve_dataset
+from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, PartLabel, decode_mask,
+                                                  encode_mask, save_pseudo_label)
+from part_distillation.stages.evaluate import evaluate_pseudo_labels
+from part_distillation.stages.pipeline import BASELINE_VARIANTS, run_pipeline
+
+from .helpers import EFFNET_CFG, needs_shared
+
+
+@needs_shared
+def test_ground_truth_as_prediction_scores_100_and_a_dropped_object_costs(tmp_path):
+    recs = resolve_dataset("pascal_part_examples")[:4]
+    for rec in recs:
+        objs = [ObjectLabel(o["class_name"], decode_mask(o["mask"]),
+                            parts=[PartLabel(decode_mask(p["mask"])) for p in o["parts"]])
+                for o in rec["objects"]]
+        save_pseudo_label(str(tmp_path / "gt"), ImagePseudoLabel(rec["file_name"], rec["image_id"], rec["height"],
+                                                                 rec["width"], "dense_crf", objs))
+        save_pseudo_label(str(tmp_path / "drop"), ImagePseudoLabel(rec["file_name"], rec["image_id"], rec["height"],
+                                                                   rec["width"], "dense_crf", objs[1:]))
+    res = evaluate_pseudo_labels(str(tmp_path / "gt"), recs)["segments"]
+    # Pascal-Part parts overlap (eyes inside the head), so one label map cannot reproduce all of them
+    assert res["best_match_mIoU"] > 85
+    dropped = evaluate_pseudo_labels(str(tmp_path / "drop"), recs)
+    assert dropped["unmatched_gt_objects"] >= 1 and dropped["segments"]["best_match_mIoU"] < res["best_match_mIoU"]
+
+
+@needs_shared
+def test_main_job_on_real_images_writes_metrics_and_collages(tmp_path):
+    cfg = setup_cfg(EFFNET_CFG, ["INPUT.MIN_SIZE_TEST", "192", "INPUT.MAX_SIZE_TEST", "320",
+                                 "DENSE_CRF.NUM_WORKERS", "1"])
+    variants = {"pretrained": ([], True), "grid_2x2": BASELINE_VARIANTS["grid_2x2"]}
+    out = str(tmp_path / "run")
+    metrics = run_pipeline(cfg, "pascal_part_examples", out, variants, num_collages=2, max_images=3)
+    assert set(metrics["results"]) == {"pretrained/pixel_grouping", "pretrained/dense_crf",
+                                       "pretrained/dense_crf_official", "grid_2x2/pixel_grouping",
+                                       "grid_2x2/dense_crf"}
+    for r in metrics["results"].values():
+        seg = r["segments"]
+        assert r["num_images"] == 3 and 5 < seg["best_match_mIoU"] < 90
+        assert seg["hungarian_mIoU"] <= seg["best_match_mIoU"] + 1e-9
+    assert json.load(open(os.path.join(out, "metrics.json")))["num_images"] == 3
+    assert "| pretrained/dense_crf |" in open(os.path.join(out, "metrics.md")).read()
+    pngs = sorted(os.listdir(os.path.join(out, "collages")))
+    assert len(pngs) == 2
+    w, h = Image.open(os.path.join(out, "collages", pngs[0])).size
+    assert w > 5 * h / 3  # image | object | segments | CRF | grid | GT panels per row
+    # rerun: everything resumes, same numbers
+    again = run_pipeline(cfg, "pascal_part_examples", out, variants, num_collages=0, max_images=3)
+    assert again["results"] == metrics["results"]
+    assert again["run_summaries"]["pretrained/pixel_grouping"]["resumed"] == 3
+
+
+def test_evaluation_on_hand_built_parts_is_exact(tmp_path):
+    obj = np.zeros((20, 30), bool)
+    obj[2:18, 2:28] = True
+    left, right = obj.copy(), obj.copy()
+    left[:, 15:] = False
+    right[:, :15] = False
+    rec = {"file_name": "x.jpg", "image_id": "x", "height": 20, "width": 30,
+           "objects": [{"class_name": "thing", "mask": encode_mask(obj),
+                        "parts": [{"name": "l", "mask": encode_mask(left)}, {"name": "r", "mask": encode_mask(right)}]}]}
+    exact = ImagePseudoLabel("x.jpg", "x", 20, 30, "dense_crf",
+                             [ObjectLabel("thing", obj, parts=[PartLabel(right), PartLabel(left)])])
+    save_pseudo_label(str(tmp_path / "a"), exact)
+    res = evaluate_pseudo_labels(str(tmp_path / "a"), [rec])["segments"]
+    assert res["best_match_mIoU"] == res["hungarian_mIoU"] == 100.0 and res["AR@1"] == 50.0
+    one = ImagePseudoLabel("x.jpg", "x", 20, 30, "dense_crf", [ObjectLabel("thing", obj, parts=[PartLabel(obj)])])
+    save_pseudo_label(str(tmp_path / "b"), one)
+    res = evaluate_pseudo_labels(str(tmp_path / "b"), [rec])["segments"]
+    # one segment = whole object: IoU 0.5 with each half; Hungarian can use it only once
+    assert abs(res["best_match_mIoU"] - 50.0) < 1e-9 and abs(res["hungarian_mIoU"] - 25.0) < 1e-9

@@ -1,0 +1,125 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from part_distillation.config import setup_cfg
+from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, list_pseudo_labels,
+                                                  load_pseudo_label, save_pseudo_label)
+from part_distillation.modeling.feature_extractor import RGBXYFeatures
+from part_distillation.stages.pixel_grouping import (PixelGrouper, build_segmenter, grid_segments,
+                                                     run_pixel_grouping, score_maps, upsample_scores)
+from part_distillation.utils.sharding import resolve_partition, shard
+
+from .helpers import EFFNET_CFG
+
+
+def _cfg(*opts):
+    return setup_cfg(EFFNET_CFG, ["INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "128", *opts])
+
+
+def _two_tone(h=64, w=96):
+    """Left half red, right half blue; object = a centred rectangle spanning both halves."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, : w // 2] = (220, 20, 20)
+    img[:, w // 2:] = (20, 20, 220)
+    mask = np.zeros((h, w), bool)
+    mask[8:56, 16:80] = True
+    return img, mask
+
+
+def test_kmeans_rgb_splits_colour_halves():
+    cfg = _cfg("PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS", "2")
+    grouper = PixelGrouper(RGBXYFeatures(cfg, xy_weight=0.0), k=2, metric="l2")
+    img, mask = _two_tone()
+    (seg,) = grouper(img, [mask], "toy")
+    assert set(np.unique(seg)) == {0, 1, 2}
+    assert (seg[~mask] == 0).all() and (seg[mask] > 0).all()
+    left, right = seg[8:56, 16:44], seg[8:56, 52:80]  # away from the colour edge
+    assert len(np.unique(left)) == 1 and len(np.unique(right)) == 1 and left[0, 0] != right[0, 0]
+
+
+def test_dot_metric_collapses_on_unequal_norms_l2_does_not():
+    # two clusters in direction, one with 10x the norm: dot assigns (almost) everything to it
+    small = torch.tensor([1.0, 0.2])
+    big = torch.tensor([2.0, 10.0])
+    feats = torch.zeros(2, 4, 8)
+    feats[:, :, :4] = small[:, None, None]
+    feats[:, :, 4:] = big[:, None, None]
+    centers = torch.stack([small, big])
+    dot = score_maps(feats, centers, "dot").argmax(0)
+    l2 = score_maps(feats, centers, "l2").argmax(0)
+    assert (dot == 1).all()  # collapse: the large-norm centre also wins the other cluster's pixels
+    assert (l2[:, :4] == 0).all() and (l2[:, 4:] == 1).all()
+    with pytest.raises(ValueError, match="dot' or 'l2"):
+        score_maps(feats, centers, "cosine")
+
+
+def test_upsampled_scores_equal_scores_of_upsampled_features():
+    g = torch.Generator().manual_seed(0)
+    feats, centers = torch.randn(6, 5, 7, generator=g), torch.randn(3, 6, generator=g)
+    for metric in ("dot", "l2"):
+        fast = upsample_scores(score_maps(feats, centers, metric), (40, 56), (40, 56), 8)
+        up = torch.nn.functional.interpolate(feats[None], size=(40, 56), mode="bilinear", align_corners=False)[0]
+        direct = -((up[None] - centers[:, :, None, None]) ** 2).sum(1) if metric == "l2" else torch.einsum("chw,kc->khw", up, centers)
+        assert torch.equal(fast.argmax(0), direct.argmax(0))
+
+
+def test_small_objects_are_skipped_and_grid_baseline():
+    cfg = _cfg()
+    grouper = PixelGrouper(RGBXYFeatures(cfg), k=4)
+    img, mask = _two_tone()
+    tiny = np.zeros_like(mask)
+    tiny[30:34, 30:34] = True  # 16 pixels < one stride-8 cell
+    out = grouper(img, [mask, tiny], "toy")
+    assert out[0] is not None and out[1] is None
+    box = np.zeros((10, 12), bool)
+    box[2:8, 2:10] = True
+    seg = grid_segments(box)
+    assert [int((seg == i).sum()) for i in (1, 2, 3, 4)] == [12, 12, 12, 12] and (seg[~box] == 0).all()
+
+
+def test_sharding_is_disjoint_covering_and_reads_slurm(monkeypatch):
+    items = [f"img{i}" for i in range(10)]
+    parts = [shard(items, str, 3, i) for i in range(3)]
+    assert sorted(sum(parts, [])) == sorted(items) and sum(map(len, parts)) == 10
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
+    assert resolve_partition(3, -1) == (3, 2)
+    assert shard(items, str, 3, -1) == parts[2]
+    with pytest.raises(ValueError, match="out of range"):
+        resolve_partition(3, 3)
+
+
+def _stage1(tmp_path, n=4):
+    d = tmp_path / "s1"
+    for i in range(n):
+        img, mask = _two_tone()
+        path = tmp_path / f"im{i}.png"
+        Image.fromarray(img).save(path)
+        save_pseudo_label(str(d), ImagePseudoLabel(str(path), f"im{i}", 64, 96, "object_masks",
+                                                   [ObjectLabel("thing", mask)]))
+    return str(d)
+
+
+def test_stage_resumes_and_counts_failures(tmp_path):
+    s1 = _stage1(tmp_path)
+    (tmp_path / "im3.png").write_bytes(b"")  # a corrupt image: skipped, counted, the rest goes on
+    cfg = _cfg("PROPOSAL_GENERATION.GROUPING", "kmeans_rgbxy")
+    out = str(tmp_path / "s2")
+    seg_fn = build_segmenter(cfg)
+    first = run_pixel_grouping(cfg, list_pseudo_labels(s1), out, seg_fn).as_dict()
+    assert first["processed"] == 3 and sum(first["skipped"].values()) == 1
+    files = list_pseudo_labels(out)
+    assert len(files) == 3 and load_pseudo_label(files[0]).stage == "pixel_grouping"
+    assert len(load_pseudo_label(files[0]).objects[0].parts) >= 2
+    # a killed job leaves a truncated file and a stray temp file: both are redone/ignored
+    with open(files[1], "w") as f:
+        f.write('{"schema": "part_distillation/pseudo_label", "vers')
+    open(os.path.join(out, ".im2.json.123.tmp"), "w").close()
+    again = run_pixel_grouping(cfg, list_pseudo_labels(s1), out, seg_fn).as_dict()
+    assert again["resumed"] == 2 and again["processed"] == 1
+    assert load_pseudo_label(files[1]).stage == "pixel_grouping"
+    summaries = os.listdir(os.path.join(out, "logs"))
+    assert summaries == ["summary_0of1.json"]

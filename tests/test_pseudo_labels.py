@@ -1,0 +1,65 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, PartLabel, PseudoLabelError,
+                                                  is_complete, list_pseudo_labels, load_pseudo_label,
+                                                  save_pseudo_label)
+
+
+def _label(stage="pixel_grouping"):
+    obj = np.zeros((6, 8), bool)
+    obj[1:5, 2:7] = True
+    p1 = obj.copy()
+    p1[:, 4:] = False
+    return ImagePseudoLabel("/x/img.jpg", "img", 6, 8, stage,
+                            [ObjectLabel("cat", obj, "n02121808", 0.9,
+                                         parts=[PartLabel(p1, None, 1.0), PartLabel(obj & ~p1, 3, 0.5)])],
+                            [{"index": 1, "reason": "empty object mask"}], {"K": 4})
+
+
+def test_round_trip_keeps_masks_boxes_labels(tmp_path):
+    path = save_pseudo_label(str(tmp_path), _label())
+    back = load_pseudo_label(path)
+    o = back.objects[0]
+    assert o.bbox == [2.0, 1.0, 7.0, 5.0]  # XYXY, exclusive max
+    assert o.mask.sum() == 20 and o.parts[0].mask.sum() == 8 and o.parts[1].mask.sum() == 12
+    assert [p.label for p in o.parts] == [None, 3]
+    assert o.class_code == "n02121808" and back.skipped_objects[0]["reason"] == "empty object mask"
+    lm = o.part_label_map()
+    assert set(np.unique(lm)) == {0, 1, 2} and (lm > 0).sum() == 20
+    assert list_pseudo_labels(str(tmp_path)) == [path]  # no temp files left behind
+
+
+def test_truncated_and_foreign_files_raise_naming_file(tmp_path):
+    path = save_pseudo_label(str(tmp_path), _label())
+    text = open(path).read()
+    with open(path, "w") as f:
+        f.write(text[: len(text) // 2])
+    with pytest.raises(PseudoLabelError, match="img.json.*corrupt or truncated"):
+        load_pseudo_label(path)
+    assert not is_complete(path)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"hello": 1}))
+    with pytest.raises(PseudoLabelError, match="other.json.*not a pseudo-label"):
+        load_pseudo_label(str(other))
+    with pytest.raises(PseudoLabelError, match="no such"):
+        load_pseudo_label(str(tmp_path / "missing.json"))
+
+
+def test_wrong_mask_size_is_rejected(tmp_path):
+    d = _label().to_dict()
+    d["image"]["height"] = 7
+    p = tmp_path / "img.json"
+    p.write_text(json.dumps(d))
+    with pytest.raises(PseudoLabelError, match="!= image size"):
+        load_pseudo_label(str(p))
+
+
+def test_is_complete_checks_stage(tmp_path):
+    path = save_pseudo_label(str(tmp_path), _label("object_masks"))
+    assert is_complete(path) and is_complete(path, "object_masks")
+    assert not is_complete(path, "dense_crf")
+    assert not is_complete(os.path.join(str(tmp_path), "nope.json"))
