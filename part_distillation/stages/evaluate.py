@@ -46,7 +46,9 @@ def evaluate_pseudo_labels(folder: str, records: List[dict]) -> dict:
 
     Returns a JSON-serialisable dict: ``segments`` (best_match_mIoU, hungarian_mIoU, AR@K, counts),
     ``class_matched`` (C-mIoU, A-mIoU, per_class) when parts are labelled, ``num_images``,
-    ``missing_images`` (records without a pseudo-label file), ``unmatched_gt_objects``.
+    ``missing_images`` (records without a pseudo-label file), ``unmatched_gt_objects``,
+    ``segments_per_object`` and ``largest_segment_share`` (percent of the object's pixels in its
+    largest segment: near 100 means the segments collapsed).
 
     Raises:
         PseudoLabelError: a file in ``folder`` is corrupt (names it).
@@ -54,6 +56,7 @@ def evaluate_pseudo_labels(folder: str, records: List[dict]) -> dict:
     by_id = {str(r["image_id"]): r for r in records}
     seg_acc, cls_acc = SegmentMetricsAccumulator(), ClassMatchedMIoU()
     seen, unmatched, labelled = set(), 0, False
+    n_segments, largest_share = [], []
     for path in list_pseudo_labels(folder):
         label = load_pseudo_label(path)
         rec = by_id.get(label.image_id)
@@ -68,6 +71,9 @@ def evaluate_pseudo_labels(folder: str, records: List[dict]) -> dict:
             if gi in match:
                 obj = label.objects[match[gi]]
                 seg = obj.part_label_map()
+                areas = np.bincount(seg[g["mask"]], minlength=1)[1:]
+                n_segments.append(int((areas > 0).sum()))
+                largest_share.append(areas.max() / g["mask"].sum() if areas.size else 0.0)
                 if obj.parts and all(p.label is not None for p in obj.parts):
                     labelled = True
                     cls_seg = np.zeros_like(seg)
@@ -82,7 +88,10 @@ def evaluate_pseudo_labels(folder: str, records: List[dict]) -> dict:
     if missing:
         logger.warning("%s: %d dataset images have no pseudo-label", folder, len(missing))
     out = {"segments": seg_acc.summarize(), "num_images": len(seen), "missing_images": len(missing),
-           "unmatched_gt_objects": unmatched}
+           "unmatched_gt_objects": unmatched,
+           # collapse check: how many segments an object gets and how much the largest one takes
+           "segments_per_object": float(np.mean(n_segments)) if n_segments else 0.0,
+           "largest_segment_share": 100.0 * float(np.mean(largest_share)) if largest_share else 0.0}
     if labelled:
         out["class_matched"] = cls_acc.summarize()
     return out
@@ -90,9 +99,10 @@ def evaluate_pseudo_labels(folder: str, records: List[dict]) -> dict:
 
 def format_table(rows: Dict[str, dict], keys=("best_match_mIoU", "hungarian_mIoU", "AR@1", "AR@10")) -> str:
     """Markdown table: one row per named result of :func:`evaluate_pseudo_labels`."""
-    lines = ["| method | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    extra = ("segments_per_object", "largest_segment_share")
+    lines = ["| method | " + " | ".join(keys + extra) + " |", "|---" * (len(keys) + len(extra) + 1) + "|"]
     for name, res in rows.items():
-        seg = res["segments"]
-        lines.append(f"| {name} | " + " | ".join(f"{seg[k]:.1f}" for k in keys) + " |")
+        vals = [res["segments"][k] for k in keys] + [res[k] for k in extra]
+        lines.append(f"| {name} | " + " | ".join(f"{v:.1f}" for v in vals) + " |")
     return "\n".join(lines)
 

@@ -1,0 +1,28 @@
+#!/usr/bin/env python
+"""Evaluate a pseudo-label folder (any stage) against a dataset's ground-truth parts.
+
+    .venv/bin/python tools/evaluate_parts.py --dataset pascal_part_examples \
+        --pseudo-labels output/pascal_part_examples/pretrained/dense_crf
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from part_distillation.data import resolve_dataset  # noqa: E402
+from part_distillation.stages.evaluate import evaluate_pseudo_labels  # noqa: E402
+from part_distillation.utils.io import atomic_write_json  # noqa: E402
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", required=True, help="registered dataset name or Pascal-Part-layout folder")
+    p.add_argument("--pseudo-labels", required=True, help="pseudo-label folder to evaluate")
+    p.add_argument("--output", default="", help="metrics JSON path (default: <pseudo-labels>/logs/metrics.json)")
+    args = p.parse_args()
+    metrics = evaluate_pseudo_labels(args.pseudo_labels, resolve_dataset(args.dataset))
+    out = args.output or os.path.join(args.pseudo_labels, "logs", "metrics.json")
+    atomic_write_json(out, metrics, indent=1)
+    print(json.dumps(metrics["segments"], indent=1))
+    print(f"wrote {out}")
