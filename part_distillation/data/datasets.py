@@ -12,7 +12,9 @@ name                        folder (Pascal-Part layout: JPEGImages/ + Annotation
 
 ``PD_DATASETS`` defaults to ``<repo>/datasets`` and ``PD_SHARED_DATA`` to ``<repo>/../shared/data``.
 Loading is lazy: a missing folder is an error when the dataset is used, not at import.
-:func:`resolve_dataset` also accepts a folder path: Pascal-Part layout or a plain image folder.
+:func:`resolve_dataset` also accepts a folder path: Pascal-Part layout, ``images/`` + ``masks/``
+(instance-mask PNGs, see :mod:`part_distillation.data.image_folder`), or a plain image folder
+(each image is one whole-image object).
 """
 import os
 from typing import List, Optional
@@ -68,6 +70,9 @@ def resolve_dataset(spec: str) -> List[dict]:
     if os.path.isdir(spec):
         if os.path.isdir(os.path.join(spec, "Annotations_Part")):
             return load_pascal_part(spec)
+        images, masks = os.path.join(spec, "images"), os.path.join(spec, "masks")
+        if os.path.isdir(images) and os.path.isdir(masks):
+            return load_image_folder(images, masks)
         return load_image_folder(spec)
     if spec not in DatasetCatalog.list():
         raise KeyError(f"unknown dataset '{spec}' (not a folder either); registered: "
