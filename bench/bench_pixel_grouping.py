@@ -1,0 +1,304 @@
+"""Throughput of stage 2 (pixel grouping) and stage 3 (dense-CRF); prints figures, tests nothing.
+
+Part 1: k-means on real features. Each image of the dataset goes through the stage-2 feature
+extractor (``configs/pixel_grouping/effnet_lite0_cpu.yaml``: EfficientNet-Lite0 res3+res4,
+stride 8, L2-normalised), timed on its own (images/s) because it dominates on CPU. Each object's
+feature points are the grid cells its mask covers >= 50% (``grid_cell_masks``); objects with
+<= K (4) points are skipped. On exactly the same points two k-means are run and timed:
+
+* ours: ``batched_kmeans`` (objects padded into batches of ``--objects-per-batch``), once with
+  ``restarts=1`` (the default) and once with ``restarts=3``; assignment by the config's
+  ``DISTANCE_METRIC`` (score on the stride-8 grid, bilinear upsampling, argmax inside the mask,
+  as ``PixelGrouper`` does);
+* reference (the official PartDistillation per-object path): scikit-learn
+  ``KMeans(n_clusters=4, random_state=0).fit`` per object, assignment ``dot`` (argmax x.c).
+
+Reported: objects/s for k-means alone and k-means + assignment (median over ``--repeats``
+timed passes after one untimed warm-up pass), mean inertia of both (sum of squared distances of
+an object's points to their k-means centre: sklearn ``inertia_``, ours ``KMeansResult.inertia``),
+their ratio and the fraction of objects where ours <= sklearn * (1 + 1e-6). The same fraction
+with both inertias recomputed in float64 from the centres is printed too, since float32 rounding
+alone is about that tolerance.
+
+Part 2: stage 3 images/s. Stage-1 and stage-2 pseudo-labels are written to a temporary folder
+(stage-2 images/s is printed as well), then ``run_dense_crf`` runs into a fresh folder once per
+worker count. ``workers > 1`` uses a spawn pool, so its time includes starting the workers.
+
+Timings are wall-clock on whatever machine runs this; on a shared machine they are noisy (the
+load average is printed).
+
+Usage::
+
+    nice .venv/bin/python bench/bench_pixel_grouping.py [--dataset pascal_part_examples]
+        [--max-images N] [--device cpu|cuda] [--objects-per-batch 16] [--repeats 3]
+        [--crf-workers 1 2] [--no-crf]
+"""
+import argparse
+import os
+import statistics
+import tempfile
+import time
+import warnings
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # stage runners show progress bars; keep output a table
+warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.script deprecation (library)
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import part_distillation.modeling  # noqa: E402,F401  (registers backbones)
+from part_distillation.config import setup_cfg  # noqa: E402
+from part_distillation.data import resolve_dataset  # noqa: E402
+from part_distillation.data.images import read_image_rgb  # noqa: E402
+from part_distillation.data.pseudo_labels import decode_mask, list_pseudo_labels  # noqa: E402
+from part_distillation.modeling.feature_extractor import BackboneFeatures  # noqa: E402
+from part_distillation.modeling.kmeans import batched_kmeans  # noqa: E402
+from part_distillation.stages.dense_crf import run_dense_crf  # noqa: E402
+from part_distillation.stages.object_masks import run_object_masks  # noqa: E402
+from part_distillation.stages.pixel_grouping import (build_segmenter, grid_cell_masks,  # noqa: E402
+                                                     object_seed, run_pixel_grouping, score_maps,
+                                                     upsample_scores)
+
+CONFIG = "configs/pixel_grouping/effnet_lite0_cpu.yaml"
+NOISE_NOTE = ("NOTE: timings are wall-clock on a shared machine (other jobs running); "
+              "treat them as rough, compare only within one run.")
+
+
+class Obj:
+    """One object: its feature points (n, C), full-resolution mask, image features and seed."""
+
+    def __init__(self, image_id, index, pts, mask, feats, resized, seed):
+        self.image_id, self.index, self.pts, self.mask = image_id, index, pts, mask
+        self.feats, self.resized, self.seed = feats, resized, seed
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def collect_objects(cfg, fe, recs, device):
+    """Extract features per image (timed) and the feature points of every object.
+
+    Returns ``(objects, feature_seconds (list, one per image), skipped_small, grids)``."""
+    k = cfg.PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS
+    stride = cfg.PROPOSAL_GENERATION.FEATURE_STRIDE
+    seed = cfg.PROPOSAL_GENERATION.SEED
+    objs, secs, small, grids = [], [], 0, []
+    warm = read_image_rgb(recs[0]["file_name"])
+    fe(warm)  # untimed warm-up (first-call allocations)
+    sync(device)
+    for rec in recs:
+        image = read_image_rgb(rec["file_name"])
+        sync(device)
+        t0 = time.perf_counter()
+        feats, resized = fe(image)
+        sync(device)
+        secs.append(time.perf_counter() - t0)
+        c, h, w = feats.shape
+        grids.append((h, w))
+        flat = feats.view(c, -1).T
+        for i, o in enumerate(rec.get("objects", [])):
+            mask = torch.from_numpy(decode_mask(o["mask"])).to(device)
+            if not bool(mask.any()):
+                continue
+            cells = grid_cell_masks(mask[None], resized, (h, w), stride)[0].view(-1)
+            pts = flat[cells].contiguous()
+            if len(pts) <= k:
+                small += 1
+                continue
+            objs.append(Obj(str(rec["image_id"]), i, pts, mask, feats, resized,
+                            object_seed(seed, str(rec["image_id"]), i)))
+    return objs, secs, small, grids
+
+
+def assign(o, centers, metric, stride):
+    """Full-resolution segment map of one object: argmax of the score maps inside its mask."""
+    scores = upsample_scores(score_maps(o.feats, centers, metric), o.resized, tuple(o.mask.shape), stride)
+    seg = scores.argmax(0) + 1
+    seg[~o.mask] = 0
+    return seg.cpu().numpy()
+
+
+def run_ours(objs, k, batch, restarts, metric, stride, device):
+    """One pass of batched k-means (+ assignment). Returns (kmeans_s, assign_s, inertia, centers, iters)."""
+    t_km = t_as = 0.0
+    inertia, centers, iters = [], [], []
+    for start in range(0, len(objs), batch):
+        chunk = objs[start: start + batch]
+        sync(device)
+        t0 = time.perf_counter()
+        n = max(len(o.pts) for o in chunk)
+        x = chunk[0].pts.new_zeros(len(chunk), n, chunk[0].pts.shape[1])
+        valid = torch.zeros(len(chunk), n, dtype=torch.bool, device=device)
+        for row, o in enumerate(chunk):
+            x[row, : len(o.pts)] = o.pts
+            valid[row, : len(o.pts)] = True
+        res = batched_kmeans(x, valid, k, [o.seed for o in chunk], iters=50, tol=1e-4, restarts=restarts)
+        sync(device)
+        t1 = time.perf_counter()
+        for row, o in enumerate(chunk):
+            assign(o, res.centers[row], metric, stride)
+        sync(device)
+        t_as += time.perf_counter() - t1
+        t_km += t1 - t0
+        inertia.append(res.inertia.cpu().numpy())
+        centers.extend(res.centers.cpu())
+        iters.append(res.iterations.cpu().numpy())
+    return t_km, t_as, np.concatenate(inertia).astype(np.float64), centers, np.concatenate(iters)
+
+
+def run_sklearn(objs, k, stride, device):
+    """One pass of the reference: sklearn KMeans per object + dot assignment."""
+    from sklearn.cluster import KMeans
+
+    t_km = t_as = 0.0
+    inertia, centers, iters = [], [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning on objects with < k distinct points
+        for o in objs:
+            sync(device)
+            t0 = time.perf_counter()
+            km = KMeans(n_clusters=k, random_state=0).fit(o.pts.cpu().numpy())
+            c = torch.from_numpy(km.cluster_centers_).to(device=device, dtype=torch.float32)
+            sync(device)
+            t1 = time.perf_counter()
+            assign(o, c, "dot", stride)
+            sync(device)
+            t_as += time.perf_counter() - t1
+            t_km += t1 - t0
+            inertia.append(float(km.inertia_))
+            centers.append(c.cpu())
+            iters.append(km.n_iter_)
+    return t_km, t_as, np.array(inertia), centers, np.array(iters)
+
+
+def inertia64(objs, centers):
+    """Float64 sum of squared distances of each object's points to their nearest centre."""
+    return np.array([float(torch.cdist(o.pts.double().cpu(), c.double()).pow(2).min(1).values.sum())
+                     for o, c in zip(objs, centers)])
+
+
+def timed_passes(fn, repeats):
+    """One untimed warm-up pass (its outputs kept) then ``repeats`` timed passes.
+    Returns (outputs of the warm-up pass, list of kmeans seconds, list of kmeans+assign seconds)."""
+    first = fn()
+    km, tot = [], []
+    for _ in range(repeats):
+        t_km, t_as = fn()[:2]
+        km.append(t_km)
+        tot.append(t_km + t_as)
+    return first, km, tot
+
+
+def fmt_rate(n, secs):
+    """'median (min-max)' of n / s over the timed passes."""
+    rates = sorted(n / s for s in secs)
+    return f"{statistics.median(rates):8.1f} ({rates[0]:.1f}-{rates[-1]:.1f})"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="pascal_part_examples",
+                        help="registered dataset name or folder (e.g. ade20k_part_subset)")
+    parser.add_argument("--max-images", type=int, default=None, help="first N images only")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--objects-per-batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3, help="timed k-means passes (after a warm-up)")
+    parser.add_argument("--crf-workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--no-crf", action="store_true", help="skip part 2 (stages 1-3 on disk)")
+    args = parser.parse_args()
+
+    t_start = time.perf_counter()
+    device = torch.device(args.device)
+    cfg = setup_cfg(CONFIG, ["MODEL.DEVICE", args.device])
+    pg = cfg.PROPOSAL_GENERATION
+    k, stride, metric = pg.NUM_SUPERPIXEL_CLUSTERS, pg.FEATURE_STRIDE, pg.DISTANCE_METRIC
+    recs = resolve_dataset(args.dataset)
+    if args.max_images:
+        recs = recs[: args.max_images]
+    print(f"bench_pixel_grouping: dataset {args.dataset} ({len(recs)} images), device {device}, "
+          f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
+          f"load avg {os.getloadavg()[0]:.2f}")
+    print(NOISE_NOTE)
+
+    # ---- part 1: features, then k-means on identical points ----
+    fe = BackboneFeatures(cfg, args.device)
+    objs, fsecs, small, grids = collect_objects(cfg, fe, recs, device)
+    if not objs:
+        raise SystemExit("no object with more than K feature points")
+    dim = objs[0].pts.shape[1]
+    npts = np.array([len(o.pts) for o in objs])
+    feat_rate = len(fsecs) / sum(fsecs)
+    print(f"features: {len(fsecs)} images, {feat_rate:.2f} images/s ({1000 * sum(fsecs) / len(fsecs):.0f} "
+          f"ms/image), dim {dim}, mean grid {np.mean([g[0] for g in grids]):.0f}x"
+          f"{np.mean([g[1] for g in grids]):.0f}")
+    print(f"objects: {len(objs)} clustered (K={k}), {small} skipped (<= K points); points per "
+          f"object min/median/max {npts.min()}/{int(np.median(npts))}/{npts.max()}")
+
+    runs = {}
+    for restarts in (1, 3):
+        runs[f"ours r={restarts}"] = timed_passes(
+            lambda r=restarts: run_ours(objs, k, args.objects_per_batch, r, metric, stride, device),
+            args.repeats)
+    runs["sklearn"] = timed_passes(lambda: run_sklearn(objs, k, stride, device), args.repeats)
+
+    sk_in, sk_c = runs["sklearn"][0][2], runs["sklearn"][0][3]
+    sk_in64 = inertia64(objs, sk_c)
+    n = len(objs)
+    rows = []
+    for name, (first, km, tot) in runs.items():
+        inertia, centers, iters = first[2], first[3], first[4]
+        in64 = inertia64(objs, centers)
+        row = {"name": name, "km": fmt_rate(n, km), "tot": fmt_rate(n, tot), "inertia": inertia.mean(),
+               "iters": iters.mean()}
+        if name != "sklearn":
+            row["ratio"] = inertia.mean() / sk_in.mean()
+            row["le"] = float(np.mean(inertia <= sk_in * (1 + 1e-6)))
+            row["le64"] = float(np.mean(in64 <= sk_in64 * (1 + 1e-6)))
+        rows.append(row)
+
+    # ---- part 2: stage 2 end-to-end and dense-CRF with N workers ----
+    crf_rows = []
+    if not args.no_crf:
+        with tempfile.TemporaryDirectory(prefix="bench_pg_") as tmp:
+            d1, d2 = os.path.join(tmp, "object_masks"), os.path.join(tmp, "pixel_grouping")
+            run_object_masks(cfg, recs, d1)
+            seg = build_segmenter(cfg, args.device)
+            t0 = time.perf_counter()
+            s2 = run_pixel_grouping(cfg, list_pseudo_labels(d1), d2, seg).as_dict()
+            wall = time.perf_counter() - t0
+            crf_rows.append(("stage 2 (features+k-means+save)", s2, wall))
+            files = list_pseudo_labels(d2)
+            for w in args.crf_workers:
+                t0 = time.perf_counter()
+                s3 = run_dense_crf(cfg, files, os.path.join(tmp, f"dense_crf_w{w}"), workers=w).as_dict()
+                crf_rows.append((f"dense CRF workers={w}", s3, time.perf_counter() - t0))
+
+    # ---- table ----
+    print()
+    print(f"== summary: {args.dataset}, {len(recs)} images, {n} objects, feature dim {dim}, device {device}, "
+          f"objects/batch {args.objects_per_batch}, {args.repeats} timed passes ==")
+    print(NOISE_NOTE)
+    print(f"feature extraction: {feat_rate:.2f} images/s")
+    print(f"{'k-means':<12} {'obj/s k-means (min-max)':>26} {'obj/s +assign (min-max)':>26} "
+          f"{'mean inertia':>13} {'iters':>6} {'/sklearn':>9} {'<=sk':>6} {'<=sk f64':>8}")
+    for r in rows:
+        extra = (f"{r['ratio']:9.4f} {r['le']:6.2f} {r['le64']:8.2f}" if "ratio" in r
+                 else f"{'1':>9} {'-':>6} {'-':>8}")
+        print(f"{r['name']:<12} {r['km']:>26} {r['tot']:>26} {r['inertia']:13.3f} {r['iters']:6.1f} {extra}")
+    print(f"(ours assigns with '{metric}', sklearn with 'dot'; '<=sk': fraction of objects with inertia "
+          f"<= sklearn*(1+1e-6), 'f64': both recomputed in float64)")
+    for name, s, wall in crf_rows:
+        rate = s["processed"] / s["seconds"] if s.get("seconds") else float("nan")
+        bad = f", failed {s['failed']}, skipped {s['skipped']}" if s["failed"] or s["skipped"] else ""
+        print(f"{name:<34} {rate:6.2f} images/s  ({s['processed']} images, {s['seconds']} s in "
+              f"run_stage, {wall:.1f} s wall{bad})")
+    if any(w > 1 for w in args.crf_workers) and not args.no_crf:
+        print("(workers>1: time includes spawning the worker processes)")
+    print(f"total bench time {time.perf_counter() - t_start:.0f} s, load avg {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
