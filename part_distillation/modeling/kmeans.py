@@ -27,10 +27,14 @@ class KMeansResult:
     iterations: torch.Tensor
 
 
-def _sq_dist(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """(B, N, D), (B, K, D) -> (B, N, K) squared Euclidean distances (clamped at 0)."""
-    d = (x * x).sum(-1, keepdim=True) - 2 * x @ c.transpose(1, 2) + (c * c).sum(-1)[:, None, :]
-    return d.clamp_min_(0)
+def _sq_dist(x: torch.Tensor, c: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
+    """(B, N, D), (B, K, D), ``xx`` = ||x||^2 (B, N, 1) -> (B, N, K) squared distances (>= 0)."""
+    return (xx - 2 * x @ c.transpose(1, 2) + (c * c).sum(-1)[:, None, :]).clamp_min_(0)
+
+
+def _nearest(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest centre (B, N): argmin of ||c||^2 - 2 x.c (||x||^2 does not matter)."""
+    return ((c * c).sum(-1)[:, None, :] - 2 * x @ c.transpose(1, 2)).argmin(-1)
 
 
 def _sample(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -41,19 +45,19 @@ def _sample(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return torch.searchsorted(cdf, u.contiguous(), right=True).clamp_(max=weights.shape[1] - 1)
 
 
-def _kmeans_pp(x, valid_f, k, u):
+def _kmeans_pp(x, xx, valid_f, k, u):
     """Greedy k-means++ seeding. ``u`` (B, K, T) uniforms -> centres (B, K, D)."""
     b, n, d = x.shape
     bidx = torch.arange(b, device=x.device)
     first = _sample(valid_f, u[:, 0, :1])[:, 0]
     centers = [x[bidx, first]]
-    closest = _sq_dist(x, centers[0][:, None])[..., 0] * valid_f
+    closest = _sq_dist(x, centers[0][:, None], xx)[..., 0] * valid_f
     for j in range(1, k):
         mass = closest.sum(-1, keepdim=True)
         probs = torch.where(mass > 0, closest, valid_f)  # all points identical: uniform
         cand = _sample(probs, u[:, j])  # (B, T)
         cand_pts = x[bidx[:, None], cand]  # (B, T, D)
-        d_cand = _sq_dist(x, cand_pts).transpose(1, 2)  # (B, T, N)
+        d_cand = _sq_dist(x, cand_pts, xx).transpose(1, 2)  # (B, T, N)
         new_closest = torch.minimum(closest[:, None, :], d_cand) * valid_f[:, None, :]
         best = new_closest.sum(-1).argmin(-1)  # (B,)
         centers.append(cand_pts[bidx, best])
@@ -92,6 +96,7 @@ def batched_kmeans(
     if b and int(counts.min()) < k:
         raise ValueError(f"every row needs >= {k} valid points; smallest has {int(counts.min())}")
     x = x.float()
+    xx = (x * x).sum(-1, keepdim=True)
     valid_f = valid.float()
     mean = (x * valid_f[..., None]).sum(1) / counts[:, None].clamp_min(1)
     var = (((x - mean[:, None]) ** 2) * valid_f[..., None]).sum(1) / counts[:, None].clamp_min(1)
@@ -103,12 +108,11 @@ def batched_kmeans(
             torch.rand(k, trials, generator=torch.Generator().manual_seed(int(s) * 1009 + r))
             for s in seeds
         ]).to(x.device) if b else torch.zeros(0, k, trials, device=x.device)
-        centers = _kmeans_pp(x, valid_f, k, u) if b else x.new_zeros(0, k, d)
+        centers = _kmeans_pp(x, xx, valid_f, k, u) if b else x.new_zeros(0, k, d)
         done = torch.zeros(b, dtype=torch.bool, device=x.device)
         n_iter = torch.zeros(b, dtype=torch.long, device=x.device)
         for _ in range(iters):
-            labels = _sq_dist(x, centers).argmin(-1)
-            onehot = torch.nn.functional.one_hot(labels, k).float() * valid_f[..., None]
+            onehot = torch.nn.functional.one_hot(_nearest(x, centers), k).float() * valid_f[..., None]
             size = onehot.sum(1)  # (B, K)
             sums = onehot.transpose(1, 2) @ x
             new = torch.where(size[..., None] > 0, sums / size[..., None].clamp_min(1), centers)
@@ -119,8 +123,7 @@ def batched_kmeans(
             done |= shift <= thresh
             if bool(done.all()):
                 break
-        dist = _sq_dist(x, centers)
-        min_d, labels = dist.min(-1)
+        min_d, labels = _sq_dist(x, centers, xx).min(-1)
         inertia = (min_d * valid_f).sum(-1)
         labels = torch.where(valid, labels, torch.full_like(labels, -1))
         if best is None:
