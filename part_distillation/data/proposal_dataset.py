@@ -1,0 +1,317 @@
+"""Stage-4 data: stage-3 pseudo-label folders as training datasets, and the dataset mappers of
+part-proposal learning (PartDistillation, Cho et al., CVPR 2023, Sec. 3.2).
+
+Training datasets: a folder of pseudo-label JSONs (:mod:`part_distillation.data.pseudo_labels`) is
+registered lazily in detectron2's ``DatasetCatalog`` by :func:`register_pseudo_label_dataset`.
+Loading it reads every JSON once (RLE areas only, no mask decoding) and applies the official
+PROPOSAL_LEARNING filters:
+
+* an object is dropped when its area / image area < ``MIN_OBJECT_AREA_RATIO``; an image with no
+  object left is dropped;
+* a part is dropped when its area / its object's area < ``MIN_AREA_RATIO``.
+
+Each dataset dict is ``{"file_name", "image_id", "height", "width", "pseudo_label_path",
+"kept_objects": [{"index": int, "parts": [int, ...]}]}`` (indices into the JSON's ``objects`` /
+``parts``); the mapper decodes the masks when the image is used.
+
+Mappers (``INPUT.DATASET_MAPPER_NAME`` -> :data:`DATASET_MAPPERS`):
+
+* ``"part_proposal"``: :class:`ProposalDatasetMapper`, training. One sample = one image with every
+  kept part of every kept object as a class-agnostic instance (class 0), plus the kept objects'
+  masks, all transformed exactly like the image.
+* :class:`PartEvalDatasetMapper`: inference on ground-truth part datasets
+  (:mod:`part_distillation.data.pascal_part` dicts), for the evaluators of
+  :mod:`part_distillation.evaluation.evaluators`.
+"""
+import json
+import logging
+import os
+from typing import List, Optional, Sequence
+
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+from detectron2.config import configurable
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import transforms as T
+from detectron2.structures import BitMasks, Instances
+
+from .images import read_image_rgb
+from .pseudo_labels import SCHEMA, VERSION, decode_mask, list_pseudo_labels, load_pseudo_label
+
+logger = logging.getLogger(__name__)
+
+
+
+def load_pseudo_label_dataset(folder: str, min_object_area_ratio: float = 0.0,
+                              min_area_ratio: float = 0.0) -> List[dict]:
+    """Dataset dicts of a pseudo-label folder with the PROPOSAL_LEARNING area filters applied.
+
+    Args:
+        folder: directory of ``<image_id>.json`` pseudo-labels (any stage; parts are used).
+        min_object_area_ratio: drop objects covering less than this fraction of the image
+            (PROPOSAL_LEARNING.MIN_OBJECT_AREA_RATIO).
+        min_area_ratio: drop parts covering less than this fraction of their object
+            (PROPOSAL_LEARNING.MIN_AREA_RATIO).
+
+    Returns:
+        dicts (see module docstring), sorted by file. Corrupt or foreign JSON files are skipped
+        and counted; counts of dropped images / objects / parts are logged.
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist.
+        ValueError: no image of ``folder`` survives (empty folder, every file corrupt, or
+            everything filtered out).
+    """
+    paths = list_pseudo_labels(folder)
+    dicts = []
+    counts = dict(corrupt=0, images_dropped=0, objects_dropped=0, objects_kept=0,
+                  parts_dropped=0, parts_kept=0)
+    for path in paths:
+        try:
+            with open(path) as f:
+                raw = json.load(f)
+            if raw.get("schema") != SCHEMA or raw.get("version") != VERSION:
+                raise ValueError(f"schema {raw.get('schema')!r} version {raw.get('version')!r}")
+            image = raw["image"]
+            height, width = int(image["height"]), int(image["width"])
+            kept = []
+            for oi, obj in enumerate(raw["objects"]):
+                object_area = float(mask_util.area(_rle(obj["mask"])))
+                if object_area <= 0 or object_area / (height * width) < min_object_area_ratio:
+                    counts["objects_dropped"] += 1
+                    continue
+                parts = [pi for pi, part in enumerate(obj["parts"])
+                         if float(mask_util.area(_rle(part["mask"]))) / object_area >= min_area_ratio]
+                counts["parts_dropped"] += len(obj["parts"]) - len(parts)
+                counts["parts_kept"] += len(parts)
+                counts["objects_kept"] += 1
+                kept.append({"index": oi, "parts": parts})
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            logger.warning("skipping pseudo-label %s: %s: %s", path, type(e).__name__, e)
+            counts["corrupt"] += 1
+            continue
+        if not kept:
+            counts["images_dropped"] += 1
+            continue
+        dicts.append({"file_name": image["file_name"], "image_id": str(image["image_id"]),
+                      "height": height, "width": width, "pseudo_label_path": path,
+                      "kept_objects": kept})
+    logger.info("pseudo-labels %s: %d files -> %d images; %s", folder, len(paths), len(dicts), counts)
+    if not dicts:
+        raise ValueError(f"no usable pseudo-label in {folder} ({len(paths)} files; {counts})")
+    return dicts
+
+
+def _rle(rle: dict) -> dict:
+    """JSON RLE (str counts) -> pycocotools RLE (bytes counts)."""
+    return {"size": rle["size"], "counts": rle["counts"].encode("ascii")
+            if isinstance(rle["counts"], str) else rle["counts"]}
+
+
+def register_pseudo_label_dataset(name: str, folder: str, min_object_area_ratio: float = 0.0,
+                                  min_area_ratio: float = 0.0) -> None:
+    """Register ``folder`` under ``name`` (lazy: the folder is read on ``DatasetCatalog.get``).
+    Re-registering a name replaces it. Metadata: ``evaluator_type="none"``, ``root=folder``,
+    ``has_parts=False`` (pseudo-labels are not ground truth)."""
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(
+        name, lambda: load_pseudo_label_dataset(folder, min_object_area_ratio, min_area_ratio))
+    MetadataCatalog.get(name).set(evaluator_type="none", root=folder, has_parts=False)
+
+
+def register_proposal_train_datasets(cfg) -> List[str]:
+    """Register the training pseudo-label folders of ``cfg`` and return their dataset names.
+
+    Folders: PROPOSAL_LEARNING.DATASET_PATH_LIST, else PROPOSAL_LEARNING.DATASET_PATH when set;
+    each is registered as ``"pseudo_labels:<absolute folder>"`` with the config's
+    MIN_OBJECT_AREA_RATIO / MIN_AREA_RATIO. With neither set, DATASETS.TRAIN is returned unchanged
+    (names registered elsewhere).
+
+    Raises:
+        ValueError: no training data is configured at all.
+    """
+    pl = cfg.PROPOSAL_LEARNING
+    folders = list(pl.DATASET_PATH_LIST) or ([pl.DATASET_PATH] if pl.DATASET_PATH else [])
+    if not folders:
+        if not cfg.DATASETS.TRAIN:
+            raise ValueError("no training data: set PROPOSAL_LEARNING.DATASET_PATH_LIST, "
+                             "PROPOSAL_LEARNING.DATASET_PATH or DATASETS.TRAIN")
+        return list(cfg.DATASETS.TRAIN)
+    names = []
+    for folder in folders:
+        name = "pseudo_labels:" + os.path.abspath(folder)
+        register_pseudo_label_dataset(name, folder, pl.MIN_OBJECT_AREA_RATIO, pl.MIN_AREA_RATIO)
+        names.append(name)
+    return names
+
+
+def read_image(path: str, image_format: str) -> np.ndarray:
+    """uint8 (H, W, 3) image in ``image_format`` (INPUT.FORMAT "RGB" or "BGR").
+
+    Raises:
+        ValueError: another format; ImageReadError: unreadable file.
+    """
+    if image_format not in ("RGB", "BGR"):
+        raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR', got {image_format!r}")
+    image = read_image_rgb(path)
+    return np.ascontiguousarray(image[:, :, ::-1]) if image_format == "BGR" else image
+
+
+def _transform_masks(masks: Sequence[np.ndarray], transforms: T.TransformList,
+                     size: Sequence[int]) -> torch.Tensor:
+    """Apply ``transforms`` (nearest-neighbour) to (H, W) bool masks -> (N, h, w) bool tensor;
+    padding (value 128/255 from the pad transforms) becomes False."""
+    out = [transforms.apply_segmentation(m.astype(np.uint8)) == 1 for m in masks]
+    if not out:
+        return torch.zeros((0, *size), dtype=torch.bool)
+    return torch.from_numpy(np.stack(out))
+
+
+class ProposalDatasetMapper:
+    """Training mapper of part-proposal learning.
+
+    Augmentations (official PartDistillation recipe): base resize of the short side to
+    INPUT.IMAGE_SIZE_BASE (long side at most INPUT.MAX_SIZE_TRAIN), optional random crop
+    (INPUT.CROP.ENABLED, TYPE, SIZE), large-scale jitter (ResizeScale of INPUT.MIN_SCALE ..
+    MAX_SCALE of an INPUT.IMAGE_SIZE square, then FixedSizeCrop/pad to IMAGE_SIZE x IMAGE_SIZE),
+    random horizontal flip.
+
+    Output dict: ``image`` (3, S, S) uint8 tensor in INPUT.FORMAT order; ``instances``
+    (``Instances`` of size (S, S)) with ``gt_masks`` ``BitMasks`` (T, S, S) and ``gt_classes`` (T,)
+    int64 zeros, T = parts with at least one pixel left after the augmentation (may be 0);
+    ``object_masks`` (O, S, S) bool of the kept objects (same transforms); plus ``file_name``,
+    ``image_id``, and ``height`` / ``width`` = S.
+    """
+
+    @configurable
+    def __init__(self, *, augmentations: List[T.Augmentation], image_format: str):
+        """Args: augmentations: applied in order; image_format: "RGB" or "BGR"."""
+        self.augmentations = T.AugmentationList(augmentations)
+        self.image_format = image_format
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True) -> dict:
+        """Augmentations from INPUT.{IMAGE_SIZE_BASE, MAX_SIZE_TRAIN, CROP.*, MIN_SCALE, MAX_SCALE,
+        IMAGE_SIZE, RANDOM_FLIP}. Raises ValueError when ``is_train`` is False (use
+        :class:`PartEvalDatasetMapper` for inference)."""
+        if not is_train:
+            raise ValueError("ProposalDatasetMapper is the training mapper; use PartEvalDatasetMapper")
+        size = cfg.INPUT.IMAGE_SIZE
+        augs = [T.ResizeShortestEdge(cfg.INPUT.IMAGE_SIZE_BASE, cfg.INPUT.MAX_SIZE_TRAIN)]
+        if cfg.INPUT.CROP.ENABLED:
+            augs.append(T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
+        augs += [T.ResizeScale(cfg.INPUT.MIN_SCALE, cfg.INPUT.MAX_SCALE, size, size),
+                 T.FixedSizeCrop((size, size))]
+        if cfg.INPUT.RANDOM_FLIP != "none":
+            augs.append(T.RandomFlip(horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal",
+                                     vertical=cfg.INPUT.RANDOM_FLIP == "vertical"))
+        return {"augmentations": augs, "image_format": cfg.INPUT.FORMAT}
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        """Map one pseudo-label dataset dict (see module docstring) to a training sample.
+
+        Raises:
+            PseudoLabelError: the pseudo-label file is missing or corrupt.
+            ValueError: the image size differs from the pseudo-label's.
+        """
+        label = load_pseudo_label(dataset_dict["pseudo_label_path"])
+        image = read_image(dataset_dict["file_name"], self.image_format)
+        if image.shape[:2] != (label.height, label.width):
+            raise ValueError(f"{dataset_dict['file_name']}: image size {image.shape[:2]} != "
+                             f"pseudo-label size {(label.height, label.width)}")
+        objects = [label.objects[k["index"]] for k in dataset_dict["kept_objects"]]
+        parts = [label.objects[k["index"]].parts[j].mask
+                 for k in dataset_dict["kept_objects"] for j in k["parts"]]
+        aug = T.AugInput(image)
+        transforms = self.augmentations(aug)
+        image = aug.image
+        size = image.shape[:2]
+        part_masks = _transform_masks(parts, transforms, size)
+        part_masks = part_masks[part_masks.flatten(1).any(1)] if len(part_masks) else part_masks
+        instances = Instances(size)
+        instances.gt_masks = BitMasks(part_masks)
+        instances.gt_classes = torch.zeros(len(part_masks), dtype=torch.int64)
+        return {
+            "file_name": dataset_dict["file_name"],
+            "image_id": dataset_dict["image_id"],
+            "height": size[0],
+            "width": size[1],
+            "image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "instances": instances,
+            "object_masks": _transform_masks([o.mask for o in objects], transforms, size),
+        }
+
+
+class PartEvalDatasetMapper:
+    """Inference mapper for ground-truth part datasets (dicts of
+    :func:`part_distillation.data.pascal_part.load_pascal_part`).
+
+    Resizes with ResizeShortestEdge(INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST). Output dict:
+    ``image`` (3, h, w) uint8 tensor; ``height`` / ``width`` the ORIGINAL size H x W;
+    ``object_masks`` (O, h, w) bool tensor at the input resolution (model input); ``objects``: O
+    dicts at the original resolution for the evaluators, ``{"object_mask": (H, W) bool ndarray,
+    "gt_parts": (P, H, W) bool ndarray, "gt_part_names": [str] * P, "class_name": str}``; plus
+    ``file_name`` and ``image_id``.
+    """
+
+    @configurable
+    def __init__(self, *, augmentations: List[T.Augmentation], image_format: str):
+        """Args: augmentations: applied in order; image_format: "RGB" or "BGR"."""
+        self.augmentations = T.AugmentationList(augmentations)
+        self.image_format = image_format
+
+    @classmethod
+    def from_config(cls, cfg) -> dict:
+        """Resize from INPUT.{MIN_SIZE_TEST, MAX_SIZE_TEST}; format INPUT.FORMAT."""
+        return {"augmentations": [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)],
+                "image_format": cfg.INPUT.FORMAT}
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        """Map one part-dataset dict. Raises ValueError when the image size differs from the
+        dict's ``height`` / ``width``."""
+        image = read_image(dataset_dict["file_name"], self.image_format)
+        height, width = image.shape[:2]
+        if (height, width) != (dataset_dict["height"], dataset_dict["width"]):
+            raise ValueError(f"{dataset_dict['file_name']}: image size {(height, width)} != "
+                             f"annotation size {(dataset_dict['height'], dataset_dict['width'])}")
+        objects = []
+        for obj in dataset_dict["objects"]:
+            parts = [decode_mask(p["mask"]) for p in obj["parts"]]
+            objects.append({
+                "object_mask": decode_mask(obj["mask"]),
+                "gt_parts": np.stack(parts) if parts else np.zeros((0, height, width), bool),
+                "gt_part_names": [p["name"] for p in obj["parts"]],
+                "class_name": obj["class_name"],
+            })
+        aug = T.AugInput(image)
+        transforms = self.augmentations(aug)
+        size = aug.image.shape[:2]
+        return {
+            "file_name": dataset_dict["file_name"],
+            "image_id": dataset_dict["image_id"],
+            "height": height,
+            "width": width,
+            "image": torch.as_tensor(np.ascontiguousarray(aug.image.transpose(2, 0, 1))),
+            "object_masks": _transform_masks([o["object_mask"] for o in objects], transforms, size),
+            "objects": objects,
+        }
+
+
+# Training mappers by INPUT.DATASET_MAPPER_NAME, called as ``mapper_cls(cfg, is_train=True)``.
+DATASET_MAPPERS = {"part_proposal": ProposalDatasetMapper}
+
+
+def build_train_mapper(cfg, name: Optional[str] = None):
+    """The training mapper of :data:`DATASET_MAPPERS` named ``name`` (default
+    INPUT.DATASET_MAPPER_NAME).
+
+    Raises:
+        KeyError: unknown name (the message lists the known ones).
+    """
+    name = name or cfg.INPUT.DATASET_MAPPER_NAME
+    if name not in DATASET_MAPPERS:
+        raise KeyError(f"INPUT.DATASET_MAPPER_NAME {name!r} unknown; known: {sorted(DATASET_MAPPERS)}")
+    return DATASET_MAPPERS[name](cfg, is_train=True)

@@ -1,0 +1,1 @@
+"""Training / evaluation engine (detectron2 ``DefaultTrainer`` based) of the learned stages."""

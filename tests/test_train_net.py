@@ -1,0 +1,319 @@
+"""Stage-4 training engine: tiny training run (loss decreases, outputs written), resume
+continuity after a kill, --eval-only AR@K, optimizer / schedule recipe, official YAML merge."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.engine import HookBase, default_argument_parser
+from PIL import Image
+
+from part_distillation.config import setup_cfg
+from part_distillation.data.pseudo_labels import ImagePseudoLabel, ObjectLabel, PartLabel, save_pseudo_label
+from part_distillation.engine.trainer import (
+    Trainer,
+    build_lr_scheduler,
+    build_optimizer,
+    main,
+    optimizer_param_groups,
+    setup,
+    with_full_model_clipping,
+)
+
+TINY = "configs/part_proposal/tiny_cpu.yaml"
+SUBSET = "pascal_part_examples_first2"
+if SUBSET not in DatasetCatalog.list():
+    DatasetCatalog.register(SUBSET, lambda: DatasetCatalog.get("pascal_part_examples")[:2])
+    MetadataCatalog.get(SUBSET).set(evaluator_type="part", has_parts=True)
+
+
+def _synthetic_labels(folder, n=6, h=96, w=128, seed=0):
+    """Images of a coloured box on a noisy background, split into 2-3 differently coloured
+    parts, with matching stage-3-style pseudo-labels."""
+    rng = np.random.default_rng(seed)
+    colors = np.array([[220, 40, 40], [40, 200, 40], [40, 60, 220]], np.uint8)
+    os.makedirs(folder, exist_ok=True)
+    for i in range(n):
+        img = rng.integers(90, 160, (h, w, 3), dtype=np.uint8)
+        y0, x0 = rng.integers(4, 30), rng.integers(4, 40)
+        y1, x1 = y0 + rng.integers(40, h - y0 - 2), x0 + rng.integers(50, w - x0 - 2)
+        obj = np.zeros((h, w), bool)
+        obj[y0:y1, x0:x1] = True
+        k = 2 + i % 2
+        cuts = np.linspace(x0, x1, k + 1).astype(int)
+        parts = []
+        for j in range(k):
+            m = np.zeros((h, w), bool)
+            m[y0:y1, cuts[j]:cuts[j + 1]] = True
+            img[m] = colors[j]
+            parts.append(PartLabel(m))
+        path = os.path.join(folder, f"img{i}.png")
+        Image.fromarray(img).save(path)
+        save_pseudo_label(folder, ImagePseudoLabel(path, f"img{i}", h, w, "dense_crf",
+                                                   [ObjectLabel("box", obj, parts=parts)]))
+    return folder
+
+
+def _cfg(tmp_path, labels, *opts):
+    return setup_cfg(TINY, [
+        "MODEL.EFFICIENTNET.PRETRAINED", False, "PROPOSAL_LEARNING.DATASET_PATH", str(labels),
+        "INPUT.IMAGE_SIZE", 64, "INPUT.IMAGE_SIZE_BASE", 64, "INPUT.MIN_SCALE", 1.0,
+        "INPUT.MAX_SCALE", 1.0, "INPUT.MIN_SIZE_TEST", 64, "DATASETS.TEST", "()",
+        "DATALOADER.NUM_WORKERS", 0, "TEST.EVAL_PERIOD", 0, "OUTPUT_DIR", str(tmp_path / "out"),
+        "SEED", 0, *opts])
+
+
+class _Record(HookBase):
+    """Records (iteration, lr of every param group) after each step; optionally 'kills' the
+    run by raising at ``kill_at``."""
+
+    def __init__(self, kill_at=None):
+        self.steps, self.kill_at = [], kill_at
+
+    def after_step(self):
+        self.steps.append((self.trainer.iter, [g["lr"] for g in self.trainer.optimizer.param_groups]))
+        if self.trainer.iter == self.kill_at:
+            raise KeyboardInterrupt("killed")
+
+
+def _trainer(cfg, hook):
+    trainer = Trainer(cfg)
+    trainer.register_hooks([hook])
+    return trainer
+
+
+def test_tiny_training_loss_decreases_and_writes_outputs(tmp_path):
+    labels = _synthetic_labels(str(tmp_path / "labels"))
+    cfg = _cfg(tmp_path, labels, "SOLVER.MAX_ITER", 30, "SOLVER.BASE_LR", 1e-3, "SOLVER.WARMUP_ITERS", 0,
+               "INPUT.IMAGE_SIZE", 128, "INPUT.IMAGE_SIZE_BASE", 96, "SOLVER.CHECKPOINT_PERIOD", 30,
+               "DATASETS.TEST", f"('{SUBSET}',)", "TEST.EVAL_PERIOD", 30)
+    torch.manual_seed(0)
+    trainer = _trainer(cfg, _Record())
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    losses = [v for v, _ in trainer.storage.history("total_loss").values()]
+    assert len(losses) == 30
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses
+    out = cfg.OUTPUT_DIR
+    assert os.path.isfile(os.path.join(out, "model_final.pth"))
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(out))
+    with open(os.path.join(out, "metrics.json")) as f:
+        records = [json.loads(line) for line in f]
+    assert any("total_loss" in r for r in records)
+    assert any("part_proposals/AR@10" in r for r in records)  # periodic evaluation ran
+    assert 0.0 <= trainer._last_eval_results["part_proposals"]["AR@10"] <= 100.0
+
+
+def test_resume_after_kill_continues_iteration_and_lr(tmp_path):
+    labels = _synthetic_labels(str(tmp_path / "labels"), n=2)
+    opts = ["SOLVER.MAX_ITER", 8, "SOLVER.CHECKPOINT_PERIOD", 4, "SOLVER.LR_SCHEDULER_NAME", "WarmupPolyLR",
+            "SOLVER.WARMUP_ITERS", 2, "SOLVER.WARMUP_FACTOR", 0.1, "MODEL.MASK_FORMER.DEC_LAYERS", 2]
+    full = _Record()
+    trainer = _trainer(_cfg(tmp_path / "a", labels, *opts), full)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    assert [it for it, _ in full.steps] == list(range(8))
+
+    killed = _Record(kill_at=5)  # dies after iteration 5; last checkpoint is model_0000003.pth
+    cfg = _cfg(tmp_path / "b", labels, *opts)
+    trainer = _trainer(cfg, killed)
+    trainer.resume_or_load(resume=False)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "model_0000003.pth"))
+
+    resumed = _Record()
+    trainer = _trainer(cfg, resumed)
+    trainer.resume_or_load(resume=True)
+    assert trainer.start_iter == 4
+    trainer.train()
+    assert [it for it, _ in resumed.steps] == [4, 5, 6, 7]
+    uninterrupted = dict(full.steps)
+    for it, lrs in killed.steps + resumed.steps:
+        assert lrs == pytest.approx(uninterrupted[it], rel=1e-9, abs=0), it
+    assert len({tuple(lrs) for _, lrs in full.steps}) == 8  # the LR really changes every step
+
+
+def test_eval_only_reports_ar(tmp_path):
+    args = default_argument_parser().parse_args([
+        "--config-file", TINY, "--eval-only", "MODEL.EFFICIENTNET.PRETRAINED", "False",
+        "DATASETS.TEST", f"('{SUBSET}',)", "INPUT.MIN_SIZE_TEST", "96", "DATALOADER.NUM_WORKERS", "0",
+        "OUTPUT_DIR", str(tmp_path / "eval")])
+    results = main(args)
+    ar = results["part_proposals"]
+    assert {"AR@1", "AR@10"} <= set(ar) and ar["num_objects"] > 0
+    assert all(0.0 <= ar[k] <= 100.0 for k in ("AR@1", "AR@10"))
+    assert "best_match_mIoU" in results["part_segments"]
+
+
+def test_setup_disables_amp_on_cpu(tmp_path):
+    args = default_argument_parser().parse_args([
+        "--config-file", TINY, "SOLVER.AMP.ENABLED", "True", "MODEL.DEVICE", "cpu",
+        "OUTPUT_DIR", str(tmp_path / "amp")])
+    assert setup(args).SOLVER.AMP.ENABLED is False
+
+
+class _Toy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.LayerNorm(2))
+        self.query = torch.nn.Embedding(3, 2)
+        self.head = torch.nn.Linear(2, 1)
+        self.frozen = torch.nn.Linear(2, 2)
+        self.frozen.requires_grad_(False)
+
+
+def test_optimizer_param_groups():
+    model = _Toy()
+    groups = optimizer_param_groups(model, base_lr=1.0, weight_decay=0.05, weight_decay_norm=0.0,
+                                    weight_decay_embed=0.01, backbone_multiplier=0.1)
+    hyper = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+    assert hyper[id(model.backbone[0].weight)] == (0.1, 0.05)
+    assert hyper[id(model.backbone[1].weight)] == (0.1, 0.0)  # norm
+    assert hyper[id(model.query.weight)] == (1.0, 0.01)  # embedding
+    assert hyper[id(model.head.bias)] == (1.0, 0.05)
+    assert id(model.frozen.weight) not in hyper
+
+
+def test_full_model_clipping_and_optimizer_choice(tmp_path):
+    params = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(4))]
+    opt = with_full_model_clipping(torch.optim.SGD, max_norm=0.5)(params, lr=1.0)
+    params[0].grad, params[1].grad = torch.full((3,), 10.0), torch.full((4,), -10.0)
+    opt.step()
+    step = torch.cat([-p.detach() for p in params])
+    assert float(step.norm()) == pytest.approx(0.5, rel=1e-5)  # joint norm clipped to 0.5
+    assert torch.allclose(step[:3], -step[3:].mean().expand(3))  # direction kept
+    labels = _synthetic_labels(str(tmp_path / "l"), n=1)
+    cfg = _cfg(tmp_path, labels)
+    optimizer = build_optimizer(cfg, _Toy())
+    assert isinstance(optimizer, torch.optim.AdamW) and "FullModelGradientClipping" in type(optimizer).__name__
+    with pytest.raises(ValueError, match="SOLVER.OPTIMIZER"):
+        build_optimizer(_cfg(tmp_path, labels, "SOLVER.OPTIMIZER", "LAMB"), _Toy())
+
+
+def test_warmup_poly_lr(tmp_path):
+    labels = _synthetic_labels(str(tmp_path / "l"), n=1)
+    cfg = _cfg(tmp_path, labels, "SOLVER.LR_SCHEDULER_NAME", "WarmupPolyLR", "SOLVER.MAX_ITER", 100,
+               "SOLVER.WARMUP_ITERS", 0, "SOLVER.BASE_LR", 1.0, "SOLVER.POLY_LR_POWER", 0.9)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = build_lr_scheduler(cfg, opt)
+    lrs = []
+    for _ in range(60):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[50] == pytest.approx((1 - 50 / 100) ** 0.9)
+    with pytest.raises(ValueError, match="LR_SCHEDULER_NAME"):
+        build_lr_scheduler(_cfg(tmp_path, labels, "SOLVER.LR_SCHEDULER_NAME", "WarmupCosineLRX"), opt)
+
+
+# Mask2Former's configs/coco/instance-segmentation/Base-COCO-InstanceSegmentation.yaml and
+# maskformer2_R50_bs16_50ep.yaml (official key layout).
+OFFICIAL_BASE = """\
+MODEL:
+  BACKBONE:
+    FREEZE_AT: 0
+    NAME: "build_resnet_backbone"
+  WEIGHTS: "detectron2://ImageNetPretrained/torchvision/R-50.pkl"
+  PIXEL_MEAN: [123.675, 116.280, 103.530]
+  PIXEL_STD: [58.395, 57.120, 57.375]
+  RESNETS:
+    DEPTH: 50
+    STEM_TYPE: "basic"
+    STEM_OUT_CHANNELS: 64
+    STRIDE_IN_1X1: False
+    OUT_FEATURES: ["res2", "res3", "res4", "res5"]
+    RES5_MULTI_GRID: [1, 1, 1]
+DATASETS:
+  TRAIN: ("coco_2017_train",)
+  TEST: ("coco_2017_val",)
+SOLVER:
+  IMS_PER_BATCH: 16
+  BASE_LR: 0.0001
+  STEPS: (327778, 355092)
+  MAX_ITER: 368750
+  WARMUP_FACTOR: 1.0
+  WARMUP_ITERS: 10
+  WEIGHT_DECAY: 0.05
+  OPTIMIZER: "ADAMW"
+  BACKBONE_MULTIPLIER: 0.1
+  CLIP_GRADIENTS:
+    ENABLED: True
+    CLIP_TYPE: "full_model"
+    CLIP_VALUE: 0.01
+    NORM_TYPE: 2.0
+  AMP:
+    ENABLED: True
+INPUT:
+  IMAGE_SIZE: 1024
+  MIN_SCALE: 0.1
+  MAX_SCALE: 2.0
+  FORMAT: "RGB"
+  DATASET_MAPPER_NAME: "coco_instance_lsj"
+TEST:
+  EVAL_PERIOD: 5000
+DATALOADER:
+  FILTER_EMPTY_ANNOTATIONS: True
+  NUM_WORKERS: 4
+VERSION: 2
+"""
+OFFICIAL_R50 = """\
+_BASE_: Base-COCO-InstanceSegmentation.yaml
+MODEL:
+  META_ARCHITECTURE: "MaskFormer"
+  SEM_SEG_HEAD:
+    NAME: "MaskFormerHead"
+    IGNORE_VALUE: 255
+    NUM_CLASSES: 80
+    LOSS_WEIGHT: 1.0
+    CONVS_DIM: 256
+    MASK_DIM: 256
+    NORM: "GN"
+    PIXEL_DECODER_NAME: "MSDeformAttnPixelDecoder"
+    IN_FEATURES: ["res2", "res3", "res4", "res5"]
+    DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES: ["res3", "res4", "res5"]
+    COMMON_STRIDE: 4
+    TRANSFORMER_ENC_LAYERS: 6
+  MASK_FORMER:
+    TRANSFORMER_DECODER_NAME: "MultiScaleMaskedTransformerDecoder"
+    TRANSFORMER_IN_FEATURE: "multi_scale_pixel_decoder"
+    DEEP_SUPERVISION: True
+    NO_OBJECT_WEIGHT: 0.1
+    CLASS_WEIGHT: 2.0
+    MASK_WEIGHT: 5.0
+    DICE_WEIGHT: 5.0
+    HIDDEN_DIM: 256
+    NUM_OBJECT_QUERIES: 100
+    NHEADS: 8
+    DROPOUT: 0.0
+    DIM_FEEDFORWARD: 2048
+    ENC_LAYERS: 0
+    PRE_NORM: False
+    ENFORCE_INPUT_PROJ: False
+    SIZE_DIVISIBILITY: 32
+    DEC_LAYERS: 10
+    TRAIN_NUM_POINTS: 12544
+    OVERSAMPLE_RATIO: 3.0
+    IMPORTANCE_SAMPLE_RATIO: 0.75
+    TEST:
+      SEMANTIC_ON: False
+      INSTANCE_ON: True
+      PANOPTIC_ON: False
+      OVERLAP_THRESHOLD: 0.8
+      OBJECT_MASK_THRESHOLD: 0.8
+"""
+
+
+def test_official_mask2former_yaml_merges(tmp_path):
+    (tmp_path / "Base-COCO-InstanceSegmentation.yaml").write_text(OFFICIAL_BASE)
+    (tmp_path / "maskformer2_R50_bs16_50ep.yaml").write_text(OFFICIAL_R50)
+    cfg = setup_cfg(str(tmp_path / "maskformer2_R50_bs16_50ep.yaml"),
+                    ["MODEL.META_ARCHITECTURE", "ProposalModel", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", 1])
+    assert cfg.MODEL.MASK_FORMER.DEC_LAYERS == 10 and cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES == 100
+    assert cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE == "full_model" and cfg.INPUT.IMAGE_SIZE == 1024
+    assert cfg.MODEL.RESNETS.STEM_TYPE == "basic" and cfg.MODEL.META_ARCHITECTURE == "ProposalModel"
+    for name in ("Base-PartProposal.yaml", "R50.yaml", "swin_L.yaml", "tiny_cpu.yaml"):
+        part = setup_cfg(os.path.join("configs/part_proposal", name))
+        assert part.MODEL.META_ARCHITECTURE == "ProposalModel" and part.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 1

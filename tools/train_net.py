@@ -1,0 +1,29 @@
+#!/usr/bin/env python
+"""Train or evaluate the part-proposal model (PartDistillation stage 4) with detectron2.
+
+Examples::
+
+    # train the CPU slice on stage-3 pseudo-labels
+    .venv/bin/python tools/train_net.py --config-file configs/part_proposal/tiny_cpu.yaml \
+        PROPOSAL_LEARNING.DATASET_PATH /tmp/pd/s3_keep_parts OUTPUT_DIR output/tiny
+    # continue a killed run from OUTPUT_DIR/last_checkpoint (same iteration, LR, optimizer state)
+    .venv/bin/python tools/train_net.py --config-file ... --resume OUTPUT_DIR output/tiny ...
+    # evaluate a checkpoint on DATASETS.TEST (AR@K of part proposals)
+    .venv/bin/python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/tiny/model_final.pth
+
+Options: ``--num-gpus --num-machines --machine-rank --dist-url`` (detectron2 ``launch``), trailing
+``KEY VALUE`` pairs override the config.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from detectron2.engine import default_argument_parser, launch  # noqa: E402
+
+from part_distillation.engine.trainer import main  # noqa: E402
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
