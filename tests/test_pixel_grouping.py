@@ -9,6 +9,7 @@ from part_distillation.config import setup_cfg
 from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, list_pseudo_labels,
                                                   load_pseudo_label, save_pseudo_label)
 from part_distillation.modeling.feature_extractor import RGBXYFeatures
+from part_distillation.stages.common import StageConfigMismatch
 from part_distillation.stages.pixel_grouping import (PixelGrouper, build_segmenter, grid_segments,
                                                      run_pixel_grouping, score_maps, upsample_scores)
 from part_distillation.utils.sharding import resolve_partition, shard
@@ -121,5 +122,8 @@ def test_stage_resumes_and_counts_failures(tmp_path):
     again = run_pixel_grouping(cfg, list_pseudo_labels(s1), out, seg_fn).as_dict()
     assert again["resumed"] == 2 and again["processed"] == 1
     assert load_pseudo_label(files[1]).stage == "pixel_grouping"
-    summaries = os.listdir(os.path.join(out, "logs"))
-    assert summaries == ["summary_0of1.json"]
+    assert sorted(os.listdir(os.path.join(out, "logs"))) == ["config.json", "summary_0of1.json"]
+    # resuming with other settings would mix two configs in one folder: refused, naming the key
+    other = _cfg("PROPOSAL_GENERATION.GROUPING", "kmeans_rgbxy", "PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS", "3")
+    with pytest.raises(StageConfigMismatch, match="NUM_SUPERPIXEL_CLUSTERS.*4 -> 3"):
+        run_pixel_grouping(other, list_pseudo_labels(s1), out, build_segmenter(other))

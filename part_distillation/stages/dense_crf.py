@@ -133,5 +133,8 @@ def run_dense_crf(cfg, input_files: Sequence[str], output_dir: str, workers: int
                             c.OBJECT_PIXELS)
     pg = cfg.PROPOSAL_GENERATION
     return run_stage("dense_crf", list(input_files), lambda p: os.path.splitext(os.path.basename(p))[0],
-                     worker, output_dir, pg.TOTAL_PARTITIONS, pg.PARTITION_INDEX,
+                     worker, output_dir,
+                     {"DENSE_CRF": {**params, "OBJECT_PIXELS": c.OBJECT_PIXELS},
+                      "INPUT_SIZE": [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST]},
+                     pg.TOTAL_PARTITIONS, pg.PARTITION_INDEX,
                      workers=c.NUM_WORKERS if workers is None else workers)

@@ -105,5 +105,5 @@ def run_object_masks(cfg, records: List[dict], output_dir: str):
     pg = cfg.PROPOSAL_GENERATION
     config = {"OBJECT_MASK_TYPE": pg.OBJECT_MASK_TYPE}
     return run_stage("object_masks", records, lambda r: str(r["image_id"]),
-                     lambda r: label_image(labeler, r, output_dir, config), output_dir,
+                     lambda r: label_image(labeler, r, output_dir, config), output_dir, config,
                      pg.TOTAL_PARTITIONS, pg.PARTITION_INDEX)

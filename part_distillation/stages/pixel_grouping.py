@@ -200,14 +200,15 @@ def run_pixel_grouping(cfg, input_files: Sequence[str], output_dir: str, segment
     pg = cfg.PROPOSAL_GENERATION
     config = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in pg.items()
               if k in ("GROUPING", "NUM_SUPERPIXEL_CLUSTERS", "DISTANCE_METRIC", "FEATURE_NORMALIZE",
-                       "BACKBONE_FEATURE_KEY_LIST", "FEATURE_STRIDE", "SEED")}
+                       "BACKBONE_FEATURE_KEY_LIST", "FEATURE_STRIDE", "SEED", "KMEANS_RESTARTS")}
     config["BACKBONE"] = cfg.MODEL.BACKBONE.NAME
     config["WEIGHTS"] = cfg.MODEL.WEIGHTS
+    config["INPUT_SIZE"] = [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST]
 
     def process(path):
         return group_image(segment_fn, load_pseudo_label(path), output_dir, config)
 
-    return run_stage("pixel_grouping", list(input_files), _stem, process, output_dir,
+    return run_stage("pixel_grouping", list(input_files), _stem, process, output_dir, config,
                      pg.TOTAL_PARTITIONS, pg.PARTITION_INDEX)
 
 
