@@ -17,6 +17,9 @@ from part_distillation.utils.sharding import resolve_partition, shard
 from .helpers import EFFNET_CFG
 
 
+RGBXY = ("PROPOSAL_GENERATION.GROUPING", "kmeans_rgbxy", "PROPOSAL_GENERATION.DISTANCE_METRIC", "l2")
+
+
 def _cfg(*opts):
     return setup_cfg(EFFNET_CFG, ["INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "128", *opts])
 
@@ -107,7 +110,9 @@ def _stage1(tmp_path, n=4):
 def test_stage_resumes_and_counts_failures(tmp_path):
     s1 = _stage1(tmp_path)
     (tmp_path / "im3.png").write_bytes(b"")  # a corrupt image: skipped, counted, the rest goes on
-    cfg = _cfg("PROPOSAL_GENERATION.GROUPING", "kmeans_rgbxy")
+    with pytest.raises(ValueError, match="kmeans_rgbxy needs .*DISTANCE_METRIC l2"):
+        build_segmenter(_cfg("PROPOSAL_GENERATION.GROUPING", "kmeans_rgbxy"))  # default metric: dot
+    cfg = _cfg(*RGBXY)
     out = str(tmp_path / "s2")
     seg_fn = build_segmenter(cfg)
     first = run_pixel_grouping(cfg, list_pseudo_labels(s1), out, seg_fn).as_dict()
@@ -124,6 +129,6 @@ def test_stage_resumes_and_counts_failures(tmp_path):
     assert load_pseudo_label(files[1]).stage == "pixel_grouping"
     assert sorted(os.listdir(os.path.join(out, "logs"))) == ["config.json", "summary_0of1.json"]
     # resuming with other settings would mix two configs in one folder: refused, naming the key
-    other = _cfg("PROPOSAL_GENERATION.GROUPING", "kmeans_rgbxy", "PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS", "3")
+    other = _cfg(*RGBXY, "PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS", "3")
     with pytest.raises(StageConfigMismatch, match="NUM_SUPERPIXEL_CLUSTERS.*4 -> 3"):
         run_pixel_grouping(other, list_pseudo_labels(s1), out, build_segmenter(other))

@@ -116,7 +116,7 @@ class RGBXYFeatures:
         img = self.resized(image)
         hh, ww = img.shape[:2]
         h, w = math.ceil(hh / self.stride), math.ceil(ww / self.stride)
-        rgb = F.adaptive_avg_pool2d(torch.from_numpy(np.ascontiguousarray(img).copy()).permute(2, 0, 1).float()[None] / 255, (h, w))[0]
+        rgb = F.adaptive_avg_pool2d(torch.from_numpy(img.copy()).permute(2, 0, 1).float()[None] / 255, (h, w))[0]
         ys = torch.linspace(0, 1, h).view(h, 1).expand(h, w)
         xs = torch.linspace(0, 1, w).view(1, w).expand(h, w)
         return torch.cat([rgb, self.xy_weight * torch.stack([xs, ys])]), (hh, ww)

@@ -38,12 +38,13 @@ OFFICIAL_VARIANTS = {
                                  "PROPOSAL_GENERATION.FEATURE_NORMALIZE", False], False),
     "pretrained_l2_unnormalized": (["PROPOSAL_GENERATION.DISTANCE_METRIC", "l2",
                                     "PROPOSAL_GENERATION.FEATURE_NORMALIZE", False], False),
-    "pretrained_dot_normalized": (["PROPOSAL_GENERATION.DISTANCE_METRIC", "dot",
-                                   "PROPOSAL_GENERATION.FEATURE_NORMALIZE", True], False),
+    "pretrained_l2_normalized": (["PROPOSAL_GENERATION.DISTANCE_METRIC", "l2",
+                                  "PROPOSAL_GENERATION.FEATURE_NORMALIZE", True], False),
 }
 BASELINE_VARIANTS = {
     "random_init": (["MODEL.EFFICIENTNET.PRETRAINED", False, "MODEL.WEIGHTS", ""], False),
-    "rgbxy_kmeans": (["PROPOSAL_GENERATION.GROUPING", "kmeans_rgbxy"], False),
+    "rgbxy_kmeans": (["PROPOSAL_GENERATION.GROUPING", "kmeans_rgbxy",
+                      "PROPOSAL_GENERATION.DISTANCE_METRIC", "l2"], False),
     "grid_2x2": (["PROPOSAL_GENERATION.GROUPING", "grid"], False),
 }
 

@@ -160,6 +160,11 @@ def build_segmenter(cfg, device: str = None) -> Callable:
     if kind == "kmeans":
         return PixelGrouper.from_config(cfg, BackboneFeatures(cfg, device), device)
     if kind == "kmeans_rgbxy":
+        if cfg.PROPOSAL_GENERATION.DISTANCE_METRIC != "l2":
+            # RGB+XY vectors are not normalised: with "dot" the largest-norm (brightest, lower
+            # right) centre takes most pixels, which is not k-means' own nearest-centre rule.
+            raise ValueError("GROUPING kmeans_rgbxy needs PROPOSAL_GENERATION.DISTANCE_METRIC l2 "
+                             f"(got '{cfg.PROPOSAL_GENERATION.DISTANCE_METRIC}')")
         return PixelGrouper.from_config(cfg, RGBXYFeatures(cfg), device)
     if kind == "grid":
         return lambda image, masks, image_id: [grid_segments(m) for m in masks]
