@@ -70,10 +70,20 @@ def test_evaluation_on_hand_built_parts_is_exact(tmp_path):
     exact = ImagePseudoLabel("x.jpg", "x", 20, 30, "dense_crf",
                              [ObjectLabel("thing", obj, parts=[PartLabel(right), PartLabel(left)])])
     save_pseudo_label(str(tmp_path / "a"), exact)
-    res = evaluate_pseudo_labels(str(tmp_path / "a"), [rec])["segments"]
+    full = evaluate_pseudo_labels(str(tmp_path / "a"), [rec])
+    res = full["segments"]
     assert res["best_match_mIoU"] == res["hungarian_mIoU"] == 100.0 and res["AR@1"] == 50.0
+    assert full["segments_per_object"] == 2 and full["largest_segment_share"] == 50.0
+    assert full["object_coverage"] == 100.0
     one = ImagePseudoLabel("x.jpg", "x", 20, 30, "dense_crf", [ObjectLabel("thing", obj, parts=[PartLabel(obj)])])
     save_pseudo_label(str(tmp_path / "b"), one)
-    res = evaluate_pseudo_labels(str(tmp_path / "b"), [rec])["segments"]
+    full = evaluate_pseudo_labels(str(tmp_path / "b"), [rec])
+    res = full["segments"]
+    assert full["largest_segment_share"] == 100.0  # collapsed
     # one segment = whole object: IoU 0.5 with each half; Hungarian can use it only once
     assert abs(res["best_match_mIoU"] - 50.0) < 1e-9 and abs(res["hungarian_mIoU"] - 25.0) < 1e-9
+    # the left half only (the right half went to background): half the object is covered
+    half = ImagePseudoLabel("x.jpg", "x", 20, 30, "dense_crf", [ObjectLabel("thing", obj, parts=[PartLabel(left)])])
+    save_pseudo_label(str(tmp_path / "c"), half)
+    full = evaluate_pseudo_labels(str(tmp_path / "c"), [rec])
+    assert full["object_coverage"] == 50.0 and full["segments"]["best_match_mIoU"] == 50.0

@@ -47,8 +47,9 @@ def evaluate_pseudo_labels(folder: str, records: List[dict]) -> dict:
     Returns a JSON-serialisable dict: ``segments`` (best_match_mIoU, hungarian_mIoU, AR@K, counts),
     ``class_matched`` (C-mIoU, A-mIoU, per_class) when parts are labelled, ``num_images``,
     ``missing_images`` (records without a pseudo-label file), ``unmatched_gt_objects``,
-    ``segments_per_object`` and ``largest_segment_share`` (percent of the object's pixels in its
-    largest segment: near 100 means the segments collapsed).
+    ``segments_per_object``, ``largest_segment_share`` (percent of the object's pixels in its
+    largest segment: near 100 means the segments collapsed) and ``object_coverage`` (percent of
+    all ground-truth object pixels that lie in some segment; the official dense-CRF lowers it).
 
     Raises:
         PseudoLabelError: a file in ``folder`` is corrupt (names it).
@@ -57,6 +58,7 @@ def evaluate_pseudo_labels(folder: str, records: List[dict]) -> dict:
     seg_acc, cls_acc = SegmentMetricsAccumulator(), ClassMatchedMIoU()
     seen, unmatched, labelled = set(), 0, False
     n_segments, largest_share = [], []
+    covered_pixels = object_pixels = 0
     for path in list_pseudo_labels(folder):
         label = load_pseudo_label(path)
         rec = by_id.get(label.image_id)
@@ -74,6 +76,7 @@ def evaluate_pseudo_labels(folder: str, records: List[dict]) -> dict:
                 areas = np.bincount(seg[g["mask"]], minlength=1)[1:]
                 n_segments.append(int((areas > 0).sum()))
                 largest_share.append(areas.max() / g["mask"].sum() if areas.size else 0.0)
+                covered_pixels += int(areas.sum())
                 if obj.parts and all(p.label is not None for p in obj.parts):
                     labelled = True
                     cls_seg = np.zeros_like(seg)
@@ -83,6 +86,7 @@ def evaluate_pseudo_labels(folder: str, records: List[dict]) -> dict:
             else:
                 unmatched += 1
                 seg = np.zeros(g["mask"].shape, np.int32)
+            object_pixels += int(g["mask"].sum())
             seg_acc.add(seg, g["parts"], g["mask"])
     missing = sorted(set(by_id) - seen)
     if missing:
@@ -91,7 +95,8 @@ def evaluate_pseudo_labels(folder: str, records: List[dict]) -> dict:
            "unmatched_gt_objects": unmatched,
            # collapse check: how many segments an object gets and how much the largest one takes
            "segments_per_object": float(np.mean(n_segments)) if n_segments else 0.0,
-           "largest_segment_share": 100.0 * float(np.mean(largest_share)) if largest_share else 0.0}
+           "largest_segment_share": 100.0 * float(np.mean(largest_share)) if largest_share else 0.0,
+           "object_coverage": 100.0 * covered_pixels / object_pixels if object_pixels else 0.0}
     if labelled:
         out["class_matched"] = cls_acc.summarize()
     return out
@@ -99,7 +104,7 @@ def evaluate_pseudo_labels(folder: str, records: List[dict]) -> dict:
 
 def format_table(rows: Dict[str, dict], keys=("best_match_mIoU", "hungarian_mIoU", "AR@1", "AR@10")) -> str:
     """Markdown table: one row per named result of :func:`evaluate_pseudo_labels`."""
-    extra = ("segments_per_object", "largest_segment_share")
+    extra = ("segments_per_object", "largest_segment_share", "object_coverage")
     lines = ["| method | " + " | ".join(keys + extra) + " |", "|---" * (len(keys) + len(extra) + 1) + "|"]
     for name, res in rows.items():
         vals = [res["segments"][k] for k in keys] + [res[k] for k in extra]
