@@ -8,7 +8,7 @@ from PIL import Image
 from part_distillation.config import setup_cfg
 from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, list_pseudo_labels,
                                                   load_pseudo_label, save_pseudo_label)
-from part_distillation.modeling.feature_extractor import RGBXYFeatures
+from part_distillation.modeling.feature_extractor import BackboneFeatures, RGBXYFeatures
 from part_distillation.stages.common import StageConfigMismatch
 from part_distillation.stages.pixel_grouping import (PixelGrouper, build_segmenter, grid_segments,
                                                      run_pixel_grouping, score_maps, upsample_scores)
@@ -132,3 +132,15 @@ def test_stage_resumes_and_counts_failures(tmp_path):
     other = _cfg(*RGBXY, "PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS", "3")
     with pytest.raises(StageConfigMismatch, match="NUM_SUPERPIXEL_CLUSTERS.*4 -> 3"):
         run_pixel_grouping(other, list_pseudo_labels(s1), out, build_segmenter(other))
+
+
+def test_random_init_features_depend_on_the_seed_only():
+    img = _two_tone()[0]
+    feats = [BackboneFeatures(_cfg("MODEL.EFFICIENTNET.PRETRAINED", False, "PROPOSAL_GENERATION.SEED", s))(img)[0]
+             for s in (0, 0, 1)]
+    torch.manual_seed(123)  # global RNG state does not matter and is left alone
+    state = torch.random.get_rng_state()
+    again = BackboneFeatures(_cfg("MODEL.EFFICIENTNET.PRETRAINED", False))(img)[0]
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.equal(feats[0], feats[1]) and torch.equal(feats[0], again)
+    assert not torch.allclose(feats[0], feats[2])

@@ -51,11 +51,16 @@ def load_backbone_weights(backbone: torch.nn.Module, weights: str) -> None:
 
 class BackboneFeatures:
     """Callable: uint8 RGB image (H, W, 3) -> ``(features (C, h, w) float32, (H', W'))`` where
-    (H', W') is the resized network input and h = ceil(H'/stride), w = ceil(W'/stride)."""
+    (H', W') is the resized network input and h = ceil(H'/stride), w = ceil(W'/stride).
+    The backbone is built under ``torch.manual_seed(PROPOSAL_GENERATION.SEED)``."""
 
     def __init__(self, cfg, device: str = "cpu"):
         self.device = torch.device(device)
-        self.backbone = build_backbone(cfg)
+        with torch.random.fork_rng(devices=[]):
+            # parameters that no weights file overwrites (random-init baseline) depend on the
+            # seed only, so a resumed shard uses the same network as the first run
+            torch.manual_seed(cfg.PROPOSAL_GENERATION.SEED)
+            self.backbone = build_backbone(cfg)
         load_backbone_weights(self.backbone, cfg.MODEL.WEIGHTS)
         self.backbone.to(self.device).eval()
         pg = cfg.PROPOSAL_GENERATION
@@ -85,7 +90,7 @@ class BackboneFeatures:
         hh, ww = img.shape[:2]
         if min(hh, ww) < self.stride:
             raise ValueError(f"image {image.shape[:2]} is smaller than the feature stride {self.stride}")
-        x = torch.from_numpy(np.ascontiguousarray(img if self.rgb else img[..., ::-1]))
+        x = torch.from_numpy(np.array(img if self.rgb else img[..., ::-1]))  # a writable copy
         x = x.to(self.device).permute(2, 0, 1).float()
         x = ((x - self.mean) / self.std)[None]
         feats = self.backbone(x)
