@@ -1,4 +1,10 @@
 """part-distillation: learning object parts from instance segmentation without part labels.
 
-Importing the package registers its backbones, meta-architectures and datasets with detectron2.
+Importing :mod:`part_distillation.modeling` registers the backbones, heads and meta-architectures
+with detectron2's registries; importing :mod:`part_distillation.data` registers the datasets.
 """
+import warnings
+
+# fvcore (a detectron2 dependency) applies torch.jit.script at import time, which torch 2.14
+# deprecates with a FutureWarning in every process (each worker too); it is not ours to act on.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
