@@ -7,7 +7,7 @@ feature points are the grid cells its mask covers >= 50% (``grid_cell_masks``); 
 <= K (4) points are skipped. On exactly the same points two k-means are run and timed:
 
 * ours: ``batched_kmeans`` (objects padded into batches of ``--objects-per-batch``), once with
-  ``restarts=1`` (the default) and once with ``restarts=3``; assignment by the config's
+  ``restarts=1`` and once with ``restarts=3`` (the default, ``KMEANS_RESTARTS``); assignment by the config's
   ``DISTANCE_METRIC`` (score on the stride-8 grid, bilinear upsampling, argmax inside the mask,
   as ``PixelGrouper`` does);
 * reference (the official PartDistillation per-object path): scikit-learn

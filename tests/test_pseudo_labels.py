@@ -1,5 +1,6 @@
 import json
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, PartLabel, PseudoLabelError,
                                                   is_complete, list_pseudo_labels, load_pseudo_label,
                                                   save_pseudo_label)
+from part_distillation.utils.io import atomic_write_json
 
 
 def _label(stage="pixel_grouping"):
@@ -63,3 +65,10 @@ def test_is_complete_checks_stage(tmp_path):
     assert is_complete(path) and is_complete(path, "object_masks")
     assert not is_complete(path, "dense_crf")
     assert not is_complete(os.path.join(str(tmp_path), "nope.json"))
+
+
+def test_outputs_get_umask_permissions_not_temp_file_ones(tmp_path):
+    path = str(tmp_path / "a.json")
+    atomic_write_json(path, {"x": 1})
+    open(tmp_path / "plain.json", "w").close()
+    assert stat.S_IMODE(os.stat(path).st_mode) == stat.S_IMODE(os.stat(tmp_path / "plain.json").st_mode)

@@ -9,8 +9,20 @@ import tempfile
 from typing import Any, Callable
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it; done once, at import
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_read_umask()
+
+
 def atomic_write(path: str, write_fn: Callable[[Any], None], mode: str = "w") -> None:
     """Call ``write_fn(fileobj)`` on a temp file next to ``path`` and rename it over ``path``.
+
+    The file gets the permissions a plain ``open(path, "w")`` would give (0666 minus the umask),
+    not the owner-only 0600 of a temp file, so shared outputs stay readable.
 
     Args:
         path: destination file; its folder is created if missing.
@@ -25,6 +37,7 @@ def atomic_write(path: str, write_fn: Callable[[Any], None], mode: str = "w") ->
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
