@@ -4,7 +4,8 @@ Used by pixel grouping (PartDistillation Sec. 3.1: k-means on backbone features 
 object mask). Each object is one row of a padded batch ``X (B, N, D)`` with a validity mask
 ``valid (B, N)``. Initialisation is greedy k-means++ (each new centre is the best of
 ``2 + floor(ln K)`` D²-sampled candidates, the scheme scikit-learn uses), followed by Lloyd
-iterations; an empty cluster keeps its previous centre. The random numbers of each row come from
+iterations; an empty cluster keeps its previous centre. Restarts are extra rows of the same
+batch (one Lloyd loop for all), and each object keeps its lowest-inertia restart. The random numbers of each row come from
 its own seed, so a row's result does not depend on which other rows share its batch (sharding and
 batch size never change the output).
 """
@@ -102,38 +103,33 @@ def batched_kmeans(
     var = (((x - mean[:, None]) ** 2) * valid_f[..., None]).sum(1) / counts[:, None].clamp_min(1)
     thresh = tol * var.mean(-1)  # (B,)
     trials = 2 + int(math.log(k))
-    best = None
-    for r in range(restarts):
-        u = torch.stack([
-            torch.rand(k, trials, generator=torch.Generator().manual_seed(int(s) * 1009 + r))
-            for s in seeds
-        ]).to(x.device) if b else torch.zeros(0, k, trials, device=x.device)
-        centers = _kmeans_pp(x, xx, valid_f, k, u) if b else x.new_zeros(0, k, d)
-        done = torch.zeros(b, dtype=torch.bool, device=x.device)
-        n_iter = torch.zeros(b, dtype=torch.long, device=x.device)
-        for _ in range(iters):
-            onehot = torch.nn.functional.one_hot(_nearest(x, centers), k).float() * valid_f[..., None]
-            size = onehot.sum(1)  # (B, K)
-            sums = onehot.transpose(1, 2) @ x
-            new = torch.where(size[..., None] > 0, sums / size[..., None].clamp_min(1), centers)
-            new = torch.where(done[:, None, None], centers, new)
-            shift = ((new - centers) ** 2).sum((-1, -2))
-            n_iter += (~done).long()
-            centers = new
-            done |= shift <= thresh
-            if bool(done.all()):
-                break
-        min_d, labels = _sq_dist(x, centers, xx).min(-1)
-        inertia = (min_d * valid_f).sum(-1)
-        labels = torch.where(valid, labels, torch.full_like(labels, -1))
-        if best is None:
-            best = KMeansResult(centers, labels, inertia, n_iter)
-        else:
-            better = inertia < best.inertia
-            best = KMeansResult(
-                torch.where(better[:, None, None], centers, best.centers),
-                torch.where(better[:, None], labels, best.labels),
-                torch.where(better, inertia, best.inertia),
-                torch.where(better, n_iter, best.iterations),
-            )
-    return best
+    if b == 0:
+        empty = x.new_zeros(0, n, dtype=torch.long)
+        return KMeansResult(x.new_zeros(0, k, d), empty, x.new_zeros(0), empty[:, 0])
+    # the restarts run side by side as extra rows (row i * restarts + r), in one Lloyd loop
+    rr = restarts
+    u = torch.stack([
+        torch.rand(k, trials, generator=torch.Generator().manual_seed(int(s) * 1009 + r))
+        for s in seeds for r in range(rr)
+    ]).to(x.device)
+    x, xx, valid_f, thresh = (t.repeat_interleave(rr, 0) for t in (x, xx, valid_f, thresh))
+    centers = _kmeans_pp(x, xx, valid_f, k, u)
+    done = torch.zeros(b * rr, dtype=torch.bool, device=x.device)
+    n_iter = torch.zeros(b * rr, dtype=torch.long, device=x.device)
+    for _ in range(iters):
+        onehot = torch.nn.functional.one_hot(_nearest(x, centers), k).float() * valid_f[..., None]
+        size = onehot.sum(1)  # (B*R, K)
+        sums = onehot.transpose(1, 2) @ x
+        new = torch.where(size[..., None] > 0, sums / size[..., None].clamp_min(1), centers)
+        new = torch.where(done[:, None, None], centers, new)
+        shift = ((new - centers) ** 2).sum((-1, -2))
+        n_iter += (~done).long()
+        centers = new
+        done |= shift <= thresh
+        if bool(done.all()):
+            break
+    min_d, labels = _sq_dist(x, centers, xx).min(-1)
+    inertia = (min_d * valid_f).sum(-1).view(b, rr)
+    keep = inertia.argmin(1) + torch.arange(b, device=x.device) * rr  # first restart wins ties
+    labels = torch.where(valid, labels[keep], torch.full_like(labels[keep], -1))
+    return KMeansResult(centers[keep], labels, inertia.view(-1)[keep], n_iter[keep])
