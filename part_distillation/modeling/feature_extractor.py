@@ -49,12 +49,34 @@ def load_backbone_weights(backbone: torch.nn.Module, weights: str) -> None:
     DetectionCheckpointer(_BackboneHolder(backbone)).load(weights)
 
 
-class BackboneFeatures:
+class _ResizedGrid:
+    """What both feature sources share: the image resized as the stage-2 input
+    (``INPUT.MIN_SIZE_TEST`` / ``INPUT.MAX_SIZE_TEST``) and the ``FEATURE_STRIDE`` grid over it."""
+
+    def __init__(self, cfg):
+        self.stride = int(cfg.PROPOSAL_GENERATION.FEATURE_STRIDE)
+        self.resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+
+    def resized_input(self, image: np.ndarray) -> Tuple[np.ndarray, Tuple[int, int], Tuple[int, int]]:
+        """uint8 (H, W, 3) -> (writable resized copy (H', W', 3), (H', W'), grid size (h, w)).
+
+        Raises:
+            ValueError: the resized image is smaller than the stride.
+        """
+        img = np.array(self.resize.get_transform(image).apply_image(image))
+        hh, ww = img.shape[:2]
+        if min(hh, ww) < self.stride:
+            raise ValueError(f"image {image.shape[:2]} is smaller than the feature stride {self.stride}")
+        return img, (hh, ww), (math.ceil(hh / self.stride), math.ceil(ww / self.stride))
+
+
+class BackboneFeatures(_ResizedGrid):
     """Callable: uint8 RGB image (H, W, 3) -> ``(features (C, h, w) float32, (H', W'))`` where
     (H', W') is the resized network input and h = ceil(H'/stride), w = ceil(W'/stride).
     The backbone is built under ``torch.manual_seed(PROPOSAL_GENERATION.SEED)``."""
 
     def __init__(self, cfg, device: str = "cpu"):
+        super().__init__(cfg)
         self.device = torch.device(device)
         with torch.random.fork_rng(devices=[]):
             # parameters that no weights file overwrites (random-init baseline) depend on the
@@ -68,9 +90,7 @@ class BackboneFeatures:
         missing = set(self.keys) - set(self.backbone.output_shape())
         if missing:
             raise ValueError(f"backbone outputs {list(self.backbone.output_shape())} lack {sorted(missing)}")
-        self.stride = int(pg.FEATURE_STRIDE)
         self.normalize = bool(pg.FEATURE_NORMALIZE)
-        self.resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
         self.rgb = cfg.INPUT.FORMAT == "RGB"
         self.mean = torch.tensor(cfg.MODEL.PIXEL_MEAN, device=self.device).view(3, 1, 1)
         self.std = torch.tensor(cfg.MODEL.PIXEL_STD, device=self.device).view(3, 1, 1)
@@ -80,21 +100,13 @@ class BackboneFeatures:
         shapes = self.backbone.output_shape()
         return sum(shapes[k].channels for k in self.keys)
 
-    def resized(self, image: np.ndarray) -> np.ndarray:
-        """The network input (H', W', 3) uint8 RGB for ``image``."""
-        return self.resize.get_transform(image).apply_image(image)
-
     @torch.no_grad()
     def __call__(self, image: np.ndarray) -> Tuple[torch.Tensor, Tuple[int, int]]:
-        img = self.resized(image)
-        hh, ww = img.shape[:2]
-        if min(hh, ww) < self.stride:
-            raise ValueError(f"image {image.shape[:2]} is smaller than the feature stride {self.stride}")
-        x = torch.from_numpy(np.array(img if self.rgb else img[..., ::-1]))  # a writable copy
+        img, (hh, ww), (h, w) = self.resized_input(image)
+        x = torch.from_numpy(img if self.rgb else np.ascontiguousarray(img[..., ::-1]))
         x = x.to(self.device).permute(2, 0, 1).float()
         x = ((x - self.mean) / self.std)[None]
         feats = self.backbone(x)
-        h, w = math.ceil(hh / self.stride), math.ceil(ww / self.stride)
         out = torch.cat([F.interpolate(feats[k].float(), size=(h, w), mode="bilinear",
                                        align_corners=False) for k in self.keys], 1)[0]
         if self.normalize:
@@ -102,26 +114,20 @@ class BackboneFeatures:
         return out, (hh, ww)
 
 
-class RGBXYFeatures:
+class RGBXYFeatures(_ResizedGrid):
     """Baseline features: per stride-8 cell, mean RGB in [0, 1] and (x, y) in [0, 1] scaled by
     ``xy_weight``. Same call signature as :class:`BackboneFeatures`."""
 
     dim = 5
 
     def __init__(self, cfg, xy_weight: float = 1.0):
-        self.stride = int(cfg.PROPOSAL_GENERATION.FEATURE_STRIDE)
-        self.resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+        super().__init__(cfg)
         self.xy_weight = xy_weight
-
-    def resized(self, image: np.ndarray) -> np.ndarray:
-        return self.resize.get_transform(image).apply_image(image)
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray) -> Tuple[torch.Tensor, Tuple[int, int]]:
-        img = self.resized(image)
-        hh, ww = img.shape[:2]
-        h, w = math.ceil(hh / self.stride), math.ceil(ww / self.stride)
-        rgb = F.adaptive_avg_pool2d(torch.from_numpy(img.copy()).permute(2, 0, 1).float()[None] / 255, (h, w))[0]
+        img, (hh, ww), (h, w) = self.resized_input(image)
+        rgb = F.adaptive_avg_pool2d(torch.from_numpy(img).permute(2, 0, 1).float()[None] / 255, (h, w))[0]
         ys = torch.linspace(0, 1, h).view(h, 1).expand(h, w)
         xs = torch.linspace(0, 1, w).view(1, w).expand(h, w)
         return torch.cat([rgb, self.xy_weight * torch.stack([xs, ys])]), (hh, ww)
