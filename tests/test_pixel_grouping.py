@@ -6,10 +6,11 @@ import torch
 from PIL import Image
 
 from part_distillation.config import setup_cfg
-from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, list_pseudo_labels,
+from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, encode_mask, list_pseudo_labels,
                                                   load_pseudo_label, save_pseudo_label)
 from part_distillation.modeling.feature_extractor import BackboneFeatures, RGBXYFeatures
 from part_distillation.stages.common import StageConfigMismatch
+from part_distillation.stages.object_masks import run_object_masks
 from part_distillation.stages.pixel_grouping import (PixelGrouper, build_segmenter, grid_segments,
                                                      run_pixel_grouping, score_maps, upsample_scores)
 from part_distillation.utils.sharding import resolve_partition, shard
@@ -144,3 +145,33 @@ def test_random_init_features_depend_on_the_seed_only():
     assert torch.equal(torch.random.get_rng_state(), state)
     assert torch.equal(feats[0], feats[1]) and torch.equal(feats[0], again)
     assert not torch.allclose(feats[0], feats[2])
+
+
+def test_empty_object_mask_and_image_below_stride_are_counted_not_lost(tmp_path):
+    # stage 1: an annotated object with an empty mask is dropped and listed with its reason
+    img, mask = _two_tone()
+    Image.fromarray(img).save(tmp_path / "ok.png")
+    thin = np.full((2, 400, 3), 128, np.uint8)  # resized to 2 x 320: under one stride-8 cell
+    Image.fromarray(thin).save(tmp_path / "thin.png")
+    thin_mask = np.zeros((2, 400), bool)
+    thin_mask[:, 100:300] = True
+    records = [
+        {"file_name": str(tmp_path / "ok.png"), "image_id": "ok", "height": 64, "width": 96,
+         "objects": [{"class_name": "thing", "mask": encode_mask(np.zeros_like(mask))},
+                     {"class_name": "thing", "mask": encode_mask(mask)}]},
+        {"file_name": str(tmp_path / "thin.png"), "image_id": "thin", "height": 2, "width": 400,
+         "objects": [{"class_name": "thing", "mask": encode_mask(thin_mask)}]},
+    ]
+    cfg = _cfg()
+    s1 = str(tmp_path / "s1")
+    first = run_object_masks(cfg, records, s1).as_dict()
+    assert first["processed"] == 2 and first["objects_skipped_empty"] == 1
+    ok = load_pseudo_label(os.path.join(s1, "ok.json"))
+    assert len(ok.objects) == 1 and ok.skipped_objects == [{"index": 0, "reason": "empty object mask"}]
+    # stage 2: the image below the feature stride fails with a clear, counted error; the rest goes on
+    with pytest.raises(ValueError, match="smaller than the feature stride 8"):
+        BackboneFeatures(cfg)(thin)
+    out = run_pixel_grouping(cfg, list_pseudo_labels(s1), str(tmp_path / "s2"), build_segmenter(cfg)).as_dict()
+    assert out["processed"] == 1 and out["failed"] == 1
+    assert out["failed_items"][0]["item"] == "thin"
+    assert "smaller than the feature stride" in out["failed_items"][0]["error"]
