@@ -30,6 +30,18 @@ _IOU_EPS = 1e-9
 _FLOAT32_EXACT_COUNT = 2**24
 
 
+def _mask_stacks(masks_a, masks_b, what: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Both inputs as bool (N, H, W) / (M, H, W) arrays; ``ValueError`` (naming ``what``) when one
+    is not 3-D or their spatial shapes differ."""
+    a = np.asarray(masks_a, dtype=bool)
+    b = np.asarray(masks_b, dtype=bool)
+    if a.ndim != 3 or b.ndim != 3:
+        raise ValueError(f"{what}: expected (N, H, W) and (M, H, W) arrays, got {a.shape} and {b.shape}")
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"{what}: spatial shapes differ: {a.shape[1:]} vs {b.shape[1:]}")
+    return a, b
+
+
 def mask_iou(masks_a: np.ndarray, masks_b: np.ndarray) -> np.ndarray:
     """Pairwise IoU between two sets of binary masks.
 
@@ -47,14 +59,7 @@ def mask_iou(masks_a: np.ndarray, masks_b: np.ndarray) -> np.ndarray:
     Computed as one matrix product of the flattened masks (float32 when H*W < 2**24, where float32
     integer sums are exact, else float64). Source: standard mask IoU as in COCO's ``maskUtils.iou``.
     """
-    a = np.asarray(masks_a, dtype=bool)
-    b = np.asarray(masks_b, dtype=bool)
-    if a.ndim != 3 or b.ndim != 3:
-        raise ValueError(
-            f"mask_iou expects (N, H, W) and (M, H, W) arrays, got {a.shape} and {b.shape}"
-        )
-    if a.shape[1:] != b.shape[1:]:
-        raise ValueError(f"mask_iou: spatial shapes differ: {a.shape[1:]} vs {b.shape[1:]}")
+    a, b = _mask_stacks(masks_a, masks_b, "mask_iou")
     n, m = a.shape[0], b.shape[0]
     if n == 0 or m == 0:
         return np.zeros((n, m), dtype=np.float64)
@@ -106,14 +111,7 @@ def _clip_to_object(
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Validate shapes, intersect predictions (N, H, W) and GT parts (P, H, W) with the object mask
     (H, W) and drop GT parts left empty. Returns bool (N, H, W) and bool (P', H, W)."""
-    pred = np.asarray(pred_masks, dtype=bool)
-    gt = np.asarray(gt_parts, dtype=bool)
-    if pred.ndim != 3 or gt.ndim != 3:
-        raise ValueError(
-            f"expected (N, H, W) predictions and (P, H, W) GT parts, got {pred.shape}, {gt.shape}"
-        )
-    if pred.shape[1:] != gt.shape[1:]:
-        raise ValueError(f"prediction / GT spatial shapes differ: {pred.shape[1:]}, {gt.shape[1:]}")
+    pred, gt = _mask_stacks(pred_masks, gt_parts, "predictions / GT parts")
     if object_mask is not None:
         obj = np.asarray(object_mask, dtype=bool)
         if obj.shape != gt.shape[1:]:
