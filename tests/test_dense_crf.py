@@ -69,3 +69,24 @@ def test_stage_with_two_workers_equals_one(tmp_path):
         lm = a.objects[0].part_label_map()
         assert np.array_equal(lm, b.objects[0].part_label_map())
         assert (lm[obj] == truth[obj]).mean() > 0.97
+
+
+def test_keep_parts_partitions_the_full_resolution_object_when_the_crf_runs_smaller(tmp_path):
+    # a thin, ragged object: at a third of the size nearest-neighbour sampling misses many of its
+    # pixels, which must still get a part, while no pixel outside the object may get one
+    img, _, _, _ = _scene()
+    obj = np.zeros((48, 64), bool)
+    for y in range(48):
+        obj[y, max(0, y - 2): y + 1] = True
+        obj[y, 40 + y % 5] = True
+    seg = np.where(obj, 1 + (np.arange(64)[None, :] >= 32), 0).astype(np.int32)
+    Image.fromarray(img).save(tmp_path / "im.png")
+    parts = [PartLabel(seg == j) for j in (1, 2)]
+    save_pseudo_label(str(tmp_path / "s2"), ImagePseudoLabel(str(tmp_path / "im.png"), "im", 48, 64,
+                                                             "pixel_grouping", [ObjectLabel("thing", obj, parts=parts)]))
+    cfg = setup_cfg(EFFNET_CFG, ["INPUT.MIN_SIZE_TEST", "16", "INPUT.MAX_SIZE_TEST", "22"])
+    out = str(tmp_path / "s3")
+    assert run_dense_crf(cfg, list_pseudo_labels(str(tmp_path / "s2")), out).processed == 1
+    lm = load_pseudo_label(list_pseudo_labels(out)[0]).objects[0].part_label_map()
+    assert (lm[obj] > 0).all() and (lm[~obj] == 0).all()
+    assert set(np.unique(lm[obj])) == {1, 2}

@@ -13,7 +13,9 @@ official PartDistillation parameters (config defaults).
 * ``keep_parts``: every object pixel takes its most probable *part* label and nothing outside the
   object becomes a part, so the segments still partition the object.
 
-Results are upsampled (nearest) to the image resolution and stored as ``dense_crf`` pseudo-labels.
+Results are upsampled (nearest) to the image resolution and stored as ``dense_crf`` pseudo-labels;
+with ``keep_parts`` the CRF grid covers every cell an object pixel reads back from and the result
+is cut to the full-resolution object mask, so every object pixel has a part and no other pixel has.
 """
 import os
 from typing import Sequence, Tuple
@@ -72,11 +74,24 @@ def _crop_box(mask: np.ndarray, margin: int) -> Tuple[slice, slice]:
     return slice(y0, y1), slice(x0, x1)
 
 
+def _nearest_index(n_in: int, n_out: int) -> np.ndarray:
+    """For each of ``n_out`` output rows (or columns), the input row it takes when resizing
+    ``n_in`` -> ``n_out`` by nearest neighbour (pixel centres aligned)."""
+    return np.minimum(((np.arange(n_out) + 0.5) * n_in / n_out).astype(int), n_in - 1)
+
+
 def _resize_nearest(a: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of an integer/bool (H, W) array to ``size`` (h, w)."""
-    ys = (np.arange(size[0]) + 0.5) * a.shape[0] / size[0]
-    xs = (np.arange(size[1]) + 0.5) * a.shape[1] / size[1]
-    return a[np.minimum(ys.astype(int), a.shape[0] - 1)[:, None], np.minimum(xs.astype(int), a.shape[1] - 1)]
+    return a[_nearest_index(a.shape[0], size[0])[:, None], _nearest_index(a.shape[1], size[1])]
+
+
+def _cells_of(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """bool (h, w): the cells of a ``size`` grid that some pixel of the (H, W) ``mask`` takes its
+    value from when a ``size`` map is resized back to (H, W) by :func:`_resize_nearest`."""
+    cells = np.zeros(size, bool)
+    ys, xs = np.nonzero(mask)
+    cells[_nearest_index(size[0], mask.shape[0])[ys], _nearest_index(size[1], mask.shape[1])[xs]] = True
+    return cells
 
 
 class CRFImageWorker:
@@ -101,10 +116,8 @@ class CRFImageWorker:
                 objects.append(obj)
                 continue
             seg = _resize_nearest(obj.part_label_map(), size)
-            omask = _resize_nearest(obj.mask, size)
-            if not omask.any():  # object vanished at this scale: keep stage-2 segments
-                objects.append(obj)
-                continue
+            # every cell an object pixel reads back from, so that keep_parts labels all of them
+            omask = _cells_of(obj.mask, size)
             ys, xs = _crop_box(omask, self.margin)
             n = int(seg.max()) + 1
             refined = np.zeros(size, np.int32)
@@ -112,7 +125,10 @@ class CRFImageWorker:
                                                     self.params, self.mode)
             total += int(omask.sum())
             moved += obj_moved
-            full = _renumber(_resize_nearest(refined, obj.mask.shape))
+            full = _resize_nearest(refined, obj.mask.shape)
+            if self.mode == "keep_parts":  # the cells' labels, cut back to the object's pixels
+                full[~obj.mask] = 0
+            full = _renumber(full)
             objects.append(ObjectLabel(obj.class_name, obj.mask, obj.class_code, obj.score, obj.bbox,
                                        segments_to_parts(full)))
         out = ImagePseudoLabel(label.file_name, label.image_id, label.height, label.width,
