@@ -109,7 +109,9 @@ class PixelGrouper:
         cells = grid_cell_masks(full, resized, (h, w), self.stride).view(len(masks), -1)
         flat = feats.view(c, -1).T  # (h*w, C)
         out: List[Optional[np.ndarray]] = [None] * len(masks)
-        ok = [i for i in range(len(masks)) if int(cells[i].sum()) > self.k]
+        sizes = cells.sum(1).tolist()
+        # similar sizes share a batch, so little of it is padding (rows are independent: same result)
+        ok = sorted((i for i in range(len(masks)) if sizes[i] > self.k), key=lambda i: sizes[i])
         for start in range(0, len(ok), self.objects_per_batch):
             idx = ok[start: start + self.objects_per_batch]
             n = max(int(cells[i].sum()) for i in idx)
@@ -122,20 +124,43 @@ class PixelGrouper:
             res = batched_kmeans(x, valid, self.k, [object_seed(self.seed, image_id, i) for i in idx],
                                  self.iters, self.tol, self.restarts)
             for row, i in enumerate(idx):
-                scores = upsample_scores(score_maps(feats, res.centers[row], self.metric), resized,
-                                         full.shape[1:], self.stride)
-                seg = scores.argmax(0) + 1
-                seg[~full[i]] = 0
-                out[i] = _renumber(seg.cpu().numpy().astype(np.int32))
+                out[i] = assign_segments(feats, res.centers[row], full[i], resized, self.metric, self.stride)
         return out
 
 
+def assign_segments(features: torch.Tensor, centers: torch.Tensor, mask: torch.Tensor,
+                    resized: Tuple[int, int], metric: str, stride: int) -> np.ndarray:
+    """Assign every pixel of one object to a centre.
+
+    Args:
+        features: (C, h, w) stride-grid features of the image; centers: (K, C).
+        mask: (H, W) bool object mask at image resolution (non-empty).
+        resized: (H', W') network-input size the grid was computed on.
+    Returns:
+        int32 (H, W): 0 outside the object, segment ids 1..n (renumbered) inside.
+    """
+    scores = upsample_scores(score_maps(features, centers, metric), resized, tuple(mask.shape), stride)
+    ys, xs = _box(mask)
+    seg = torch.zeros(mask.shape, dtype=torch.int64, device=mask.device)
+    # the winner is only needed inside the object; max().indices, not argmax(): on CPU torch's
+    # argmax over the leading dim is ~5x slower (profiled on ADE20K images)
+    seg[ys, xs] = scores[:, ys, xs].max(0).indices + 1
+    seg[~mask] = 0
+    return _renumber(seg.cpu().numpy().astype(np.int32))
+
+
+def _box(mask: torch.Tensor) -> Tuple[slice, slice]:
+    """Row and column slices of the bounding box of a non-empty (H, W) bool mask."""
+    rows, cols = mask.any(1).nonzero()[:, 0], mask.any(0).nonzero()[:, 0]
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
 def _renumber(seg: np.ndarray) -> np.ndarray:
-    """Map the present non-zero ids of a label map to 1..n in order."""
-    ids = np.unique(seg)
-    ids = ids[ids != 0]
-    lut = np.zeros(int(seg.max()) + 1, np.int32)
-    lut[ids] = np.arange(1, len(ids) + 1)
+    """Map the present non-zero ids of a (H, W) non-negative int label map to 1..n in order."""
+    present = np.bincount(seg.ravel())
+    present[0] = 0
+    lut = np.zeros(len(present), np.int32)
+    lut[present > 0] = np.arange(1, int((present > 0).sum()) + 1)
     return lut[seg]
 
 
