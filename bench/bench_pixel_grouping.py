@@ -6,7 +6,8 @@ stride 8, L2-normalised), timed on its own (images/s) because it dominates on CP
 feature points are the grid cells its mask covers >= 50% (``grid_cell_masks``); objects with
 <= K (4) points are skipped. On exactly the same points two k-means are run and timed:
 
-* ours: ``batched_kmeans`` (objects padded into batches of ``--objects-per-batch``), once with
+* ours: ``batched_kmeans`` (objects sorted by size, padded into batches of
+  ``--objects-per-batch``, as stage 2 batches them), once with
   ``restarts=1`` and once with ``restarts=3`` (the default, ``KMEANS_RESTARTS``); assignment by the config's
   ``DISTANCE_METRIC`` (score on the stride-8 grid, bilinear upsampling, argmax inside the mask,
   as ``PixelGrouper`` does);
@@ -56,9 +57,8 @@ from part_distillation.modeling.feature_extractor import BackboneFeatures  # noq
 from part_distillation.modeling.kmeans import batched_kmeans  # noqa: E402
 from part_distillation.stages.dense_crf import run_dense_crf  # noqa: E402
 from part_distillation.stages.object_masks import run_object_masks  # noqa: E402
-from part_distillation.stages.pixel_grouping import (build_segmenter, grid_cell_masks,  # noqa: E402
-                                                     object_seed, run_pixel_grouping, score_maps,
-                                                     upsample_scores)
+from part_distillation.stages.pixel_grouping import (assign_segments, build_segmenter,  # noqa: E402
+                                                     grid_cell_masks, object_seed, run_pixel_grouping)
 
 CONFIG = "configs/pixel_grouping/effnet_lite0_cpu.yaml"
 NOISE_NOTE = ("NOTE: timings are wall-clock on a shared machine (other jobs running); "
@@ -114,19 +114,18 @@ def collect_objects(cfg, fe, recs, device):
 
 
 def assign(o, centers, metric, stride):
-    """Full-resolution segment map of one object: argmax of the score maps inside its mask."""
-    scores = upsample_scores(score_maps(o.feats, centers, metric), o.resized, tuple(o.mask.shape), stride)
-    seg = scores.argmax(0) + 1
-    seg[~o.mask] = 0
-    return seg.cpu().numpy()
+    """Full-resolution segment map of one object, as stage 2 computes it."""
+    return assign_segments(o.feats, centers, o.mask, o.resized, metric, stride)
 
 
 def run_ours(objs, k, batch, restarts, metric, stride, device):
     """One pass of batched k-means (+ assignment). Returns (kmeans_s, assign_s, inertia, centers, iters)."""
     t_km = t_as = 0.0
-    inertia, centers, iters = [], [], []
+    inertia, centers, iters = np.zeros(len(objs)), [None] * len(objs), np.zeros(len(objs), np.int64)
+    order = sorted(range(len(objs)), key=lambda i: len(objs[i].pts))  # as stage 2: similar sizes batch
     for start in range(0, len(objs), batch):
-        chunk = objs[start: start + batch]
+        idx = order[start: start + batch]
+        chunk = [objs[i] for i in idx]
         sync(device)
         t0 = time.perf_counter()
         n = max(len(o.pts) for o in chunk)
@@ -143,10 +142,11 @@ def run_ours(objs, k, batch, restarts, metric, stride, device):
         sync(device)
         t_as += time.perf_counter() - t1
         t_km += t1 - t0
-        inertia.append(res.inertia.cpu().numpy())
-        centers.extend(res.centers.cpu())
-        iters.append(res.iterations.cpu().numpy())
-    return t_km, t_as, np.concatenate(inertia).astype(np.float64), centers, np.concatenate(iters)
+        inertia[idx] = res.inertia.cpu().numpy()
+        iters[idx] = res.iterations.cpu().numpy()
+        for row, i in enumerate(idx):
+            centers[i] = res.centers[row].cpu()
+    return t_km, t_as, inertia, centers, iters
 
 
 def run_sklearn(objs, k, stride, device):

@@ -4,8 +4,9 @@ Used by pixel grouping (PartDistillation Sec. 3.1: k-means on backbone features 
 object mask). Each object is one row of a padded batch ``X (B, N, D)`` with a validity mask
 ``valid (B, N)``. Initialisation is greedy k-means++ (each new centre is the best of
 ``2 + floor(ln K)`` D²-sampled candidates, the scheme scikit-learn uses), followed by Lloyd
-iterations; an empty cluster keeps its previous centre. Restarts are extra rows of the same
-batch (one Lloyd loop for all), and each object keeps its lowest-inertia restart. The random numbers of each row come from
+iterations (a row that has converged leaves the batch); an empty cluster keeps its previous centre.
+Restarts are extra rows of the same batch (one Lloyd loop for all), and each object keeps its
+lowest-inertia restart. The random numbers of each row come from
 its own seed, so a row's result does not depend on which other rows share its batch (sharding and
 batch size never change the output).
 """
@@ -114,20 +115,25 @@ def batched_kmeans(
     ]).to(x.device)
     x, xx, valid_f, thresh = (t.repeat_interleave(rr, 0) for t in (x, xx, valid_f, thresh))
     centers = _kmeans_pp(x, xx, valid_f, k, u)
-    done = torch.zeros(b * rr, dtype=torch.bool, device=x.device)
     n_iter = torch.zeros(b * rr, dtype=torch.long, device=x.device)
+    # Lloyd iterations on the rows still moving: a converged row leaves the batch, so one slow
+    # row no longer makes every other row iterate with it
+    active = torch.arange(b * rr, device=x.device)
+    xa, va, ca, ta = x, valid_f, centers, thresh
     for _ in range(iters):
-        onehot = torch.nn.functional.one_hot(_nearest(x, centers), k).float() * valid_f[..., None]
-        size = onehot.sum(1)  # (B*R, K)
-        sums = onehot.transpose(1, 2) @ x
-        new = torch.where(size[..., None] > 0, sums / size[..., None].clamp_min(1), centers)
-        new = torch.where(done[:, None, None], centers, new)
-        shift = ((new - centers) ** 2).sum((-1, -2))
-        n_iter += (~done).long()
-        centers = new
-        done |= shift <= thresh
-        if bool(done.all()):
+        onehot = torch.nn.functional.one_hot(_nearest(xa, ca), k).float() * va[..., None]
+        size = onehot.sum(1)  # (rows, K)
+        sums = onehot.transpose(1, 2) @ xa
+        new = torch.where(size[..., None] > 0, sums / size[..., None].clamp_min(1), ca)
+        moving = ((new - ca) ** 2).sum((-1, -2)) > ta
+        centers[active] = new
+        n_iter[active] += 1
+        if not bool(moving.any()):
             break
+        if not bool(moving.all()):
+            active, xa, va, ta = active[moving], xa[moving], va[moving], ta[moving]
+            new = new[moving]
+        ca = new
     min_d, labels = _sq_dist(x, centers, xx).min(-1)
     inertia = (min_d * valid_f).sum(-1).view(b, rr)
     keep = inertia.argmin(1) + torch.arange(b, device=x.device) * rr  # first restart wins ties
