@@ -6,9 +6,9 @@ object mask). Each object is one row of a padded batch ``X (B, N, D)`` with a va
 ``2 + floor(ln K)`` D²-sampled candidates, the scheme scikit-learn uses), followed by Lloyd
 iterations (a row that has converged leaves the batch); an empty cluster keeps its previous centre.
 Restarts are extra rows of the same batch (one Lloyd loop for all), and each object keeps its
-lowest-inertia restart. The random numbers of each row come from
-its own seed, so a row's result does not depend on which other rows share its batch (sharding and
-batch size never change the output).
+lowest-inertia restart. The random numbers of each row come from its own seed, so a row's result
+does not depend on which other rows share its batch (sharding and batch size never change the
+output).
 """
 import math
 from dataclasses import dataclass
