@@ -91,6 +91,9 @@ def test_dataset_filters(label_folder):
         {"index": 0, "parts": [0, 1, 2]}, {"index": 1, "parts": [0]}]
     with pytest.raises(ValueError, match="no usable pseudo-label"):
         load_pseudo_label_dataset(str(label_folder), min_object_area_ratio=0.9)
+    # PROPOSAL_LEARNING.LABEL_PERCENTAGE and the class filter lists
+    assert [d["image_id"] for d in load_pseudo_label_dataset(str(label_folder), 0.01, 0.05, 50)] == ["a"]
+    assert [d["image_id"] for d in load_pseudo_label_dataset(str(label_folder), class_filter=({"cat"}, set()))] == ["b"]
 
 
 def test_train_mapper_transforms_masks_like_the_image(label_folder):

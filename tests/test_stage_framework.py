@@ -254,3 +254,35 @@ def test_duplicate_stems_are_refused_and_a_renamed_input_is_not_trusted(tmp_path
     s = PixelGroupingStage(_cfg("INPUT.MIN_SIZE_TEST", "32", "INPUT.MAX_SIZE_TEST", "48"),
                            str(tmp_path / "s2")).run(str(s1)).as_dict()
     assert s["processed"] == 1 and s["failed"] == 1 and "holds image id 'b'" in s["failed_items"][0]["error"]
+
+
+def test_stage1_drops_small_and_low_score_objects_and_lists_them(tmp_path):
+    recs = _image_records(tmp_path, ("a.png",))
+    small = np.zeros((32, 48), bool)
+    small[0:2, 0:2] = True  # 4 pixels
+    recs[0]["objects"].append({"class_name": "thing", "class_id": 3, "mask": encode_mask(small)})
+    out = str(tmp_path / "s1")
+    s = ObjectMasksStage(_cfg("PROPOSAL_GENERATION.MIN_OBJECT_AREA", "5"), out).run(recs).as_dict()
+    assert s["objects"] == 1 and s["objects_dropped_small_or_low_score"] == 1
+    lab = load_pseudo_label(os.path.join(out, "thing", "a.json"), "object_masks")
+    assert lab.skipped_objects == [{"index": 1, "reason": "smaller than MIN_OBJECT_AREA", "stage": "object_masks"}]
+    out2 = str(tmp_path / "s1b")
+    s = ObjectMasksStage(_cfg("PROPOSAL_GENERATION.SAVE_SCORE_THRESHOLD", "1.5"), out2).run(recs).as_dict()
+    assert s["objects"] == 0 and s["objects_dropped_small_or_low_score"] == 2  # given masks score 1.0
+    with pytest.raises(ValueError, match="WITH_GIVEN_MASK False is not supported"):
+        PixelGroupingStage(_cfg("PROPOSAL_GENERATION.WITH_GIVEN_MASK", "False"), str(tmp_path / "s2"))
+
+
+def test_official_pickled_code_lists_and_single_class_code(tmp_path):
+    import torch
+
+    keep = tmp_path / "codes.pkl"
+    torch.save(["cat", "dog", "n01440764"], keep)
+    cfg = _cfg("PART_RANKING.FILTERED_CODE_PATH_LIST", f"['{keep}']")
+    ToyClassStage(cfg, str(tmp_path / "a")).run(_records())
+    assert sorted(os.listdir(tmp_path / "a")) == ["cat", "dog", "logs", "n01440764"]
+    cfg = _cfg("PROPOSAL_GENERATION.SINGLE_CLASS_CODE", "thing")
+    recs = _image_records(tmp_path)
+    recs[1]["objects"][0]["class_name"] = "other"
+    assert ObjectMasksStage(cfg, str(tmp_path / "b")).run(recs).processed == 1
+    assert sorted(os.listdir(tmp_path / "b")) == ["logs", "thing"]

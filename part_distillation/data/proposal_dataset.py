@@ -25,7 +25,7 @@ Mappers (``INPUT.DATASET_MAPPER_NAME`` -> :data:`DATASET_MAPPERS`):
 """
 import logging
 import os
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -35,14 +35,17 @@ from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances
 
 from .images import read_image_rgb
-from .pseudo_labels import PseudoLabelError, decode_mask, list_pseudo_labels, load_pseudo_label, read_header
+from ..utils.class_filter import class_allowed, load_class_filter
+from .pseudo_labels import (PseudoLabelError, class_code_of_dir, decode_mask, list_pseudo_labels, load_pseudo_label,
+                            read_header)
 
 logger = logging.getLogger(__name__)
 
 
 
 def load_pseudo_label_dataset(folder: str, min_object_area_ratio: float = 0.0,
-                              min_area_ratio: float = 0.0) -> List[dict]:
+                              min_area_ratio: float = 0.0, label_percentage: float = 100,
+                              class_filter: Tuple[Optional[set], set] = (None, set())) -> List[dict]:
     """Dataset dicts of a pseudo-label folder with the PROPOSAL_LEARNING area filters applied.
 
     Args:
@@ -52,6 +55,10 @@ def load_pseudo_label_dataset(folder: str, min_object_area_ratio: float = 0.0,
             (PROPOSAL_LEARNING.MIN_OBJECT_AREA_RATIO).
         min_area_ratio: drop parts covering less than this fraction of their object
             (PROPOSAL_LEARNING.MIN_AREA_RATIO).
+        label_percentage: keep the first ``label_percentage`` percent of the usable images, by
+            image id, at least one (PROPOSAL_LEARNING.LABEL_PERCENTAGE; 100 = all).
+        class_filter: ``(keep, exclude)`` class codes (:func:`~part_distillation.utils.class_filter.
+            load_class_filter` of PROPOSAL_LEARNING), applied to each file's class folder.
 
     Returns:
         dicts (see module docstring), sorted by file. Corrupt or foreign JSON files are skipped
@@ -62,7 +69,8 @@ def load_pseudo_label_dataset(folder: str, min_object_area_ratio: float = 0.0,
         ValueError: no image of ``folder`` survives (empty folder, every file corrupt, or
             everything filtered out).
     """
-    paths = list_pseudo_labels(folder)
+    paths = [p for p in list_pseudo_labels(folder)
+             if class_allowed(class_code_of_dir(os.path.basename(os.path.dirname(p))), *class_filter)]
     dicts = []
     counts = dict(corrupt=0, images_dropped=0, objects_dropped=0, objects_kept=0,
                   parts_dropped=0, parts_kept=0)
@@ -92,11 +100,17 @@ def load_pseudo_label_dataset(folder: str, min_object_area_ratio: float = 0.0,
     logger.info("pseudo-labels %s: %d files -> %d images; %s", folder, len(paths), len(dicts), counts)
     if not dicts:
         raise ValueError(f"no usable pseudo-label in {folder} ({len(paths)} files; {counts})")
+    if not 0 < label_percentage <= 100:
+        raise ValueError(f"PROPOSAL_LEARNING.LABEL_PERCENTAGE must be in (0, 100], got {label_percentage}")
+    if label_percentage < 100:
+        dicts = sorted(dicts, key=lambda d: d["image_id"])[: max(1, int(len(dicts) * label_percentage / 100))]
+        logger.info("LABEL_PERCENTAGE %s: %d images used", label_percentage, len(dicts))
     return dicts
 
 
 def register_pseudo_label_dataset(name: str, folder: str, min_object_area_ratio: float = 0.0,
-                                  min_area_ratio: float = 0.0) -> None:
+                                  min_area_ratio: float = 0.0, label_percentage: float = 100,
+                                  class_filter: Tuple[Optional[set], set] = (None, set())) -> None:
     """Register ``folder`` under ``name`` (lazy: the folder is read on ``DatasetCatalog.get``).
     Re-registering a name replaces it. Metadata: ``evaluator_type="none"``, ``root=folder``,
     ``has_parts=False`` (pseudo-labels are not ground truth)."""
@@ -104,7 +118,8 @@ def register_pseudo_label_dataset(name: str, folder: str, min_object_area_ratio:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
     DatasetCatalog.register(
-        name, lambda: load_pseudo_label_dataset(folder, min_object_area_ratio, min_area_ratio))
+        name, lambda: load_pseudo_label_dataset(folder, min_object_area_ratio, min_area_ratio, label_percentage,
+                                                class_filter))
     MetadataCatalog.get(name).set(evaluator_type="none", root=folder, has_parts=False)
 
 
@@ -129,7 +144,8 @@ def register_proposal_train_datasets(cfg) -> List[str]:
     names = []
     for folder in folders:
         name = "pseudo_labels:" + os.path.abspath(folder)
-        register_pseudo_label_dataset(name, folder, pl.MIN_OBJECT_AREA_RATIO, pl.MIN_AREA_RATIO)
+        register_pseudo_label_dataset(name, folder, pl.MIN_OBJECT_AREA_RATIO, pl.MIN_AREA_RATIO, pl.LABEL_PERCENTAGE,
+                                      load_class_filter(pl))
         names.append(name)
     return names
 

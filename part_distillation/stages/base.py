@@ -5,7 +5,7 @@ A stage is a subclass of :class:`Stage` registered in :data:`STAGE_REGISTRY` und
 (``PROPOSAL_GENERATION`` for stages 1-2, ``DENSE_CRF`` for stage 3, ``PART_RANKING`` for stage 5):
 ``TOTAL_PARTITIONS`` / ``PARTITION_INDEX`` (sharding; index -1 takes ``SLURM_ARRAY_TASK_ID``),
 ``FILTERED_CODE_PATH_LIST`` / ``EXCLUDE_CODE_PATH`` / ``PATH_ONLY`` (class filters, see
-:func:`load_class_filter`) and ``DEBUG`` (only the first :data:`DEBUG_ITEMS` items of the partition).
+:func:`~part_distillation.utils.class_filter.load_class_filter`) and ``DEBUG`` (only the first :data:`DEBUG_ITEMS` items of the partition).
 
 Two forms:
 
@@ -65,6 +65,7 @@ from tqdm import tqdm
 from ..data.pseudo_labels import (ImagePseudoLabel, class_code_of_dir, class_dir, list_pseudo_labels,
                                   load_pseudo_label, pseudo_label_path)
 from ..utils.io import atomic_write, atomic_write_json
+from ..utils.class_filter import class_allowed, load_class_filter
 from ..utils.sharding import RunSummary, SkipItem, resolve_partition
 
 logger = logging.getLogger(__name__)
@@ -141,6 +142,11 @@ class Stage:
         """All work items of ``inputs`` (every partition's)."""
         raise NotImplementedError
 
+    @staticmethod
+    def default_input(cfg):
+        """The input the tools use when the command line names none (a config key), or None."""
+        return None
+
     def process(self, item: WorkItem):
         """Map form: ``ImagePseudoLabel`` or ``(ImagePseudoLabel, counters dict)``; raise
         :class:`SkipItem` to skip with a counted reason."""
@@ -200,7 +206,7 @@ class Stage:
         items = self.list_items(inputs)
         check_unique_ids(items)
         keep, exclude = load_class_filter(ns)
-        items = [it for it in items if (keep is None or it.class_code in keep) and it.class_code not in exclude]
+        items = [it for it in items if class_allowed(it.class_code, keep, exclude)]
         if self.is_gather_form and self.PARTITION_BY != "class" and total > 1:
             raise ValueError(f"stage {self.NAME}: the gather form needs PARTITION_BY 'class' to run "
                              f"in {total} partitions")
@@ -350,34 +356,6 @@ def check_unique_ids(items: Sequence[WorkItem]) -> None:
 
 def _name(source) -> str:
     return source.get("file_name", str(source)) if isinstance(source, dict) else str(source)
-
-
-def load_class_filter(ns) -> Tuple[Optional[set], set]:
-    """``(keep, exclude)`` class-code sets of a stage namespace.
-
-    ``FILTERED_CODE_PATH_LIST``: text files listing the class codes to keep (one per line; union of
-    the files; empty list: keep all -> ``None``). ``EXCLUDE_CODE_PATH``: a text file of class codes
-    to drop. With ``PATH_ONLY`` the lines are paths (e.g. ImageNet class folders) and the class code
-    is each line's last path component. Blank lines and ``#`` comments are ignored.
-
-    Raises:
-        FileNotFoundError: a listed file does not exist (names the key).
-    """
-    def read(path, key):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{key}: class list {path} not found")
-        with open(path) as f:
-            lines = [ln.strip() for ln in f]
-        lines = [ln for ln in lines if ln and not ln.startswith("#")]
-        return {os.path.basename(ln.rstrip("/")) if ns.PATH_ONLY else ln for ln in lines}
-
-    keep = None
-    if ns.FILTERED_CODE_PATH_LIST:
-        keep = set()
-        for p in ns.FILTERED_CODE_PATH_LIST:
-            keep |= read(p, "FILTERED_CODE_PATH_LIST")
-    exclude = read(ns.EXCLUDE_CODE_PATH, "EXCLUDE_CODE_PATH") if ns.EXCLUDE_CODE_PATH else set()
-    return keep, exclude
 
 
 def assign_classes(counts: Mapping[str, int], total: int) -> Dict[str, int]:

@@ -24,9 +24,11 @@ def stage_parser(description: str, stage: Optional[str] = None) -> argparse.Argu
         p.add_argument("--dataset", help="registered dataset name or folder (stages that read a dataset)")
         p.add_argument("--input-dir", help="input pseudo-label folder (stages that read pseudo-labels)")
     elif stage is not None and _stage_class(stage).INPUT_KIND == "dataset":
-        p.add_argument("--dataset", required=True, help="registered dataset name or folder")
+        p.add_argument("--dataset", help="registered dataset name or folder (default: the stage's config key, "
+                                         "e.g. PROPOSAL_GENERATION.DATASET_NAME)")
     elif stage is not None:
-        p.add_argument("--input-dir", required=True, help=f"{_stage_class(stage).INPUT_STAGE} pseudo-label folder")
+        p.add_argument("--input-dir", help=f"{_stage_class(stage).INPUT_STAGE} pseudo-label folder (default: the "
+                                           "stage's config key, e.g. PROPOSAL_GENERATION.OBJECT_MASK_PATH)")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                    help="config overrides as KEY VALUE pairs, e.g. PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS 5")
     return p
@@ -62,17 +64,18 @@ def main(stage: Optional[str] = None, argv: Optional[Sequence[str]] = None, desc
     args = stage_parser(description or "Run one stage (sharded, resumable)", stage or "*").parse_args(argv)
     name = stage or args.stage
     cls = _stage_class(name)
+    cfg = setup(args)
     if cls.INPUT_KIND == "dataset":
-        if not getattr(args, "dataset", None):
+        spec = getattr(args, "dataset", None) or cls.default_input(cfg)
+        if not spec:
             raise SystemExit(f"stage {name} reads a dataset: pass --dataset")
         from ..data import resolve_dataset
 
-        inputs = resolve_dataset(args.dataset)
+        inputs = resolve_dataset(spec)
     else:
-        if not getattr(args, "input_dir", None):
+        inputs = getattr(args, "input_dir", None) or cls.default_input(cfg)
+        if not inputs:
             raise SystemExit(f"stage {name} reads {cls.INPUT_STAGE} pseudo-labels: pass --input-dir")
-        inputs = args.input_dir
-    cfg = setup(args)
     summary = cls(cfg, args.output_dir).run(inputs)
     return 1 if summary.failed else 0
 

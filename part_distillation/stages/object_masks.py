@@ -104,11 +104,13 @@ def build_labeler(cfg) -> ObjectLabeler:
 @register_stage
 class ObjectMasksStage(Stage):
     """Stage 1 over dataset dicts (``run(records)``): one ``object_masks`` pseudo-label per image.
-    Objects with empty masks are dropped and listed in ``skipped_objects`` (``index`` into the
-    labeler's output); an unreadable image is a counted skip."""
+    Objects with fewer than ``PROPOSAL_GENERATION.MIN_OBJECT_AREA`` pixels (empty masks always) or
+    a score below ``SAVE_SCORE_THRESHOLD`` are dropped and listed in ``skipped_objects`` (``index``
+    into the labeler's output); an unreadable image is a counted skip."""
 
     NAME = "object_masks"
     CONFIG_NAMESPACE = "PROPOSAL_GENERATION"
+    RECORDED_CONFIG = ("PROPOSAL_GENERATION",)
 
     def __init__(self, cfg, output_dir: str, labeler: ObjectLabeler = None):
         super().__init__(cfg, output_dir)
@@ -120,9 +122,12 @@ class ObjectMasksStage(Stage):
         if cfg.PROPOSAL_GENERATION.OBJECT_MASK_TYPE not in OBJECT_LABELER_REGISTRY:
             build_labeler(cfg)  # raises naming the registered labelers
 
+    @staticmethod
+    def default_input(cfg):
+        return cfg.PROPOSAL_GENERATION.DATASET_NAME or None
+
     def settings(self) -> dict:
-        return {"OBJECT_MASK_TYPE": self.cfg.PROPOSAL_GENERATION.OBJECT_MASK_TYPE,
-                "LABELER": self.labeler.settings()}
+        return {**super().settings(), "LABELER": self.labeler.settings()}
 
     def list_items(self, records: List[dict]) -> List[WorkItem]:
         return [WorkItem(str(r["image_id"]), record_class_code(r), r) for r in records]
@@ -130,14 +135,22 @@ class ObjectMasksStage(Stage):
     def process(self, item: WorkItem):
         record = item.source
         image = read_image_or_skip(record["file_name"]) if self.labeler.needs_image else None
+        pg = self.cfg.PROPOSAL_GENERATION
         kept, skipped = [], []
         for i, obj in enumerate(self.labeler(image, record)):
             if obj.mask.shape != (record["height"], record["width"]):
                 raise ValueError(f"object mask {obj.mask.shape} != image size {(record['height'], record['width'])}")
-            if not obj.mask.any():
-                skipped.append({"index": i, "reason": "empty object mask", "stage": self.NAME})
-                continue
-            kept.append(obj)
+            area = int(obj.mask.sum())
+            reason = ("empty object mask" if area == 0 else
+                      "smaller than MIN_OBJECT_AREA" if area < pg.MIN_OBJECT_AREA else
+                      "score below SAVE_SCORE_THRESHOLD" if obj.score < pg.SAVE_SCORE_THRESHOLD else None)
+            if reason:
+                skipped.append({"index": i, "reason": reason, "stage": self.NAME})
+            else:
+                kept.append(obj)
         label = ImagePseudoLabel(record["file_name"], item.image_id, record["height"], record["width"],
-                                 self.NAME, kept, skipped, self.settings(), item.class_code)
-        return label, {"objects": len(kept), "objects_skipped_empty": len(skipped)}
+                                 self.NAME, kept, skipped, {"OBJECT_MASK_TYPE": pg.OBJECT_MASK_TYPE},
+                                 item.class_code)
+        counts = {"objects": len(kept), "objects_skipped_empty": sum(s["reason"] == "empty object mask" for s in skipped)}
+        counts["objects_dropped_small_or_low_score"] = len(skipped) - counts["objects_skipped_empty"]
+        return label, counts

@@ -11,7 +11,7 @@ Output layout::
     <out>/<variant>/pixel_grouping/<class_dir>/<id>.json         stage 2
     <out>/<variant>/dense_crf[_official]/<class_dir>/<id>.json   stage 3 (keep_parts / official CRF)
     <out>/metrics.json, <out>/metrics.md
-    <out>/collages/<id>.png
+    <out>/collages/<id>.png  (or VIS_OUTPUT_DIR/<id>.png when set)
 """
 import logging
 import os
@@ -97,7 +97,7 @@ def run_pipeline(cfg, dataset: str, output_dir: str, variants: Dict[str, Tuple[l
         atomic_write(os.path.join(output_dir, "metrics.md"), lambda f: f.write(table + "\n"))
         logger.info("results on %s (%d images):\n%s", dataset, len(records), table)
     if num_collages:
-        write_collages(output_dir, records[:num_collages], list(variants)[0], evaluate)
+        write_collages(output_dir, records[:num_collages], list(variants)[0], evaluate, cfg.VIS_OUTPUT_DIR)
     return metrics
 
 
@@ -105,9 +105,11 @@ def _plain(node) -> dict:
     return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in node.items()}
 
 
-def write_collages(output_dir: str, records: List[dict], variant: str, with_gt: bool) -> List[str]:
-    """One PNG per image: rows = objects; panels = image | object | pixel grouping | dense-CRF
-    (| 2x2 grid if run) (| ground-truth parts)."""
+def write_collages(output_dir: str, records: List[dict], variant: str, with_gt: bool,
+                   vis_dir: str = "") -> List[str]:
+    """One PNG per image in ``vis_dir`` (VIS_OUTPUT_DIR; default ``<output_dir>/collages``): rows =
+    objects; panels = image | object | pixel grouping | dense-CRF (| 2x2 grid if run) (| ground-truth
+    parts)."""
     paths = []
     folders = [("pixel grouping", os.path.join(output_dir, variant, "pixel_grouping")),
                ("dense-CRF", os.path.join(output_dir, variant, "dense_crf")),
@@ -139,6 +141,7 @@ def write_collages(output_dir: str, records: List[dict], variant: str, with_gt: 
         except ImageReadError as e:
             logger.warning("no collage for %s", e)
             continue
-        paths.append(save_collage(os.path.join(output_dir, "collages", f"{image_id}.png"), image, rows))
+        paths.append(save_collage(os.path.join(vis_dir or os.path.join(output_dir, "collages"), f"{image_id}.png"),
+                                  image, rows))
     return paths
 

@@ -217,10 +217,17 @@ class PixelGroupingStage(PseudoLabelInputStage):
         self.validate_config(cfg)
         self.segment_fn = segment_fn or build_segmenter(cfg)
 
+    @staticmethod
+    def default_input(cfg):
+        return cfg.PROPOSAL_GENERATION.OBJECT_MASK_PATH or None
+
     @classmethod
     def validate_config(cls, cfg) -> None:
         super().validate_config(cfg)
         pg = cfg.PROPOSAL_GENERATION
+        if not pg.WITH_GIVEN_MASK:
+            raise ValueError("PROPOSAL_GENERATION.WITH_GIVEN_MASK False is not supported: stage 2 groups the "
+                             "pixels of stage-1 object masks (run stage 1 with the labeler you want)")
         _choice("PROPOSAL_GENERATION.GROUPING", pg.GROUPING, ("kmeans", "kmeans_rgbxy", "grid"))
         _choice("PROPOSAL_GENERATION.DISTANCE_METRIC", pg.DISTANCE_METRIC, ("dot", "l2"))
         for key in ("NUM_SUPERPIXEL_CLUSTERS", "FEATURE_STRIDE", "KMEANS_ITERS", "KMEANS_RESTARTS",
