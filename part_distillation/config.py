@@ -43,7 +43,9 @@ def add_maskformer2_config(cfg: CN) -> None:
     cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
 
     mf = cfg.MODEL.MASK_FORMER = CN()
-    # losses (Mask2Former paper Sec. 3.3 / 4: class 2.0, mask BCE 5.0, dice 5.0, no-object 0.1)
+    # losses: official add_maskformer2_config defaults (class 1, dice 1, mask 20); the Mask2Former
+    # paper (Sec. 4) and its YAMLs use class 2.0, mask BCE 5.0, dice 5.0, no-object 0.1, which
+    # configs/mask2former/ and configs/part_proposal/ set
     mf.DEEP_SUPERVISION = True
     mf.NO_OBJECT_WEIGHT = 0.1
     mf.CLASS_WEIGHT = 1.0
@@ -85,6 +87,8 @@ def add_maskformer2_config(cfg: CN) -> None:
     cfg.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS = 0
     cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = "MSDeformAttnPixelDecoder"
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]
+    # Accepted and ignored, as officially: the official pixel decoder takes its encoder heads from
+    # MODEL.MASK_FORMER.NHEADS and uses 4 points (see pixel_decoder/msdeformattn.py).
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
 
