@@ -118,6 +118,21 @@ def add_maskformer2_config(cfg: CN) -> None:
     cfg.USE_CHECKPOINT = False
 
 
+def add_wandb_config(cfg: CN) -> None:
+    """Weights & Biases logging (official ``WANDB.*`` names), read by
+    :class:`part_distillation.engine.wandb_writer.WandbWriter` and the trainer's visualisation
+    hook. Default off (official default: on); offline runs with the environment variable
+    ``WANDB_MODE=offline`` (wandb's own switch)."""
+    wb = cfg.WANDB = CN()
+    wb.DISABLE_WANDB = True
+    wb.PROJECT = ""  # "" -> "part_distillation"
+    wb.GROUP = None
+    wb.RUN_NAME = "output"
+    wb.VIS_PERIOD_TRAIN = 200  # log a prediction collage every N training iterations
+    wb.VIS_PERIOD_TEST = 20  # ... every N-th evaluated image
+    wb.VIS_TOPK = 10  # proposals drawn per object in those collages
+
+
 def add_part_distillation_config(cfg: CN) -> None:
     """Declare the PartDistillation stage keys (official names) and ours.
 
@@ -274,6 +289,7 @@ def get_part_distillation_cfg() -> CN:
     that an unknown key is a ``KeyError`` naming it."""
     cfg = get_cfg()
     add_maskformer2_config(cfg)
+    add_wandb_config(cfg)
     add_part_distillation_config(cfg)
     return cfg
 
