@@ -1,7 +1,8 @@
 """Training and evaluation of the part-proposal model (stage 4) with detectron2's
 ``DefaultTrainer``: data loaders from :mod:`part_distillation.data.proposal_dataset`, the
 Mask2Former optimizer recipe (AdamW, backbone LR multiplier, norm / embedding weight decay,
-full-model gradient clipping), detectron2 / Mask2Former LR schedules, part evaluators.
+full-model gradient clipping), detectron2's LR schedules (``detectron2.projects.deeplab``, as
+officially), part evaluators.
 
 Checkpoints (``model_XXXXXXX.pth``, ``last_checkpoint``), ``metrics.json`` and TensorBoard events go
 to OUTPUT_DIR. ``Trainer.resume_or_load(resume=True)`` restores model, optimizer, LR scheduler and
@@ -12,14 +13,12 @@ import logging
 from typing import Any, Dict, List, Optional, Type
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
 from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.engine import DefaultTrainer, default_setup
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.solver.build import maybe_add_gradient_clipping, reduce_param_groups
-from detectron2.solver.lr_scheduler import LRMultiplier, WarmupParamScheduler
-from fvcore.common.param_scheduler import MultiStepParamScheduler, ParamScheduler
+from detectron2.projects.deeplab import build_lr_scheduler as build_deeplab_lr_scheduler
 from torch import nn
 
 import part_distillation.data  # noqa: F401  (registers the built-in datasets)
@@ -31,6 +30,7 @@ from part_distillation.data.proposal_dataset import (
 )
 from part_distillation.evaluation.evaluators import PartProposalEvaluator, PartSegmentEvaluator
 import part_distillation.modeling  # noqa: F401  (registers backbones, heads and ProposalModel)
+from .checkpoint import AtomicCheckpointer
 
 logger = logging.getLogger(__name__)
 
@@ -117,43 +117,17 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     return cls(groups, lr=s.BASE_LR, **kwargs)
 
 
-class PolyParamScheduler(ParamScheduler):
-    """Multiplier ``(1 - where) ** power`` (``where`` = iter / MAX_ITER), floored at
-    ``constant_ending`` once it drops below it when ``constant_ending > 0`` (Mask2Former
-    ``WarmupPolyLR``: SOLVER.POLY_LR_POWER, SOLVER.POLY_LR_CONSTANT_ENDING)."""
-
-    def __init__(self, power: float, constant_ending: float = 0.0):
-        self.power = power
-        self.constant_ending = constant_ending
-
-    def __call__(self, where: float) -> float:
-        value = (1.0 - where) ** self.power
-        if self.constant_ending > 0 and value < self.constant_ending:
-            return self.constant_ending
-        return value
-
-
-def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> LRMultiplier:
-    """SOLVER.LR_SCHEDULER_NAME "WarmupPolyLR" (Mask2Former) or "WarmupMultiStepLR" (step decay
-    by SOLVER.GAMMA at SOLVER.STEPS), with SOLVER.WARMUP_{FACTOR,ITERS,METHOD}; per-iteration
-    multiplier of each group's initial LR.
+def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler._LRScheduler:
+    """The official choice (PartDistillation / Mask2Former ``train_net.py``):
+    ``detectron2.projects.deeplab.build_lr_scheduler``, i.e. SOLVER.LR_SCHEDULER_NAME
+    "WarmupPolyLR" (DeepLab poly schedule, SOLVER.POLY_LR_POWER / POLY_LR_CONSTANT_ENDING) or
+    anything detectron2's ``build_lr_scheduler`` knows ("WarmupMultiStepLR": step decay by
+    SOLVER.GAMMA at SOLVER.STEPS, "WarmupCosineLR", ...), with SOLVER.WARMUP_{FACTOR,ITERS,METHOD}.
 
     Raises:
-        ValueError: another scheduler name.
+        ValueError: an unknown scheduler name (detectron2's message names it).
     """
-    s = cfg.SOLVER
-    if s.LR_SCHEDULER_NAME == "WarmupPolyLR":
-        sched = PolyParamScheduler(s.POLY_LR_POWER, s.POLY_LR_CONSTANT_ENDING)
-    elif s.LR_SCHEDULER_NAME == "WarmupMultiStepLR":
-        steps = [x for x in s.STEPS if x <= s.MAX_ITER]
-        sched = MultiStepParamScheduler(values=[s.GAMMA ** k for k in range(len(steps) + 1)],
-                                        milestones=steps, num_updates=s.MAX_ITER)
-    else:
-        raise ValueError("SOLVER.LR_SCHEDULER_NAME must be 'WarmupPolyLR' or 'WarmupMultiStepLR', "
-                         f"got {s.LR_SCHEDULER_NAME!r}")
-    sched = WarmupParamScheduler(sched, s.WARMUP_FACTOR, min(s.WARMUP_ITERS / s.MAX_ITER, 1.0),
-                                 s.WARMUP_METHOD)
-    return LRMultiplier(optimizer, multiplier=sched, max_iter=s.MAX_ITER)
+    return build_deeplab_lr_scheduler(cfg, optimizer)
 
 
 class Trainer(DefaultTrainer):
@@ -193,6 +167,15 @@ class Trainer(DefaultTrainer):
                              f"(evaluator_type={evaluator_type!r}); remove it from DATASETS.TEST")
         return DatasetEvaluators([PartProposalEvaluator(), PartSegmentEvaluator()])
 
+    def build_hooks(self):
+        """detectron2's default hooks, with the checkpointer replaced by
+        :class:`~part_distillation.engine.checkpoint.AtomicCheckpointer` first (atomic saves,
+        resume past truncated files), so the periodic checkpointer and ``resume_or_load`` use it."""
+        old = self.checkpointer
+        self.checkpointer = AtomicCheckpointer(old.model, old.save_dir, save_to_disk=old.save_to_disk,
+                                               **old.checkpointables)
+        return super().build_hooks()
+
     @classmethod
     def build_optimizer(cls, cfg, model):
         """See :func:`build_optimizer`."""
@@ -223,13 +206,17 @@ def setup(args):
 
 
 def main(args):
-    """``--eval-only``: load MODEL.WEIGHTS (or, with ``--resume``, the last checkpoint of
-    OUTPUT_DIR) and return the evaluation results; otherwise train (resuming with ``--resume``)
-    and return the last evaluation results."""
+    """``--eval-only``: load MODEL.WEIGHTS (or, with ``--resume``, the newest readable checkpoint
+    of OUTPUT_DIR) and return the evaluation results; otherwise train (resuming with ``--resume``)
+    and return the last evaluation results.
+
+    Raises:
+        CorruptCheckpointError: ``--eval-only`` on an unreadable MODEL.WEIGHTS (names the file).
+    """
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
