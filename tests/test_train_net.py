@@ -1,7 +1,9 @@
 """Stage-4 training engine: tiny training run (loss decreases, outputs written), resume
 continuity after a kill, --eval-only AR@K, optimizer / schedule recipe, official YAML merge."""
 import json
+import logging
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from detectron2.engine import HookBase, default_argument_parser
 from PIL import Image
 
 from part_distillation.config import setup_cfg
+from part_distillation.data import resolve_dataset
 from part_distillation.data.pseudo_labels import ImagePseudoLabel, ObjectLabel, PartLabel, save_pseudo_label
 from part_distillation.engine.checkpoint import AtomicCheckpointer, CorruptCheckpointError
 from part_distillation.engine.trainer import (
@@ -22,6 +25,8 @@ from part_distillation.engine.trainer import (
     setup,
     with_full_model_clipping,
 )
+
+from .helpers import PASCAL_EXAMPLES, needs_shared
 
 TINY = "configs/part_proposal/tiny_cpu.yaml"
 SUBSET = "pascal_part_examples_first2"
@@ -223,6 +228,29 @@ def test_eval_only_reports_ar(tmp_path):
     assert {"AR@1", "AR@10"} <= set(ar) and ar["num_objects"] > 0
     assert all(0.0 <= ar[k] <= 100.0 for k in ("AR@1", "AR@10"))
     assert "best_match_mIoU" in results["part_segments"]
+
+
+@needs_shared
+def test_eval_only_on_a_dataset_folder(tmp_path, caplog):
+    """DATASETS.TEST takes a folder in a known layout (here Pascal-Part, 2 real images), as the
+    stage tools' --dataset does; an unknown entry is a KeyError naming it."""
+    folder = tmp_path / "my_parts"
+    for sub, ext in (("JPEGImages", ".jpg"), ("Annotations_Part", ".mat")):
+        os.makedirs(folder / sub)
+        for stem in ("2008_000652", "2008_000700"):
+            shutil.copy(os.path.join(PASCAL_EXAMPLES, sub, stem + ext), folder / sub)
+    args = default_argument_parser().parse_args([
+        "--config-file", TINY, "--eval-only", "MODEL.EFFICIENTNET.PRETRAINED", "False",
+        "DATASETS.TEST", f"('{folder}',)", "INPUT.MIN_SIZE_TEST", "96", "DATALOADER.NUM_WORKERS", "0",
+        "OUTPUT_DIR", str(tmp_path / "eval")])
+    with caplog.at_level(logging.INFO, logger="part_distillation.engine.trainer"):
+        results = main(args)
+    assert f"evaluation datasets (DATASETS.TEST): folder:{folder}" in caplog.text
+    assert results["part_proposals"]["num_objects"] == sum(
+        len(r["objects"]) for r in resolve_dataset(str(folder)))
+    args.opts[args.opts.index("DATASETS.TEST") + 1] = "('no_such_dataset_or_folder',)"
+    with pytest.raises(KeyError, match="no_such_dataset_or_folder"):
+        main(args)
 
 
 def test_setup_disables_amp_on_cpu(tmp_path):

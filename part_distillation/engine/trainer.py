@@ -10,6 +10,7 @@ iteration from the last checkpoint there, so a killed run continues with the sam
 """
 import itertools
 import logging
+import os
 from typing import Any, Dict, List, Optional, Type
 
 import torch
@@ -22,6 +23,7 @@ from detectron2.projects.deeplab import build_lr_scheduler as build_deeplab_lr_s
 from torch import nn
 
 import part_distillation.data  # noqa: F401  (registers the built-in datasets)
+from part_distillation.data.datasets import has_part_annotations, resolve_dataset
 from part_distillation.config import setup_cfg
 from part_distillation.data.proposal_dataset import (
     PartEvalDatasetMapper,
@@ -130,6 +132,36 @@ def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> torch.optim.lr_
     return build_deeplab_lr_scheduler(cfg, optimizer)
 
 
+def register_test_datasets(cfg) -> List[str]:
+    """Dataset names for the entries of DATASETS.TEST, each a registered name or a folder in a
+    layout :func:`part_distillation.data.resolve_dataset` knows (as ``--dataset`` of the stage
+    tools): a folder is registered (once) as ``"folder:<absolute path>"`` with
+    ``evaluator_type`` "part" when it has part annotations (Pascal-Part layout), else "none".
+    Logs what will be evaluated.
+
+    Raises:
+        KeyError: an entry is neither a registered name nor a folder (the message lists the
+            registered names).
+    """
+    names = []
+    for spec in cfg.DATASETS.TEST:
+        if spec in DatasetCatalog.list():
+            names.append(spec)
+            continue
+        if not os.path.isdir(spec):
+            raise KeyError(f"DATASETS.TEST entry '{spec}' is neither a registered dataset nor a "
+                           f"folder; registered: {', '.join(sorted(DatasetCatalog.list()))}")
+        folder = os.path.abspath(spec)
+        name = "folder:" + folder
+        if name not in DatasetCatalog.list():
+            DatasetCatalog.register(name, lambda folder=folder: resolve_dataset(folder))
+            MetadataCatalog.get(name).set(root=folder, has_parts=has_part_annotations(folder),
+                                          evaluator_type="part" if has_part_annotations(folder) else "none")
+        names.append(name)
+    logger.info("evaluation datasets (DATASETS.TEST): %s", ", ".join(names) if names else "none")
+    return names
+
+
 class Trainer(DefaultTrainer):
     """detectron2 ``DefaultTrainer`` for ProposalModel (MODEL.META_ARCHITECTURE) with the stage-4
     loaders, optimizer, schedule and part evaluators."""
@@ -145,6 +177,18 @@ class Trainer(DefaultTrainer):
                                             total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
                                             aspect_ratio_grouping=False,
                                             num_workers=cfg.DATALOADER.NUM_WORKERS)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """detectron2's evaluation loop over DATASETS.TEST, whose entries may be folders
+        (:func:`register_test_datasets`)."""
+        names = register_test_datasets(cfg)
+        if tuple(names) != tuple(cfg.DATASETS.TEST):
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.DATASETS.TEST = tuple(names)
+            cfg.freeze()
+        return super().test(cfg, model, evaluators)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name: str):
