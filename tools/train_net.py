@@ -11,10 +11,6 @@ Examples::
     # evaluate a checkpoint on DATASETS.TEST (AR@K of part proposals); entries are registered
     # names or folders in a known layout, e.g. "('../shared/data/ade20k_part_subset',)"
     .venv/bin/python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/tiny/model_final.pth
-    # an official Mask2Former model (MaskFormer meta-architecture), e.g. to check its weights load
-    .venv/bin/python tools/train_net.py --config-file \
-        configs/mask2former/coco/instance-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_100ep.yaml \
-        --eval-only MODEL.WEIGHTS weights/mask2former/instance/swinL_i21k_q200_e100.pkl
 
 Checkpoints are written atomically; ``--resume`` skips (and moves aside as ``*.corrupt``)
 truncated or corrupt checkpoints and continues from the newest readable one.
