@@ -33,6 +33,7 @@ from part_distillation.data.proposal_dataset import (
 from part_distillation.evaluation.evaluators import PartProposalEvaluator, PartSegmentEvaluator
 import part_distillation.modeling  # noqa: F401  (registers backbones, heads and ProposalModel)
 from .checkpoint import AtomicCheckpointer
+from .wandb_writer import WandbWriter
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +220,15 @@ class Trainer(DefaultTrainer):
         self.checkpointer = AtomicCheckpointer(old.model, old.save_dir, save_to_disk=old.save_to_disk,
                                                **old.checkpointables)
         return super().build_hooks()
+
+    def build_writers(self):
+        """detectron2's writers (console, metrics.json, TensorBoard), preceded by a
+        :class:`~part_distillation.engine.wandb_writer.WandbWriter` unless WANDB.DISABLE_WANDB
+        (first, so that it sees the images before the TensorBoard writer clears them)."""
+        writers = super().build_writers()
+        if not self.cfg.WANDB.DISABLE_WANDB:
+            writers.insert(0, WandbWriter(self.cfg))
+        return writers
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -21,6 +21,7 @@ semantic or panoptic output is a ``ValueError`` at build time.
 import logging
 from typing import Dict, List, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
@@ -29,7 +30,10 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_se
 from detectron2.modeling.backbone import Backbone
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import BitMasks, ImageList, Instances
+from detectron2.utils.events import get_event_storage
 from torch import nn
+
+from ...visualization import overlay
 
 from ..criterion import SetCriterion
 from ..matcher import HungarianMatcher
@@ -81,6 +85,15 @@ def freeze_parameters(model: nn.Module, keys: Sequence[str]) -> Tuple[int, int]:
     return tensors, values
 
 
+def _paint(masks: torch.Tensor) -> np.ndarray:
+    """(N, H, W) bool masks, most important first -> (H, W) int64 label map (0 = none, i + 1 =
+    mask i where it is the first mask covering the pixel)."""
+    labels = np.zeros(masks.shape[-2:], np.int64)
+    for i in range(masks.shape[0] - 1, -1, -1):
+        labels[masks[i].cpu().numpy()] = i + 1
+    return labels
+
+
 def build_criterion(cfg, num_classes: int) -> SetCriterion:
     """Mask2Former's Hungarian matcher + set criterion from MODEL.MASK_FORMER.{CLASS,MASK,DICE}_WEIGHT
     (the same numbers weigh matching costs and losses, as officially), NO_OBJECT_WEIGHT,
@@ -117,7 +130,9 @@ class MaskFormer(nn.Module):
     @configurable
     def __init__(self, *, backbone: Backbone, sem_seg_head: nn.Module, criterion: SetCriterion,
                  pixel_mean: Sequence[float], pixel_std: Sequence[float], size_divisibility: int,
-                 deep_supervision: bool, test_topk: int, freeze_keys: Sequence[str] = ()):
+                 deep_supervision: bool, test_topk: int, freeze_keys: Sequence[str] = (),
+                 vis_period_train: int = 0, vis_period_test: int = 0, vis_topk: int = 10,
+                 input_format: str = "RGB"):
         """
         Args:
             backbone: detectron2 backbone (``output_shape()`` feeds the head).
@@ -130,6 +145,10 @@ class MaskFormer(nn.Module):
             deep_supervision: also train the auxiliary predictions (MASK_FORMER.DEEP_SUPERVISION).
             test_topk: predictions kept per image (TEST.DETECTIONS_PER_IMAGE).
             freeze_keys: MODEL.MASK_FORMER.FREEZE_KEYS, see :func:`freeze_parameters`.
+            vis_period_train, vis_period_test, vis_topk: :meth:`visualize` every N training
+                iterations / every N inference calls (0: never), drawing the top-k predictions
+                (WANDB.VIS_PERIOD_TRAIN / VIS_PERIOD_TEST / VIS_TOPK; 0 when WANDB.DISABLE_WANDB).
+            input_format: channel order of ``image`` (INPUT.FORMAT), for the visualisation.
         """
         super().__init__()
         self.backbone = backbone
@@ -141,6 +160,10 @@ class MaskFormer(nn.Module):
         self.deep_supervision = deep_supervision
         self.test_topk = test_topk
         self.freeze_keys = list(freeze_keys)
+        self.vis_period = {"train": vis_period_train, "test": vis_period_test}
+        self.vis_topk = vis_topk
+        self.input_format = input_format
+        self._test_calls = 0
         tensors, values = freeze_parameters(self, self.freeze_keys)
         if self.freeze_keys:
             logger.info("FREEZE_KEYS %s: froze %d parameter tensors (%d parameters)",
@@ -168,6 +191,7 @@ class MaskFormer(nn.Module):
         mf = cfg.MODEL.MASK_FORMER
         backbone = build_backbone(cfg)
         head = build_sem_seg_head(cfg, backbone.output_shape())
+        vis = not cfg.WANDB.DISABLE_WANDB
         return {
             "backbone": backbone,
             "sem_seg_head": head,
@@ -178,6 +202,10 @@ class MaskFormer(nn.Module):
             "deep_supervision": mf.DEEP_SUPERVISION,
             "test_topk": cfg.TEST.DETECTIONS_PER_IMAGE,
             "freeze_keys": mf.FREEZE_KEYS,
+            "vis_period_train": cfg.WANDB.VIS_PERIOD_TRAIN if vis else 0,
+            "vis_period_test": cfg.WANDB.VIS_PERIOD_TEST if vis else 0,
+            "vis_topk": cfg.WANDB.VIS_TOPK,
+            "input_format": cfg.INPUT.FORMAT,
         }
 
     @property
@@ -195,12 +223,56 @@ class MaskFormer(nn.Module):
         """Training: dict of weighted scalar losses. Inference: :meth:`inference`'s list."""
         images = self.preprocess(batched_inputs)
         outputs = self.sem_seg_head(self.backbone(images.tensor))
+        self.maybe_visualize(batched_inputs, images, outputs)
         if self.training:
             if not self.deep_supervision:
                 outputs = {k: v for k, v in outputs.items() if k != "aux_outputs"}
             losses = self.criterion(outputs, self.prepare_targets(batched_inputs, images))
             return {k: v * self.criterion.weight_dict[k] for k, v in losses.items()}
         return self.inference(batched_inputs, images, outputs)
+
+    @torch.no_grad()
+    def maybe_visualize(self, batched_inputs: List[Dict], images: ImageList, outputs: Dict) -> None:
+        """Every ``vis_period["train"]`` training iterations (the event storage's iteration) or
+        every ``vis_period["test"]`` inference calls, put a panel of the batch's first image into
+        detectron2's ``EventStorage`` (``put_image``, name ``"<train|test>/predictions"``), which
+        the TensorBoard and W&B writers log: ``image | top-k predicted masks (> 0 logit) | target
+        masks`` (the last only when the input has ``instances``). Predictions are ranked by their
+        best foreground class probability. No-op without an active storage (e.g. ``--eval-only``).
+        """
+        split = "train" if self.training else "test"
+        period = self.vis_period[split]
+        if period <= 0:
+            return
+        try:
+            storage = get_event_storage()
+        except AssertionError:  # no EventStorage outside a trainer
+            return
+        if split == "test":
+            self._test_calls += 1
+            if (self._test_calls - 1) % period:
+                return
+        elif storage.iter % period:
+            return
+        storage.put_image(f"{split}/predictions", self.visualize(batched_inputs[0], images, outputs))
+
+    def visualize(self, x: Dict, images: ImageList, outputs: Dict) -> np.ndarray:
+        """The panel of :meth:`maybe_visualize` for the first image of the batch: uint8 (3, h, 2w
+        or 3w) RGB, at the network input size h x w."""
+        h, w = images.image_sizes[0]
+        image = x["image"].detach().cpu().permute(1, 2, 0).float().clamp(0, 255).numpy().astype(np.uint8)[:h, :w]
+        if self.input_format == "BGR":
+            image = image[..., ::-1]
+        scores = outputs["pred_logits"][0].float().softmax(-1)[:, :-1].max(-1).values
+        top = scores.topk(min(self.vis_topk, scores.numel())).indices
+        logits = F.interpolate(outputs["pred_masks"][0:1, top].float(), size=images.tensor.shape[-2:],
+                               mode="bilinear", align_corners=False)[0, :, :h, :w]
+        panels = [image, overlay(image, _paint(logits > 0))]
+        if "instances" in x:
+            gt = x["instances"].gt_masks
+            gt = (gt.tensor if isinstance(gt, BitMasks) else gt).cpu().bool()[:, :h, :w]
+            panels.append(overlay(image, _paint(gt)))
+        return np.concatenate(panels, axis=1).transpose(2, 0, 1)
 
     def target_labels(self, instances: Instances, count: int) -> torch.Tensor:
         """(T,) int64 class of each target mask: ``instances.gt_classes``."""
