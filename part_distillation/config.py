@@ -43,7 +43,9 @@ def add_maskformer2_config(cfg: CN) -> None:
     cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
 
     mf = cfg.MODEL.MASK_FORMER = CN()
-    # losses (Mask2Former paper Sec. 3.3 / 4: class 2.0, mask BCE 5.0, dice 5.0, no-object 0.1)
+    # losses: official add_maskformer2_config defaults (class 1, dice 1, mask 20); the Mask2Former
+    # paper (Sec. 4) and its YAMLs use class 2.0, mask BCE 5.0, dice 5.0, no-object 0.1, which
+    # configs/mask2former/ and configs/part_proposal/ set
     mf.DEEP_SUPERVISION = True
     mf.NO_OBJECT_WEIGHT = 0.1
     mf.CLASS_WEIGHT = 1.0
@@ -85,6 +87,8 @@ def add_maskformer2_config(cfg: CN) -> None:
     cfg.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS = 0
     cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = "MSDeformAttnPixelDecoder"
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]
+    # Accepted and ignored, as officially: the official pixel decoder takes its encoder heads from
+    # MODEL.MASK_FORMER.NHEADS and uses 4 points (see pixel_decoder/msdeformattn.py).
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
 
@@ -126,6 +130,21 @@ def add_stage_run_keys(node: CN) -> None:
     for key, value in defaults.items():
         if key not in node:
             node[key] = value
+
+
+def add_wandb_config(cfg: CN) -> None:
+    """Weights & Biases logging (official ``WANDB.*`` names), read by
+    :class:`part_distillation.engine.wandb_writer.WandbWriter` and the trainer's visualisation
+    hook. Default off (official default: on); offline runs with the environment variable
+    ``WANDB_MODE=offline`` (wandb's own switch)."""
+    wb = cfg.WANDB = CN()
+    wb.DISABLE_WANDB = True
+    wb.PROJECT = ""  # "" -> "part_distillation"
+    wb.GROUP = None
+    wb.RUN_NAME = "output"
+    wb.VIS_PERIOD_TRAIN = 200  # log a prediction collage every N training iterations
+    wb.VIS_PERIOD_TEST = 20  # ... every N-th evaluated image
+    wb.VIS_TOPK = 10  # proposals drawn per object in those collages
 
 
 def add_part_distillation_config(cfg: CN) -> None:
@@ -305,6 +324,7 @@ def get_part_distillation_cfg() -> CN:
     that an unknown key is a ``KeyError`` naming it."""
     cfg = get_cfg()
     add_maskformer2_config(cfg)
+    add_wandb_config(cfg)
     add_part_distillation_config(cfg)
     return cfg
 

@@ -149,8 +149,7 @@ def tiny_cfg(enc_layers=2):
     head.IN_FEATURES = ["res2", "res3", "res4", "res5"]
     head.COMMON_STRIDE = 4
     head.TRANSFORMER_ENC_LAYERS = enc_layers
-    head.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 4
-    head.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 2
+    cfg.MODEL.MASK_FORMER.NHEADS = 4  # the encoder's heads, as official (N_HEADS is ignored)
     cfg.MODEL.MASK_FORMER.DROPOUT = 0.0
     return cfg
 
@@ -214,7 +213,7 @@ def test_pixel_decoder_state_dict_uses_official_names():
     decoder = build_pixel_decoder(tiny_cfg(enc_layers=2), FEATURE_SHAPES)
     sd = decoder.state_dict()
     assert sorted(sd) == expected_pixel_decoder_keys()
-    heads, points, levels = 4, 2, 3
+    heads, points, levels = 4, 4, 3  # MASK_FORMER.NHEADS, the fixed 4 points
     assert sd["transformer.level_embed"].shape == (levels, DIM)
     assert sd["transformer.encoder.layers.0.self_attn.sampling_offsets.weight"].shape == (heads * levels * points * 2, DIM)
     assert sd["transformer.encoder.layers.0.self_attn.attention_weights.weight"].shape == (heads * levels * points, DIM)

@@ -25,7 +25,7 @@ from part_distillation.data.pseudo_labels import (
     save_pseudo_label,
 )
 from part_distillation.modeling.meta_arch.proposal_model import ProposalModel
-from part_distillation.modeling.weights import load_checkpoint_state, load_state_into_model
+from part_distillation.modeling.weights import format_incompatible_keys, load_weights
 
 TINY = "configs/part_proposal/tiny_cpu.yaml"
 
@@ -265,19 +265,47 @@ def test_per_pixel_filters_exact(tiny_model):
     model.min_score = -1.0
 
 
-def test_freeze_keys():
-    cfg = tiny_cfg("MODEL.MASK_FORMER.FREEZE_KEYS", ["backbone", "sem_seg_head.pixel_decoder.transformer"])
-    model = build_model(cfg)
-    prefixes = ("backbone.", "sem_seg_head.pixel_decoder.transformer.")
+def test_freeze_keys_official_semantics():
+    """Official ["backbone", "encoder"]: substring match; the deformable encoder freezes, its
+    level_embed (a parameter of ...transformer, not of ...transformer.encoder) stays trainable;
+    frozen modules stay in train mode; frozen BatchNorms become FrozenBatchNorm2d."""
+    from detectron2.layers import FrozenBatchNorm2d
+
+    model = build_model(tiny_cfg("MODEL.MASK_FORMER.FREEZE_KEYS", ["backbone", "encoder"]))
+    names = [n for n, _ in model.named_parameters()]
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    assert frozen == {n for n, _ in model.named_parameters() if n.startswith(prefixes)}
-    assert any(n.startswith("sem_seg_head.pixel_decoder.input_proj") for n, p in model.named_parameters()
-               if p.requires_grad)
+    assert frozen == {n for n in names if n.startswith(("backbone.", "sem_seg_head.pixel_decoder.transformer.encoder."))}
+    assert any(n.startswith("sem_seg_head.pixel_decoder.transformer.encoder.layers.1.") for n in frozen)
+    trainable = set(names) - frozen
+    assert "sem_seg_head.pixel_decoder.transformer.level_embed" in trainable
+    assert "sem_seg_head.pixel_decoder.input_proj.0.0.weight" in trainable
+    assert "sem_seg_head.predictor.level_embed.weight" in trainable  # the decoder's, not "encoder"
     model.train()
-    assert not model.backbone.training and not model.sem_seg_head.pixel_decoder.transformer.training
-    assert model.sem_seg_head.predictor.training and model.sem_seg_head.pixel_decoder.training
-    with pytest.raises(ValueError, match="sem_seg_head.pixel_decoder.transformr"):
+    assert all(m.training for m in model.modules())  # frozen modules stay in train mode
+    bns = [m for m in model.backbone.modules() if isinstance(m, (torch.nn.BatchNorm2d, FrozenBatchNorm2d))]
+    assert bns and all(isinstance(m, FrozenBatchNorm2d) for m in bns)
+    with torch.no_grad():  # frozen statistics: a training forward leaves the backbone unchanged
+        before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+        model.backbone(torch.randn(2, 3, 64, 64))
+        assert all(torch.equal(before[k], v) for k, v in model.backbone.state_dict().items())
+    with pytest.raises(ValueError, match="transformr"):
         build_model(tiny_cfg("MODEL.MASK_FORMER.FREEZE_KEYS", ["sem_seg_head.pixel_decoder.transformr"]))
+
+
+def test_freeze_keys_keep_swin_drop_path_active():
+    """A frozen Swin backbone in train mode still drops paths (stochastic), as officially."""
+    model = build_model(tiny_cfg("MODEL.BACKBONE.NAME", "D2SwinTransformer", "MODEL.SWIN.EMBED_DIM", 32,
+                                 "MODEL.SWIN.DEPTHS", [1, 1, 1, 1], "MODEL.SWIN.NUM_HEADS", [1, 2, 4, 8],
+                                 "MODEL.SWIN.DROP_PATH_RATE", 0.5, "MODEL.PIXEL_MEAN", [0.0, 0.0, 0.0],
+                                 "MODEL.MASK_FORMER.FREEZE_KEYS", ["backbone"]))
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    x = torch.randn(1, 3, 64, 64)
+    model.train()
+    with torch.no_grad():
+        a, b = model.backbone(x)["res5"], model.backbone(x)["res5"]
+        model.eval()
+        c, d = model.backbone(x)["res5"], model.backbone(x)["res5"]
+    assert not torch.equal(a, b) and torch.equal(c, d)
 
 
 def test_model_requires_one_class():
@@ -286,13 +314,16 @@ def test_model_requires_one_class():
 
 
 def test_load_official_pkl_layout(tmp_path, tiny_model):
-    """An official-layout .pkl (numpy arrays under "model") of a model whose class head has 81
-    classes: the report lists exactly the perturbed keys, everything else loads bit-exact."""
+    """An official-layout .pkl (numpy arrays under "model", "__author__") of an 80-class model,
+    loaded the way MODEL.WEIGHTS is: exactly the three class-count tensors are shape-mismatched
+    (class_embed weight/bias, criterion.empty_weight), the perturbed keys are reported, everything
+    else loads bit-exact."""
     torch.manual_seed(1)
     source = build_model(tiny_cfg())
     state = {k: v.numpy().copy() for k, v in source.state_dict().items()}
     state["sem_seg_head.predictor.class_embed.weight"] = np.zeros((81, 64), np.float32)
     state["sem_seg_head.predictor.class_embed.bias"] = np.zeros((81,), np.float32)
+    state["criterion.empty_weight"] = np.ones((81,), np.float32)
     state["sem_seg_head.predictor.extra.weight"] = np.ones(3, np.float32)
     del state["sem_seg_head.predictor.query_feat.weight"]
     path = tmp_path / "model_final.pkl"
@@ -301,22 +332,24 @@ def test_load_official_pkl_layout(tmp_path, tiny_model):
 
     target = tiny_model
     before = {k: v.clone() for k, v in target.state_dict().items()}
-    report = load_state_into_model(target, load_checkpoint_state(str(path)))
-    assert report.shape_mismatch == [("sem_seg_head.predictor.class_embed.weight", (81, 64), (2, 64)),
-                                     ("sem_seg_head.predictor.class_embed.bias", (81,), (2,))]
-    assert report.unexpected == ["sem_seg_head.predictor.extra.weight"]
-    assert report.missing == ["sem_seg_head.predictor.query_feat.weight"]
-    skipped = {"sem_seg_head.predictor.class_embed.weight", "sem_seg_head.predictor.class_embed.bias",
-               "sem_seg_head.predictor.query_feat.weight"}
+    report = load_weights(target, str(path))
+    assert sorted(report.incorrect_shapes) == [("criterion.empty_weight", (81,), (2,)),
+                                               ("sem_seg_head.predictor.class_embed.bias", (81,), (2,)),
+                                               ("sem_seg_head.predictor.class_embed.weight", (81, 64), (2, 64))]
+    assert report.unexpected_keys == ["sem_seg_head.predictor.extra.weight"]
+    mismatched = [k for k, _, _ in report.incorrect_shapes]
+    assert sorted(report.missing_keys) == sorted(mismatched + ["sem_seg_head.predictor.query_feat.weight"])
+    skipped = {k for k, _, _ in report.incorrect_shapes} | {"sem_seg_head.predictor.query_feat.weight"}
     after, src = target.state_dict(), source.state_dict()
     for k in after:
         if k in skipped:
             assert torch.equal(after[k], before[k])
         else:
             assert torch.equal(after[k], src[k]), k
-    text = report.format()
+    text = format_incompatible_keys(report)
+    assert text.startswith("1 missing, 1 unexpected, 3 shape-mismatched")
     assert "class_embed.weight: checkpoint [81, 64] vs model [2, 64]" in text
-    assert "unexpected in checkpoint: sem_seg_head.predictor.extra.weight" in text
+    assert "sem_seg_head.predictor.extra.weight" in text and "query_feat.weight" in text
 
 
 def test_load_pth_layouts(tmp_path, tiny_model):
@@ -324,13 +357,10 @@ def test_load_pth_layouts(tmp_path, tiny_model):
     torch.save({"model": state, "iteration": 3}, tmp_path / "a.pth")
     torch.save(state, tmp_path / "b.pth")
     for name in ("a.pth", "b.pth"):
-        loaded = load_checkpoint_state(str(tmp_path / name))
-        assert loaded.keys() == state.keys()
-    (tmp_path / "c.pkl").write_bytes(pickle.dumps({"model": {"x": "not an array"}}))
-    with pytest.raises(ValueError, match="not an array"):
-        load_checkpoint_state(str(tmp_path / "c.pkl"))
+        report = load_weights(tiny_model, str(tmp_path / name))
+        assert not (report.missing_keys or report.unexpected_keys or report.incorrect_shapes)
     with pytest.raises(FileNotFoundError, match="weights/README.md"):
-        load_checkpoint_state(str(tmp_path / "missing.pkl"))
+        load_weights(tiny_model, str(tmp_path / "missing.pkl"))
 
 
 def test_convert_weights_tool(tmp_path, tiny_model, capsys):
@@ -345,4 +375,3 @@ def test_convert_weights_tool(tmp_path, tiny_model, capsys):
     assert "0 missing, 0 unexpected, 0 shape-mismatched" in printed
     saved = torch.load(out, map_location="cpu", weights_only=True)["model"]
     assert all(torch.equal(saved[k], v) for k, v in tiny_model.state_dict().items())
-

@@ -156,7 +156,6 @@ def test_mask_former_head():
     cfg.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS = 1
     cfg.MODEL.SEM_SEG_HEAD.NORM = "GN"
     cfg.MODEL.SEM_SEG_HEAD.COMMON_STRIDE = 4
-    cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = HEADS
     strides = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
     channels = {"res2": 16, "res3": 24, "res4": 32, "res5": 48}
     shapes = {k: ShapeSpec(channels=channels[k], stride=s) for k, s in strides.items()}

@@ -1,13 +1,14 @@
 #!/usr/bin/env python
-"""Load an official Mask2Former / PartDistillation checkpoint into the model of a config, print
-which keys are missing, unexpected or shape-mismatched (mismatches are skipped, e.g. the COCO
-``class_embed`` vs. our 1-class ProposalModel), and optionally save the loaded model as ``.pth``
-(``{"model": state_dict}``, loadable through MODEL.WEIGHTS).
+"""Load an official Mask2Former / PartDistillation checkpoint into the model of a config exactly as
+training's MODEL.WEIGHTS does (detectron2 ``DetectionCheckpointer``), print fvcore's report of
+missing, unexpected and shape-mismatched keys (mismatches are skipped, e.g. the 80-class COCO
+``class_embed`` and ``criterion.empty_weight`` vs. the 1-class ProposalModel), and optionally save
+the loaded model as ``.pth`` (``{"model": state_dict}``, loadable through MODEL.WEIGHTS).
 
 Example::
 
     .venv/bin/python tools/convert_weights.py --config-file configs/part_proposal/swin_L.yaml \
-        --weights weights/mask2former_swin_L_IN21k_coco_instance_q200.pkl \
+        --weights weights/mask2former/instance/swinL_i21k_q200_e100.pkl \
         --output weights/proposal_swin_L_init.pth MODEL.DEVICE cpu
 """
 import argparse
@@ -19,10 +20,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 
-import part_distillation.modeling  # noqa: E402,F401  (registers backbones and heads)
+import part_distillation.modeling  # noqa: E402,F401  (registers backbones, heads, meta-architectures)
 from part_distillation.config import setup_cfg  # noqa: E402
-from part_distillation.modeling.meta_arch import proposal_model  # noqa: E402,F401
-from part_distillation.modeling.weights import load_checkpoint_state, load_state_into_model  # noqa: E402
+from part_distillation.modeling.weights import format_incompatible_keys, load_weights  # noqa: E402
+from part_distillation.utils.io import atomic_write  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -35,11 +36,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     cfg = setup_cfg(args.config_file, args.opts)
     model = build_model(cfg)
-    report = load_state_into_model(model, load_checkpoint_state(args.weights))
-    print(report.format())
+    print(f"{args.weights} -> {cfg.MODEL.META_ARCHITECTURE}: "
+          + format_incompatible_keys(load_weights(model, args.weights)))
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        torch.save({"model": model.state_dict()}, args.output)
+        atomic_write(args.output, lambda f: torch.save({"model": model.state_dict()}, f), mode="wb")
         print(f"saved {args.output}")
     return 0
 

@@ -8,8 +8,12 @@ Examples::
         PROPOSAL_LEARNING.DATASET_PATH /tmp/pd/s3_keep_parts OUTPUT_DIR output/tiny
     # continue a killed run from OUTPUT_DIR/last_checkpoint (same iteration, LR, optimizer state)
     .venv/bin/python tools/train_net.py --config-file ... --resume OUTPUT_DIR output/tiny ...
-    # evaluate a checkpoint on DATASETS.TEST (AR@K of part proposals)
+    # evaluate a checkpoint on DATASETS.TEST (AR@K of part proposals); entries are registered
+    # names or folders in a known layout, e.g. "('../shared/data/ade20k_part_subset',)"
     .venv/bin/python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/tiny/model_final.pth
+
+Checkpoints are written atomically; ``--resume`` skips (and moves aside as ``*.corrupt``)
+truncated or corrupt checkpoints and continues from the newest readable one.
 
 Options: ``--num-gpus --num-machines --machine-rank --dist-url`` (detectron2 ``launch``), trailing
 ``KEY VALUE`` pairs override the config.

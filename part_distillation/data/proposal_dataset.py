@@ -14,7 +14,8 @@ Each dataset dict is ``{"file_name", "image_id", "height", "width", "pseudo_labe
 "kept_objects": [{"index": int, "parts": [int, ...]}]}`` (indices into the JSON's ``objects`` /
 ``parts``); the mapper decodes the masks when the image is used.
 
-Mappers (``INPUT.DATASET_MAPPER_NAME`` -> :data:`DATASET_MAPPERS`):
+Mappers (detectron2 ``Registry`` :data:`DATASET_MAPPER_REGISTRY`, chosen by
+``INPUT.DATASET_MAPPER_NAME``):
 
 * ``"part_proposal"``: :class:`ProposalDatasetMapper`, training. One sample = one image with every
   kept part of every kept object as a class-agnostic instance (class 0), plus the kept objects'
@@ -33,6 +34,7 @@ from detectron2.config import configurable
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances
+from detectron2.utils.registry import Registry
 
 from .images import read_image_rgb
 from ..utils.class_filter import class_allowed, load_class_filter
@@ -41,6 +43,11 @@ from .pseudo_labels import (PseudoLabelError, class_code_of_dir, decode_mask, li
 
 logger = logging.getLogger(__name__)
 
+DATASET_MAPPER_REGISTRY = Registry("DATASET_MAPPER")
+DATASET_MAPPER_REGISTRY.__doc__ = """
+Training dataset mappers, looked up by ``cfg.INPUT.DATASET_MAPPER_NAME``; a registered class is
+called as ``cls(cfg, is_train=True)`` and maps one dataset dict to a model input dict.
+"""
 
 
 def load_pseudo_label_dataset(folder: str, min_object_area_ratio: float = 0.0,
@@ -173,7 +180,7 @@ def _transform_masks(masks: Sequence[np.ndarray], transforms: T.TransformList,
 
 
 class ProposalDatasetMapper:
-    """Training mapper of part-proposal learning.
+    """Training mapper of part-proposal learning (INPUT.DATASET_MAPPER_NAME "part_proposal").
 
     Augmentations (official PartDistillation recipe): base resize of the short side to
     INPUT.IMAGE_SIZE_BASE (long side at most INPUT.MAX_SIZE_TRAIN), optional random crop
@@ -302,18 +309,19 @@ class PartEvalDatasetMapper:
         }
 
 
-# Training mappers by INPUT.DATASET_MAPPER_NAME, called as ``mapper_cls(cfg, is_train=True)``.
-DATASET_MAPPERS = {"part_proposal": ProposalDatasetMapper}
+# registered under its config name (fvcore's public ``register`` takes the class name)
+DATASET_MAPPER_REGISTRY._do_register("part_proposal", ProposalDatasetMapper)
 
 
 def build_train_mapper(cfg, name: Optional[str] = None):
-    """The training mapper of :data:`DATASET_MAPPERS` named ``name`` (default
-    INPUT.DATASET_MAPPER_NAME).
+    """The training mapper of :data:`DATASET_MAPPER_REGISTRY` named ``name`` (default
+    INPUT.DATASET_MAPPER_NAME), built as ``cls(cfg, is_train=True)``.
 
     Raises:
-        KeyError: unknown name (the message lists the known ones).
+        KeyError: unknown name (the message lists the registered ones).
     """
     name = name or cfg.INPUT.DATASET_MAPPER_NAME
-    if name not in DATASET_MAPPERS:
-        raise KeyError(f"INPUT.DATASET_MAPPER_NAME {name!r} unknown; known: {sorted(DATASET_MAPPERS)}")
-    return DATASET_MAPPERS[name](cfg, is_train=True)
+    if name not in DATASET_MAPPER_REGISTRY:
+        raise KeyError(f"INPUT.DATASET_MAPPER_NAME {name!r} unknown; registered: "
+                       f"{sorted(k for k, _ in DATASET_MAPPER_REGISTRY)}")
+    return DATASET_MAPPER_REGISTRY.get(name)(cfg, is_train=True)

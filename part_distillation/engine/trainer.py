@@ -1,7 +1,8 @@
 """Training and evaluation of the part-proposal model (stage 4) with detectron2's
 ``DefaultTrainer``: data loaders from :mod:`part_distillation.data.proposal_dataset`, the
 Mask2Former optimizer recipe (AdamW, backbone LR multiplier, norm / embedding weight decay,
-full-model gradient clipping), detectron2 / Mask2Former LR schedules, part evaluators.
+full-model gradient clipping), detectron2's LR schedules (``detectron2.projects.deeplab``, as
+officially), part evaluators.
 
 Checkpoints (``model_XXXXXXX.pth``, ``last_checkpoint``), ``metrics.json`` and TensorBoard events go
 to OUTPUT_DIR. ``Trainer.resume_or_load(resume=True)`` restores model, optimizer, LR scheduler and
@@ -9,20 +10,20 @@ iteration from the last checkpoint there, so a killed run continues with the sam
 """
 import itertools
 import logging
+import os
 from typing import Any, Dict, List, Optional, Type
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
 from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.engine import DefaultTrainer, default_setup
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.solver.build import maybe_add_gradient_clipping, reduce_param_groups
-from detectron2.solver.lr_scheduler import LRMultiplier, WarmupParamScheduler
-from fvcore.common.param_scheduler import MultiStepParamScheduler, ParamScheduler
+from detectron2.projects.deeplab import build_lr_scheduler as build_deeplab_lr_scheduler
 from torch import nn
 
 import part_distillation.data  # noqa: F401  (registers the built-in datasets)
+from part_distillation.data.datasets import has_part_annotations, resolve_dataset
 from part_distillation.config import setup_cfg
 from part_distillation.data.proposal_dataset import (
     PartEvalDatasetMapper,
@@ -31,6 +32,8 @@ from part_distillation.data.proposal_dataset import (
 )
 from part_distillation.evaluation.evaluators import PartProposalEvaluator, PartSegmentEvaluator
 import part_distillation.modeling  # noqa: F401  (registers backbones, heads and ProposalModel)
+from .checkpoint import AtomicCheckpointer
+from .wandb_writer import WandbWriter
 
 logger = logging.getLogger(__name__)
 
@@ -117,43 +120,47 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     return cls(groups, lr=s.BASE_LR, **kwargs)
 
 
-class PolyParamScheduler(ParamScheduler):
-    """Multiplier ``(1 - where) ** power`` (``where`` = iter / MAX_ITER), floored at
-    ``constant_ending`` once it drops below it when ``constant_ending > 0`` (Mask2Former
-    ``WarmupPolyLR``: SOLVER.POLY_LR_POWER, SOLVER.POLY_LR_CONSTANT_ENDING)."""
-
-    def __init__(self, power: float, constant_ending: float = 0.0):
-        self.power = power
-        self.constant_ending = constant_ending
-
-    def __call__(self, where: float) -> float:
-        value = (1.0 - where) ** self.power
-        if self.constant_ending > 0 and value < self.constant_ending:
-            return self.constant_ending
-        return value
-
-
-def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> LRMultiplier:
-    """SOLVER.LR_SCHEDULER_NAME "WarmupPolyLR" (Mask2Former) or "WarmupMultiStepLR" (step decay
-    by SOLVER.GAMMA at SOLVER.STEPS), with SOLVER.WARMUP_{FACTOR,ITERS,METHOD}; per-iteration
-    multiplier of each group's initial LR.
+def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler._LRScheduler:
+    """The official choice (PartDistillation / Mask2Former ``train_net.py``):
+    ``detectron2.projects.deeplab.build_lr_scheduler``, i.e. SOLVER.LR_SCHEDULER_NAME
+    "WarmupPolyLR" (DeepLab poly schedule, SOLVER.POLY_LR_POWER / POLY_LR_CONSTANT_ENDING) or
+    anything detectron2's ``build_lr_scheduler`` knows ("WarmupMultiStepLR": step decay by
+    SOLVER.GAMMA at SOLVER.STEPS, "WarmupCosineLR", ...), with SOLVER.WARMUP_{FACTOR,ITERS,METHOD}.
 
     Raises:
-        ValueError: another scheduler name.
+        ValueError: an unknown scheduler name (detectron2's message names it).
     """
-    s = cfg.SOLVER
-    if s.LR_SCHEDULER_NAME == "WarmupPolyLR":
-        sched = PolyParamScheduler(s.POLY_LR_POWER, s.POLY_LR_CONSTANT_ENDING)
-    elif s.LR_SCHEDULER_NAME == "WarmupMultiStepLR":
-        steps = [x for x in s.STEPS if x <= s.MAX_ITER]
-        sched = MultiStepParamScheduler(values=[s.GAMMA ** k for k in range(len(steps) + 1)],
-                                        milestones=steps, num_updates=s.MAX_ITER)
-    else:
-        raise ValueError("SOLVER.LR_SCHEDULER_NAME must be 'WarmupPolyLR' or 'WarmupMultiStepLR', "
-                         f"got {s.LR_SCHEDULER_NAME!r}")
-    sched = WarmupParamScheduler(sched, s.WARMUP_FACTOR, min(s.WARMUP_ITERS / s.MAX_ITER, 1.0),
-                                 s.WARMUP_METHOD)
-    return LRMultiplier(optimizer, multiplier=sched, max_iter=s.MAX_ITER)
+    return build_deeplab_lr_scheduler(cfg, optimizer)
+
+
+def register_test_datasets(cfg) -> List[str]:
+    """Dataset names for the entries of DATASETS.TEST, each a registered name or a folder in a
+    layout :func:`part_distillation.data.resolve_dataset` knows (as ``--dataset`` of the stage
+    tools): a folder is registered (once) as ``"folder:<absolute path>"`` with
+    ``evaluator_type`` "part" when it has part annotations (Pascal-Part layout), else "none".
+    Logs what will be evaluated.
+
+    Raises:
+        KeyError: an entry is neither a registered name nor a folder (the message lists the
+            registered names).
+    """
+    names = []
+    for spec in cfg.DATASETS.TEST:
+        if spec in DatasetCatalog.list():
+            names.append(spec)
+            continue
+        if not os.path.isdir(spec):
+            raise KeyError(f"DATASETS.TEST entry '{spec}' is neither a registered dataset nor a "
+                           f"folder; registered: {', '.join(sorted(DatasetCatalog.list()))}")
+        folder = os.path.abspath(spec)
+        name = "folder:" + folder
+        if name not in DatasetCatalog.list():
+            DatasetCatalog.register(name, lambda folder=folder: resolve_dataset(folder))
+            MetadataCatalog.get(name).set(root=folder, has_parts=has_part_annotations(folder),
+                                          evaluator_type="part" if has_part_annotations(folder) else "none")
+        names.append(name)
+    logger.info("evaluation datasets (DATASETS.TEST): %s", ", ".join(names) if names else "none")
+    return names
 
 
 class Trainer(DefaultTrainer):
@@ -171,6 +178,18 @@ class Trainer(DefaultTrainer):
                                             total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
                                             aspect_ratio_grouping=False,
                                             num_workers=cfg.DATALOADER.NUM_WORKERS)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """detectron2's evaluation loop over DATASETS.TEST, whose entries may be folders
+        (:func:`register_test_datasets`)."""
+        names = register_test_datasets(cfg)
+        if tuple(names) != tuple(cfg.DATASETS.TEST):
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.DATASETS.TEST = tuple(names)
+            cfg.freeze()
+        return super().test(cfg, model, evaluators)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name: str):
@@ -192,6 +211,24 @@ class Trainer(DefaultTrainer):
             raise ValueError(f"dataset '{dataset_name}' has no part ground truth "
                              f"(evaluator_type={evaluator_type!r}); remove it from DATASETS.TEST")
         return DatasetEvaluators([PartProposalEvaluator(), PartSegmentEvaluator()])
+
+    def build_hooks(self):
+        """detectron2's default hooks, with the checkpointer replaced by
+        :class:`~part_distillation.engine.checkpoint.AtomicCheckpointer` first (atomic saves,
+        resume past truncated files), so the periodic checkpointer and ``resume_or_load`` use it."""
+        old = self.checkpointer
+        self.checkpointer = AtomicCheckpointer(old.model, old.save_dir, save_to_disk=old.save_to_disk,
+                                               **old.checkpointables)
+        return super().build_hooks()
+
+    def build_writers(self):
+        """detectron2's writers (console, metrics.json, TensorBoard), preceded by a
+        :class:`~part_distillation.engine.wandb_writer.WandbWriter` unless WANDB.DISABLE_WANDB
+        (first, so that it sees the images before the TensorBoard writer clears them)."""
+        writers = super().build_writers()
+        if not self.cfg.WANDB.DISABLE_WANDB:
+            writers.insert(0, WandbWriter(self.cfg))
+        return writers
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -223,13 +260,17 @@ def setup(args):
 
 
 def main(args):
-    """``--eval-only``: load MODEL.WEIGHTS (or, with ``--resume``, the last checkpoint of
-    OUTPUT_DIR) and return the evaluation results; otherwise train (resuming with ``--resume``)
-    and return the last evaluation results."""
+    """``--eval-only``: load MODEL.WEIGHTS (or, with ``--resume``, the newest readable checkpoint
+    of OUTPUT_DIR) and return the evaluation results; otherwise train (resuming with ``--resume``)
+    and return the last evaluation results.
+
+    Raises:
+        CorruptCheckpointError: ``--eval-only`` on an unreadable MODEL.WEIGHTS (names the file).
+    """
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)

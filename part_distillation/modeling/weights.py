@@ -1,99 +1,57 @@
-"""Load official Mask2Former / PartDistillation checkpoints into our models and report what
-matched.
+"""Load official Mask2Former / PartDistillation checkpoints into our models the way training does
+(``MODEL.WEIGHTS`` through detectron2's ``DetectionCheckpointer``) and describe what did not load.
 
-Accepted files:
-
-* ``.pkl``: the detectron2 / Mask2Former model-zoo layout, a pickled dict with ``"model"``
-  (parameter name -> numpy array) and ``"__author__"`` (e.g. ``model_final_e5f453.pkl``);
-* ``.pth`` / ``.pt``: a dict with ``"model"`` (detectron2 checkpoints) or a raw state dict.
-
-Keys are the detectron2 module names (``backbone.*``, ``sem_seg_head.pixel_decoder.*``,
-``sem_seg_head.predictor.*``), which our modules reproduce, so no renaming is done. Checkpoint
-entries whose shape differs from the model's (e.g. ``sem_seg_head.predictor.class_embed.*`` of an
-80- or 133-class COCO model vs. the 1-class ProposalModel) are reported and skipped; those
-parameters keep their initialisation.
+Accepted files (whatever ``DetectionCheckpointer`` reads): the model-zoo ``.pkl`` layout (a pickled
+``{"model": {name: numpy array}, "__author__": ...}``, e.g. ``model_final_e5f453.pkl``), detectron2
+``.pth`` checkpoints (``{"model": state_dict, ...}``) and raw state dicts. Our modules reproduce the
+official names (``backbone.*``, ``sem_seg_head.pixel_decoder.*``, ``sem_seg_head.predictor.*``,
+``criterion.empty_weight``), so nothing is renamed. Entries whose shape differs from the model's are
+skipped by fvcore's loader and keep their initialisation: loading an 80-class COCO checkpoint into
+the 1-class ProposalModel skips ``sem_seg_head.predictor.class_embed.{weight,bias}`` and
+``criterion.empty_weight``.
 """
 import os
-import pickle
-from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
 
-import numpy as np
-import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from fvcore.common.checkpoint import (
+    _IncompatibleKeys,
+    get_missing_parameters_message,
+    get_unexpected_parameters_message,
+)
 from torch import nn
 
 
-def load_checkpoint_state(path: str) -> Dict[str, torch.Tensor]:
-    """Read the state dict of a checkpoint file (see module docstring). The files are pickles:
-    load trusted files only.
+def load_weights(model: nn.Module, path: str) -> _IncompatibleKeys:
+    """Load ``path`` into ``model`` exactly as ``DetectionCheckpointer(model).load(path)`` (what
+    ``MODEL.WEIGHTS`` uses) and return fvcore's incompatible-keys report instead of only logging it.
+    Checkpoints are pickles: load trusted files only.
 
     Returns:
-        name -> CPU tensor (numpy arrays converted with ``torch.from_numpy``, dtype kept).
+        ``_IncompatibleKeys(missing_keys, unexpected_keys, incorrect_shapes)``; ``incorrect_shapes``
+        holds ``(key, checkpoint shape, model shape)`` of the skipped entries, which fvcore also
+        lists in ``missing_keys``.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: the file holds no ``name -> array/tensor`` mapping.
+        FileNotFoundError: ``path`` does not exist (the message points to weights/README.md).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path} (see weights/README.md)")
-    if path.endswith(".pkl"):
-        with open(path, "rb") as f:
-            data = pickle.load(f, encoding="latin1")
-    else:
-        data = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(data, dict) and isinstance(data.get("model"), dict):
-        data = data["model"]
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a state dict or a dict with 'model', got {type(data).__name__}")
-    state = {}
-    for name, value in data.items():
-        if isinstance(value, np.ndarray):
-            value = torch.from_numpy(value.copy())  # C order, shape kept (0-d too)
-        if not isinstance(value, torch.Tensor):
-            raise ValueError(f"{path}: entry {name!r} is a {type(value).__name__}, not an array")
-        state[name] = value
-    return state
+    checkpointer = DetectionCheckpointer(model)
+    return checkpointer._load_model(checkpointer._load_file(path))
 
 
-@dataclass
-class LoadReport:
-    """Outcome of :func:`load_state_into_model`.
-
-    ``loaded``: keys copied into the model; ``missing``: model keys absent from the checkpoint;
-    ``unexpected``: checkpoint keys the model does not have; ``shape_mismatch``: ``(key,
-    checkpoint shape, model shape)`` of skipped entries.
-    """
-
-    loaded: List[str] = field(default_factory=list)
-    missing: List[str] = field(default_factory=list)
-    unexpected: List[str] = field(default_factory=list)
-    shape_mismatch: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = field(default_factory=list)
-
-    def format(self) -> str:
-        """Multi-line human-readable summary listing every missing / unexpected / mismatched key."""
-        lines = [f"loaded {len(self.loaded)} tensors; {len(self.missing)} missing, "
-                 f"{len(self.unexpected)} unexpected, {len(self.shape_mismatch)} shape-mismatched"]
-        lines += [f"  shape mismatch (skipped): {k}: checkpoint {list(a)} vs model {list(b)}"
-                  for k, a, b in self.shape_mismatch]
-        lines += [f"  missing in checkpoint: {k}" for k in self.missing]
-        lines += [f"  unexpected in checkpoint: {k}" for k in self.unexpected]
-        return "\n".join(lines)
-
-
-def load_state_into_model(model: nn.Module, state: Dict[str, torch.Tensor]) -> LoadReport:
-    """Copy every checkpoint entry whose name and shape match into ``model`` (parameters and
-    buffers, cast to the model's dtype / device); report the rest (nothing raises on mismatch)."""
-    own = model.state_dict()
-    report = LoadReport()
-    matched = {}
-    for name, value in state.items():
-        if name not in own:
-            report.unexpected.append(name)
-        elif tuple(value.shape) != tuple(own[name].shape):
-            report.shape_mismatch.append((name, tuple(value.shape), tuple(own[name].shape)))
-        else:
-            matched[name] = value.to(dtype=own[name].dtype)
-    report.missing = [k for k in own if k not in state]
-    report.loaded = sorted(matched)
-    model.load_state_dict(matched, strict=False)
-    return report
+def format_incompatible_keys(incompatible: _IncompatibleKeys) -> str:
+    """Multi-line report: a count line, then every shape-mismatched key, and fvcore's
+    missing / unexpected messages (keys grouped by module). fvcore also lists shape-mismatched
+    keys as missing; here "missing" counts only keys absent from the checkpoint."""
+    mismatched = {k for k, _, _ in incompatible.incorrect_shapes}
+    missing = [k for k in incompatible.missing_keys if k not in mismatched]
+    lines = [f"{len(missing)} missing, {len(incompatible.unexpected_keys)} "
+             f"unexpected, {len(incompatible.incorrect_shapes)} shape-mismatched (skipped)"]
+    lines += [f"  shape mismatch (skipped): {k}: checkpoint {list(a)} vs model {list(b)}"
+              for k, a, b in incompatible.incorrect_shapes]
+    if missing:
+        lines.append(get_missing_parameters_message(missing))
+    if incompatible.unexpected_keys:
+        lines.append(get_unexpected_parameters_message(incompatible.unexpected_keys))
+    return "\n".join(lines)

@@ -18,55 +18,24 @@ Inputs (one dict per image, as produced by
 * inference: ``object_masks`` (O, h, w) bool tensor at the input resolution, and the original
   image size ``height`` / ``width`` that predictions are returned at.
 """
-import logging
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
-from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
-from detectron2.modeling.backbone import Backbone
-from detectron2.structures import BitMasks, ImageList
-from torch import nn
+from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.structures import ImageList, Instances
 
-from ..criterion import SetCriterion
-from ..matcher import HungarianMatcher
-
-logger = logging.getLogger(__name__)
+from .maskformer_model import MaskFormer
 
 OUTPUT_MODES = ("proposals", "per_pixel")
 
 
-def freeze_parameters(model: nn.Module, prefixes: Sequence[str]) -> Tuple[int, int]:
-    """Set ``requires_grad=False`` on every parameter whose name equals a prefix or starts with
-    ``prefix + "."`` (MODEL.MASK_FORMER.FREEZE_KEYS, e.g. ``"backbone"``,
-    ``"sem_seg_head.pixel_decoder.transformer"``).
-
-    Returns:
-        ``(tensors, values)``: number of frozen parameter tensors and of scalar parameters.
-
-    Raises:
-        ValueError: naming a prefix that matches no parameter (a misspelt key would otherwise
-            silently train everything).
-    """
-    named = list(model.named_parameters())
-    tensors, values = 0, 0
-    for prefix in prefixes:
-        matched = [p for n, p in named if n == prefix or n.startswith(prefix + ".")]
-        if not matched:
-            raise ValueError(f"MODEL.MASK_FORMER.FREEZE_KEYS: prefix '{prefix}' matches no "
-                             f"parameter of {type(model).__name__}")
-        for p in matched:
-            if p.requires_grad:
-                p.requires_grad_(False)
-                tensors += 1
-                values += p.numel()
-    return tensors, values
-
-
 @META_ARCH_REGISTRY.register()
-class ProposalModel(nn.Module):
-    """Mask2Former with NUM_CLASSES = 1 ("part" vs. no-object) for part proposals.
+class ProposalModel(MaskFormer):
+    """Mask2Former (:class:`MaskFormer`: same modules, criterion, normalisation, FREEZE_KEYS and
+    training) with NUM_CLASSES = 1 ("part" vs. no-object) for part proposals; every target mask
+    is class 0, and inference is per object (below) instead of per image.
 
     Training returns the criterion's losses multiplied by ``criterion.weight_dict``. Inference
     returns, per image, for each object of ``object_masks``:
@@ -87,69 +56,36 @@ class ProposalModel(nn.Module):
     ``score * sigmoid(mask)``, after dropping queries with score < ``min_score`` and segments whose
     area is below ``min_area_ratio`` of the object (pixels of dropped segments are re-assigned to
     the remaining ones). ``part_seg`` is this per-pixel map in both modes.
-
-    Modules named by ``freeze_keys`` are frozen: parameters ``requires_grad=False`` and the modules
-    kept in eval mode during training (BatchNorm statistics, dropout and drop-path are fixed too),
-    so a frozen module is a constant function.
     """
 
     @configurable
-    def __init__(self, *, backbone: Backbone, sem_seg_head: nn.Module, criterion: SetCriterion,
-                 pixel_mean: Sequence[float], pixel_std: Sequence[float], size_divisibility: int,
-                 deep_supervision: bool, test_topk: int, apply_object_mask: bool,
-                 output_mode: str, min_area_ratio: float, min_score: float,
-                 freeze_keys: Sequence[str] = ()):
+    def __init__(self, *, apply_object_mask: bool, output_mode: str, min_area_ratio: float,
+                 min_score: float, **mask_former_args):
         """
         Args:
-            backbone: detectron2 backbone (``output_shape()`` feeds the head).
-            sem_seg_head: :class:`MaskFormerHead` with one class.
-            criterion: :class:`SetCriterion` (unweighted losses; ``weight_dict`` applied here).
-            pixel_mean, pixel_std: per-channel normalisation in the input's channel order
-                (MODEL.PIXEL_MEAN / PIXEL_STD).
-            size_divisibility: pad the batch to a multiple of this (MODEL.MASK_FORMER.SIZE_DIVISIBILITY;
-                < 0 -> the backbone's ``size_divisibility``).
-            deep_supervision: also train the auxiliary predictions (MASK_FORMER.DEEP_SUPERVISION).
-            test_topk: proposals kept per object (TEST.DETECTIONS_PER_IMAGE, at most Q).
             apply_object_mask: multiply mask probabilities by the object mask.
             output_mode: ``"proposals"`` or ``"per_pixel"`` (see class docstring).
             min_area_ratio, min_score: ``per_pixel`` filters (PROPOSAL_LEARNING.MIN_AREA_RATIO,
                 MIN_SCORE).
-            freeze_keys: parameter-name prefixes to freeze (MODEL.MASK_FORMER.FREEZE_KEYS).
+            mask_former_args: :class:`MaskFormer`'s arguments (``test_topk``: proposals kept per
+                object, at most Q).
 
         Raises:
-            ValueError: unknown ``output_mode`` or a freeze prefix matching nothing.
+            ValueError: unknown ``output_mode`` or a FREEZE_KEYS entry matching nothing.
         """
-        super().__init__()
         if output_mode not in OUTPUT_MODES:
             raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, "
                              f"got {output_mode!r}")
-        self.backbone = backbone
-        self.sem_seg_head = sem_seg_head
-        self.criterion = criterion
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
-        self.size_divisibility = size_divisibility if size_divisibility >= 0 else backbone.size_divisibility
-        self.deep_supervision = deep_supervision
-        self.test_topk = test_topk
+        super().__init__(**mask_former_args)
         self.apply_object_mask = apply_object_mask
         self.output_mode = output_mode
         self.min_area_ratio = min_area_ratio
         self.min_score = min_score
-        self.freeze_keys = list(freeze_keys)
-        tensors, values = freeze_parameters(self, self.freeze_keys)
-        if self.freeze_keys:
-            logger.info("FREEZE_KEYS %s: froze %d parameter tensors (%d parameters)",
-                        self.freeze_keys, tensors, values)
 
     @classmethod
     def from_config(cls, cfg) -> dict:
-        """Build from MODEL.{BACKBONE, SEM_SEG_HEAD, MASK_FORMER, PIXEL_MEAN, PIXEL_STD},
-        TEST.DETECTIONS_PER_IMAGE and PROPOSAL_LEARNING.{APPLY_MASKING_WITH_OBJECT_MASK,
+        """:meth:`MaskFormer.common_config` plus PROPOSAL_LEARNING.{APPLY_MASKING_WITH_OBJECT_MASK,
         USE_PER_PIXEL_LABEL, MIN_AREA_RATIO, MIN_SCORE}.
-
-        Matching costs and loss weights are MASK_FORMER.{CLASS,MASK,DICE}_WEIGHT (official: the
-        same numbers weigh both), with ``_{i}`` copies for the DEC_LAYERS - 1 auxiliary
-        predictions when DEEP_SUPERVISION.
 
         Raises:
             ValueError: MODEL.SEM_SEG_HEAD.NUM_CLASSES is not 1.
@@ -157,91 +93,27 @@ class ProposalModel(nn.Module):
         if cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES != 1:
             raise ValueError("ProposalModel is class-agnostic: MODEL.SEM_SEG_HEAD.NUM_CLASSES must "
                              f"be 1, got {cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES}")
-        mf = cfg.MODEL.MASK_FORMER
-        backbone = build_backbone(cfg)
-        head = build_sem_seg_head(cfg, backbone.output_shape())
-        matcher = HungarianMatcher(cost_class=mf.CLASS_WEIGHT, cost_mask=mf.MASK_WEIGHT,
-                                   cost_dice=mf.DICE_WEIGHT, num_points=mf.TRAIN_NUM_POINTS)
-        weights = {"loss_ce": mf.CLASS_WEIGHT, "loss_mask": mf.MASK_WEIGHT, "loss_dice": mf.DICE_WEIGHT}
-        weight_dict = dict(weights)
-        if mf.DEEP_SUPERVISION:
-            for i in range(mf.DEC_LAYERS - 1):
-                weight_dict.update({f"{k}_{i}": v for k, v in weights.items()})
-        criterion = SetCriterion(
-            num_classes=1, matcher=matcher, weight_dict=weight_dict, eos_coef=mf.NO_OBJECT_WEIGHT,
-            losses=("labels", "masks"), num_points=mf.TRAIN_NUM_POINTS,
-            oversample_ratio=mf.OVERSAMPLE_RATIO, importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO)
         pl = cfg.PROPOSAL_LEARNING
         return {
-            "backbone": backbone,
-            "sem_seg_head": head,
-            "criterion": criterion,
-            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
-            "pixel_std": cfg.MODEL.PIXEL_STD,
-            "size_divisibility": mf.SIZE_DIVISIBILITY,
-            "deep_supervision": mf.DEEP_SUPERVISION,
-            "test_topk": cfg.TEST.DETECTIONS_PER_IMAGE,
+            **MaskFormer.common_config(cfg),
             "apply_object_mask": pl.APPLY_MASKING_WITH_OBJECT_MASK,
             "output_mode": "per_pixel" if pl.USE_PER_PIXEL_LABEL else "proposals",
             "min_area_ratio": pl.MIN_AREA_RATIO,
             "min_score": pl.MIN_SCORE,
-            "freeze_keys": mf.FREEZE_KEYS,
         }
 
-    @property
-    def device(self) -> torch.device:
-        """Device of the model's buffers and parameters."""
-        return self.pixel_mean.device
+    def target_labels(self, instances: Instances, count: int) -> torch.Tensor:
+        """Class-agnostic: every part mask is class 0 ("part"); (T,) int64 zeros."""
+        return torch.zeros(count, dtype=torch.int64, device=self.device)
 
-    def train(self, mode: bool = True) -> "ProposalModel":
-        """``nn.Module.train``, except that modules named by ``freeze_keys`` (and their children)
-        stay in eval mode."""
-        super().train(mode)
-        for name, module in self.named_modules():
-            if any(name == p or name.startswith(p + ".") for p in self.freeze_keys):
-                module.eval()
-        return self
-
-    def forward(self, batched_inputs: List[Dict]):
-        """Training: dict of weighted scalar losses. Inference: list of per-image dicts
+    @torch.no_grad()
+    def inference(self, batched_inputs: List[Dict], images: ImageList, outputs: Dict) -> List[Dict]:
+        """Per-image, per-object proposals from the decoder outputs (CPU tensors): a list of
         ``{"proposals": [...], "part_seg": [...]}`` (one entry per object; see class docstring).
 
         Raises:
             KeyError: an inference input lacks ``object_masks``.
         """
-        images = [(x["image"].to(self.device).float() - self.pixel_mean) / self.pixel_std
-                  for x in batched_inputs]
-        images = ImageList.from_tensors(images, self.size_divisibility)
-        outputs = self.sem_seg_head(self.backbone(images.tensor))
-        if self.training:
-            if not self.deep_supervision:
-                outputs = {k: v for k, v in outputs.items() if k != "aux_outputs"}
-            losses = self.criterion(outputs, self.prepare_targets(batched_inputs, images))
-            return {k: v * self.criterion.weight_dict[k] for k, v in losses.items()}
-        return self.inference(batched_inputs, images, outputs)
-
-    def prepare_targets(self, batched_inputs: List[Dict], images: ImageList) -> List[Dict[str, torch.Tensor]]:
-        """Part masks of each image, zero-padded to the batch's padded size, all labelled 0.
-
-        Returns:
-            per image ``{"labels": (T,) int64 zeros, "masks": (T, Hp, Wp) bool}`` on the model's
-            device; T may be 0.
-        """
-        hp, wp = images.tensor.shape[-2:]
-        targets = []
-        for x in batched_inputs:
-            gt = x["instances"].gt_masks
-            masks = gt.tensor if isinstance(gt, BitMasks) else gt
-            masks = masks.to(self.device, dtype=torch.bool)
-            padded = torch.zeros((masks.shape[0], hp, wp), dtype=torch.bool, device=self.device)
-            padded[:, : masks.shape[1], : masks.shape[2]] = masks
-            targets.append({"labels": torch.zeros(masks.shape[0], dtype=torch.int64, device=self.device),
-                            "masks": padded})
-        return targets
-
-    @torch.no_grad()
-    def inference(self, batched_inputs: List[Dict], images: ImageList, outputs: Dict) -> List[Dict]:
-        """Per-image, per-object proposals from the decoder outputs (CPU tensors)."""
         mask_logits = F.interpolate(outputs["pred_masks"], size=images.tensor.shape[-2:],
                                     mode="bilinear", align_corners=False)
         part_probs = outputs["pred_logits"].float().softmax(-1)[..., 0]  # (B, Q)

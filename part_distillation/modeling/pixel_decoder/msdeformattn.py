@@ -26,9 +26,11 @@ from torch import nn
 from ..transformer_decoder.position_encoding import PositionEmbeddingSine
 from .ms_deform_attn import MSDeformAttn
 
-# Official MSDeformAttnPixelDecoder.from_config hard-codes this (instead of
-# MODEL.MASK_FORMER.DIM_FEEDFORWARD, which is the transformer *decoder*'s FFN width).
+# Official MSDeformAttnPixelDecoder.from_config hard-codes these (instead of
+# MODEL.MASK_FORMER.DIM_FEEDFORWARD, the transformer *decoder*'s FFN width, and of
+# MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS, which it never reads).
 ENCODER_DIM_FEEDFORWARD = 1024
+ENCODER_N_POINTS = 4
 # Mask2Former feeds its masked-attention decoder three scales (1/32, 1/16, 1/8), Sec. 3.2.
 NUM_DECODER_SCALES = 3
 
@@ -198,11 +200,10 @@ class MSDeformAttnPixelDecoder(nn.Module):
         Args:
             input_shape: backbone features the decoder reads (name -> channels, stride).
             transformer_dropout: dropout in the encoder layers (MODEL.MASK_FORMER.DROPOUT).
-            transformer_nheads: deformable-attention heads (SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS).
+            transformer_nheads: deformable-attention heads (MODEL.MASK_FORMER.NHEADS, as official).
             transformer_dim_feedforward: encoder FFN width (official: 1024).
             transformer_enc_layers: encoder depth (SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS).
-            transformer_n_points: sampling points per head and level
-                (SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS).
+            transformer_n_points: sampling points per head and level (official: 4).
             conv_dim: channels of every intermediate map (SEM_SEG_HEAD.CONVS_DIM); multiple of 32.
             mask_dim: channels of the mask features (SEM_SEG_HEAD.MASK_DIM).
             norm: norm of the FPN convs (SEM_SEG_HEAD.NORM, "GN" officially); "" gives biases.
@@ -264,11 +265,14 @@ class MSDeformAttnPixelDecoder(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> dict:
-        """Constructor arguments from MODEL.SEM_SEG_HEAD.* and MODEL.MASK_FORMER.DROPOUT.
+        """Constructor arguments from MODEL.SEM_SEG_HEAD.* and MODEL.MASK_FORMER.{DROPOUT, NHEADS}.
 
-        ``input_shape`` is restricted to SEM_SEG_HEAD.IN_FEATURES. The encoder's heads and points
-        come from DEFORMABLE_TRANSFORMER_ENCODER_N_{HEADS,POINTS} (official code reads
-        MASK_FORMER.NHEADS and a fixed 4 points; every official config has 8 and 4 either way).
+        ``input_shape`` is restricted to SEM_SEG_HEAD.IN_FEATURES. As in the official code, the
+        encoder's deformable attention has MODEL.MASK_FORMER.NHEADS heads, :data:`ENCODER_N_POINTS`
+        (4) points and an FFN of :data:`ENCODER_DIM_FEEDFORWARD` (1024);
+        SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS / _N_POINTS are accepted (official
+        YAMLs set them) and ignored, as officially (see ``part_distillation/config.py``). The
+        parity fixture (NHEADS 4, N_HEADS 8) pins this: ``tests/test_mask2former_parity.py``.
         """
         head = cfg.MODEL.SEM_SEG_HEAD
         return {
@@ -277,10 +281,10 @@ class MSDeformAttnPixelDecoder(nn.Module):
             "mask_dim": head.MASK_DIM,
             "norm": head.NORM,
             "transformer_dropout": cfg.MODEL.MASK_FORMER.DROPOUT,
-            "transformer_nheads": head.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS,
+            "transformer_nheads": cfg.MODEL.MASK_FORMER.NHEADS,
             "transformer_dim_feedforward": ENCODER_DIM_FEEDFORWARD,
             "transformer_enc_layers": head.TRANSFORMER_ENC_LAYERS,
-            "transformer_n_points": head.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS,
+            "transformer_n_points": ENCODER_N_POINTS,
             "transformer_in_features": head.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES,
             "common_stride": head.COMMON_STRIDE,
         }
