@@ -254,7 +254,8 @@ def test_decompression_bomb_is_a_named_counted_skip(tmp_path, monkeypatch):
     report = LoadReport("t")
     recs = load_image_folder(str(imgs), report=report)
     assert [r["image_id"] for r in recs] == ["small"]
-    assert report.skipped == {"unreadable_image": 1} and report.skipped_files["unreadable_image"][0].endswith("huge.png")
+    assert report.skipped == {"unreadable_image": 1}
+    assert report.skipped_files["unreadable_image"][0].endswith("huge.png")
 
 
 def test_duplicate_stems_get_distinct_ids(tmp_path):

@@ -120,9 +120,7 @@ def register_dataset(name: str, loader_name: str, label_percentage: float = 100,
 def _builtin(cfg=None) -> Dict[str, dict]:
     """``{name: register_dataset kwargs}`` of every built-in dataset, with ``cfg``'s values."""
     d2, shared = datasets_root(), shared_data_root()
-    cd = cfg.CUSTOM_DATASETS if cfg is not None else None
-    merge = bool(cd.USE_MERGED_GT) if cd is not None else True
-    pct = float(cfg.FEWSHOT_LEARNING.LABEL_PERCENTAGE) if cfg is not None else 100.0
+    merge = bool(cfg.CUSTOM_DATASETS.USE_MERGED_GT) if cfg is not None else True
     out = {
         "pascal_part": dict(loader_name="PascalPartLoader", root=os.path.join(d2, "pascal_part"), merge=merge),
         "pascal_part_examples": dict(loader_name="PascalPartLoader", merge=merge,
@@ -130,18 +128,9 @@ def _builtin(cfg=None) -> Dict[str, dict]:
         "ade20k_part_subset": dict(loader_name="PascalPartLoader", pascal_vocabulary=False,
                                    root=os.path.join(shared, "ade20k_part_subset")),
     }
-    pp = cd.PASCAL_PARTS if cd is not None else None
-    pascal = dict(loader_name="PascalPartsSplitLoader", merge=merge,
-                  images_dirname=(pp and pp.IMAGES_DIRNAME) or os.path.join(d2, "pascal_parts", "images"),
-                  annotations_dirname=(pp and pp.ANNOTATIONS_DIRNAME) or os.path.join(d2, "pascal_parts", "annotations"),
-                  class_names=list(pp.SUBSET_CLASS_NAMES) if pp is not None else None,
-                  debug=bool(pp and pp.DEBUG))
-    for split in ("train", "val"):
-        out[f"pascal_parts_{split}"] = dict(pascal, split=split, label_percentage=pct)
-        for mode in ("match", "evaluate"):
-            out[f"pascal_parts_{mode}_{split}"] = dict(pascal, split=split, eval_mode=mode)
+    out.update(pascal_part.builtin_datasets(d2, cfg))
     out.update(part_imagenet.builtin_datasets(d2, cfg))
-    out.update(imagenet.builtin_datasets(d2, cfg))
+    out.update(imagenet.builtin_datasets(d2))
     out.update(cityscapes_part.builtin_datasets(d2, cfg))
     out.update(ov_parts.builtin_datasets(d2))
     return out
@@ -158,7 +147,8 @@ def register_builtin() -> None:
 
 def configure_datasets(cfg) -> None:
     """Re-register the built-in names with ``cfg``'s ``CUSTOM_DATASETS.USE_MERGED_GT``,
-    ``CUSTOM_DATASETS.{PASCAL_PARTS,PART_IMAGENET,CITYSCAPES_PART}.*`` and ``FEWSHOT_LEARNING.LABEL_PERCENTAGE`` (applied to the training splits)."""
+    ``CUSTOM_DATASETS.{PASCAL_PARTS,PART_IMAGENET,CITYSCAPES_PART}.*`` and
+    ``FEWSHOT_LEARNING.LABEL_PERCENTAGE`` (applied to the training splits)."""
     for name, kwargs in _builtin(cfg).items():
         register_dataset(name, **kwargs)
 

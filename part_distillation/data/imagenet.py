@@ -166,7 +166,7 @@ class ImageNetLoader(DatasetLoader):
         return list(iter_imagenet(o["root"], kept, codes, names, report))
 
 
-def builtin_datasets(d2: str, cfg=None) -> Dict[str, dict]:
+def builtin_datasets(d2: str) -> Dict[str, dict]:
     """Built-in names: ``imagenet_1k_{train,val}``, ``imagenet_22k_train`` (official names)."""
     one_k, tt_k = os.path.join(d2, "imagenet_1k"), os.path.join(d2, "imagenet_22k")
     out = {f"imagenet_1k_{s}": dict(loader_name="ImageNetLoader", root=os.path.join(one_k, s),

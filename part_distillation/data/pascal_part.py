@@ -344,3 +344,24 @@ class PascalPartsSplitLoader(DatasetLoader):
 
     def load(self, report: LoadReport) -> List[dict]:
         return load_pascal_parts_split(report=report, **self.options)
+
+
+def builtin_datasets(d2: str, cfg=None) -> Dict[str, dict]:
+    """``pascal_parts_{train,val}`` (the training split keeps ``FEWSHOT_LEARNING.LABEL_PERCENTAGE``)
+    and the official unsupervised-evaluation pairs ``pascal_parts_{match,evaluate}_{train,val}``,
+    with ``cfg``'s ``CUSTOM_DATASETS.USE_MERGED_GT`` and ``CUSTOM_DATASETS.PASCAL_PARTS.*``."""
+    pp = cfg.CUSTOM_DATASETS.PASCAL_PARTS if cfg is not None else None
+    root = os.path.join(d2, "pascal_parts")
+    base = dict(loader_name="PascalPartsSplitLoader",
+                merge=bool(cfg.CUSTOM_DATASETS.USE_MERGED_GT) if cfg is not None else True,
+                images_dirname=(pp and pp.IMAGES_DIRNAME) or os.path.join(root, "images"),
+                annotations_dirname=(pp and pp.ANNOTATIONS_DIRNAME) or os.path.join(root, "annotations"),
+                class_names=list(pp.SUBSET_CLASS_NAMES) if pp is not None else None,
+                debug=bool(pp and pp.DEBUG))
+    pct = float(cfg.FEWSHOT_LEARNING.LABEL_PERCENTAGE) if cfg is not None else 100.0
+    out = {"pascal_parts_train": dict(base, split="train", label_percentage=pct),
+           "pascal_parts_val": dict(base, split="val")}
+    for split in ("train", "val"):
+        for mode in ("match", "evaluate"):
+            out[f"pascal_parts_{mode}_{split}"] = dict(base, split=split, eval_mode=mode)
+    return out

@@ -38,7 +38,7 @@ from detectron2.structures import BitMasks, Instances
 
 from .ground_truth import gt_objects
 from .images import read_image_rgb
-from .pseudo_labels import SCHEMA, VERSION, decode_mask, list_pseudo_labels, load_pseudo_label
+from .pseudo_labels import SCHEMA, VERSION, list_pseudo_labels, load_pseudo_label
 
 logger = logging.getLogger(__name__)
 
