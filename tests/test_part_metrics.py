@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from part_distillation.data.ground_truth import GTObject
 from part_distillation.evaluation.evaluators import PartProposalEvaluator, PartSegmentEvaluator
 from part_distillation.evaluation.part_metrics import (
     ClassMatchedMIoU,
@@ -272,13 +273,11 @@ def test_class_matched_object_mask_background_and_merge():
 
 
 def _fake_batch():
-    """One image with two objects (torch GT) and its outputs."""
+    """One image with two GT objects and its outputs (torch and numpy predictions)."""
     head_body = torch.from_numpy(stack(row(0, 1, width=4), row(2, 3, width=4)))
     objects = [
-        {"object_mask": torch.ones(1, 4, dtype=torch.bool), "gt_parts": head_body,
-         "gt_part_names": ["head", "body"], "class_name": "cat"},
-        {"object_mask": np.ones((1, 4), bool), "gt_parts": np.zeros((0, 1, 4), bool),
-         "gt_part_names": [], "class_name": "cat"},
+        GTObject("cat", "cat", 0, np.ones((1, 4), bool), head_body.numpy(), ["head", "body"], [0, 1]),
+        GTObject("cat", "cat", 0, np.ones((1, 4), bool), np.zeros((0, 1, 4), bool)),
     ]
     proposals = [
         {"pred_masks": head_body.flip(0), "scores": torch.tensor([0.9, 0.8])},

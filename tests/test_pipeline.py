@@ -66,7 +66,8 @@ def test_evaluation_on_hand_built_parts_is_exact(tmp_path):
     left[:, 15:] = False
     right[:, :15] = False
     rec = {"file_name": "x.jpg", "image_id": "x", "height": 20, "width": 30,
-           "objects": [{"class_name": "thing", "mask": encode_mask(obj),
+           "objects": [{"class_name": "thing", "class_code": "thing", "class_id": 0,
+                        "mask": encode_mask(obj),
                         "parts": [{"name": "l", "mask": encode_mask(left)}, {"name": "r", "mask": encode_mask(right)}]}]}
     exact = ImagePseudoLabel("x.jpg", "x", 20, 30, "dense_crf",
                              [ObjectLabel("thing", obj, parts=[PartLabel(right), PartLabel(left)])])

@@ -133,11 +133,11 @@ def test_eval_mapper_on_pascal_part():
     assert min(h, w) == 128 and (out["height"], out["width"]) == (d["height"], d["width"])
     assert out["object_masks"].shape == (len(d["objects"]), h, w)
     for obj, src in zip(out["objects"], d["objects"]):
-        assert obj["object_mask"].shape == (d["height"], d["width"])
-        assert obj["gt_parts"].shape == (len(src["parts"]), d["height"], d["width"])
-        assert obj["gt_part_names"] == [p["name"] for p in src["parts"]]
+        assert obj.mask.shape == (d["height"], d["width"])
+        assert obj.parts.shape == (len(src["parts"]), d["height"], d["width"])
+        assert obj.part_names == [p["name"] for p in src["parts"]]
     # object masks at the input resolution are the resized original masks
-    orig = torch.from_numpy(out["objects"][0]["object_mask"]).float()[None, None]
+    orig = torch.from_numpy(out["objects"][0].mask).float()[None, None]
     resized = torch.nn.functional.interpolate(orig, size=(h, w), mode="nearest")[0, 0] > 0.5
     assert (resized != out["object_masks"][0]).float().mean() < 0.02
 

@@ -2,7 +2,12 @@
 
 Grayscale, palette, CMYK and RGBA images are converted to 3-channel RGB (alpha dropped); EXIF
 orientation is NOT applied, so pixels stay aligned with dataset masks stored in file order (as in
-Pascal-Part/ADE20K). Unreadable files raise :class:`ImageReadError` naming the file.
+Pascal-Part/ADE20K). 16-bit grayscale images (Pillow modes ``I;16*`` / ``I``, e.g. 16-bit PNGs) are
+scaled to 8 bit by ``v * 255 / 65535`` (Pillow's own conversion clips them to 255, giving an
+almost white image); values outside 0..65535 and float images are refused. Unreadable files raise
+:class:`ImageReadError` naming the file, including images over Pillow's decompression-bomb limit
+(``PIL.Image.MAX_IMAGE_PIXELS``, about 179 MP by default: raise it deliberately if such images
+are wanted; every stage resizes before the network, so the limit bounds the decoding memory).
 """
 import os
 from typing import Tuple
@@ -10,9 +15,22 @@ from typing import Tuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
 
 class ImageReadError(IOError):
-    """An image file is missing, empty, truncated or not an image."""
+    """An image file is missing, empty, truncated, not an image, over the decompression-bomb
+    limit or of an unsupported pixel format."""
+
+
+def _open_errors(path: str, e: Exception) -> ImageReadError:
+    if isinstance(e, Image.DecompressionBombError):
+        return ImageReadError(f"{path}: over Pillow's decompression-bomb limit "
+                              f"(PIL.Image.MAX_IMAGE_PIXELS={Image.MAX_IMAGE_PIXELS}): {e}")
+    return ImageReadError(f"{path}: not a readable image ({e})")
+
+
+_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 def read_image_size(path: str) -> Tuple[int, int]:
@@ -21,8 +39,22 @@ def read_image_size(path: str) -> Tuple[int, int]:
     try:
         with Image.open(path) as im:
             return im.size
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ImageReadError(f"{path}: not a readable image ({e})") from None
+    except _ERRORS as e:
+        raise _open_errors(path, e) from None
+
+
+def _to_uint8_rgb(im: Image.Image, path: str) -> np.ndarray:
+    if im.mode in _SIXTEEN_BIT_MODES:
+        arr = np.asarray(im, dtype=np.int64)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise ImageReadError(f"{path}: {im.mode} values {arr.min()}..{arr.max()} outside 0..65535")
+        gray = ((arr * 255 + 32767) // 65535).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if im.mode == "F":
+        raise ImageReadError(f"{path}: float (mode F) images are not supported")
+    if im.mode != "RGB":
+        im = im.convert("RGB")  # L, P, CMYK, RGBA (alpha dropped), LA, ...
+    return np.asarray(im, dtype=np.uint8).copy()
 
 
 def read_image_rgb(path: str) -> np.ndarray:
@@ -31,10 +63,12 @@ def read_image_rgb(path: str) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode != "RGB":
-                im = im.convert("RGB")  # L, P, CMYK, RGBA (alpha dropped), I;16, ...
-            return np.asarray(im, dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            return _to_uint8_rgb(im, path)
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise _open_errors(path, e) from None
+    except _ERRORS as e:
         raise ImageReadError(f"{path}: corrupt or unsupported image ({e})") from None
 
 

@@ -1,76 +1,142 @@
-"""Pascal-Part (Chen et al., CVPR 2014) in its release layout, and datasets stored the same way.
+"""Pascal-Part (Chen et al., CVPR 2014) and datasets stored in its ``.mat`` schema.
 
-Layout::
+Two layouts are read:
+
+* release layout (``pascal_part``, the shared examples, the ADE20K subset)::
 
     <root>/JPEGImages/<id>.jpg
-    <root>/Annotations_Part/<id>.mat   # scipy.io.loadmat(path)["anno"][0, 0]:
-                                       #   objects[0][i]: class, class_ind, mask (H, W uint8),
-                                       #   parts (empty or parts[0][j]: part_name, mask)
+    <root>/Annotations_Part/<id>.mat
 
-Dataset dicts (detectron2 ``DatasetCatalog`` format, masks as COCO RLE at image resolution)::
+* official PartDistillation layout (``pascal_parts_{train,val}`` and the ``{match,evaluate}``
+  pairs; defaults of ``CUSTOM_DATASETS.PASCAL_PARTS.{IMAGES,ANNOTATIONS}_DIRNAME``)::
 
-    {"file_name", "image_id", "height", "width",
-     "objects": [{"class_name", "class_id", "mask": RLE, "bbox": XYXY, "bbox_mode",
-                  "parts": [{"name": merged name, "raw_name": str, "mask": RLE}]}]}
+    <images_dirname>/JPEGImages/<id>.jpg              # a VOC2010 devkit folder
+    <images_dirname>/ImageSets/Main/{train,val}.txt   # the VOC split lists
+    <annotations_dirname>/<id>.mat                    # Pascal-Part annotations
 
-Part names are mapped to the merged taxonomy of :data:`PASCAL_PART_MERGE` (left/right, front/back,
-upper/lower and numbered variants merged into one part, e.g. ``lleg``/``rleg`` -> ``leg``,
-``wheel_3`` -> ``wheel``), as part-discovery evaluations on Pascal-Part do. Several raw parts that
-merge into one name inside an object are united into one mask. Names the map does not know (e.g.
-ADE20K part names) pass through unchanged. ``datasets/README.md`` tabulates the map.
+``.mat`` schema: ``scipy.io.loadmat(path)["anno"][0, 0]["objects"][0][i]`` has ``class``,
+``class_ind``, ``mask`` (H, W uint8) and ``parts`` (empty or ``parts[0][j]`` with ``part_name``
+and ``mask``).
+
+Vocabulary (official evaluation, PartDistillation ``pascal_info.py`` / ``register_pascal_parts``):
+a raw part name loses its ``_<n>`` suffix (``wheel_3``, ``cfrontside_2``, ``coach_1``) and is then
+mapped per object class to a merged name (:data:`PASCAL_PART_DEFINITIONS`); the merged names get
+ids in the order of first appearance over the 20 classes (:data:`PASCAL_CLASSES` order), 50 in
+all (:data:`PASCAL_PART_CLASSES`; the official supervised config's ``NUM_CLASSES 50``). With a
+class subset (``CUSTOM_DATASETS.PASCAL_PARTS.SUBSET_CLASS_NAMES``) the subset is sorted and ids
+are renumbered over it, as officially. The object class ``table`` is renamed ``diningtable``.
+Merged (``CUSTOM_DATASETS.USE_MERGED_GT True``): parts of one object with the same merged name
+are united into one mask named by the merged name. Raw (``False``): one part per raw annotation,
+named by its raw name (``cfrontside_1``); ``part_id`` is still its merged id, as officially.
+A raw name the vocabulary does not know for its class makes the annotation file a counted
+``bad_annotation`` skip. Datasets stored in this schema with other names (the ADE20K subset) are
+loaded with ``pascal_vocabulary=False``: names pass through unchanged, ``part_id`` -1.
 """
-import logging
 import os
-import re
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import scipy.io
 
-from .images import read_image_size
+from .images import ImageReadError, read_image_size
+from .load_report import LoadReport
+from .loader_registry import DATASET_LOADER_REGISTRY, DatasetLoader
 from .pseudo_labels import encode_mask, mask_to_box
 
-logger = logging.getLogger(__name__)
+# The 20 PASCAL VOC classes in the official order (detectron2 / PartDistillation CLASS_NAMES).
+PASCAL_CLASSES: Tuple[str, ...] = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor")
 
-# raw Pascal-Part name -> merged name (names absent here pass through unchanged)
-PASCAL_PART_MERGE: Dict[str, str] = {
-    # eyes, ears, brows, horns (person, animals, birds)
-    "leye": "eye", "reye": "eye", "lear": "ear", "rear": "ear",
-    "lebrow": "eyebrow", "rebrow": "eyebrow", "lhorn": "horn", "rhorn": "horn",
-    # person limbs
-    "llarm": "arm", "luarm": "arm", "rlarm": "arm", "ruarm": "arm",
-    "lhand": "hand", "rhand": "hand",
-    "llleg": "leg", "luleg": "leg", "rlleg": "leg", "ruleg": "leg",
-    "lfoot": "foot", "rfoot": "foot",
-    # birds, aeroplanes
-    "lwing": "wing", "rwing": "wing", "lleg": "leg", "rleg": "leg",
-    # quadrupeds
-    "lfleg": "leg", "rfleg": "leg", "lbleg": "leg", "rbleg": "leg",
-    "lfuleg": "leg", "lflleg": "leg", "rfuleg": "leg", "rflleg": "leg",
-    "lbuleg": "leg", "lblleg": "leg", "rbuleg": "leg", "rblleg": "leg",
-    "lfpa": "paw", "rfpa": "paw", "lbpa": "paw", "rbpa": "paw",
-    "lfho": "hoof", "rfho": "hoof", "lbho": "hoof", "rbho": "hoof",
-    # two-wheelers
-    "fwheel": "wheel", "bwheel": "wheel", "saddle": "saddle",
-    # bus / car sides and plates
-    "frontside": "front", "backside": "back", "leftside": "side", "rightside": "side",
-    "roofside": "roof", "leftmirror": "mirror", "rightmirror": "mirror",
-    "fliplate": "license_plate", "bliplate": "license_plate",
-    # train: locomotive (h*) and coach (c*) sides
-    "hfrontside": "front", "hbackside": "back", "hleftside": "side", "hrightside": "side",
-    "hroofside": "roof", "cfrontside": "front", "cbackside": "back", "cleftside": "side",
-    "crightside": "side", "croofside": "roof",
+_EYES_EARS = [("leye", "eye"), ("reye", "eye"), ("lear", "ear"), ("rear", "ear")]
+_QUADRUPED_LEGS = [(s + "leg", "leg") for s in ("lfu", "lfl", "rfu", "rfl", "lbu", "lbl", "rbu", "rbl")]
+_VEHICLE = [("frontside", "front"), ("leftside", "side"), ("rightside", "side"), ("backside", "back"),
+            ("roofside", "roof"), ("leftmirror", "mirror"), ("rightmirror", "mirror"),
+            ("fliplate", "license plate"), ("bliplate", "license plate"), ("door", "door"),
+            ("wheel", "wheel"), ("headlight", "headlight"), ("window", "window")]
+_CAT = ([("head", "head")] + _EYES_EARS + [("nose", "nose"), ("torso", "torso"), ("neck", "neck")]
+        + [(f"{s}{k}", n) for s in ("lf", "rf", "lb", "rb") for k, n in (("leg", "leg"), ("pa", "paw"))]
+        + [("tail", "tail")])
+_COW = ([("head", "head")] + _EYES_EARS + [("muzzle", "muzzle"), ("lhorn", "horn"), ("rhorn", "horn"),
+                                           ("torso", "torso"), ("neck", "neck")]
+        + _QUADRUPED_LEGS + [("tail", "tail")])
+
+# class -> [(raw part name without "_<n>", merged name)], each class in the official part order.
+PASCAL_PART_DEFINITIONS: Dict[str, List[Tuple[str, str]]] = {
+    "aeroplane": [("body", "body"), ("stern", "stern"), ("lwing", "wing"), ("rwing", "wing"),
+                  ("tail", "tail"), ("engine", "engine"), ("wheel", "wheel")],
+    "bicycle": [("fwheel", "wheel"), ("bwheel", "wheel"), ("saddle", "seat"), ("handlebar", "handlebar"),
+                ("chainwheel", "chainwheel"), ("headlight", "headlight")],
+    "bird": [("head", "head"), ("leye", "eye"), ("reye", "eye"), ("beak", "beak"), ("torso", "torso"),
+             ("neck", "neck"), ("lwing", "wing"), ("rwing", "wing"), ("lleg", "leg"), ("lfoot", "foot"),
+             ("rleg", "leg"), ("rfoot", "foot"), ("tail", "tail")],
+    "boat": [],
+    "bottle": [("cap", "cap"), ("body", "body")],
+    "bus": _VEHICLE,
+    "car": _VEHICLE,
+    "cat": _CAT,
+    "chair": [],
+    "cow": _COW,
+    "diningtable": [],
+    "dog": _CAT + [("muzzle", "muzzle")],
+    "horse": _COW + [(f"{s}ho", "hoof") for s in ("lf", "rf", "lb", "rb")],
+    "motorbike": [("fwheel", "wheel"), ("bwheel", "wheel"), ("handlebar", "handlebar"), ("saddle", "seat"),
+                  ("headlight", "headlight")],
+    "person": (([("head", "head")] + _EYES_EARS
+                + [("lebrow", "eyebrow"), ("rebrow", "eyebrow"), ("nose", "nose"), ("mouth", "mouth"),
+                   ("hair", "hair"), ("torso", "torso"), ("neck", "neck")]
+                + [(f"{s}{k}", n) for s in ("l", "r") for k, n in
+                   (("larm", "arm"), ("uarm", "arm"), ("hand", "hand"))]
+                + [(f"{s}{k}", n) for s in ("l", "r") for k, n in
+                   (("lleg", "leg"), ("uleg", "leg"), ("foot", "foot"))])),
+    "pottedplant": [("pot", "pot"), ("plant", "plant")],
+    "sheep": _COW,
+    "sofa": [],
+    "train": [("head", "locomotive"), ("hfrontside", "locomotive_front"), ("hleftside", "locomotive_side"),
+              ("hrightside", "locomotive_side"), ("hbackside", "locomotive_backside"),
+              ("hroofside", "locomotive_roof"), ("headlight", "headlight"), ("coach", "coach_car"),
+              ("cfrontside", "coach_front"), ("cleftside", "coach_side"), ("crightside", "coach_side"),
+              ("cbackside", "coach_backside"), ("croofside", "coach_roof")],
+    "tvmonitor": [("screen", "screen")],
 }
-# Pascal-Part numbers repeated parts: wheel_1, door_2, window_10, headlight_3, engine_1, coach_2.
-_NUMBERED = re.compile(r"^(wheel|door|window|headlight|engine|coach)_\d+$")
+_CLASS_ALIASES = {"table": "diningtable"}  # raw Pascal-Part class name -> official VOC name
 
 
-def merge_part_name(raw: str) -> str:
-    """Merged taxonomy name of a raw Pascal-Part part name; unknown names pass unchanged."""
-    if raw in PASCAL_PART_MERGE:
-        return PASCAL_PART_MERGE[raw]
-    m = _NUMBERED.match(raw)
-    return m.group(1) if m else raw
+def canonical_class_name(name: str) -> str:
+    """Official VOC name of a Pascal-Part object class (``table`` -> ``diningtable``)."""
+    return _CLASS_ALIASES.get(name, name)
+
+
+def pascal_part_classes(class_names: Optional[Sequence[str]] = None) -> List[str]:
+    """Merged part vocabulary in official id order: over ``class_names`` (default all 20 in
+    :data:`PASCAL_CLASSES` order; a given subset is sorted first, as officially), each merged name
+    once, in order of first appearance. Raises KeyError for a class not in Pascal VOC."""
+    classes = sorted(canonical_class_name(c) for c in class_names) if class_names else PASCAL_CLASSES
+    names: List[str] = []
+    for c in classes:
+        for _, merged in PASCAL_PART_DEFINITIONS[c]:
+            if merged not in names:
+                names.append(merged)
+    return names
+
+
+PASCAL_PART_CLASSES: List[str] = pascal_part_classes()
+
+
+def merge_part_name(raw: str, class_name: str) -> str:
+    """Merged name of raw Pascal-Part part ``raw`` of an object of ``class_name``
+    (``("cfrontside_2", "train")`` -> ``"coach_front"``).
+
+    Raises:
+        KeyError: the class has no part named ``raw`` (after dropping ``_<n>``) in the official
+            definitions.
+    """
+    base = raw.split("_")[0]
+    for name, merged in PASCAL_PART_DEFINITIONS[canonical_class_name(class_name)]:
+        if name == base:
+            return merged
+    raise KeyError(f"'{raw}' is not a Pascal-Part part of class '{class_name}'")
 
 
 def _str(x) -> str:
@@ -82,49 +148,111 @@ def _str(x) -> str:
     return str(x)
 
 
-def load_part_annotation(mat_path: str, merge: bool = True) -> Optional[List[dict]]:
-    """Objects of one ``.mat`` file as dataset-dict ``objects`` (masks RLE-encoded).
+def load_part_annotation(mat_path: str, merge: bool = True, pascal_vocabulary: bool = True,
+                         class_names: Optional[Sequence[str]] = None) -> List[dict]:
+    """Objects of one ``.mat`` file as dataset-dict ``objects`` (masks RLE-encoded; contract in
+    :mod:`part_distillation.data.ground_truth`).
+
+    Args:
+        merge: unite parts by merged name (``CUSTOM_DATASETS.USE_MERGED_GT``); only with
+            ``pascal_vocabulary``.
+        pascal_vocabulary: apply the official Pascal-Part vocabulary (class list, ``table`` ->
+            ``diningtable``, merged part names and ids); False keeps the file's names, ``class_id``
+            as the file's ``class_ind`` and ``part_id`` -1.
+        class_names: Pascal vocabulary only: keep objects of these classes; ``class_id`` and
+            ``part_id`` index the (sorted) subset's lists.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a Pascal-Part annotation (message names the file).
+        ValueError: the file is not a Pascal-Part annotation, or a part name is not in the
+            vocabulary of its class (message names the file).
     """
     if not os.path.isfile(mat_path):
         raise FileNotFoundError(f"annotation file not found: {mat_path}")
     try:
-        anno = scipy.io.loadmat(mat_path)["anno"][0, 0]
-        raw_objects = anno["objects"][0]
+        raw_objects = scipy.io.loadmat(mat_path)["anno"][0, 0]["objects"][0]
     except Exception as e:  # noqa: BLE001 - any parse failure is a bad annotation file
         raise ValueError(f"{mat_path}: not a Pascal-Part annotation ({type(e).__name__}: {e})") from None
+    classes = sorted(map(canonical_class_name, class_names)) if class_names else list(PASCAL_CLASSES)
+    part_ids = {n: i for i, n in enumerate(pascal_part_classes(class_names))}
     objects = []
     for o in raw_objects:
         mask = np.asarray(o["mask"]).astype(bool)
-        parts_by_name: Dict[str, np.ndarray] = {}
-        raw_names: Dict[str, List[str]] = {}
-        if o["parts"].size:
-            for p in o["parts"][0]:
-                raw = _str(p["part_name"])
-                name = merge_part_name(raw) if merge else raw
-                pm = np.asarray(p["mask"]).astype(bool)
-                parts_by_name[name] = parts_by_name.get(name, np.zeros_like(pm)) | pm
-                raw_names.setdefault(name, []).append(raw)
+        class_name = _str(o["class"])
+        if pascal_vocabulary:
+            class_name = canonical_class_name(class_name)
+            if class_name not in classes:
+                continue
+            class_id = classes.index(class_name)
+        else:
+            ind = np.asarray(o["class_ind"])
+            class_id = int(ind.flat[0]) if ind.size else -1
+        parts: Dict[str, dict] = {}
+        raw_parts = o["parts"][0] if o["parts"].size else []
+        for k, p in enumerate(raw_parts):
+            raw = _str(p["part_name"])
+            pm = np.asarray(p["mask"]).astype(bool)
+            if pascal_vocabulary:
+                try:
+                    merged = merge_part_name(raw, class_name)
+                except KeyError as e:
+                    raise ValueError(f"{mat_path}: {e.args[0]}") from None
+                name, pid = (merged if merge else raw), part_ids[merged]
+            else:
+                name, pid = raw, -1
+            key = name if merge or not pascal_vocabulary else f"{k}:{raw}"
+            if key in parts:
+                parts[key]["mask"] |= pm
+                parts[key]["raw_name"] += "+" + raw
+            else:
+                parts[key] = {"name": name, "raw_name": raw, "part_id": pid, "mask": pm}
         objects.append({
-            "class_name": _str(o["class"]),
-            "class_id": int(np.asarray(o["class_ind"]).flat[0]) if np.asarray(o["class_ind"]).size else -1,
+            "class_name": class_name,
+            "class_code": class_name,
+            "class_id": class_id,
             "mask": encode_mask(mask),
             "bbox": mask_to_box(mask),
             "bbox_mode": 0,  # detectron2 BoxMode.XYXY_ABS
-            "parts": [{"name": n, "raw_name": "+".join(raw_names[n]), "mask": encode_mask(m)}
-                      for n, m in parts_by_name.items()],
+            "parts": [dict(p, mask=encode_mask(p["mask"])) for p in parts.values()],
         })
     return objects
 
 
-def load_pascal_part(root: str, merge: bool = True, class_names: Optional[List[str]] = None) -> List[dict]:
-    """All images of a Pascal-Part-layout folder as detectron2 dataset dicts.
+def _load_ids(image_ids: Iterable[str], image_dir: str, ann_dir: str, report: LoadReport,
+              **options) -> List[dict]:
+    dicts = []
+    for image_id in image_ids:
+        file_name = os.path.join(image_dir, image_id + ".jpg")
+        ann = os.path.join(ann_dir, image_id + ".mat")
+        if not os.path.isfile(ann):
+            report.skip("no_annotation", file_name, f"no annotation file {ann}")
+            continue
+        if not os.path.isfile(file_name):
+            report.skip("no_image", ann, f"no image {file_name}")
+            continue
+        try:
+            w, h = read_image_size(file_name)
+        except ImageReadError as e:
+            report.skip("unreadable_image", file_name, str(e))
+            continue
+        try:
+            objects = load_part_annotation(ann, **options)
+        except ValueError as e:
+            report.skip("bad_annotation", ann, str(e))
+            continue
+        dicts.append({"file_name": file_name, "image_id": image_id, "height": h, "width": w,
+                      "annotation_file": ann, "objects": objects})
+    return dicts
 
-    Images without an annotation file (or annotations without an image) are skipped with a
-    warning and counted; ``class_names`` keeps only objects of those classes.
+
+def load_pascal_part(root: str, merge: bool = True, class_names: Optional[Sequence[str]] = None,
+                     pascal_vocabulary: bool = True, report: Optional[LoadReport] = None) -> List[dict]:
+    """Every image of a release-layout folder (``JPEGImages/`` + ``Annotations_Part/``) as
+    dataset dicts (contract: :mod:`part_distillation.data.ground_truth`), sorted by id.
+
+    Images without an annotation file, annotations without an image, unreadable images and bad
+    annotation files are skipped, logged and counted in ``report`` (see
+    :mod:`part_distillation.data.load_report`). Options as in :func:`load_part_annotation`.
 
     Raises:
         FileNotFoundError: ``root`` lacks ``JPEGImages`` or ``Annotations_Part``.
@@ -133,22 +261,107 @@ def load_pascal_part(root: str, merge: bool = True, class_names: Optional[List[s
     for d in (img_dir, ann_dir):
         if not os.path.isdir(d):
             raise FileNotFoundError(f"Pascal-Part layout expected: missing folder {d}")
-    dicts, missing = [], 0
-    for ann in sorted(f for f in os.listdir(ann_dir) if f.endswith(".mat")):
-        image_id = ann[: -len(".mat")]
-        file_name = os.path.join(img_dir, image_id + ".jpg")
-        if not os.path.isfile(file_name):
-            missing += 1
-            continue
-        objects = load_part_annotation(os.path.join(ann_dir, ann), merge=merge)
-        if class_names:
-            objects = [o for o in objects if o["class_name"] in class_names]
-        w, h = read_image_size(file_name)
-        for o in objects:
-            if tuple(o["mask"]["size"]) != (h, w):
-                raise ValueError(f"{ann}: object mask size {tuple(o['mask']['size'])} != image size {(h, w)}")
-        dicts.append({"file_name": file_name, "image_id": image_id, "height": h, "width": w,
-                      "objects": objects})
-    if missing:
-        logger.warning("%s: %d annotations have no image and were skipped", root, missing)
-    return dicts
+    report = report if report is not None else LoadReport(root)
+    ids = {os.path.splitext(f)[0] for f in os.listdir(img_dir) if f.lower().endswith(".jpg")}
+    ids |= {f[: -len(".mat")] for f in os.listdir(ann_dir) if f.endswith(".mat")}
+    return _load_ids(sorted(ids), img_dir, ann_dir, report, merge=merge, class_names=class_names,
+                     pascal_vocabulary=pascal_vocabulary)
+
+
+def read_split_list(path: str) -> List[str]:
+    """Image ids of a VOC ``ImageSets/Main/<split>.txt`` list (one id per line, blank lines
+    ignored). Raises FileNotFoundError naming the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"VOC split list not found: {path}")
+    with open(path) as f:
+        return [line.split()[0] for line in f if line.strip()]
+
+
+def load_pascal_parts_split(images_dirname: str, annotations_dirname: str, split: str,
+                            merge: bool = True, class_names: Optional[Sequence[str]] = None,
+                            report: Optional[LoadReport] = None) -> List[dict]:
+    """The images of VOC split ``split`` (``<images_dirname>/ImageSets/Main/<split>.txt``) with
+    their Pascal-Part annotations (``<annotations_dirname>/<id>.mat``), official vocabulary.
+    Images of the list without an annotation file are counted ``no_annotation`` skips (VOC lists
+    hold some); other skips as in :func:`load_pascal_part`.
+
+    Raises:
+        FileNotFoundError: the split list is missing.
+    """
+    report = report if report is not None else LoadReport(f"pascal_parts_{split}")
+    ids = read_split_list(os.path.join(images_dirname, "ImageSets", "Main", f"{split}.txt"))
+    return _load_ids(ids, os.path.join(images_dirname, "JPEGImages"), annotations_dirname, report,
+                     merge=merge, class_names=class_names, pascal_vocabulary=True)
+
+
+@DATASET_LOADER_REGISTRY.register()
+class PascalPartLoader(DatasetLoader):
+    """Release layout (``pascal_part``, ``pascal_part_examples``, ``ade20k_part_subset``).
+    Options: ``root``, ``merge``, ``class_names``, ``pascal_vocabulary`` (see
+    :func:`load_pascal_part`)."""
+
+    LAYOUT = "<root>/JPEGImages/<id>.jpg\n<root>/Annotations_Part/<id>.mat"
+
+    def paths(self) -> List[str]:
+        root = self.options["root"]
+        return [os.path.join(root, "JPEGImages"), os.path.join(root, "Annotations_Part")]
+
+    def metadata(self) -> dict:
+        if not self.options.get("pascal_vocabulary", True):
+            return {"root": self.options["root"]}
+        names = self.options.get("class_names")
+        return {"root": self.options["root"], "part_classes": pascal_part_classes(names),
+                "thing_classes": sorted(map(canonical_class_name, names)) if names else list(PASCAL_CLASSES)}
+
+    def load(self, report: LoadReport) -> List[dict]:
+        return load_pascal_part(report=report, **self.options)
+
+
+@DATASET_LOADER_REGISTRY.register()
+class PascalPartsSplitLoader(DatasetLoader):
+    """Official layout with VOC split lists (``pascal_parts_{train,val}`` and their
+    ``{match,evaluate}`` pairs). Options: ``images_dirname``, ``annotations_dirname``, ``split``,
+    ``merge``, ``class_names`` (see :func:`load_pascal_parts_split`)."""
+
+    LAYOUT = ("<images_dirname>/JPEGImages/<id>.jpg            (VOC2010 devkit folder)\n"
+              "<images_dirname>/ImageSets/Main/{train,val}.txt\n"
+              "<annotations_dirname>/<id>.mat                  (Pascal-Part annotations)\n"
+              "defaults: $DETECTRON2_DATASETS/pascal_parts/{images,annotations}; "
+              "CUSTOM_DATASETS.PASCAL_PARTS.{IMAGES,ANNOTATIONS}_DIRNAME override them")
+
+    def paths(self) -> List[str]:
+        o = self.options
+        return [os.path.join(o["images_dirname"], "JPEGImages"),
+                os.path.join(o["images_dirname"], "ImageSets", "Main", o["split"] + ".txt"),
+                o["annotations_dirname"]]
+
+    def metadata(self) -> dict:
+        names = self.options.get("class_names")
+        return {"split": self.options["split"], "images_dirname": self.options["images_dirname"],
+                "annotations_dirname": self.options["annotations_dirname"],
+                "part_classes": pascal_part_classes(names),
+                "thing_classes": sorted(map(canonical_class_name, names)) if names else list(PASCAL_CLASSES)}
+
+    def load(self, report: LoadReport) -> List[dict]:
+        return load_pascal_parts_split(report=report, **self.options)
+
+
+def builtin_datasets(d2: str, cfg=None) -> Dict[str, dict]:
+    """``pascal_parts_{train,val}`` (the training split keeps ``FEWSHOT_LEARNING.LABEL_PERCENTAGE``)
+    and the official unsupervised-evaluation pairs ``pascal_parts_{match,evaluate}_{train,val}``,
+    with ``cfg``'s ``CUSTOM_DATASETS.USE_MERGED_GT`` and ``CUSTOM_DATASETS.PASCAL_PARTS.*``."""
+    pp = cfg.CUSTOM_DATASETS.PASCAL_PARTS if cfg is not None else None
+    root = os.path.join(d2, "pascal_parts")
+    base = dict(loader_name="PascalPartsSplitLoader",
+                merge=bool(cfg.CUSTOM_DATASETS.USE_MERGED_GT) if cfg is not None else True,
+                images_dirname=(pp and pp.IMAGES_DIRNAME) or os.path.join(root, "images"),
+                annotations_dirname=(pp and pp.ANNOTATIONS_DIRNAME) or os.path.join(root, "annotations"),
+                class_names=list(pp.SUBSET_CLASS_NAMES) if pp is not None else None,
+                debug=bool(pp and pp.DEBUG))
+    pct = float(cfg.FEWSHOT_LEARNING.LABEL_PERCENTAGE) if cfg is not None else 100.0
+    out = {"pascal_parts_train": dict(base, split="train", label_percentage=pct),
+           "pascal_parts_val": dict(base, split="val")}
+    for split in ("train", "val"):
+        for mode in ("match", "evaluate"):
+            out[f"pascal_parts_{mode}_{split}"] = dict(base, split=split, eval_mode=mode)
+    return out

@@ -36,6 +36,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances
 from detectron2.utils.registry import Registry
 
+from .ground_truth import gt_objects
 from .images import read_image_rgb
 from ..utils.class_filter import class_allowed, load_class_filter
 from .pseudo_labels import (PseudoLabelError, class_code_of_dir, decode_mask, list_pseudo_labels, load_pseudo_label,
@@ -261,8 +262,8 @@ class PartEvalDatasetMapper:
     Resizes with ResizeShortestEdge(INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST). Output dict:
     ``image`` (3, h, w) uint8 tensor; ``height`` / ``width`` the ORIGINAL size H x W;
     ``object_masks`` (O, h, w) bool tensor at the input resolution (model input); ``objects``: O
-    dicts at the original resolution for the evaluators, ``{"object_mask": (H, W) bool ndarray,
-    "gt_parts": (P, H, W) bool ndarray, "gt_part_names": [str] * P, "class_name": str}``; plus
+    :class:`~part_distillation.data.ground_truth.GTObject` s at the original resolution for the
+    evaluators (``mask`` (H, W), ``parts`` (P, H, W), ``part_names``, ``class_name``, ...); plus
     ``file_name`` and ``image_id``.
     """
 
@@ -286,15 +287,7 @@ class PartEvalDatasetMapper:
         if (height, width) != (dataset_dict["height"], dataset_dict["width"]):
             raise ValueError(f"{dataset_dict['file_name']}: image size {(height, width)} != "
                              f"annotation size {(dataset_dict['height'], dataset_dict['width'])}")
-        objects = []
-        for obj in dataset_dict["objects"]:
-            parts = [decode_mask(p["mask"]) for p in obj["parts"]]
-            objects.append({
-                "object_mask": decode_mask(obj["mask"]),
-                "gt_parts": np.stack(parts) if parts else np.zeros((0, height, width), bool),
-                "gt_part_names": [p["name"] for p in obj["parts"]],
-                "class_name": obj["class_name"],
-            })
+        objects = gt_objects(dataset_dict)
         aug = T.AugInput(image)
         transforms = self.augmentations(aug)
         size = aug.image.shape[:2]
@@ -304,7 +297,7 @@ class PartEvalDatasetMapper:
             "height": height,
             "width": width,
             "image": torch.as_tensor(np.ascontiguousarray(aug.image.transpose(2, 0, 1))),
-            "object_masks": _transform_masks([o["object_mask"] for o in objects], transforms, size),
+            "object_masks": _transform_masks([o.mask for o in objects], transforms, size),
             "objects": objects,
         }
 

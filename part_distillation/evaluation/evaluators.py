@@ -1,12 +1,13 @@
 """detectron2 ``DatasetEvaluator`` wrappers of :mod:`part_distillation.evaluation.part_metrics`.
 
-Both evaluators read per-object ground truth from each input dict::
+Both evaluators read per-object ground truth from each input dict as
+:class:`part_distillation.data.ground_truth.GTObject` s (``mask`` (H, W) bool, ``parts``
+(P, H, W) bool, ``part_names``, ``class_name``)::
 
-    input["objects"] = [{"object_mask": (H, W) bool, "gt_parts": (P, H, W) bool,
-                         "gt_part_names": list[str] (P), "class_name": str}, ...]
+    input["objects"] = [GTObject, ...]
 
-and one prediction per object, in the same order, from the model output dict. Arrays may be numpy
-arrays or torch tensors. Pixels outside each object mask are ignored. Workers' accumulators are
+and one prediction per object, in the same order, from the model output dict. Predictions may be
+numpy arrays or torch tensors. Pixels outside each object mask are ignored. Workers' accumulators are
 gathered to the main process with ``detectron2.utils.comm.gather``; ``evaluate`` returns the results
 there (python floats, JSON-serialisable) and ``{}`` on the other processes.
 """
@@ -16,6 +17,7 @@ import numpy as np
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
+from part_distillation.data.ground_truth import GTObject
 from part_distillation.evaluation.part_metrics import (
     DEFAULT_IOU_THRESHOLDS,
     DEFAULT_KS,
@@ -44,14 +46,18 @@ def _to_bool_masks(array: Any, what: str) -> np.ndarray:
 
 
 def _paired_objects(inputs: List[Dict], outputs: List[Dict], key: str):
-    """Yield ``(object_dict, prediction)`` pairs from each input's ``"objects"`` and each output's
-    ``key`` list; raises ValueError when the two lists differ in length."""
+    """Yield ``(GTObject, prediction)`` pairs from each input's ``"objects"`` and each output's
+    ``key`` list; raises ValueError when the two lists differ in length or an object is not a
+    validated :class:`GTObject`."""
     for inp, out in zip(inputs, outputs):
         objects, predictions = inp["objects"], out[key]
         if len(objects) != len(predictions):
             raise ValueError(
                 f"{len(objects)} objects in the input, {len(predictions)} in output[{key!r}]"
             )
+        for obj in objects:
+            if not isinstance(obj, GTObject):
+                raise ValueError(f"input objects must be GTObject (data.ground_truth), got {type(obj).__name__}")
         yield from zip(objects, predictions)
 
 
@@ -107,8 +113,8 @@ class PartProposalEvaluator(DatasetEvaluator):
             self._accumulator.add(
                 _to_bool_masks(proposals["pred_masks"], "pred_masks"),
                 _to_numpy(proposals["scores"]),
-                _to_bool_masks(obj["gt_parts"], "gt_parts"),
-                _to_bool_masks(obj["object_mask"], "object_mask"),
+                obj.parts,
+                obj.mask,
             )
 
     def evaluate(self) -> Dict[str, Dict[str, float]]:
@@ -160,12 +166,11 @@ class PartSegmentEvaluator(DatasetEvaluator):
         bad label maps or shape mismatches."""
         for obj, seg in _paired_objects(inputs, outputs, "part_seg"):
             seg = _to_numpy(seg)
-            gt_parts = _to_bool_masks(obj["gt_parts"], "gt_parts")
-            object_mask = _to_bool_masks(obj["object_mask"], "object_mask")
+            gt_parts, object_mask = obj.parts, obj.mask
             self._segments.add(seg, gt_parts, object_mask)
             if self._class_matched_miou is not None:
                 self._class_matched_miou.add(
-                    obj["class_name"], seg, gt_parts, list(obj["gt_part_names"]), object_mask
+                    obj.class_name, seg, gt_parts, list(obj.part_names), object_mask
                 )
 
     def evaluate(self) -> Dict[str, Dict[str, float]]:

@@ -15,21 +15,11 @@ from typing import Dict, List, Optional
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ..data.pseudo_labels import decode_mask, list_pseudo_labels, load_pseudo_label
+from ..data.ground_truth import gt_objects  # noqa: F401 - the one GT reader (re-exported for callers)
+from ..data.pseudo_labels import list_pseudo_labels, load_pseudo_label
 from ..evaluation.part_metrics import ClassMatchedMIoU, SegmentMetricsAccumulator, mask_iou
 
 logger = logging.getLogger(__name__)
-
-
-def gt_objects(record: dict) -> List[dict]:
-    """Decoded GT objects of a dataset dict: ``{class_name, mask (H,W), parts (P,H,W), part_names}``."""
-    out = []
-    for o in record["objects"]:
-        m = decode_mask(o["mask"])
-        parts = np.stack([decode_mask(p["mask"]) for p in o["parts"]]) if o["parts"] else np.zeros((0,) + m.shape, bool)
-        out.append({"class_name": o["class_name"], "mask": m, "parts": parts,
-                    "part_names": [p["name"] for p in o["parts"]]})
-    return out
 
 
 def match_objects(pred_masks: List[np.ndarray], gt_masks: List[np.ndarray], min_iou: float = 0.5) -> Dict[int, int]:
@@ -72,28 +62,28 @@ def evaluate_pseudo_labels(folder: str, records: List[dict], stage: Optional[str
             continue
         seen.add(label.image_id)
         gts = gt_objects(rec)
-        match = match_objects([o.mask for o in label.objects], [g["mask"] for g in gts])
+        match = match_objects([o.mask for o in label.objects], [g.mask for g in gts])
         for gi, g in enumerate(gts):
-            if not len(g["parts"]):
+            if not len(g.parts):
                 continue
             if gi in match:
                 obj = label.objects[match[gi]]
                 seg = obj.part_label_map()
-                areas = np.bincount(seg[g["mask"]], minlength=1)[1:]
+                areas = np.bincount(seg[g.mask], minlength=1)[1:]
                 n_segments.append(int((areas > 0).sum()))
-                largest_share.append(areas.max() / g["mask"].sum() if areas.size else 0.0)
+                largest_share.append(areas.max() / g.mask.sum() if areas.size else 0.0)
                 covered_pixels += int(areas.sum())
                 if obj.parts and all(p.label is not None for p in obj.parts):
                     labelled = True
                     cls_seg = np.zeros_like(seg)
                     for p in obj.parts:
                         cls_seg[p.mask] = int(p.label) + 1
-                    cls_acc.add(g["class_name"], cls_seg, g["parts"], g["part_names"], g["mask"])
+                    cls_acc.add(g.class_name, cls_seg, g.parts, g.part_names, g.mask)
             else:
                 unmatched += 1
-                seg = np.zeros(g["mask"].shape, np.int32)
-            object_pixels += int(g["mask"].sum())
-            seg_acc.add(seg, g["parts"], g["mask"])
+                seg = np.zeros(g.mask.shape, np.int32)
+            object_pixels += int(g.mask.sum())
+            seg_acc.add(seg, g.parts, g.mask)
     missing = sorted(set(by_id) - seen)
     if missing:
         logger.warning("%s: %d dataset images have no pseudo-label", folder, len(missing))

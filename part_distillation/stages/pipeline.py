@@ -125,14 +125,14 @@ def write_collages(output_dir: str, records: List[dict], variant: str, with_gt: 
             continue
         base = labels["pixel grouping"]
         gts = gt_objects(rec) if with_gt else []
-        match = match_objects([o.mask for o in base.objects], [g["mask"] for g in gts])
+        match = match_objects([o.mask for o in base.objects], [g.mask for g in gts])
         inv = {p: g for g, p in match.items()}
         rows = []
         for i, obj in enumerate(base.objects):
             maps = [(t, lab.objects[i].part_label_map()) for t, lab in labels.items() if i < len(lab.objects)]
-            if i in inv and len(gts[inv[i]]["parts"]):
+            if i in inv and len(gts[inv[i]].parts):
                 gt = np.zeros(obj.mask.shape, np.int32)
-                for j, m in enumerate(gts[inv[i]]["parts"]):
+                for j, m in enumerate(gts[inv[i]].parts):
                     gt[m] = j + 1
                 maps.append(("GT parts", gt))
             rows.append((obj.class_name, obj.mask, maps))

@@ -1,0 +1,69 @@
+"""What a dataset load skipped, and why: counted per reason, with the files named.
+
+Every loader of :mod:`part_distillation.data` fills one :class:`LoadReport`; after
+``DatasetCatalog.get(name)`` it is ``MetadataCatalog.get(name).load_report`` and
+:func:`part_distillation.data.datasets.load_report` returns its JSON form for a name or a folder,
+for stage summaries / ``metrics.json``::
+
+    {"dataset": str, "num_loaded": int,
+     "skipped": {reason: count},                  # reason keys are fixed words, never paths
+     "skipped_files": {reason: [path, ...]}}      # the first MAX_FILES_PER_REASON files
+
+Reasons used by the loaders: ``unreadable_image`` (missing / corrupt / 16-bit out of range /
+over Pillow's decompression-bomb limit), ``no_annotation`` (image without annotation file),
+``no_image`` (annotation without image), ``bad_annotation`` (unparsable file, or masks whose size
+differs from the image's), ``no_mask`` (image folder with masks: image without mask PNG).
+"""
+import logging
+from collections import Counter
+from typing import Dict, List
+
+logger = logging.getLogger(__name__)
+
+MAX_FILES_PER_REASON = 100
+
+
+class LoadReport:
+    """Counts and names the files a dataset load skipped.
+
+    Attributes:
+        dataset: the dataset name or folder it describes.
+        num_loaded: dataset dicts returned.
+        skipped: ``Counter`` reason -> count.
+        skipped_files: reason -> the first :data:`MAX_FILES_PER_REASON` skipped paths.
+    """
+
+    def __init__(self, dataset: str):
+        self.dataset = dataset
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the counts (a reload refills the same object)."""
+        self.num_loaded = 0
+        self.skipped: Counter = Counter()
+        self.skipped_files: Dict[str, List[str]] = {}
+
+    def skip(self, reason: str, path: str, message: str = "") -> None:
+        """Count one skipped file under ``reason`` and log a warning naming it."""
+        self.skipped[reason] += 1
+        files = self.skipped_files.setdefault(reason, [])
+        if len(files) < MAX_FILES_PER_REASON:
+            files.append(path)
+        logger.warning("%s: skipped %s (%s)%s", self.dataset, path, reason, f": {message}" if message else "")
+
+    @property
+    def num_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def log_summary(self) -> None:
+        """One log line: loaded count and skips per reason."""
+        if self.skipped:
+            logger.warning("%s: %d loaded, %d skipped %s", self.dataset, self.num_loaded,
+                           self.num_skipped, dict(self.skipped))
+        else:
+            logger.info("%s: %d loaded, none skipped", self.dataset, self.num_loaded)
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form (see the module docstring)."""
+        return {"dataset": self.dataset, "num_loaded": self.num_loaded, "skipped": dict(self.skipped),
+                "skipped_files": {k: list(v) for k, v in self.skipped_files.items()}}
