@@ -39,7 +39,7 @@ from detectron2.utils.registry import Registry
 from .ground_truth import gt_objects
 from .images import read_image_rgb
 from ..utils.class_filter import class_allowed, load_class_filter
-from .pseudo_labels import (PseudoLabelError, class_code_of_dir, decode_mask, list_pseudo_labels, load_pseudo_label,
+from .pseudo_labels import (PseudoLabelError, class_code_of_dir, list_pseudo_labels, load_pseudo_label,
                             read_header)
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,6 @@ iteration from the last checkpoint there, so a killed run continues with the sam
 """
 import itertools
 import logging
-import os
 from typing import Any, Dict, List, Optional, Type
 
 import torch
@@ -23,7 +22,7 @@ from detectron2.projects.deeplab import build_lr_scheduler as build_deeplab_lr_s
 from torch import nn
 
 import part_distillation.data  # noqa: F401  (registers the built-in datasets)
-from part_distillation.data.datasets import has_part_annotations, resolve_dataset
+from part_distillation.data.datasets import dataset_name
 from part_distillation.config import setup_cfg
 from part_distillation.data.proposal_dataset import (
     PartEvalDatasetMapper,
@@ -135,30 +134,15 @@ def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> torch.optim.lr_
 
 def register_test_datasets(cfg) -> List[str]:
     """Dataset names for the entries of DATASETS.TEST, each a registered name or a folder in a
-    layout :func:`part_distillation.data.resolve_dataset` knows (as ``--dataset`` of the stage
-    tools): a folder is registered (once) as ``"folder:<absolute path>"`` with
-    ``evaluator_type`` "part" when it has part annotations (Pascal-Part layout), else "none".
-    Logs what will be evaluated.
+    layout :func:`part_distillation.data.datasets.dataset_name` knows (as ``--dataset`` of the
+    stage tools; a folder is registered once as ``"folder:<absolute path>"``). Logs what will be
+    evaluated.
 
     Raises:
         KeyError: an entry is neither a registered name nor a folder (the message lists the
             registered names).
     """
-    names = []
-    for spec in cfg.DATASETS.TEST:
-        if spec in DatasetCatalog.list():
-            names.append(spec)
-            continue
-        if not os.path.isdir(spec):
-            raise KeyError(f"DATASETS.TEST entry '{spec}' is neither a registered dataset nor a "
-                           f"folder; registered: {', '.join(sorted(DatasetCatalog.list()))}")
-        folder = os.path.abspath(spec)
-        name = "folder:" + folder
-        if name not in DatasetCatalog.list():
-            DatasetCatalog.register(name, lambda folder=folder: resolve_dataset(folder))
-            MetadataCatalog.get(name).set(root=folder, has_parts=has_part_annotations(folder),
-                                          evaluator_type="part" if has_part_annotations(folder) else "none")
-        names.append(name)
+    names = [dataset_name(spec) for spec in cfg.DATASETS.TEST]
     logger.info("evaluation datasets (DATASETS.TEST): %s", ", ".join(names) if names else "none")
     return names
 
