@@ -203,3 +203,29 @@ def test_ov_parts_layout(tmp_path):
     assert MetadataCatalog.get("t_ov").load_report.skipped == {"no_annotation": 1}
     assert ADE_PART_234_CLASSES[0] == "person's arm" and ADE_PART_234_CLASSES[-1] == "light's shade"
     assert decode_mask(recs[0]["objects"][0]["mask"]).sum() == 24
+
+
+def test_ov_parts_ade_instances_json(tmp_path):
+    root = tmp_path / "ADE20KPart234"
+    for d in ("images", "annotations_detectron2_part"):
+        (root / d / "validation").mkdir(parents=True)
+    h, w = 6, 8
+    Image.new("RGB", (w, h)).save(root / "images" / "validation" / "ADE_val_1.jpg")
+    part = np.full((h, w), 65535, np.uint16)  # 16-bit part map, 65535 = no part
+    wheel = ADE_PART_234_CLASSES.index("car's wheel")
+    part[4:6, 0:8] = wheel
+    Image.fromarray(part).save(root / "annotations_detectron2_part" / "validation" / "ADE_val_1.png")
+    cars = [[0, 0, 4, 0, 4, 6, 0, 6], [4, 0, 8, 0, 8, 6, 4, 6]]  # two car instances (polygons)
+    (root / "ade20k_instance_val.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "ADE_val_1.jpg", "height": h, "width": w}],
+        "annotations": [{"id": k, "image_id": 1, "category_id": 30, "segmentation": [poly], "iscrowd": 0}
+                        for k, poly in enumerate(cars)],
+        "categories": [{"id": 30, "name": "car"}]}))
+    meta = MetadataCatalog.get("ade20k_part_234_val")
+    register_dataset("t_ade234", "OVPartsLoader", root=str(root), split_dir="validation",
+                     object_classes=meta.thing_classes, part_classes=meta.part_classes, ignore=65535,
+                     instances_json=str(root / "ade20k_instance_val.json"))
+    left, right = gt_objects(DatasetCatalog.get("t_ade234")[0])
+    assert left.class_name == right.class_name == "car" and meta.thing_classes[left.class_id] == "car"
+    assert left.part_names == right.part_names == ["wheel"] and left.part_ids == [wheel]
+    assert left.parts[0].sum() == right.parts[0].sum() == 8  # each instance keeps its own wheel pixels
