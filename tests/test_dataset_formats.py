@@ -14,6 +14,8 @@ from part_distillation.data.cityscapes_part import CITYSCAPES_PART_CLASSES
 from part_distillation.data.datasets import register_dataset
 from part_distillation.data.ground_truth import gt_objects
 from part_distillation.data.imagenet import filter_class_codes, iter_imagenet, partition_class_codes
+from part_distillation.data.load_report import LoadReport
+from part_distillation.data.loader_registry import DATASET_LOADER_REGISTRY
 from part_distillation.data.ov_parts import ADE_PART_234_CLASSES, PASCAL_PART_116_CLASSES
 from part_distillation.data.part_imagenet import imagenet_1k_to_22k
 from part_distillation.data.pseudo_labels import decode_mask
@@ -133,6 +135,9 @@ def test_imagenet_folders_filters_partitions(tmp_path):
         partition_class_codes(codes, 3, 3)
     streamed = iter_imagenet(str(root), ["n00000004", "n00000002"], codes)
     assert next(streamed)["class_code"] == "n00000002"  # missing class folder skipped, stream goes on
+    part = DATASET_LOADER_REGISTRY.get("ImageNetLoader")(
+        root=str(root), synsets_file=str(root / "synsets.dat"), total_partitions=2, partition_index=1)
+    assert {r["class_code"] for r in part.records(LoadReport("p"))} == {"n00000002"}  # n00000004: no folder
     # ImageNet-1K: class list = sorted folders
     register_dataset("t_in1k", "ImageNetLoader", root=str(root))
     assert DatasetCatalog.get("t_in1k")[0]["class_code"] == "n00000001"
