@@ -14,6 +14,8 @@ from part_distillation.data.cityscapes_part import CITYSCAPES_PART_CLASSES
 from part_distillation.data.datasets import register_dataset
 from part_distillation.data.ground_truth import gt_objects
 from part_distillation.data.imagenet import filter_class_codes, iter_imagenet, partition_class_codes
+from part_distillation.data.load_report import LoadReport
+from part_distillation.data.loader_registry import DATASET_LOADER_REGISTRY
 from part_distillation.data.ov_parts import ADE_PART_234_CLASSES, PASCAL_PART_116_CLASSES
 from part_distillation.data.part_imagenet import imagenet_1k_to_22k
 from part_distillation.data.pseudo_labels import decode_mask
@@ -133,6 +135,9 @@ def test_imagenet_folders_filters_partitions(tmp_path):
         partition_class_codes(codes, 3, 3)
     streamed = iter_imagenet(str(root), ["n00000004", "n00000002"], codes)
     assert next(streamed)["class_code"] == "n00000002"  # missing class folder skipped, stream goes on
+    part = DATASET_LOADER_REGISTRY.get("ImageNetLoader")(
+        root=str(root), synsets_file=str(root / "synsets.dat"), total_partitions=2, partition_index=1)
+    assert {r["class_code"] for r in part.records(LoadReport("p"))} == {"n00000002"}  # n00000004: no folder
     # ImageNet-1K: class list = sorted folders
     register_dataset("t_in1k", "ImageNetLoader", root=str(root))
     assert DatasetCatalog.get("t_in1k")[0]["class_code"] == "n00000001"
@@ -203,3 +208,29 @@ def test_ov_parts_layout(tmp_path):
     assert MetadataCatalog.get("t_ov").load_report.skipped == {"no_annotation": 1}
     assert ADE_PART_234_CLASSES[0] == "person's arm" and ADE_PART_234_CLASSES[-1] == "light's shade"
     assert decode_mask(recs[0]["objects"][0]["mask"]).sum() == 24
+
+
+def test_ov_parts_ade_instances_json(tmp_path):
+    root = tmp_path / "ADE20KPart234"
+    for d in ("images", "annotations_detectron2_part"):
+        (root / d / "validation").mkdir(parents=True)
+    h, w = 6, 8
+    Image.new("RGB", (w, h)).save(root / "images" / "validation" / "ADE_val_1.jpg")
+    part = np.full((h, w), 65535, np.uint16)  # 16-bit part map, 65535 = no part
+    wheel = ADE_PART_234_CLASSES.index("car's wheel")
+    part[4:6, 0:8] = wheel
+    Image.fromarray(part).save(root / "annotations_detectron2_part" / "validation" / "ADE_val_1.png")
+    cars = [[0, 0, 4, 0, 4, 6, 0, 6], [4, 0, 8, 0, 8, 6, 4, 6]]  # two car instances (polygons)
+    (root / "ade20k_instance_val.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "ADE_val_1.jpg", "height": h, "width": w}],
+        "annotations": [{"id": k, "image_id": 1, "category_id": 30, "segmentation": [poly], "iscrowd": 0}
+                        for k, poly in enumerate(cars)],
+        "categories": [{"id": 30, "name": "car"}]}))
+    meta = MetadataCatalog.get("ade20k_part_234_val")
+    register_dataset("t_ade234", "OVPartsLoader", root=str(root), split_dir="validation",
+                     object_classes=meta.thing_classes, part_classes=meta.part_classes, ignore=65535,
+                     instances_json=str(root / "ade20k_instance_val.json"))
+    left, right = gt_objects(DatasetCatalog.get("t_ade234")[0])
+    assert left.class_name == right.class_name == "car" and meta.thing_classes[left.class_id] == "car"
+    assert left.part_names == right.part_names == ["wheel"] and left.part_ids == [wheel]
+    assert left.parts[0].sum() == right.parts[0].sum() == 8  # each instance keeps its own wheel pixels

@@ -185,6 +185,10 @@ def test_ade_subset_counts_keep_ade_names():
     assert sum(len(o["parts"]) for r in recs for o in r["objects"]) == 1929
     classes = {o["class_name"] for r in recs for o in r["objects"]}
     assert "table" in classes and "diningtable" not in classes  # ADE names are not Pascal names
+    meta = MetadataCatalog.get("ade20k_part_subset")
+    for o in (o for r in recs for o in r["objects"]):
+        assert meta.thing_classes[o["class_id"]] == o["class_name"]
+        assert all(meta.part_classes[p["part_id"]] == f"{o['class_name']}'s {p['name']}" for p in o["parts"])
 
 
 # ------------------------------------------------------------------ GT contract

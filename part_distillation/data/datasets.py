@@ -125,8 +125,11 @@ def _builtin(cfg=None) -> Dict[str, dict]:
         "pascal_part": dict(loader_name="PascalPartLoader", root=os.path.join(d2, "pascal_part"), merge=merge),
         "pascal_part_examples": dict(loader_name="PascalPartLoader", merge=merge,
                                      root=os.path.join(shared, "pascal_part_examples")),
+        # ADE names; class_ind / part names index the ADE20K-Part-234 lists (OV-PARTS)
         "ade20k_part_subset": dict(loader_name="PascalPartLoader", pascal_vocabulary=False,
-                                   root=os.path.join(shared, "ade20k_part_subset")),
+                                   root=os.path.join(shared, "ade20k_part_subset"),
+                                   thing_classes=list(ov_parts.ADE_PART_234_OBJECTS),
+                                   part_classes=list(ov_parts.ADE_PART_234_CLASSES)),
     }
     out.update(pascal_part.builtin_datasets(d2, cfg))
     out.update(part_imagenet.builtin_datasets(d2, cfg))

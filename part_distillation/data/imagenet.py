@@ -156,14 +156,20 @@ class ImageNetLoader(DatasetLoader):
     def metadata(self) -> dict:
         return {"root": self.options["root"]}
 
-    def load(self, report: LoadReport) -> List[dict]:
+    def records(self, report: LoadReport) -> Iterator[dict]:
+        """Stream the records of the kept classes (filters, then partition), see
+        :func:`iter_imagenet`; fills :attr:`loaded` with the class lists first. Stages that
+        must not wait for a full listing use this instead of ``DatasetCatalog.get``."""
         o = self.options
         codes = imagenet_class_list(o["root"], o.get("synsets_file", ""))
         names = read_words(o.get("words_file", ""))
         kept = filter_class_codes(codes, o.get("filtered_code_path_list", ()), o.get("exclude_code_path", ""))
         kept = partition_class_codes(kept, o.get("total_partitions", -1), o.get("partition_index", 0))
         self.loaded = {"class_codes": codes, "thing_classes": [names.get(c, c) for c in codes]}
-        return list(iter_imagenet(o["root"], kept, codes, names, report))
+        return iter_imagenet(o["root"], kept, codes, names, report)
+
+    def load(self, report: LoadReport) -> List[dict]:
+        return list(self.records(report))
 
 
 def builtin_datasets(d2: str) -> Dict[str, dict]:

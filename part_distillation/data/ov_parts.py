@@ -8,17 +8,17 @@ Layout under ``$DETECTRON2_DATASETS`` (OV-PARTS folder names)::
     PascalPart116/annotations_detectron2_obj/{train,val}/<id>.png    # object semantic map
     ADE20KPart234/images/{training,validation}/<id>.jpg
     ADE20KPart234/annotations_detectron2_part/{training,validation}/<id>.png   (16-bit)
-    ADE20KPart234/annotations_detectron2_obj/{training,validation}/<id>.png
+    ADE20KPart234/ade20k_instance_{train,val}.json                            # object instances
 
 Part maps hold the index of the part class in the OV-PARTS class list (``part_classes``, names
-``"<object>'s <part>"``, 116 / 234 of them), 255 (Pascal) / 65535 (ADE) where no part; object maps
-hold the index into ``thing_classes`` (the 20 VOC classes / the 44 ADE object classes), 255 /
-65535 where no object. Objects are semantic: one object per object class present in the image
-(mask = its object-map pixels); its parts are the part classes of that object inside the mask,
-named by the part word (``"body"``), ``part_id`` = the OV-PARTS index. Not read: ADE20K-Part-234's
-``ade20k_instance_*.json`` instance annotations (objects come from the object maps) and the
-``train_16shot.json`` few-shot lists.
+``"<object>'s <part>"``, 116 / 234 of them), 255 (Pascal) / 65535 (ADE) where no part. Pascal-Part-116
+objects are semantic, from the object maps (index into ``thing_classes``, the 20 VOC classes; 255
+where no object): one object per class present. ADE20K-Part-234 objects are the instances of the
+COCO-style instance file (categories matched by name to the 44 object classes; polygons / RLE).
+An object's parts are the part classes of its class inside its mask, named by the part word
+(``"body"``), ``part_id`` = the OV-PARTS index. Not read: the ``train_16shot.json`` few-shot lists.
 """
+import json
 import os
 from typing import Dict, List, Sequence, Tuple
 
@@ -28,6 +28,7 @@ from PIL import Image
 from .images import ImageReadError, read_image_size
 from .load_report import LoadReport
 from .loader_registry import DATASET_LOADER_REGISTRY, DatasetLoader
+from .part_imagenet import segmentation_to_mask
 from .pascal_part import PASCAL_CLASSES
 from .pseudo_labels import encode_mask, mask_to_box
 
@@ -118,14 +119,36 @@ def _read_label_map(path: str) -> np.ndarray:
     return np.asarray(Image.open(path)).astype(np.int64)
 
 
+def _instances_from_json(path: str, object_classes: Sequence[str]) -> Dict[str, List[Tuple[int, dict]]]:
+    """``{image file basename: [(object class index, COCO segmentation)]}`` of an OV-PARTS
+    ``ade20k_instance_*.json`` (COCO ``images`` / ``annotations`` / ``categories``; categories are
+    matched to ``object_classes`` by name). Raises ValueError naming the file on unknown names."""
+    with open(path) as f:
+        data = json.load(f)
+    index = {c: i for i, c in enumerate(object_classes)}
+    unknown = sorted({c["name"] for c in data["categories"]} - set(index))
+    if unknown:
+        raise ValueError(f"{path}: categories not in the object list: {unknown[:5]}")
+    cat = {c["id"]: index[c["name"]] for c in data["categories"]}
+    files = {im["id"]: os.path.basename(im["file_name"]) for im in data["images"]}
+    out: Dict[str, List[Tuple[int, dict]]] = {}
+    for a in data["annotations"]:
+        if not a.get("iscrowd", 0):
+            out.setdefault(files[a["image_id"]], []).append((cat[a["category_id"]], a["segmentation"]))
+    return out
+
+
 def load_ov_parts(root: str, split_dir: str, object_classes: Sequence[str], part_classes: Sequence[str],
-                  ignore: int, report: LoadReport = None) -> List[dict]:
+                  ignore: int, instances_json: str = "", report: LoadReport = None) -> List[dict]:
     """Dataset dicts of one OV-PARTS split (contract: :mod:`part_distillation.data.ground_truth`;
-    module docstring for the fields). Images without both maps are ``no_annotation`` skips, maps
-    of another size or with unknown indices ``bad_annotation``."""
+    module docstring for the fields). Objects come from ``annotations_detectron2_obj`` maps, or
+    from ``instances_json`` (ADE20K-Part-234's instance file) when given. Images without their
+    annotations are ``no_annotation`` skips, maps of another size or with unknown indices
+    ``bad_annotation``."""
     report = report if report is not None else LoadReport(root)
     img_dir = os.path.join(root, "images", split_dir)
     owner = [name.split("'s ", 1) for name in part_classes]
+    instances = _instances_from_json(instances_json, object_classes) if instances_json else None
     dicts = []
     for f in sorted(os.listdir(img_dir)):
         if not f.lower().endswith(".jpg"):
@@ -134,32 +157,38 @@ def load_ov_parts(root: str, split_dir: str, object_classes: Sequence[str], part
         file_name = os.path.join(img_dir, f)
         part_path = os.path.join(root, "annotations_detectron2_part", split_dir, image_id + ".png")
         obj_path = os.path.join(root, "annotations_detectron2_obj", split_dir, image_id + ".png")
-        missing = [p for p in (part_path, obj_path) if not os.path.isfile(p)]
-        if missing:
-            report.skip("no_annotation", file_name, f"missing {missing[0]}")
+        needed = [part_path] + ([] if instances is not None else [obj_path])
+        missing = [p for p in needed if not os.path.isfile(p)]
+        if missing or (instances is not None and f not in instances):
+            what = missing[0] if missing else f"instances in {instances_json}"
+            report.skip("no_annotation", file_name, f"missing {what}")
             continue
         try:
             w, h = read_image_size(file_name)
         except ImageReadError as e:
             report.skip("unreadable_image", file_name, str(e))
             continue
-        part_map, obj_map = _read_label_map(part_path), _read_label_map(obj_path)
-        problem = next((f"{p}: size {a.shape} != image size {(h, w)}" for p, a in
-                        ((part_path, part_map), (obj_path, obj_map)) if a.shape != (h, w)), None)
-        if problem is None:
-            bad_p = set(np.unique(part_map).tolist()) - set(range(len(part_classes))) - {ignore}
-            bad_o = set(np.unique(obj_map).tolist()) - set(range(len(object_classes))) - {ignore}
-            if bad_p or bad_o:
-                problem = f"{part_path if bad_p else obj_path}: unknown class indices {sorted(bad_p or bad_o)}"
+        part_map = _read_label_map(part_path)
+        maps = [(part_path, part_map, len(part_classes))]
+        if instances is None:
+            obj_map = _read_label_map(obj_path)
+            maps.append((obj_path, obj_map, len(object_classes)))
+        problem = next((f"{p}: size {a.shape} != image size {(h, w)}" for p, a, _ in maps if a.shape != (h, w)), None)
+        for p, a, n in maps if problem is None else []:
+            bad = set(np.unique(a).tolist()) - set(range(n)) - {ignore}
+            if bad:
+                problem = f"{p}: unknown class indices {sorted(bad)[:5]}"
+                break
         if problem:
             report.skip("bad_annotation", part_path, problem)
             continue
+        if instances is None:
+            found = [(int(oid), obj_map == oid) for oid in np.unique(obj_map) if oid != ignore]
+        else:
+            found = [(oid, segmentation_to_mask(seg, h, w)) for oid, seg in instances[f]]
         objects = []
-        for oid in np.unique(obj_map):
-            if oid == ignore:
-                continue
+        for oid, mask in found:
             name = object_classes[oid]
-            mask = obj_map == oid
             parts = []
             for pid in np.unique(part_map[mask]):
                 if pid == ignore or owner[pid][0] != name:
@@ -167,7 +196,7 @@ def load_ov_parts(root: str, split_dir: str, object_classes: Sequence[str], part
                 pm = mask & (part_map == pid)
                 parts.append({"name": owner[pid][1], "raw_name": part_classes[pid], "part_id": int(pid),
                               "mask": encode_mask(pm)})
-            objects.append({"class_name": name, "class_code": name, "class_id": int(oid), "mask": encode_mask(mask),
+            objects.append({"class_name": name, "class_code": name, "class_id": oid, "mask": encode_mask(mask),
                             "bbox": mask_to_box(mask), "bbox_mode": 0, "parts": parts})
         dicts.append({"file_name": file_name, "image_id": image_id, "height": h, "width": w,
                       "annotation_file": part_path, "objects": objects})
@@ -177,17 +206,19 @@ def load_ov_parts(root: str, split_dir: str, object_classes: Sequence[str], part
 @DATASET_LOADER_REGISTRY.register()
 class OVPartsLoader(DatasetLoader):
     """Options: ``root`` (the ``PascalPart116`` / ``ADE20KPart234`` folder), ``split_dir``,
-    ``object_classes``, ``part_classes``, ``ignore``. Metadata: ``thing_classes``,
-    ``part_classes`` (OV-PARTS names), ``ignore_label``."""
+    ``object_classes``, ``part_classes``, ``ignore``, ``instances_json`` (ADE: objects from it).
+    Metadata: ``thing_classes``, ``part_classes`` (OV-PARTS names), ``ignore_label``."""
 
     LAYOUT = ("<root>/images/<split>/<id>.jpg\n<root>/annotations_detectron2_part/<split>/<id>.png\n"
-              "<root>/annotations_detectron2_obj/<split>/<id>.png\n"
-              "(root: $DETECTRON2_DATASETS/PascalPart116 (train, val) or ADE20KPart234 (training, validation))")
+              "PascalPart116: <root>/annotations_detectron2_obj/<split>/<id>.png  (splits train, val)\n"
+              "ADE20KPart234: <root>/ade20k_instance_{train,val}.json  (splits training, validation)\n"
+              "(root: $DETECTRON2_DATASETS/PascalPart116 or $DETECTRON2_DATASETS/ADE20KPart234)")
 
     def paths(self) -> List[str]:
         o = self.options
+        objects = o.get("instances_json") or os.path.join(o["root"], "annotations_detectron2_obj", o["split_dir"])
         return [os.path.join(o["root"], d, o["split_dir"])
-                for d in ("images", "annotations_detectron2_part", "annotations_detectron2_obj")]
+                for d in ("images", "annotations_detectron2_part")] + [objects]
 
     def metadata(self) -> dict:
         o = self.options
@@ -203,7 +234,9 @@ def builtin_datasets(d2: str) -> Dict[str, dict]:
     out = {}
     for name, (folder, splits, objects, parts, ignore) in OV_PARTS_SETS.items():
         for split, split_dir in splits.items():
-            out[f"{name}_{split}"] = dict(loader_name="OVPartsLoader", root=os.path.join(d2, folder),
-                                          split_dir=split_dir, object_classes=list(objects),
-                                          part_classes=list(parts), ignore=ignore)
+            root = os.path.join(d2, folder)
+            out[f"{name}_{split}"] = dict(
+                loader_name="OVPartsLoader", root=root, split_dir=split_dir, object_classes=list(objects),
+                part_classes=list(parts), ignore=ignore,
+                instances_json=os.path.join(root, f"ade20k_instance_{split}.json") if name == "ade20k_part_234" else "")
     return out

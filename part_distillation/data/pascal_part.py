@@ -30,7 +30,9 @@ are united into one mask named by the merged name. Raw (``False``): one part per
 named by its raw name (``cfrontside_1``); ``part_id`` is still its merged id, as officially.
 A raw name the vocabulary does not know for its class makes the annotation file a counted
 ``bad_annotation`` skip. Datasets stored in this schema with other names (the ADE20K subset) are
-loaded with ``pascal_vocabulary=False``: names pass through unchanged, ``part_id`` -1.
+loaded with ``pascal_vocabulary=False``: names pass through unchanged; ``part_id`` indexes the
+given ``part_classes`` (OV-PARTS style ``"<object>'s <part>"`` names, e.g. ADE20K-Part-234's) or
+is -1.
 """
 import os
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -149,7 +151,8 @@ def _str(x) -> str:
 
 
 def load_part_annotation(mat_path: str, merge: bool = True, pascal_vocabulary: bool = True,
-                         class_names: Optional[Sequence[str]] = None) -> List[dict]:
+                         class_names: Optional[Sequence[str]] = None,
+                         part_classes: Optional[Sequence[str]] = None) -> List[dict]:
     """Objects of one ``.mat`` file as dataset-dict ``objects`` (masks RLE-encoded; contract in
     :mod:`part_distillation.data.ground_truth`).
 
@@ -157,8 +160,10 @@ def load_part_annotation(mat_path: str, merge: bool = True, pascal_vocabulary: b
         merge: unite parts by merged name (``CUSTOM_DATASETS.USE_MERGED_GT``); only with
             ``pascal_vocabulary``.
         pascal_vocabulary: apply the official Pascal-Part vocabulary (class list, ``table`` ->
-            ``diningtable``, merged part names and ids); False keeps the file's names, ``class_id``
-            as the file's ``class_ind`` and ``part_id`` -1.
+            ``diningtable``, merged part names and ids); False keeps the file's names and
+            ``class_id`` as the file's ``class_ind``.
+        part_classes: without the Pascal vocabulary: ``part_id`` = index of
+            ``"<class>'s <part>"`` in this list (-1 when absent or not given).
         class_names: Pascal vocabulary only: keep objects of these classes; ``class_id`` and
             ``part_id`` index the (sorted) subset's lists.
 
@@ -175,6 +180,7 @@ def load_part_annotation(mat_path: str, merge: bool = True, pascal_vocabulary: b
         raise ValueError(f"{mat_path}: not a Pascal-Part annotation ({type(e).__name__}: {e})") from None
     classes = sorted(map(canonical_class_name, class_names)) if class_names else list(PASCAL_CLASSES)
     part_ids = {n: i for i, n in enumerate(pascal_part_classes(class_names))}
+    ov_ids = {n: i for i, n in enumerate(part_classes or ())}
     objects = []
     for o in raw_objects:
         mask = np.asarray(o["mask"]).astype(bool)
@@ -199,7 +205,7 @@ def load_part_annotation(mat_path: str, merge: bool = True, pascal_vocabulary: b
                     raise ValueError(f"{mat_path}: {e.args[0]}") from None
                 name, pid = (merged if merge else raw), part_ids[merged]
             else:
-                name, pid = raw, -1
+                name, pid = raw, ov_ids.get(f"{class_name}'s {raw}", -1)
             key = name if merge or not pascal_vocabulary else f"{k}:{raw}"
             if key in parts:
                 parts[key]["mask"] |= pm
@@ -246,7 +252,8 @@ def _load_ids(image_ids: Iterable[str], image_dir: str, ann_dir: str, report: Lo
 
 
 def load_pascal_part(root: str, merge: bool = True, class_names: Optional[Sequence[str]] = None,
-                     pascal_vocabulary: bool = True, report: Optional[LoadReport] = None) -> List[dict]:
+                     pascal_vocabulary: bool = True, part_classes: Optional[Sequence[str]] = None,
+                     report: Optional[LoadReport] = None) -> List[dict]:
     """Every image of a release-layout folder (``JPEGImages/`` + ``Annotations_Part/``) as
     dataset dicts (contract: :mod:`part_distillation.data.ground_truth`), sorted by id.
 
@@ -265,7 +272,7 @@ def load_pascal_part(root: str, merge: bool = True, class_names: Optional[Sequen
     ids = {os.path.splitext(f)[0] for f in os.listdir(img_dir) if f.lower().endswith(".jpg")}
     ids |= {f[: -len(".mat")] for f in os.listdir(ann_dir) if f.endswith(".mat")}
     return _load_ids(sorted(ids), img_dir, ann_dir, report, merge=merge, class_names=class_names,
-                     pascal_vocabulary=pascal_vocabulary)
+                     pascal_vocabulary=pascal_vocabulary, part_classes=part_classes)
 
 
 def read_split_list(path: str) -> List[str]:
@@ -297,8 +304,9 @@ def load_pascal_parts_split(images_dirname: str, annotations_dirname: str, split
 @DATASET_LOADER_REGISTRY.register()
 class PascalPartLoader(DatasetLoader):
     """Release layout (``pascal_part``, ``pascal_part_examples``, ``ade20k_part_subset``).
-    Options: ``root``, ``merge``, ``class_names``, ``pascal_vocabulary`` (see
-    :func:`load_pascal_part`)."""
+    Options: ``root``, ``merge``, ``class_names``, ``pascal_vocabulary``, and without the Pascal
+    vocabulary ``thing_classes`` / ``part_classes`` (the class lists the files index, reported as
+    metadata; see :func:`load_pascal_part`)."""
 
     LAYOUT = "<root>/JPEGImages/<id>.jpg\n<root>/Annotations_Part/<id>.mat"
 
@@ -308,13 +316,15 @@ class PascalPartLoader(DatasetLoader):
 
     def metadata(self) -> dict:
         if not self.options.get("pascal_vocabulary", True):
-            return {"root": self.options["root"]}
+            return {"root": self.options["root"], "thing_classes": list(self.options.get("thing_classes") or []),
+                    "part_classes": list(self.options.get("part_classes") or [])}
         names = self.options.get("class_names")
         return {"root": self.options["root"], "part_classes": pascal_part_classes(names),
                 "thing_classes": sorted(map(canonical_class_name, names)) if names else list(PASCAL_CLASSES)}
 
     def load(self, report: LoadReport) -> List[dict]:
-        return load_pascal_part(report=report, **self.options)
+        # thing_classes is metadata only: class_id comes from the files' class_ind
+        return load_pascal_part(report=report, **{k: v for k, v in self.options.items() if k != "thing_classes"})
 
 
 @DATASET_LOADER_REGISTRY.register()
