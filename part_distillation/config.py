@@ -22,6 +22,19 @@ from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
 
+# Declared so that official YAMLs merge, but read by no code of this package: the official code
+# ignores them too (the pixel decoder's encoder heads come from MODEL.MASK_FORMER.NHEADS, with 4
+# points; detectron2's ResNet has no STEM_TYPE / RES5_MULTI_GRID), or detectron2 reads them
+# (detectron2.projects.deeplab's WarmupPolyLR). A declared-but-unread check should exempt these.
+ACCEPTED_UNREAD_KEYS = (
+    "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS",
+    "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS",
+    "MODEL.RESNETS.STEM_TYPE",
+    "MODEL.RESNETS.RES5_MULTI_GRID",
+)
+READ_BY_DETECTRON2_KEYS = ("SOLVER.POLY_LR_POWER", "SOLVER.POLY_LR_CONSTANT_ENDING")
+
+
 def add_maskformer2_config(cfg: CN) -> None:
     """Declare the Mask2Former keys (``MODEL.MASK_FORMER.*``, ``MODEL.SEM_SEG_HEAD.*``,
     ``MODEL.SWIN.*``, ``INPUT.*``, ``SOLVER.*``) with the official Mask2Former defaults, so that
