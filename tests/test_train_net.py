@@ -340,6 +340,19 @@ def test_warmup_poly_lr(tmp_path):
         opt.step()
         sched.step()
     assert lrs[50] == pytest.approx((1 - 50 / 100) ** 0.9)
+    # official default: detectron2's WarmupMultiStepLR (linear warm-up, x GAMMA at each step)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = build_lr_scheduler(_cfg(tmp_path, labels, "SOLVER.LR_SCHEDULER_NAME", "WarmupMultiStepLR",
+                                    "SOLVER.MAX_ITER", 100, "SOLVER.STEPS", "(40, 45)", "SOLVER.GAMMA", 0.1,
+                                    "SOLVER.WARMUP_ITERS", 10, "SOLVER.WARMUP_FACTOR", 0.5,
+                                    "SOLVER.BASE_LR", 1.0), opt)
+    lrs = []
+    for _ in range(50):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.5) and lrs[5] == pytest.approx(0.75)
+    assert lrs[39] == pytest.approx(1.0) and lrs[40] == pytest.approx(0.1) and lrs[45] == pytest.approx(0.01)
     with pytest.raises(ValueError, match="WarmupCosineLRX"):
         build_lr_scheduler(_cfg(tmp_path, labels, "SOLVER.LR_SCHEDULER_NAME", "WarmupCosineLRX"), opt)
 
