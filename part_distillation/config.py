@@ -216,10 +216,11 @@ def add_part_distillation_config(cfg: CN) -> None:
     pl.MIN_SCORE = -1.0
     pl.DATASET_PATH_LIST = []
     pl.DATASET_PATH = ""
+    # inference output: True "per_pixel" segments (argmax of score x mask), False "proposals"
+    # (top-k overlapping masks); POSTPROCESS_TYPES ("prop" | "semseg" per DATASETS.TEST entry)
+    # overrides it per test set, as officially
     pl.USE_PER_PIXEL_LABEL = True
     pl.APPLY_MASKING_WITH_OBJECT_MASK = True
-    # inference output: "proposals" (top-k overlapping masks) or "per_pixel" (argmax segments)
-    pl.OUTPUT_MODE = "proposals"
     pl.POSTPROCESS_TYPES = []
     pl.FILTERED_CODE_PATH_LIST = []
     pl.EXCLUDE_CODE_PATH = ""
