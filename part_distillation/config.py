@@ -84,7 +84,7 @@ def add_maskformer2_config(cfg: CN) -> None:
     mf.OVERSAMPLE_RATIO = 3.0
     mf.IMPORTANCE_SAMPLE_RATIO = 0.75
     # PartDistillation additions
-    mf.FREEZE_KEYS = []  # module-name prefixes whose parameters get requires_grad=False
+    mf.FREEZE_KEYS = []  # freeze parameters whose name contains a key (official substring match)
     mf.QUERY_FEATURE_NORMALIZE = False
     # inference
     mf.TEST = CN()
