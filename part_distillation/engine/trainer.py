@@ -4,8 +4,10 @@ Mask2Former optimizer recipe (AdamW, backbone LR multiplier, norm / embedding we
 full-model gradient clipping), detectron2's LR schedules (``detectron2.projects.deeplab``, as
 officially), part evaluators.
 
-Checkpoints (``model_XXXXXXX.pth``, ``last_checkpoint``), ``metrics.json`` and TensorBoard events go
-to OUTPUT_DIR. ``Trainer.resume_or_load(resume=True)`` restores model, optimizer, LR scheduler and
+Checkpoints (``model_XXXXXXX.pth``, ``last_checkpoint``, written atomically by
+:class:`~part_distillation.engine.checkpoint.AtomicCheckpointer`), ``metrics.json``, TensorBoard
+events and, unless WANDB.DISABLE_WANDB, a Weights & Biases run
+(:class:`~part_distillation.engine.wandb_writer.WandbWriter`) go to OUTPUT_DIR. ``Trainer.resume_or_load(resume=True)`` restores model, optimizer, LR scheduler and
 iteration from the last checkpoint there, so a killed run continues with the same iteration and LR.
 """
 import itertools
