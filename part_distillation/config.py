@@ -22,6 +22,19 @@ from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
 
+# Declared so that official YAMLs merge, but read by no code of this package: the official code
+# ignores them too (the pixel decoder's encoder heads come from MODEL.MASK_FORMER.NHEADS, with 4
+# points; detectron2's ResNet has no STEM_TYPE / RES5_MULTI_GRID), or detectron2 reads them
+# (detectron2.projects.deeplab's WarmupPolyLR). A declared-but-unread check should exempt these.
+ACCEPTED_UNREAD_KEYS = (
+    "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS",
+    "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS",
+    "MODEL.RESNETS.STEM_TYPE",
+    "MODEL.RESNETS.RES5_MULTI_GRID",
+)
+READ_BY_DETECTRON2_KEYS = ("SOLVER.POLY_LR_POWER", "SOLVER.POLY_LR_CONSTANT_ENDING")
+
+
 def add_maskformer2_config(cfg: CN) -> None:
     """Declare the Mask2Former keys (``MODEL.MASK_FORMER.*``, ``MODEL.SEM_SEG_HEAD.*``,
     ``MODEL.SWIN.*``, ``INPUT.*``, ``SOLVER.*``) with the official Mask2Former defaults, so that
@@ -71,7 +84,7 @@ def add_maskformer2_config(cfg: CN) -> None:
     mf.OVERSAMPLE_RATIO = 3.0
     mf.IMPORTANCE_SAMPLE_RATIO = 0.75
     # PartDistillation additions
-    mf.FREEZE_KEYS = []  # module-name prefixes whose parameters get requires_grad=False
+    mf.FREEZE_KEYS = []  # freeze parameters whose name contains a key (official substring match)
     mf.QUERY_FEATURE_NORMALIZE = False
     # inference
     mf.TEST = CN()
@@ -219,7 +232,10 @@ def add_part_distillation_config(cfg: CN) -> None:
     pl.MIN_SCORE = -1.0
     pl.DATASET_PATH_LIST = []
     pl.DATASET_PATH = ""
-    pl.USE_PER_PIXEL_LABEL = True  # inference: per-pixel argmax segments (False: top-k overlapping proposals)
+    # inference output: True "per_pixel" segments (argmax of score x mask), False "proposals"
+    # (top-k overlapping masks); POSTPROCESS_TYPES ("prop" | "semseg" per DATASETS.TEST entry)
+    # overrides it per test set, as officially
+    pl.USE_PER_PIXEL_LABEL = True
     pl.APPLY_MASKING_WITH_OBJECT_MASK = True
     pl.POSTPROCESS_TYPES = []
     pl.FILTERED_CODE_PATH_LIST = []

@@ -230,6 +230,32 @@ def test_eval_only_reports_ar(tmp_path):
     assert "best_match_mIoU" in results["part_segments"]
 
 
+def test_postprocess_types_pick_the_output_mode_per_test_set(tmp_path):
+    """Official PROPOSAL_LEARNING.POSTPROCESS_TYPES: one "prop" | "semseg" per DATASETS.TEST entry
+    (the same set may appear twice); the model's own mode comes back afterwards."""
+    cfg = setup_cfg(TINY, ["MODEL.EFFICIENTNET.PRETRAINED", False, "INPUT.MIN_SIZE_TEST", 96,
+                           "DATALOADER.NUM_WORKERS", 0, "OUTPUT_DIR", str(tmp_path),
+                           "DATASETS.TEST", f"('{SUBSET}', '{SUBSET}')",
+                           "PROPOSAL_LEARNING.POSTPROCESS_TYPES", "('prop', 'semseg')"])
+    model = Trainer.build_model(cfg).eval()
+    assert model.output_mode == "proposals"  # Base-PartProposal: USE_PER_PIXEL_LABEL False
+    seen, inference = [], model.inference
+    model.inference = lambda *a: seen.append(model.output_mode) or inference(*a)
+    results = Trainer.test(cfg, model)
+    assert set(results) == {f"{SUBSET} (prop)", f"{SUBSET} (semseg)"}
+    assert seen == ["proposals"] * 2 + ["per_pixel"] * 2 and model.output_mode == "proposals"
+    n_prop = results[f"{SUBSET} (prop)"]["part_proposals"]["num_objects"]
+    assert n_prop == results[f"{SUBSET} (semseg)"]["part_proposals"]["num_objects"] > 0
+    bad = cfg.clone()
+    bad.defrost()
+    bad.PROPOSAL_LEARNING.POSTPROCESS_TYPES = ["prop"]
+    with pytest.raises(ValueError, match="one entry per"):
+        Trainer.test(bad, model)
+    bad.PROPOSAL_LEARNING.POSTPROCESS_TYPES = ["prop", "prop-filtered"]
+    with pytest.raises(ValueError, match="prop-filtered"):
+        Trainer.test(bad, model)
+
+
 @needs_shared
 def test_eval_only_on_a_dataset_folder(tmp_path, caplog):
     """DATASETS.TEST takes a folder in a known layout (here Pascal-Part, 2 real images), as the
@@ -340,6 +366,19 @@ def test_warmup_poly_lr(tmp_path):
         opt.step()
         sched.step()
     assert lrs[50] == pytest.approx((1 - 50 / 100) ** 0.9)
+    # official default: detectron2's WarmupMultiStepLR (linear warm-up, x GAMMA at each step)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = build_lr_scheduler(_cfg(tmp_path, labels, "SOLVER.LR_SCHEDULER_NAME", "WarmupMultiStepLR",
+                                    "SOLVER.MAX_ITER", 100, "SOLVER.STEPS", "(40, 45)", "SOLVER.GAMMA", 0.1,
+                                    "SOLVER.WARMUP_ITERS", 10, "SOLVER.WARMUP_FACTOR", 0.5,
+                                    "SOLVER.BASE_LR", 1.0), opt)
+    lrs = []
+    for _ in range(50):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.5) and lrs[5] == pytest.approx(0.75)
+    assert lrs[39] == pytest.approx(1.0) and lrs[40] == pytest.approx(0.1) and lrs[45] == pytest.approx(0.01)
     with pytest.raises(ValueError, match="WarmupCosineLRX"):
         build_lr_scheduler(_cfg(tmp_path, labels, "SOLVER.LR_SCHEDULER_NAME", "WarmupCosineLRX"), opt)
 

@@ -4,12 +4,15 @@ Mask2Former optimizer recipe (AdamW, backbone LR multiplier, norm / embedding we
 full-model gradient clipping), detectron2's LR schedules (``detectron2.projects.deeplab``, as
 officially), part evaluators.
 
-Checkpoints (``model_XXXXXXX.pth``, ``last_checkpoint``), ``metrics.json`` and TensorBoard events go
-to OUTPUT_DIR. ``Trainer.resume_or_load(resume=True)`` restores model, optimizer, LR scheduler and
+Checkpoints (``model_XXXXXXX.pth``, ``last_checkpoint``, written atomically by
+:class:`~part_distillation.engine.checkpoint.AtomicCheckpointer`), ``metrics.json``, TensorBoard
+events and, unless WANDB.DISABLE_WANDB, a Weights & Biases run
+(:class:`~part_distillation.engine.wandb_writer.WandbWriter`) go to OUTPUT_DIR. ``Trainer.resume_or_load(resume=True)`` restores model, optimizer, LR scheduler and
 iteration from the last checkpoint there, so a killed run continues with the same iteration and LR.
 """
 import itertools
 import logging
+from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Type
 
 import torch
@@ -31,6 +34,7 @@ from part_distillation.data.proposal_dataset import (
 )
 from part_distillation.evaluation.evaluators import PartProposalEvaluator, PartSegmentEvaluator
 import part_distillation.modeling  # noqa: F401  (registers backbones, heads and ProposalModel)
+from part_distillation.modeling.meta_arch.proposal_model import output_mode_for
 from .checkpoint import AtomicCheckpointer
 from .wandb_writer import WandbWriter
 
@@ -147,6 +151,17 @@ def register_test_datasets(cfg) -> List[str]:
     return names
 
 
+def _with_test_sets(cfg, names: List[str]):
+    """``cfg`` with DATASETS.TEST replaced by ``names`` (a frozen copy; ``cfg`` when equal)."""
+    if tuple(names) == tuple(cfg.DATASETS.TEST):
+        return cfg
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.DATASETS.TEST = tuple(names)
+    cfg.freeze()
+    return cfg
+
+
 class Trainer(DefaultTrainer):
     """detectron2 ``DefaultTrainer`` for ProposalModel (MODEL.META_ARCHITECTURE) with the stage-4
     loaders, optimizer, schedule and part evaluators."""
@@ -166,14 +181,38 @@ class Trainer(DefaultTrainer):
     @classmethod
     def test(cls, cfg, model, evaluators=None):
         """detectron2's evaluation loop over DATASETS.TEST, whose entries may be folders
-        (:func:`register_test_datasets`)."""
+        (:func:`register_test_datasets`). With PROPOSAL_LEARNING.POSTPROCESS_TYPES (official: one
+        "prop" | "semseg" per DATASETS.TEST entry), each set is evaluated with its output mode
+        (:func:`~part_distillation.modeling.meta_arch.proposal_model.output_mode_for`) and the
+        model's own mode is restored afterwards.
+
+        Raises:
+            ValueError: POSTPROCESS_TYPES does not have one entry per DATASETS.TEST entry, or the
+                model has no output modes.
+        """
         names = register_test_datasets(cfg)
-        if tuple(names) != tuple(cfg.DATASETS.TEST):
-            cfg = cfg.clone()
-            cfg.defrost()
-            cfg.DATASETS.TEST = tuple(names)
-            cfg.freeze()
-        return super().test(cfg, model, evaluators)
+        types = list(cfg.PROPOSAL_LEARNING.POSTPROCESS_TYPES)
+        if not types:
+            return super().test(_with_test_sets(cfg, names), model, evaluators)
+        if len(types) != len(names):
+            raise ValueError(f"PROPOSAL_LEARNING.POSTPROCESS_TYPES {types} needs one entry per "
+                             f"DATASETS.TEST entry {list(cfg.DATASETS.TEST)}")
+        inner = model.module if hasattr(model, "module") else model
+        if not hasattr(inner, "output_mode"):
+            raise ValueError(f"PROPOSAL_LEARNING.POSTPROCESS_TYPES is set but {type(inner).__name__} "
+                             "has no output modes")
+        modes = [output_mode_for(t) for t in types]
+        saved, results = inner.output_mode, OrderedDict()
+        try:
+            for i, (name, mode) in enumerate(zip(names, modes)):
+                inner.output_mode = mode
+                logger.info("evaluating %s with output mode %s (POSTPROCESS_TYPES)", name, mode)
+                ev = None if evaluators is None else [evaluators[i]]
+                key = name if names.count(name) == 1 else f"{name} ({types[i]})"  # official: same set twice
+                results[key] = super().test(_with_test_sets(cfg, [name]), model, ev)
+        finally:
+            inner.output_mode = saved
+        return results if len(results) > 1 else next(iter(results.values()))
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name: str):

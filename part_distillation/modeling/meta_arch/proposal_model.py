@@ -29,6 +29,22 @@ from detectron2.structures import ImageList, Instances
 from .maskformer_model import MaskFormer
 
 OUTPUT_MODES = ("proposals", "per_pixel")
+# official PROPOSAL_LEARNING.POSTPROCESS_TYPES entries -> output mode
+POSTPROCESS_TYPES = {"prop": "proposals", "semseg": "per_pixel"}
+
+
+def output_mode_for(postprocess_type: str) -> str:
+    """Output mode of an official PROPOSAL_LEARNING.POSTPROCESS_TYPES entry ("prop": overlapping
+    proposals, "semseg": per-pixel segments).
+
+    Raises:
+        ValueError: another entry (the official "prop-filtered", which also raises MIN_SCORE to 0.3,
+            is not supported).
+    """
+    if postprocess_type not in POSTPROCESS_TYPES:
+        raise ValueError(f"PROPOSAL_LEARNING.POSTPROCESS_TYPES entries must be one of "
+                         f"{sorted(POSTPROCESS_TYPES)}, got {postprocess_type!r}")
+    return POSTPROCESS_TYPES[postprocess_type]
 
 
 @META_ARCH_REGISTRY.register()
@@ -50,7 +66,9 @@ class ProposalModel(MaskFormer):
     mask probabilities are multiplied by the object mask first (official
     PROPOSAL_LEARNING.APPLY_MASKING_WITH_OBJECT_MASK), so proposals lie inside the object.
 
-    ``output_mode`` (PROPOSAL_LEARNING.USE_PER_PIXEL_LABEL: "per_pixel" if True) picks the proposals: ``"proposals"`` keeps the
+    ``output_mode`` (official PROPOSAL_LEARNING.USE_PER_PIXEL_LABEL: True -> ``"per_pixel"``, False
+    -> ``"proposals"``; per test set PROPOSAL_LEARNING.POSTPROCESS_TYPES, see
+    :func:`output_mode_for`) picks the proposals: ``"proposals"`` keeps the
     top-``test_topk`` queries as overlapping masks (``sigmoid > 0.5``); ``"per_pixel"`` keeps
     non-overlapping segments, every object pixel going to the kept query with the highest
     ``score * sigmoid(mask)``, after dropping queries with score < ``min_score`` and segments whose
@@ -74,8 +92,7 @@ class ProposalModel(MaskFormer):
             ValueError: unknown ``output_mode`` or a FREEZE_KEYS entry matching nothing.
         """
         if output_mode not in OUTPUT_MODES:
-            raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, "
-                             f"got {output_mode!r}")
+            raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
         super().__init__(**mask_former_args)
         self.apply_object_mask = apply_object_mask
         self.output_mode = output_mode
