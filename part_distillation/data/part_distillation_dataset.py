@@ -1,0 +1,369 @@
+"""Stage-6 data (PartDistillation self-training, Cho et al., CVPR 2023, Sec. 3.4): stage-5 part
+pseudo-labels (parts with ``label`` 0..K-1 per object class) as a training set, its augmenting
+mapper, and the evaluation mapper that tells the model each object's class.
+
+Training set: one or more stage-5 folders laid out ``<folder>/<class_code>/<image_id>.json``
+(official) or flat ``<folder>/<image_id>.json``, read only through
+:mod:`part_distillation.data.pseudo_labels`. Each file is read once when the dataset is loaded
+(masks decoded to measure areas, then dropped) and filtered (official PART_DISTILLATION keys):
+
+* an object is kept when its area / image area > MIN_OBJECT_AREA_RATIO and its class code passes
+  FILTERED_CODE_PATH_LIST / EXCLUDE_CODE_PATH;
+* a part is kept when its area / its object's area > MIN_AREA_RATIO and its score >= MIN_SCORE;
+  an object without kept parts is dropped;
+* a part without a label (not a stage-5 file) is dropped and counted; a label outside [0, K) is
+  an error (NUM_PART_CLASSES does not match stage 5).
+
+One dataset dict per kept object (the model classifies one object class per image)::
+
+    {"file_name", "image_id", "height", "width", "pseudo_label_path", "object_index": int,
+     "part_indices": [int, ...], "class_code": str, "object_class": int}
+
+``object_class`` indexes the class head (< NUM_OBJECT_CLASSES): the objects' ``class_id`` when
+the pseudo-label schema carries it for every object, otherwise the position of the object's
+``class_code`` in the sorted list of the class codes found in the folders (recorded in the
+dataset's metadata as ``class_codes``, with ``class_id_source`` "schema" or "vocabulary"; the
+evaluation mapper uses the same list so that training and evaluation agree).
+"""
+import functools
+import logging
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import transforms as T
+from detectron2.structures import BitMasks, Instances
+
+from .proposal_dataset import PartEvalDatasetMapper, _transform_masks, read_image
+from .pseudo_labels import PseudoLabelError, list_pseudo_labels, load_pseudo_label
+
+logger = logging.getLogger(__name__)
+
+# Augmentation draws tried before falling back to the weak augmentation (official: 100).
+MAX_AUGMENTATION_ATTEMPTS = 20
+
+
+def pseudo_label_files(folder: str) -> List[Tuple[str, str]]:
+    """``(path, folder class code or "")`` of every pseudo-label under ``folder``: the files of
+    each ``<folder>/<class_code>/`` sub-folder (official stage-5 layout) and the flat
+    ``<folder>/*.json``, sorted.
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist.
+    """
+    files = [(p, "") for p in list_pseudo_labels(folder)]
+    for name in sorted(os.listdir(folder)):
+        if os.path.isdir(os.path.join(folder, name)) and not name.startswith("."):
+            files += [(p, name) for p in list_pseudo_labels(os.path.join(folder, name))]
+    return files
+
+
+def read_code_list(path: str) -> List[str]:
+    """Class codes of a text file, one a line (blank lines and ``#`` comments ignored).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+    """
+    with open(path) as f:
+        return [line.split("#")[0].strip() for line in f if line.split("#")[0].strip()]
+
+
+@functools.lru_cache(maxsize=8)
+def load_part_distillation_dataset(folders: Tuple[str, ...], num_part_classes: int,
+                                   num_object_classes: int, min_object_area_ratio: float = 0.001,
+                                   min_area_ratio: float = -1.0, min_score: float = -1.0,
+                                   keep_codes: Optional[Tuple[str, ...]] = None,
+                                   exclude_codes: Tuple[str, ...] = ()
+                                   ) -> Tuple[List[dict], List[str], str]:
+    """Dataset dicts of stage-5 folders with the PART_DISTILLATION filters (module docstring).
+    Cached per argument tuple (the trainer and the evaluation mapper share one read).
+
+    Args:
+        folders: stage-5 output folders.
+        num_part_classes: K; num_object_classes: O.
+        min_object_area_ratio, min_area_ratio, min_score: the filters.
+        keep_codes: train on these class codes only (None: all); exclude_codes: leave these out.
+
+    Returns:
+        ``(dicts, class_codes, class_id_source)``: dicts sorted by file then object, the sorted
+        class codes of the kept objects, and "schema" or "vocabulary" (how ``object_class`` was
+        set). Corrupt files are logged and counted; counts of dropped objects / parts are logged.
+
+    Raises:
+        FileNotFoundError: a folder does not exist.
+        ValueError: a part label outside [0, K), an object class >= O, or nothing survives.
+    """
+    kept, counts = [], dict(files=0, corrupt=0, objects_dropped_class=0, objects_dropped_area=0,
+                            objects_dropped_no_part=0, parts_unlabelled=0, parts_dropped=0,
+                            parts_kept=0)
+    for folder in folders:
+        for path, folder_code in pseudo_label_files(folder):
+            counts["files"] += 1
+            try:
+                label = load_pseudo_label(path)
+            except PseudoLabelError as e:
+                logger.warning("skipping %s", e)
+                counts["corrupt"] += 1
+                continue
+            image_area = float(label.height * label.width)
+            for oi, obj in enumerate(label.objects):
+                code = obj.class_code or folder_code or obj.class_name
+                if (keep_codes is not None and code not in keep_codes) or code in exclude_codes:
+                    counts["objects_dropped_class"] += 1
+                    continue
+                object_area = float(obj.mask.sum())
+                if object_area / image_area <= min_object_area_ratio:
+                    counts["objects_dropped_area"] += 1
+                    continue
+                parts = []
+                for pi, part in enumerate(obj.parts):
+                    if part.label is None:
+                        counts["parts_unlabelled"] += 1
+                        continue
+                    if not 0 <= int(part.label) < num_part_classes:
+                        raise ValueError(f"{path}: part label {part.label} outside [0, "
+                                         f"{num_part_classes}) (PART_DISTILLATION.NUM_PART_CLASSES)")
+                    if float(part.mask.sum()) / object_area > min_area_ratio and part.score >= min_score:
+                        parts.append(pi)
+                counts["parts_kept"] += len(parts)
+                counts["parts_dropped"] += len(obj.parts) - len(parts)
+                if not parts:
+                    counts["objects_dropped_no_part"] += 1
+                    continue
+                kept.append(({"file_name": label.file_name, "image_id": label.image_id,
+                              "height": label.height, "width": label.width,
+                              "pseudo_label_path": path, "object_index": oi,
+                              "part_indices": parts, "class_code": code},
+                             getattr(obj, "class_id", None)))
+    logger.info("stage-5 pseudo-labels %s: %d objects kept; %s", list(folders), len(kept), counts)
+    if not kept:
+        raise ValueError(f"no usable stage-5 pseudo-label in {list(folders)} ({counts})")
+    class_codes = sorted({d["class_code"] for d, _ in kept})
+    source = "schema" if all(cid is not None for _, cid in kept) else "vocabulary"
+    dicts = []
+    for d, cid in kept:
+        d["object_class"] = int(cid) if source == "schema" else class_codes.index(d["class_code"])
+        if not 0 <= d["object_class"] < num_object_classes:
+            raise ValueError(f"{d['pseudo_label_path']}: object class {d['object_class']} "
+                             f"({d['class_code']}) outside [0, {num_object_classes}): raise "
+                             "PART_DISTILLATION.NUM_OBJECT_CLASSES")
+        dicts.append(d)
+    return dicts, class_codes, source
+
+
+def _dataset_args(cfg) -> Optional[tuple]:
+    """Arguments of :func:`load_part_distillation_dataset` from PART_DISTILLATION, or None when
+    no folder is configured."""
+    pd = cfg.PART_DISTILLATION
+    folders = list(pd.DATASET_PATH_LIST) or ([pd.DATASET_PATH] if pd.DATASET_PATH else [])
+    if not folders:
+        return None
+    keep = None
+    if pd.FILTERED_CODE_PATH_LIST:
+        keep = tuple(sorted(set.intersection(*(set(read_code_list(p)) for p in pd.FILTERED_CODE_PATH_LIST))))
+    exclude = tuple(read_code_list(pd.EXCLUDE_CODE_PATH)) if pd.EXCLUDE_CODE_PATH else ()
+    return (tuple(os.path.abspath(f) for f in folders), pd.NUM_PART_CLASSES, pd.NUM_OBJECT_CLASSES,
+            pd.MIN_OBJECT_AREA_RATIO, pd.MIN_AREA_RATIO, pd.MIN_SCORE, keep, exclude)
+
+
+def register_part_distillation_train_datasets(cfg) -> List[str]:
+    """Register the stage-5 folders of PART_DISTILLATION.DATASET_PATH_LIST (else DATASET_PATH) as
+    ONE dataset (one class-code vocabulary) named ``"part_distillation:<folders>"`` and return
+    ``[name]``; metadata ``class_codes`` / ``class_id_source`` are set when it is loaded. With no
+    folder configured, DATASETS.TRAIN is returned unchanged.
+
+    Raises:
+        ValueError: no training data configured at all.
+    """
+    args = _dataset_args(cfg)
+    if args is None:
+        if not cfg.DATASETS.TRAIN:
+            raise ValueError("no training data: set PART_DISTILLATION.DATASET_PATH_LIST, "
+                             "PART_DISTILLATION.DATASET_PATH or DATASETS.TRAIN")
+        return list(cfg.DATASETS.TRAIN)
+    name = "part_distillation:" + ",".join(args[0])
+
+    def load() -> List[dict]:
+        dicts, codes, source = load_part_distillation_dataset(*args)
+        meta = MetadataCatalog.get(name)
+        if meta.get("class_codes", None) != codes:
+            meta.set(class_codes=codes, class_id_source=source)
+        return dicts
+
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(name, load)
+    MetadataCatalog.get(name).set(evaluator_type="none", root=args[0][0], has_parts=False)
+    return [name]
+
+
+def _augmentations(cfg, weak: bool) -> List[T.Augmentation]:
+    """Base resize (ResizeShortestEdge(INPUT.IMAGE_SIZE_BASE, MAX_SIZE_TRAIN), or with
+    PART_DISTILLATION.SET_IMAGE_SQUARE the official fit into an IMAGE_SIZE_BASE square + pad),
+    then (strong) optional INPUT.CROP, large-scale jitter ResizeScale(INPUT.MIN_SCALE ..
+    MAX_SCALE of INPUT.IMAGE_SIZE) + FixedSizeCrop(IMAGE_SIZE) or (weak) scale 1 + FixedSizeCrop,
+    then INPUT.RANDOM_FLIP."""
+    base, size = cfg.INPUT.IMAGE_SIZE_BASE, cfg.INPUT.IMAGE_SIZE
+    if cfg.PART_DISTILLATION.SET_IMAGE_SQUARE:
+        augs = [T.ResizeScale(1.0, 1.0, base, base), T.FixedSizeCrop((base, base))]
+    else:
+        augs = [T.ResizeShortestEdge(base, cfg.INPUT.MAX_SIZE_TRAIN)]
+    if weak:
+        augs += [T.ResizeScale(1.0, 1.0, size, size), T.FixedSizeCrop((size, size))]
+    else:
+        if cfg.INPUT.CROP.ENABLED:
+            augs.append(T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
+        augs += [T.ResizeScale(cfg.INPUT.MIN_SCALE, cfg.INPUT.MAX_SCALE, size, size),
+                 T.FixedSizeCrop((size, size))]
+    if cfg.INPUT.RANDOM_FLIP != "none":
+        augs.append(T.RandomFlip(horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal",
+                                 vertical=cfg.INPUT.RANDOM_FLIP == "vertical"))
+    return augs
+
+
+class PartDistillationDatasetMapper:
+    """Training mapper of stage 6 (INPUT.DATASET_MAPPER_NAME "part_distillation").
+
+    Reads the image and the object's kept parts, draws the strong augmentation (see
+    :func:`_augmentations`; official recipe: flip, large-scale jitter 0.1-2.0 of 640, 640 crop),
+    drops parts whose share of the parts' total area after the augmentation is <= ``min_area_ratio``
+    (PART_DISTILLATION.MIN_AREA_RATIO; empty parts always), and redraws up to
+    :data:`MAX_AUGMENTATION_ATTEMPTS` times while no part survives, then falls back to the weak
+    augmentation (no jitter; counted in ``self.fallbacks`` and logged).
+
+    Output dict: ``image`` (3, S, S) uint8 tensor in INPUT.FORMAT order; ``instances``
+    (``Instances`` (S, S)) with ``gt_masks`` ``BitMasks`` (T, S, S) and ``gt_classes`` (T,) int64
+    part labels; ``object_class`` int; ``object_masks`` (1, S, S) bool (the object, same
+    transforms); ``file_name``, ``image_id``, ``class_code``; ``height`` / ``width`` = S.
+    """
+
+    @configurable
+    def __init__(self, *, augmentations: List[T.Augmentation], weak_augmentations: List[T.Augmentation],
+                 image_format: str, min_area_ratio: float):
+        """Args: augmentations / weak_augmentations: strong and fallback lists; image_format:
+        "RGB" or "BGR"; min_area_ratio: see class docstring."""
+        self.augmentations = T.AugmentationList(augmentations)
+        self.weak_augmentations = T.AugmentationList(weak_augmentations)
+        self.image_format = image_format
+        self.min_area_ratio = min_area_ratio
+        self.fallbacks = 0
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True) -> dict:
+        """See :func:`_augmentations`. Raises ValueError when ``is_train`` is False (use
+        :class:`PartDistillationEvalDatasetMapper`)."""
+        if not is_train:
+            raise ValueError("PartDistillationDatasetMapper is the training mapper; use "
+                             "PartDistillationEvalDatasetMapper")
+        return {"augmentations": _augmentations(cfg, weak=False),
+                "weak_augmentations": _augmentations(cfg, weak=True),
+                "image_format": cfg.INPUT.FORMAT,
+                "min_area_ratio": cfg.PART_DISTILLATION.MIN_AREA_RATIO}
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        """Map one dataset dict (module docstring) to a training sample.
+
+        Raises:
+            PseudoLabelError: the pseudo-label file is missing or corrupt.
+            ValueError: the image size differs from the pseudo-label's.
+        """
+        label = load_pseudo_label(dataset_dict["pseudo_label_path"])
+        image = read_image(dataset_dict["file_name"], self.image_format)
+        if image.shape[:2] != (label.height, label.width):
+            raise ValueError(f"{dataset_dict['file_name']}: image size {image.shape[:2]} != "
+                             f"pseudo-label size {(label.height, label.width)}")
+        obj = label.objects[dataset_dict["object_index"]]
+        parts = [obj.parts[j] for j in dataset_dict["part_indices"]]
+        for _ in range(MAX_AUGMENTATION_ATTEMPTS):
+            sample = self._augment(image, obj.mask, parts, self.augmentations)
+            if len(sample[1]):
+                break
+        else:
+            self.fallbacks += 1
+            logger.info("%s: no part left after %d augmentations; weak augmentation (fallback %d)",
+                        dataset_dict["pseudo_label_path"], MAX_AUGMENTATION_ATTEMPTS, self.fallbacks)
+            sample = self._augment(image, obj.mask, parts, self.weak_augmentations)
+        aug_image, instances, object_mask = sample
+        size = aug_image.shape[:2]
+        return {
+            "file_name": dataset_dict["file_name"],
+            "image_id": dataset_dict["image_id"],
+            "class_code": dataset_dict["class_code"],
+            "height": size[0],
+            "width": size[1],
+            "image": torch.as_tensor(np.ascontiguousarray(aug_image.transpose(2, 0, 1))),
+            "instances": instances,
+            "object_class": int(dataset_dict["object_class"]),
+            "object_masks": object_mask,
+        }
+
+    def _augment(self, image: np.ndarray, object_mask: np.ndarray, parts: Sequence,
+                 augmentations: T.AugmentationList) -> Tuple[np.ndarray, Instances, torch.Tensor]:
+        """One augmentation draw -> (image, ``Instances`` of the surviving parts, (1, S, S) object
+        mask)."""
+        aug = T.AugInput(image)
+        transforms = augmentations(aug)
+        size = aug.image.shape[:2]
+        masks = _transform_masks([p.mask for p in parts], transforms, size)
+        labels = torch.tensor([int(p.label) for p in parts], dtype=torch.int64)
+        areas = masks.flatten(1).sum(1).float()
+        share = areas / areas.sum().clamp(min=1)
+        keep = (areas > 0) & (share > self.min_area_ratio)
+        instances = Instances(size)
+        instances.gt_masks = BitMasks(masks[keep])
+        instances.gt_classes = labels[keep]
+        return aug.image, instances, _transform_masks([object_mask], transforms, size)
+
+
+class PartDistillationEvalDatasetMapper(PartEvalDatasetMapper):
+    """:class:`PartEvalDatasetMapper` plus ``object_classes`` (N,) int64: each ground-truth
+    object's index into the model's class head.
+
+    With a class-code vocabulary (``class_codes``: the training set's, when its pseudo-labels
+    carry no ``class_id``) an object's id is the position of its ``class_code`` (else
+    ``class_name``) in it, and -1 when absent (the model then predicts nothing for it; counted in
+    ``self.unknown_objects``); without one it is the object's ``class_id``.
+    """
+
+    @configurable
+    def __init__(self, *, class_codes: Optional[List[str]] = None, **kwargs):
+        """Args: class_codes: vocabulary (see class docstring) or None; **kwargs:
+        :class:`PartEvalDatasetMapper` arguments."""
+        super().__init__(**kwargs)
+        self.class_index: Optional[Dict[str, int]] = (
+            {c: i for i, c in enumerate(class_codes)} if class_codes is not None else None)
+        self.unknown_objects = 0
+
+    @classmethod
+    def from_config(cls, cfg) -> dict:
+        """PartEvalDatasetMapper's arguments; ``class_codes`` from the training set of
+        PART_DISTILLATION.DATASET_PATH(_LIST) when its ``object_class`` came from the vocabulary
+        (loading it if needed), else None."""
+        ret = super().from_config(cfg)
+        args = _dataset_args(cfg)
+        ret["class_codes"] = None
+        if args is not None:
+            _, codes, source = load_part_distillation_dataset(*args)
+            ret["class_codes"] = codes if source == "vocabulary" else None
+        return ret
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        """:meth:`PartEvalDatasetMapper.__call__` plus ``object_classes``.
+
+        Raises:
+            KeyError: no vocabulary and an object without ``class_id``.
+        """
+        out = super().__call__(dataset_dict)
+        ids = []
+        for obj in dataset_dict["objects"]:
+            if self.class_index is None:
+                ids.append(int(obj["class_id"]))
+            else:
+                ids.append(self.class_index.get(obj.get("class_code") or obj["class_name"], -1))
+        self.unknown_objects += sum(i < 0 for i in ids)
+        out["object_classes"] = torch.tensor(ids, dtype=torch.int64)
+        return out
