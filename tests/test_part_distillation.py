@@ -3,6 +3,7 @@ masking, training losses, stage-5 dataset filters and augmentation, inference ou
 initialisation from a stage-4 / COCO-style checkpoint, and tiny train / resume / --eval-only runs
 on hand-built stage-5 labels over real Pascal-Part images."""
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -142,6 +143,23 @@ def test_training_step_deep_supervision_and_zero_grad_outside_object_classes():
         out = model.sem_seg_head(model.backbone(images), torch.tensor([5]))
     assert out["pred_logits"].shape[-1] == K + 1
     assert [a["pred_logits"].shape[-1] for a in out["aux_outputs"]] == [K + 1] * (dec_layers - 1)
+
+
+def test_point_counts_and_query_feature_normalize_from_config():
+    model = build_model(tiny_cfg("MODEL.MASK_FORMER.TRAIN_NUM_POINTS_MATCH", 300,
+                                 "MODEL.MASK_FORMER.TRAIN_NUM_POINTS_LOSS", 500,
+                                 "MODEL.MASK_FORMER.QUERY_FEATURE_NORMALIZE", True))
+    assert model.criterion.matcher.num_points == 300 and model.criterion.num_points == 500
+    assert model.criterion.num_classes == K and model.criterion.eos_coef == pytest.approx(0.1)
+    predictor = model.sem_seg_head.predictor
+    assert predictor.query_feature_normalize
+    # pixel j's mask feature is the basis vector e_j, so pixel j's mask logit is the j-th entry of
+    # the query's mask embedding: unit norm over the pixels when the embedding is normalised
+    mask_features = torch.eye(64).reshape(1, 64, 1, 64)
+    with torch.no_grad():
+        out = predictor([torch.randn(1, 64, s, s) for s in (2, 4, 8)], mask_features, torch.tensor([0]))
+    norms = out["pred_masks"][0, :, 0, :].norm(dim=-1)
+    torch.testing.assert_close(norms, torch.ones_like(norms))
 
 
 def test_images_without_parts_give_zero_mask_losses():
@@ -304,12 +322,20 @@ def test_eval_mapper_object_classes(tmp_path, pascal):
 
 # ---------------------------------------------------------------- initialisation
 
-def test_init_from_stage4_checkpoint_skips_class_embed_and_freezes(tmp_path):
+@pytest.mark.parametrize("fmt", ["pth", "pkl"])
+def test_init_from_stage4_or_model_zoo_checkpoint_skips_class_embed_and_freezes(tmp_path, fmt):
+    """A stage-4 checkpoint (.pth) or a Mask2Former model-zoo style .pkl (numpy arrays, other
+    class count): everything but the class head loads."""
     torch.manual_seed(0)
     stage4 = build_model(setup_cfg("configs/part_proposal/tiny_cpu.yaml",
                                    ["MODEL.EFFICIENTNET.PRETRAINED", False]))
-    path = str(tmp_path / "stage4.pth")
-    torch.save({"model": stage4.state_dict()}, path)
+    path = str(tmp_path / f"init.{fmt}")
+    if fmt == "pth":
+        torch.save({"model": stage4.state_dict()}, path)
+    else:
+        with open(path, "wb") as f:
+            pickle.dump({"model": {k: v.numpy() for k, v in stage4.state_dict().items()},
+                         "__author__": "third_party"}, f)
     model = build_model(tiny_cfg("MODEL.MASK_FORMER.FREEZE_KEYS",
                                  '["backbone", "sem_seg_head.pixel_decoder.transformer"]'))
     fresh = model.sem_seg_head.predictor.class_embed.weight.detach().clone()
