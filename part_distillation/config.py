@@ -225,6 +225,7 @@ def add_part_distillation_config(cfg: CN) -> None:
     pd.DATASET_PATH_LIST = []  # several folders (takes precedence over DATASET_PATH)
     pd.FILTERED_CODE_PATH_LIST = []  # text files of class codes (one a line): train on these only
     pd.EXCLUDE_CODE_PATH = ""  # text file of class codes to leave out
+    pd.PATH_ONLY = False  # list files only; the mapper reads and filters each (ImageNet scale)
     pd.NUM_PART_CLASSES = 8  # K: part classes per object class (= PART_RANKING.NUM_CLUSTERS)
     pd.NUM_OBJECT_CLASSES = 1000  # O: class head has K * O + 1 outputs (official IN-22K run: 22000)
     pd.MIN_OBJECT_AREA_RATIO = 0.001  # train on objects with area / image area > this

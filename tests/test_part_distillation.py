@@ -21,7 +21,9 @@ from part_distillation.data.part_distillation_dataset import (
     MAX_AUGMENTATION_ATTEMPTS,
     PartDistillationDatasetMapper,
     PartDistillationEvalDatasetMapper,
+    PseudoLabelFilter,
     load_part_distillation_dataset,
+    register_part_distillation_train_datasets,
 )
 from part_distillation.data.pseudo_labels import (
     ImagePseudoLabel,
@@ -262,8 +264,8 @@ def test_dataset_filters_vocabulary_and_layout(tmp_path, pascal):
             ObjectLabel("bird", tiny, "bird", parts=[PartLabel(tiny, 0, 0.9)])]))
     with open(os.path.join(folder, "bird", "broken.json"), "w") as f:
         f.write("{")
-    dicts, codes, source = load_part_distillation_dataset(
-        (folder,), K, 100, min_object_area_ratio=0.001, min_area_ratio=0.01, min_score=0.5)
+    filt = PseudoLabelFilter(K, min_object_area_ratio=0.001, min_area_ratio=0.01, min_score=0.5)
+    dicts, codes, source = load_part_distillation_dataset((folder,), filt, 100)
     assert codes == ["bird", "car", "person"] and source == "vocabulary"
     birds = [d for d in dicts if d["class_code"] == "bird"]
     assert len(birds) == 1 and birds[0]["part_indices"] == [0]  # unlabelled, low score, speck dropped
@@ -272,9 +274,14 @@ def test_dataset_filters_vocabulary_and_layout(tmp_path, pascal):
     n_objects = sum(1 for r in records[:4] for o in r["objects"] if o["parts"])
     assert len(dicts) == n_objects + 1
     with pytest.raises(ValueError, match="NUM_OBJECT_CLASSES"):
-        load_part_distillation_dataset((folder,), K, 2)
+        load_part_distillation_dataset((folder,), filt, 2)
     with pytest.raises(ValueError, match="NUM_PART_CLASSES"):
-        load_part_distillation_dataset((folder,), 2, 100)
+        load_part_distillation_dataset((folder,), PseudoLabelFilter(2), 100)
+    # class-code filters
+    only_car = load_part_distillation_dataset((folder,), PseudoLabelFilter(K, keep_codes=("car",)), 100)
+    assert only_car[1] == ["car"] and {d["class_code"] for d in only_car[0]} == {"car"}
+    no_person = load_part_distillation_dataset((folder,), PseudoLabelFilter(K, exclude_codes=("person",)), 100)
+    assert no_person[1] == ["bird", "car"]
 
 
 class _CornerCrop(T.Augmentation):
@@ -289,7 +296,7 @@ def test_mapper_drops_small_shares_and_falls_back_to_weak_augmentation(tmp_path,
     records, names = pascal
     r = records[7]  # dog 2008_005643, 10 parts
     folder = stage5_labels(str(tmp_path / "s5"), [r], names)
-    dicts, _, _ = load_part_distillation_dataset((folder,), K, 100)
+    dicts, _, _ = load_part_distillation_dataset((folder,), PseudoLabelFilter(K), 100)
     cfg = tiny_cfg("PART_DISTILLATION.MIN_AREA_RATIO", 0.05)
     mapper = PartDistillationDatasetMapper(cfg, is_train=True)
     sample = mapper(dicts[0])
@@ -306,6 +313,34 @@ def test_mapper_drops_small_shares_and_falls_back_to_weak_augmentation(tmp_path,
     sample = mapper(dicts[0])
     assert mapper.fallbacks == 1 and len(sample["instances"]) == len(dicts[0]["part_indices"])
     assert MAX_AUGMENTATION_ATTEMPTS >= 1
+
+
+@needs_shared
+def test_path_only_defers_reading_and_filtering_to_the_mapper(tmp_path, pascal):
+    records, names = pascal
+    folder = stage5_labels(str(tmp_path / "s5"), records[:4], names)
+    r = records[4]  # a file whose only object is below MIN_OBJECT_AREA_RATIO 0.01
+    save_pseudo_label(os.path.join(folder, "bird"), ImagePseudoLabel(
+        r["file_name"], r["image_id"], r["height"], r["width"], "part_ranking",
+        [ObjectLabel("bird", decode_mask(r["objects"][0]["mask"]), "bird",
+                     parts=[PartLabel(decode_mask(r["objects"][0]["mask"]), 1)])]))
+    codes_file = tmp_path / "codes.txt"
+    codes_file.write_text("# classes\nbird\nperson\n")
+    cfg = tiny_cfg("PART_DISTILLATION.DATASET_PATH", folder, "PART_DISTILLATION.PATH_ONLY", True,
+                   "PART_DISTILLATION.MIN_OBJECT_AREA_RATIO", 0.01,
+                   "PART_DISTILLATION.FILTERED_CODE_PATH_LIST", f'["{codes_file}"]')
+    (name,) = register_part_distillation_train_datasets(cfg)
+    dicts = DatasetCatalog.get(name)
+    assert MetadataCatalog.get(name).class_codes == ["bird", "person"]
+    assert len(dicts) == 5 and all(set(d) == {"pseudo_label_path", "class_code", "object_class"} for d in dicts)
+    mapper = PartDistillationDatasetMapper(cfg, is_train=True)
+    bird = next(d for d in dicts if d["class_code"] == "bird")
+    assert mapper(bird) is None and mapper.empty_files == 1  # filtered when read
+    sample = mapper(next(d for d in dicts if d["class_code"] == "person"))
+    assert sample["object_class"] == 1 and len(sample["instances"]) > 0
+    flat = stage5_labels(str(tmp_path / "flat_parent"), records[:1], names)
+    with pytest.raises(ValueError, match="PATH_ONLY"):
+        load_part_distillation_dataset((os.path.join(flat, "person"), flat), PseudoLabelFilter(K), 100, True)
 
 
 @needs_shared

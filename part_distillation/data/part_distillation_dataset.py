@@ -24,10 +24,14 @@ the pseudo-label schema carries it for every object, otherwise the position of t
 ``class_code`` in the sorted list of the class codes found in the folders (recorded in the
 dataset's metadata as ``class_codes``, with ``class_id_source`` "schema" or "vocabulary"; the
 evaluation mapper uses the same list so that training and evaluation agree).
+
+PART_DISTILLATION.PATH_ONLY (official, for ImageNet-scale folders) reads no file when the dataset
+is loaded: one dict per file, filtered by the mapper (see :func:`load_part_distillation_dataset`).
 """
 import functools
 import logging
 import os
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -71,73 +75,137 @@ def read_code_list(path: str) -> List[str]:
         return [line.split("#")[0].strip() for line in f if line.split("#")[0].strip()]
 
 
+@dataclass(frozen=True)
+class PseudoLabelFilter:
+    """The PART_DISTILLATION loading filters (module docstring), applied per file.
+
+    Attributes:
+        num_part_classes: K (NUM_PART_CLASSES).
+        min_object_area_ratio, min_area_ratio, min_score: MIN_OBJECT_AREA_RATIO, MIN_AREA_RATIO,
+            MIN_SCORE.
+        keep_codes: train on these class codes only (None: all; FILTERED_CODE_PATH_LIST);
+            exclude_codes: leave these out (EXCLUDE_CODE_PATH).
+    """
+
+    num_part_classes: int
+    min_object_area_ratio: float = 0.001
+    min_area_ratio: float = -1.0
+    min_score: float = -1.0
+    keep_codes: Optional[Tuple[str, ...]] = None
+    exclude_codes: Tuple[str, ...] = ()
+
+    def select(self, label, path: str, folder_code: str = "",
+               counts: Optional[Dict[str, int]] = None) -> List[Tuple[int, List[int], str, Optional[int]]]:
+        """Kept objects of one :class:`~part_distillation.data.pseudo_labels.ImagePseudoLabel`.
+
+        Returns:
+            ``(object index, kept part indices, class code, schema class_id or None)`` per kept
+            object; the code is the object's ``class_code``, else ``folder_code``, else its
+            ``class_name``. ``counts`` (if given) accumulates what was dropped and kept.
+
+        Raises:
+            ValueError: a part label outside [0, K) (``path`` named).
+        """
+        counts = counts if counts is not None else {}
+
+        def count(key: str, n: int = 1) -> None:
+            counts[key] = counts.get(key, 0) + n
+
+        kept = []
+        image_area = float(label.height * label.width)
+        for oi, obj in enumerate(label.objects):
+            code = obj.class_code or folder_code or obj.class_name
+            if (self.keep_codes is not None and code not in self.keep_codes) or code in self.exclude_codes:
+                count("objects_dropped_class")
+                continue
+            object_area = float(obj.mask.sum())
+            if object_area / image_area <= self.min_object_area_ratio:
+                count("objects_dropped_area")
+                continue
+            parts = []
+            for pi, part in enumerate(obj.parts):
+                if part.label is None:
+                    count("parts_unlabelled")
+                    continue
+                if not 0 <= int(part.label) < self.num_part_classes:
+                    raise ValueError(f"{path}: part label {part.label} outside [0, "
+                                     f"{self.num_part_classes}) (PART_DISTILLATION.NUM_PART_CLASSES)")
+                if float(part.mask.sum()) / object_area > self.min_area_ratio and part.score >= self.min_score:
+                    parts.append(pi)
+            count("parts_kept", len(parts))
+            count("parts_dropped", len(obj.parts) - len(parts))
+            if not parts:
+                count("objects_dropped_no_part")
+                continue
+            kept.append((oi, parts, code, getattr(obj, "class_id", None)))
+        return kept
+
+
+def _check_object_class(object_class: int, num_object_classes: int, where: str) -> int:
+    """``object_class``, or ValueError naming ``where`` when it is outside [0, O)."""
+    if not 0 <= object_class < num_object_classes:
+        raise ValueError(f"{where}: object class {object_class} outside [0, {num_object_classes}): "
+                         "raise PART_DISTILLATION.NUM_OBJECT_CLASSES")
+    return object_class
+
+
 @functools.lru_cache(maxsize=8)
-def load_part_distillation_dataset(folders: Tuple[str, ...], num_part_classes: int,
-                                   num_object_classes: int, min_object_area_ratio: float = 0.001,
-                                   min_area_ratio: float = -1.0, min_score: float = -1.0,
-                                   keep_codes: Optional[Tuple[str, ...]] = None,
-                                   exclude_codes: Tuple[str, ...] = ()
+def load_part_distillation_dataset(folders: Tuple[str, ...], filt: PseudoLabelFilter,
+                                   num_object_classes: int, path_only: bool = False
                                    ) -> Tuple[List[dict], List[str], str]:
-    """Dataset dicts of stage-5 folders with the PART_DISTILLATION filters (module docstring).
-    Cached per argument tuple (the trainer and the evaluation mapper share one read).
+    """Dataset dicts of stage-5 folders with the filters of ``filt`` (module docstring). Cached
+    per argument tuple (the trainer and the evaluation mapper share one read), so files changed
+    later in the same process are not re-read.
 
     Args:
         folders: stage-5 output folders.
-        num_part_classes: K; num_object_classes: O.
-        min_object_area_ratio, min_area_ratio, min_score: the filters.
-        keep_codes: train on these class codes only (None: all); exclude_codes: leave these out.
+        filt: the loading filters (K included).
+        num_object_classes: O.
+        path_only: PART_DISTILLATION.PATH_ONLY (official): read no file now (ImageNet scale); one
+            dict per file ``{"pseudo_label_path", "class_code", "object_class"}``, the code being
+            its class sub-folder and ``object_class`` its index in the sorted sub-folder names
+            (always "vocabulary"); the mapper filters when it reads the file. Needs the
+            class-folder layout.
 
     Returns:
         ``(dicts, class_codes, class_id_source)``: dicts sorted by file then object, the sorted
-        class codes of the kept objects, and "schema" or "vocabulary" (how ``object_class`` was
-        set). Corrupt files are logged and counted; counts of dropped objects / parts are logged.
+        class codes, and "schema" or "vocabulary" (how ``object_class`` was set). Corrupt files
+        are logged and counted; counts of dropped objects / parts are logged.
 
     Raises:
         FileNotFoundError: a folder does not exist.
-        ValueError: a part label outside [0, K), an object class >= O, or nothing survives.
+        ValueError: a part label outside [0, K), an object class >= O, nothing survives, or
+            ``path_only`` with files outside class folders.
     """
-    kept, counts = [], dict(files=0, corrupt=0, objects_dropped_class=0, objects_dropped_area=0,
-                            objects_dropped_no_part=0, parts_unlabelled=0, parts_dropped=0,
-                            parts_kept=0)
-    for folder in folders:
-        for path, folder_code in pseudo_label_files(folder):
-            counts["files"] += 1
-            try:
-                label = load_pseudo_label(path)
-            except PseudoLabelError as e:
-                logger.warning("skipping %s", e)
-                counts["corrupt"] += 1
-                continue
-            image_area = float(label.height * label.width)
-            for oi, obj in enumerate(label.objects):
-                code = obj.class_code or folder_code or obj.class_name
-                if (keep_codes is not None and code not in keep_codes) or code in exclude_codes:
-                    counts["objects_dropped_class"] += 1
-                    continue
-                object_area = float(obj.mask.sum())
-                if object_area / image_area <= min_object_area_ratio:
-                    counts["objects_dropped_area"] += 1
-                    continue
-                parts = []
-                for pi, part in enumerate(obj.parts):
-                    if part.label is None:
-                        counts["parts_unlabelled"] += 1
-                        continue
-                    if not 0 <= int(part.label) < num_part_classes:
-                        raise ValueError(f"{path}: part label {part.label} outside [0, "
-                                         f"{num_part_classes}) (PART_DISTILLATION.NUM_PART_CLASSES)")
-                    if float(part.mask.sum()) / object_area > min_area_ratio and part.score >= min_score:
-                        parts.append(pi)
-                counts["parts_kept"] += len(parts)
-                counts["parts_dropped"] += len(obj.parts) - len(parts)
-                if not parts:
-                    counts["objects_dropped_no_part"] += 1
-                    continue
-                kept.append(({"file_name": label.file_name, "image_id": label.image_id,
-                              "height": label.height, "width": label.width,
-                              "pseudo_label_path": path, "object_index": oi,
-                              "part_indices": parts, "class_code": code},
-                             getattr(obj, "class_id", None)))
+    files = [f for folder in folders for f in pseudo_label_files(folder)]
+    if path_only:
+        if any(not code for _, code in files):
+            raise ValueError("PART_DISTILLATION.PATH_ONLY needs the <folder>/<class_code>/ layout; "
+                             f"{list(folders)} has files outside class folders")
+        codes = sorted({code for _, code in files
+                        if filt.keep_codes is None or code in filt.keep_codes} - set(filt.exclude_codes))
+        index = {c: i for i, c in enumerate(codes)}
+        dicts = [{"pseudo_label_path": path, "class_code": code,
+                  "object_class": _check_object_class(index[code], num_object_classes, path)}
+                 for path, code in files if code in index]
+        logger.info("stage-5 pseudo-labels %s (paths only): %d files of %d classes",
+                    list(folders), len(dicts), len(codes))
+        if not dicts:
+            raise ValueError(f"no stage-5 pseudo-label file in {list(folders)}")
+        return dicts, codes, "vocabulary"
+    kept, counts = [], dict(files=len(files), corrupt=0)
+    for path, folder_code in files:
+        try:
+            label = load_pseudo_label(path)
+        except PseudoLabelError as e:
+            logger.warning("skipping %s", e)
+            counts["corrupt"] += 1
+            continue
+        for oi, parts, code, class_id in filt.select(label, path, folder_code, counts):
+            kept.append(({"file_name": label.file_name, "image_id": label.image_id,
+                          "height": label.height, "width": label.width,
+                          "pseudo_label_path": path, "object_index": oi,
+                          "part_indices": parts, "class_code": code}, class_id))
     logger.info("stage-5 pseudo-labels %s: %d objects kept; %s", list(folders), len(kept), counts)
     if not kept:
         raise ValueError(f"no usable stage-5 pseudo-label in {list(folders)} ({counts})")
@@ -145,13 +213,22 @@ def load_part_distillation_dataset(folders: Tuple[str, ...], num_part_classes: i
     source = "schema" if all(cid is not None for _, cid in kept) else "vocabulary"
     dicts = []
     for d, cid in kept:
-        d["object_class"] = int(cid) if source == "schema" else class_codes.index(d["class_code"])
-        if not 0 <= d["object_class"] < num_object_classes:
-            raise ValueError(f"{d['pseudo_label_path']}: object class {d['object_class']} "
-                             f"({d['class_code']}) outside [0, {num_object_classes}): raise "
-                             "PART_DISTILLATION.NUM_OBJECT_CLASSES")
+        object_class = int(cid) if source == "schema" else class_codes.index(d["class_code"])
+        d["object_class"] = _check_object_class(object_class, num_object_classes,
+                                                f"{d['pseudo_label_path']} ({d['class_code']})")
         dicts.append(d)
     return dicts, class_codes, source
+
+
+def pseudo_label_filter(cfg) -> PseudoLabelFilter:
+    """:class:`PseudoLabelFilter` of PART_DISTILLATION (code lists read from their files)."""
+    pd = cfg.PART_DISTILLATION
+    keep = None
+    if pd.FILTERED_CODE_PATH_LIST:
+        keep = tuple(sorted(set.intersection(*(set(read_code_list(p)) for p in pd.FILTERED_CODE_PATH_LIST))))
+    exclude = tuple(read_code_list(pd.EXCLUDE_CODE_PATH)) if pd.EXCLUDE_CODE_PATH else ()
+    return PseudoLabelFilter(pd.NUM_PART_CLASSES, pd.MIN_OBJECT_AREA_RATIO, pd.MIN_AREA_RATIO,
+                             pd.MIN_SCORE, keep, exclude)
 
 
 def _dataset_args(cfg) -> Optional[tuple]:
@@ -161,12 +238,8 @@ def _dataset_args(cfg) -> Optional[tuple]:
     folders = list(pd.DATASET_PATH_LIST) or ([pd.DATASET_PATH] if pd.DATASET_PATH else [])
     if not folders:
         return None
-    keep = None
-    if pd.FILTERED_CODE_PATH_LIST:
-        keep = tuple(sorted(set.intersection(*(set(read_code_list(p)) for p in pd.FILTERED_CODE_PATH_LIST))))
-    exclude = tuple(read_code_list(pd.EXCLUDE_CODE_PATH)) if pd.EXCLUDE_CODE_PATH else ()
-    return (tuple(os.path.abspath(f) for f in folders), pd.NUM_PART_CLASSES, pd.NUM_OBJECT_CLASSES,
-            pd.MIN_OBJECT_AREA_RATIO, pd.MIN_AREA_RATIO, pd.MIN_SCORE, keep, exclude)
+    return (tuple(os.path.abspath(f) for f in folders), pseudo_label_filter(cfg),
+            pd.NUM_OBJECT_CLASSES, pd.PATH_ONLY)
 
 
 def register_part_distillation_train_datasets(cfg) -> List[str]:
@@ -235,6 +308,10 @@ class PartDistillationDatasetMapper:
     :data:`MAX_AUGMENTATION_ATTEMPTS` times while no part survives, then falls back to the weak
     augmentation (no jitter; counted in ``self.fallbacks`` and logged).
 
+    A PATH_ONLY dict (no ``object_index``) is filtered here with ``pseudo_label_filter`` and one of
+    its kept objects drawn at random; with none kept the mapper returns None (detectron2's
+    ``MapDataset`` then draws another image; counted in ``self.empty_files``).
+
     Output dict: ``image`` (3, S, S) uint8 tensor in INPUT.FORMAT order; ``instances``
     (``Instances`` (S, S)) with ``gt_masks`` ``BitMasks`` (T, S, S) and ``gt_classes`` (T,) int64
     part labels; ``object_class`` int; ``object_masks`` (1, S, S) bool (the object, same
@@ -243,14 +320,18 @@ class PartDistillationDatasetMapper:
 
     @configurable
     def __init__(self, *, augmentations: List[T.Augmentation], weak_augmentations: List[T.Augmentation],
-                 image_format: str, min_area_ratio: float):
+                 image_format: str, min_area_ratio: float,
+                 pseudo_label_filter: Optional[PseudoLabelFilter] = None):
         """Args: augmentations / weak_augmentations: strong and fallback lists; image_format:
-        "RGB" or "BGR"; min_area_ratio: see class docstring."""
+        "RGB" or "BGR"; min_area_ratio: see class docstring; pseudo_label_filter: the loading
+        filters, needed for PATH_ONLY dicts."""
         self.augmentations = T.AugmentationList(augmentations)
         self.weak_augmentations = T.AugmentationList(weak_augmentations)
         self.image_format = image_format
         self.min_area_ratio = min_area_ratio
+        self.pseudo_label_filter = pseudo_label_filter
         self.fallbacks = 0
+        self.empty_files = 0
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> dict:
@@ -262,22 +343,36 @@ class PartDistillationDatasetMapper:
         return {"augmentations": _augmentations(cfg, weak=False),
                 "weak_augmentations": _augmentations(cfg, weak=True),
                 "image_format": cfg.INPUT.FORMAT,
-                "min_area_ratio": cfg.PART_DISTILLATION.MIN_AREA_RATIO}
+                "min_area_ratio": cfg.PART_DISTILLATION.MIN_AREA_RATIO,
+                "pseudo_label_filter": pseudo_label_filter(cfg)}
 
-    def __call__(self, dataset_dict: dict) -> dict:
-        """Map one dataset dict (module docstring) to a training sample.
+    def __call__(self, dataset_dict: dict) -> Optional[dict]:
+        """Map one dataset dict (module docstring, or a PATH_ONLY dict) to a training sample;
+        None for a PATH_ONLY file without a kept object.
 
         Raises:
             PseudoLabelError: the pseudo-label file is missing or corrupt.
-            ValueError: the image size differs from the pseudo-label's.
+            ValueError: the image size differs from the pseudo-label's; a PATH_ONLY dict without
+                ``pseudo_label_filter``.
         """
-        label = load_pseudo_label(dataset_dict["pseudo_label_path"])
-        image = read_image(dataset_dict["file_name"], self.image_format)
+        path = dataset_dict["pseudo_label_path"]
+        label = load_pseudo_label(path)
+        if "object_index" in dataset_dict:
+            object_index, part_indices = dataset_dict["object_index"], dataset_dict["part_indices"]
+        else:
+            if self.pseudo_label_filter is None:
+                raise ValueError("PATH_ONLY dataset dicts need the mapper's pseudo_label_filter")
+            kept = self.pseudo_label_filter.select(label, path, dataset_dict["class_code"])
+            if not kept:
+                self.empty_files += 1
+                return None
+            object_index, part_indices, _, _ = kept[np.random.randint(len(kept))]
+        image = read_image(label.file_name, self.image_format)
         if image.shape[:2] != (label.height, label.width):
-            raise ValueError(f"{dataset_dict['file_name']}: image size {image.shape[:2]} != "
+            raise ValueError(f"{label.file_name}: image size {image.shape[:2]} != "
                              f"pseudo-label size {(label.height, label.width)}")
-        obj = label.objects[dataset_dict["object_index"]]
-        parts = [obj.parts[j] for j in dataset_dict["part_indices"]]
+        obj = label.objects[object_index]
+        parts = [obj.parts[j] for j in part_indices]
         for _ in range(MAX_AUGMENTATION_ATTEMPTS):
             sample = self._augment(image, obj.mask, parts, self.augmentations)
             if len(sample[1]):
@@ -285,13 +380,13 @@ class PartDistillationDatasetMapper:
         else:
             self.fallbacks += 1
             logger.info("%s: no part left after %d augmentations; weak augmentation (fallback %d)",
-                        dataset_dict["pseudo_label_path"], MAX_AUGMENTATION_ATTEMPTS, self.fallbacks)
+                        path, MAX_AUGMENTATION_ATTEMPTS, self.fallbacks)
             sample = self._augment(image, obj.mask, parts, self.weak_augmentations)
         aug_image, instances, object_mask = sample
         size = aug_image.shape[:2]
         return {
-            "file_name": dataset_dict["file_name"],
-            "image_id": dataset_dict["image_id"],
+            "file_name": label.file_name,
+            "image_id": label.image_id,
             "class_code": dataset_dict["class_code"],
             "height": size[0],
             "width": size[1],
