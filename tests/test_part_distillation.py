@@ -59,10 +59,11 @@ def tiny_cfg(*opts):
                             "TEST.EVAL_PERIOD", 0, "SEED", 0, *opts])
 
 
-def stage5_labels(folder, records, part_names, k=K, **extra):
+def stage5_labels(folder, records, part_names, k=K, with_class_id=False):
     """Stage-5-style pseudo-labels from Pascal-Part ground truth: per (class, image) one file
     ``<folder>/<class_name>/<image_id>.json`` with the class's objects, each GT part labelled
-    ``part_names.index(name) % k`` (the same name -> the same label in every image)."""
+    ``part_names.index(name) % k`` (the same name -> the same label in every image); objects
+    carry the GT ``class_id`` when ``with_class_id`` (else the schema's -1, unknown)."""
     for r in records:
         by_class = {}
         for o in r["objects"]:
@@ -71,10 +72,12 @@ def stage5_labels(folder, records, part_names, k=K, **extra):
             parts = [PartLabel(decode_mask(p["mask"]), part_names.index(p["name"]) % k, 0.9)
                      for p in o["parts"]]
             by_class.setdefault(o["class_name"], []).append(
-                ObjectLabel(o["class_name"], decode_mask(o["mask"]), o["class_name"], parts=parts))
+                ObjectLabel(o["class_name"], decode_mask(o["mask"]), o["class_name"], parts=parts,
+                            class_id=o["class_id"] if with_class_id else -1))
         for cls, objects in by_class.items():
-            save_pseudo_label(os.path.join(folder, cls), ImagePseudoLabel(
-                r["file_name"], r["image_id"], r["height"], r["width"], "part_ranking", objects, **extra))
+            save_pseudo_label(folder, ImagePseudoLabel(
+                r["file_name"], r["image_id"], r["height"], r["width"], "part_ranking", objects,
+                class_code=cls))
     return folder
 
 
@@ -257,13 +260,17 @@ def test_dataset_filters_vocabulary_and_layout(tmp_path, pascal):
     tiny = np.zeros_like(bird)
     tiny[:2, :2] = True
     speck = bird & (np.cumsum(bird.ravel()).reshape(bird.shape) <= 2)  # 2 px = 0.008 of the bird
-    save_pseudo_label(os.path.join(folder, "bird"), ImagePseudoLabel(
+    save_pseudo_label(folder, ImagePseudoLabel(
         r["file_name"], r["image_id"], r["height"], r["width"], "part_ranking", [
             ObjectLabel("bird", bird, "bird", parts=[PartLabel(bird, 1, 0.9), PartLabel(bird, None),
                                                      PartLabel(bird, 2, 0.1), PartLabel(speck, 3, 0.9)]),
             ObjectLabel("bird", tiny, "bird", parts=[PartLabel(tiny, 0, 0.9)])]))
     with open(os.path.join(folder, "bird", "broken.json"), "w") as f:
         f.write("{")
+    # with the schema's class_id on every object, it is the object class
+    with_ids = stage5_labels(str(tmp_path / "ids"), records[:4], names, with_class_id=True)
+    dicts, codes, source = load_part_distillation_dataset((with_ids,), PseudoLabelFilter(K), 100)
+    assert source == "schema" and {d["class_code"]: d["object_class"] for d in dicts} == {"person": 15, "car": 7}
     filt = PseudoLabelFilter(K, min_object_area_ratio=0.001, min_area_ratio=0.01, min_score=0.5)
     dicts, codes, source = load_part_distillation_dataset((folder,), filt, 100)
     assert codes == ["bird", "car", "person"] and source == "vocabulary"
@@ -320,12 +327,12 @@ def test_path_only_defers_reading_and_filtering_to_the_mapper(tmp_path, pascal):
     records, names = pascal
     folder = stage5_labels(str(tmp_path / "s5"), records[:4], names)
     r = records[4]  # a file whose only object is below MIN_OBJECT_AREA_RATIO 0.01
-    save_pseudo_label(os.path.join(folder, "bird"), ImagePseudoLabel(
+    save_pseudo_label(folder, ImagePseudoLabel(
         r["file_name"], r["image_id"], r["height"], r["width"], "part_ranking",
         [ObjectLabel("bird", decode_mask(r["objects"][0]["mask"]), "bird",
                      parts=[PartLabel(decode_mask(r["objects"][0]["mask"]), 1)])]))
     codes_file = tmp_path / "codes.txt"
-    codes_file.write_text("# classes\nbird\nperson\n")
+    codes_file.write_text("# classes\n/data/imagenet/bird/\nperson\n")  # PATH_ONLY: last component
     cfg = tiny_cfg("PART_DISTILLATION.DATASET_PATH", folder, "PART_DISTILLATION.PATH_ONLY", True,
                    "PART_DISTILLATION.MIN_OBJECT_AREA_RATIO", 0.01,
                    "PART_DISTILLATION.FILTERED_CODE_PATH_LIST", f'["{codes_file}"]')
@@ -338,9 +345,11 @@ def test_path_only_defers_reading_and_filtering_to_the_mapper(tmp_path, pascal):
     assert mapper(bird) is None and mapper.empty_files == 1  # filtered when read
     sample = mapper(next(d for d in dicts if d["class_code"] == "person"))
     assert sample["object_class"] == 1 and len(sample["instances"]) > 0
-    flat = stage5_labels(str(tmp_path / "flat_parent"), records[:1], names)
+    noclass = str(tmp_path / "noclass")
+    save_pseudo_label(noclass, ImagePseudoLabel(r["file_name"], r["image_id"], r["height"], r["width"],
+                                                "part_ranking", []))
     with pytest.raises(ValueError, match="PATH_ONLY"):
-        load_part_distillation_dataset((os.path.join(flat, "person"), flat), PseudoLabelFilter(K), 100, True)
+        load_part_distillation_dataset((noclass,), PseudoLabelFilter(K), 100, True)
 
 
 @needs_shared

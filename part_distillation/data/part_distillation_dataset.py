@@ -2,8 +2,8 @@
 pseudo-labels (parts with ``label`` 0..K-1 per object class) as a training set, its augmenting
 mapper, and the evaluation mapper that tells the model each object's class.
 
-Training set: one or more stage-5 folders laid out ``<folder>/<class_code>/<image_id>.json``
-(official) or flat ``<folder>/<image_id>.json``, read only through
+Training set: one or more stage-5 folders in the pseudo-label layout
+``<folder>/<class_dir(class_code)>/<image_id>.json`` (official), read only through
 :mod:`part_distillation.data.pseudo_labels`. Each file is read once when the dataset is loaded
 (masks decoded to measure areas, then dropped) and filtered (official PART_DISTILLATION keys):
 
@@ -19,8 +19,8 @@ One dataset dict per kept object (the model classifies one object class per imag
     {"file_name", "image_id", "height", "width", "pseudo_label_path", "object_index": int,
      "part_indices": [int, ...], "class_code": str, "object_class": int}
 
-``object_class`` indexes the class head (< NUM_OBJECT_CLASSES): the objects' ``class_id`` when
-the pseudo-label schema carries it for every object, otherwise the position of the object's
+``object_class`` indexes the class head (< NUM_OBJECT_CLASSES): the objects' ``class_id`` (index
+into the dataset's class list) when every kept object has one (>= 0), otherwise the position of the object's
 ``class_code`` in the sorted list of the class codes found in the folders (recorded in the
 dataset's metadata as ``class_codes``, with ``class_id_source`` "schema" or "vocabulary"; the
 evaluation mapper uses the same list so that training and evaluation agree).
@@ -42,7 +42,8 @@ from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances
 
 from .proposal_dataset import PartEvalDatasetMapper, _transform_masks, read_image
-from .pseudo_labels import PseudoLabelError, list_pseudo_labels, load_pseudo_label
+from ..stages.base import load_class_filter
+from .pseudo_labels import PseudoLabelError, class_code_of_dir, list_pseudo_labels, load_pseudo_label
 
 logger = logging.getLogger(__name__)
 
@@ -51,28 +52,15 @@ MAX_AUGMENTATION_ATTEMPTS = 20
 
 
 def pseudo_label_files(folder: str) -> List[Tuple[str, str]]:
-    """``(path, folder class code or "")`` of every pseudo-label under ``folder``: the files of
-    each ``<folder>/<class_code>/`` sub-folder (official stage-5 layout) and the flat
-    ``<folder>/*.json``, sorted.
+    """``(path, class code of its folder)`` of every pseudo-label under ``folder``
+    (:func:`~part_distillation.data.pseudo_labels.list_pseudo_labels` order); the code is ``""``
+    for the no-class folder.
 
     Raises:
         FileNotFoundError: ``folder`` does not exist.
     """
-    files = [(p, "") for p in list_pseudo_labels(folder)]
-    for name in sorted(os.listdir(folder)):
-        if os.path.isdir(os.path.join(folder, name)) and not name.startswith("."):
-            files += [(p, name) for p in list_pseudo_labels(os.path.join(folder, name))]
-    return files
-
-
-def read_code_list(path: str) -> List[str]:
-    """Class codes of a text file, one a line (blank lines and ``#`` comments ignored).
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-    """
-    with open(path) as f:
-        return [line.split("#")[0].strip() for line in f if line.split("#")[0].strip()]
+    return [(p, class_code_of_dir(os.path.basename(os.path.dirname(p))))
+            for p in list_pseudo_labels(folder)]
 
 
 @dataclass(frozen=True)
@@ -137,7 +125,7 @@ class PseudoLabelFilter:
             if not parts:
                 count("objects_dropped_no_part")
                 continue
-            kept.append((oi, parts, code, getattr(obj, "class_id", None)))
+            kept.append((oi, parts, code, obj.class_id if obj.class_id >= 0 else None))
         return kept
 
 
@@ -163,9 +151,8 @@ def load_part_distillation_dataset(folders: Tuple[str, ...], filt: PseudoLabelFi
         num_object_classes: O.
         path_only: PART_DISTILLATION.PATH_ONLY (official): read no file now (ImageNet scale); one
             dict per file ``{"pseudo_label_path", "class_code", "object_class"}``, the code being
-            its class sub-folder and ``object_class`` its index in the sorted sub-folder names
-            (always "vocabulary"); the mapper filters when it reads the file. Needs the
-            class-folder layout.
+            its class folder's and ``object_class`` its index in the sorted folder codes (always
+            "vocabulary"); the mapper filters when it reads the file.
 
     Returns:
         ``(dicts, class_codes, class_id_source)``: dicts sorted by file then object, the sorted
@@ -175,13 +162,13 @@ def load_part_distillation_dataset(folders: Tuple[str, ...], filt: PseudoLabelFi
     Raises:
         FileNotFoundError: a folder does not exist.
         ValueError: a part label outside [0, K), an object class >= O, nothing survives, or
-            ``path_only`` with files outside class folders.
+            ``path_only`` with files in the no-class folder.
     """
     files = [f for folder in folders for f in pseudo_label_files(folder)]
     if path_only:
         if any(not code for _, code in files):
-            raise ValueError("PART_DISTILLATION.PATH_ONLY needs the <folder>/<class_code>/ layout; "
-                             f"{list(folders)} has files outside class folders")
+            raise ValueError("PART_DISTILLATION.PATH_ONLY needs every file in a class folder; "
+                             f"{list(folders)} has files in the no-class folder")
         codes = sorted({code for _, code in files
                         if filt.keep_codes is None or code in filt.keep_codes} - set(filt.exclude_codes))
         index = {c: i for i, c in enumerate(codes)}
@@ -221,14 +208,14 @@ def load_part_distillation_dataset(folders: Tuple[str, ...], filt: PseudoLabelFi
 
 
 def pseudo_label_filter(cfg) -> PseudoLabelFilter:
-    """:class:`PseudoLabelFilter` of PART_DISTILLATION (code lists read from their files)."""
+    """:class:`PseudoLabelFilter` of PART_DISTILLATION; the class-code lists are read by the stage
+    framework's :func:`~part_distillation.stages.base.load_class_filter` (union of the
+    FILTERED_CODE_PATH_LIST files; with PATH_ONLY their lines may be paths ending in the code)."""
     pd = cfg.PART_DISTILLATION
-    keep = None
-    if pd.FILTERED_CODE_PATH_LIST:
-        keep = tuple(sorted(set.intersection(*(set(read_code_list(p)) for p in pd.FILTERED_CODE_PATH_LIST))))
-    exclude = tuple(read_code_list(pd.EXCLUDE_CODE_PATH)) if pd.EXCLUDE_CODE_PATH else ()
+    keep, exclude = load_class_filter(pd)
     return PseudoLabelFilter(pd.NUM_PART_CLASSES, pd.MIN_OBJECT_AREA_RATIO, pd.MIN_AREA_RATIO,
-                             pd.MIN_SCORE, keep, exclude)
+                             pd.MIN_SCORE, None if keep is None else tuple(sorted(keep)),
+                             tuple(sorted(exclude)))
 
 
 def _dataset_args(cfg) -> Optional[tuple]:
