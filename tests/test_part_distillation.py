@@ -425,9 +425,11 @@ def test_tiny_training_resume_and_eval_only_part_label_maps(tmp_path, pascal):
         "DATASETS.TEST", f"('{SUBSET}',)", "INPUT.MIN_SIZE_TEST", "64", "DATALOADER.NUM_WORKERS", "0",
         "OUTPUT_DIR", str(tmp_path / "eval")])
     results = main(args)
-    seg = results["part_segments"]
-    assert {"C-mIoU", "A-mIoU", "best_match_mIoU"} <= set(seg)
-    assert 0.0 <= seg["C-mIoU"] <= 100.0
+    assert "best_match_mIoU" in results["part_segments"]
+    # the label-matched metric (PartSegmentEvaluator's class_matched today; the unsupervised
+    # protocol's evaluator once merged): some result table reports C-mIoU
+    c_miou = [table["C-mIoU"] for table in results.values() if "C-mIoU" in table]
+    assert c_miou and all(0.0 <= v <= 100.0 for v in c_miou)
 
     # the per-object part label maps themselves
     cfg = tiny_cfg("PART_DISTILLATION.DATASET_PATH", folder)

@@ -100,6 +100,9 @@ class PartDistillationModel(ProposalModel):
         self.num_object_classes = num_object_classes
         self.use_oracle_classifier = use_oracle_classifier
         self._oracle_part_ids: Dict[str, List[str]] = {}
+        if use_oracle_classifier:
+            logger.warning("PART_DISTILLATION.USE_ORACLE_CLASSIFIER: part labels come from the ground "
+                           "truth; the metrics are an UPPER BOUND of the masks, not of the model's labels")
 
     @classmethod
     def from_config(cls, cfg) -> dict:
