@@ -243,10 +243,19 @@ def test_oracle_relabels_by_best_gt_part():
     gt = np.zeros((2, 4, 4), bool)
     gt[0, 2:], gt[1, :2] = True, True  # "leg" bottom, "head" top
     seg, out = model._oracle(props, gt, ["leg", "head"], "dog", (4, 4))
-    # seg 0 -> head (id 1 after leg? ids by first appearance: head first), seg 1 -> leg
+    # ids by first appearance among kept segments: segment 0 (top) -> head = 0, segment 1 -> leg = 1;
+    # segment 2 (one pixel of the head, IoU 1/8 > 0.1) is merged into head
     assert model._oracle_part_ids["dog"] == ["head", "leg"]
-    assert sorted(out["labels"].tolist()) == [0, 1]
-    assert (seg[:2] == 1).all() and (seg[2:] == 2).all()  # segment 2 (IoU 1/8) merged into head
+    assert out["labels"].tolist() == [0, 1] and out["scores"].tolist() == pytest.approx([0.9, 0.8])
+    assert (seg[:2] == 1).all() and (seg[2:] == 2).all()
+    # a later object of the class keeps the ids: "leg" first here, still id 1
+    seg, out = model._oracle({"pred_masks": masks[1:2], "labels": torch.tensor([4]),
+                              "scores": torch.tensor([0.5])}, gt[:1], ["leg"], "dog", (4, 4))
+    assert out["labels"].tolist() == [1] and (seg[2:] == 2).all() and (seg[:2] == 0).all()
+    # a segment overlapping no GT part (IoU 0 <= 0.1) is dropped
+    seg, out = model._oracle({"pred_masks": masks[:1], "labels": torch.tensor([0]),
+                              "scores": torch.tensor([0.5])}, gt[:1], ["leg"], "dog", (4, 4))
+    assert len(out["labels"]) == 0 and not seg.any()
 
 
 # ---------------------------------------------------------------- data

@@ -279,14 +279,14 @@ class PartDistillationModel(ProposalModel):
         inter = pred @ gt.T
         iou = inter / (pred.sum(1)[:, None] + gt.sum(1)[None] - inter).clamp(min=1)
         best_iou, best = iou.max(1)
+        keep = best_iou > ORACLE_MIN_IOU
         names = self._oracle_part_ids.setdefault(class_name, [])
         ids = []
-        for j in best.tolist():
+        for j in best[keep].tolist():
             if gt_part_names[j] not in names:
                 names.append(gt_part_names[j])
             ids.append(names.index(gt_part_names[j]))
-        keep = best_iou > ORACLE_MIN_IOU
-        merged = merge_by_label(masks[keep], torch.tensor(ids, dtype=torch.int64)[keep],
+        merged = merge_by_label(masks[keep], torch.tensor(ids, dtype=torch.int64),
                                 proposals["scores"][keep])
         return _finish(*merged, out_size)
 
