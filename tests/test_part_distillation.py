@@ -106,6 +106,8 @@ def test_classifier_equals_sliced_linear_and_masks_gradient():
         nonzero = bool(clf.weight.grad[row].abs().sum() > 0)
         assert nonzero == (row in used), row
     assert torch.all(clf.bias.grad[[0, 1, 2, 6, 7, 8, 9, 10, 11]] == 0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # AMP leaves the float64 head alone
+        assert clf(queries, classes).dtype == torch.float64
     with pytest.raises(ValueError, match="NUM_OBJECT_CLASSES"):
         clf(queries, torch.tensor([0, 5]))
     with pytest.raises(RuntimeError, match="object class"):
