@@ -431,6 +431,10 @@ class PartDistillationEvalDatasetMapper(PartEvalDatasetMapper):
         if args is not None:
             _, codes, source = load_part_distillation_dataset(*args)
             ret["class_codes"] = codes if source == "vocabulary" else None
+        if ret["class_codes"] is None:
+            logger.info("object classes from the ground truth's class_id (right for a model trained "
+                        "on pseudo-labels with class_id; otherwise set PART_DISTILLATION.DATASET_PATH "
+                        "to its training folders so that their class-code vocabulary is used)")
         return ret
 
     def __call__(self, dataset_dict: dict) -> dict:
