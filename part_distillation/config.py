@@ -268,22 +268,24 @@ def add_part_distillation_config(cfg: CN) -> None:
     pr.DEBUG = False
     add_stage_run_keys(pr)
 
-    # ---- stage 6: PartDistillation self-training (later issue) ----
+    # ---- stage 6: PartDistillation self-training (part_distillation/modeling/meta_arch/
+    # part_distillation_model.py, part_distillation/data/part_distillation_dataset.py) ----
     pd = cfg.PART_DISTILLATION = CN()
-    pd.DATASET_PATH = ""
-    pd.DATASET_PATH_LIST = []
-    pd.USE_PER_PIXEL_LABEL = True
-    pd.NUM_PART_CLASSES = 8
-    pd.NUM_OBJECT_CLASSES = 1000
-    pd.MIN_OBJECT_AREA_RATIO = 0.001
-    pd.MIN_AREA_RATIO = -1.0
-    pd.MIN_SCORE = -1.0
-    pd.USE_ORACLE_CLASSIFIER = False
-    pd.APPLY_MASKING_WITH_OBJECT_MASK = True
-    pd.TOTAL_PARTITIONS = -1
-    pd.PARTITION_INDEX = -1
-    pd.SET_IMAGE_SQUARE = False
-    pd.DEBUG = False
+    pd.DATASET_PATH = ""  # stage-5 output folder (<class_code>/<image_id>.json or flat)
+    pd.DATASET_PATH_LIST = []  # several folders (takes precedence over DATASET_PATH)
+    pd.FILTERED_CODE_PATH_LIST = []  # text files of class codes (one a line): train on these only
+    pd.EXCLUDE_CODE_PATH = ""  # text file of class codes to leave out
+    pd.PATH_ONLY = False  # list files only; the mapper reads and filters each (ImageNet scale)
+    pd.NUM_PART_CLASSES = 8  # K: part classes per object class (= PART_RANKING.NUM_CLUSTERS)
+    pd.NUM_OBJECT_CLASSES = 1000  # O: class head has K * O + 1 outputs (official IN-22K run: 22000)
+    pd.MIN_OBJECT_AREA_RATIO = 0.001  # train on objects with area / image area > this
+    pd.MIN_AREA_RATIO = -1.0  # parts: area / object area > this (loading), share of the parts'
+    #                           area > this (after augmentation); inference: segment filter
+    pd.MIN_SCORE = -1.0  # parts with score >= this are trained on; inference: segment filter
+    pd.USE_PER_PIXEL_LABEL = True  # inference: non-overlapping per-pixel segments
+    pd.APPLY_MASKING_WITH_OBJECT_MASK = True  # inference: masks times the object mask
+    pd.USE_ORACLE_CLASSIFIER = False  # inference: labels from the best GT part (upper bound)
+    pd.SET_IMAGE_SQUARE = False  # training: fit the image into an IMAGE_SIZE_BASE square + pad
 
     # ---- datasets and evaluation (read by part_distillation.data.datasets.configure_datasets) ----
     cd = cfg.CUSTOM_DATASETS = CN()

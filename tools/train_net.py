@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""Train or evaluate the part-proposal model (PartDistillation stage 4) with detectron2.
+"""Train or evaluate the part-proposal model (PartDistillation stage 4) or the PartDistillation
+self-training model (stage 6, configs/part_distillation/*, chosen by INPUT.DATASET_MAPPER_NAME
+"part_distillation") with detectron2.
 
 Examples::
 
@@ -11,6 +13,9 @@ Examples::
     # evaluate a checkpoint on DATASETS.TEST (AR@K of part proposals); entries are registered
     # names or folders in a known layout, e.g. "('../shared/data/ade20k_part_subset',)"
     .venv/bin/python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/tiny/model_final.pth
+    # stage 6 on stage-5 labels; --eval-only then also reports the label-matched C-mIoU / A-mIoU
+    .venv/bin/python tools/train_net.py --config-file configs/part_distillation/tiny_cpu.yaml \
+        PART_DISTILLATION.DATASET_PATH /tmp/pd/s5 OUTPUT_DIR output/part_distillation/tiny
 
 Checkpoints are written atomically; ``--resume`` skips (and moves aside as ``*.corrupt``)
 truncated or corrupt checkpoints and continues from the newest readable one.

@@ -27,6 +27,11 @@ from torch import nn
 import part_distillation.data  # noqa: F401  (registers the built-in datasets)
 from part_distillation.data.datasets import dataset_name
 from part_distillation.config import setup_cfg
+from part_distillation.data.part_distillation_dataset import (
+    PartDistillationDatasetMapper,
+    PartDistillationEvalDatasetMapper,
+    register_part_distillation_train_datasets,
+)
 from part_distillation.data.proposal_dataset import (
     PartEvalDatasetMapper,
     build_train_mapper,
@@ -162,18 +167,31 @@ def _with_test_sets(cfg, names: List[str]):
     return cfg
 
 
+def is_part_distillation(cfg) -> bool:
+    """True for stage 6 (INPUT.DATASET_MAPPER_NAME "part_distillation"): stage-5 folders of
+    PART_DISTILLATION, :class:`PartDistillationDatasetMapper` and
+    :class:`PartDistillationEvalDatasetMapper`; otherwise the stage-4 data."""
+    return cfg.INPUT.DATASET_MAPPER_NAME == "part_distillation"
+
+
 class Trainer(DefaultTrainer):
-    """detectron2 ``DefaultTrainer`` for ProposalModel (MODEL.META_ARCHITECTURE) with the stage-4
-    loaders, optimizer, schedule and part evaluators."""
+    """detectron2 ``DefaultTrainer`` for ProposalModel / PartDistillationModel
+    (MODEL.META_ARCHITECTURE) with the stage-4 or stage-6 loaders (by INPUT.DATASET_MAPPER_NAME),
+    optimizer, schedule and part evaluators."""
 
     @classmethod
     def build_train_loader(cls, cfg):
-        """Pseudo-label folders of PROPOSAL_LEARNING (or DATASETS.TRAIN) through the
-        INPUT.DATASET_MAPPER_NAME mapper, SOLVER.IMS_PER_BATCH images per step (square crops,
-        so no aspect-ratio grouping)."""
-        names = register_proposal_train_datasets(cfg)
+        """Pseudo-label folders of PROPOSAL_LEARNING or, for stage 6, PART_DISTILLATION (or
+        DATASETS.TRAIN) through the INPUT.DATASET_MAPPER_NAME mapper, SOLVER.IMS_PER_BATCH images
+        per step (square crops, so no aspect-ratio grouping)."""
+        if is_part_distillation(cfg):
+            names = register_part_distillation_train_datasets(cfg)
+            mapper = PartDistillationDatasetMapper(cfg, is_train=True)
+        else:
+            names = register_proposal_train_datasets(cfg)
+            mapper = build_train_mapper(cfg)
         dicts = get_detection_dataset_dicts(names, filter_empty=False)
-        return build_detection_train_loader(dicts, mapper=build_train_mapper(cfg),
+        return build_detection_train_loader(dicts, mapper=mapper,
                                             total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
                                             aspect_ratio_grouping=False,
                                             num_workers=cfg.DATALOADER.NUM_WORKERS)
@@ -216,15 +234,18 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name: str):
-        """Ground-truth part dataset ``dataset_name`` through :class:`PartEvalDatasetMapper`."""
-        return build_detection_test_loader(DatasetCatalog.get(dataset_name),
-                                           mapper=PartEvalDatasetMapper(cfg),
+        """Ground-truth part dataset ``dataset_name`` through :class:`PartEvalDatasetMapper`
+        (stage 6: :class:`PartDistillationEvalDatasetMapper`, which adds the object classes)."""
+        mapper = (PartDistillationEvalDatasetMapper(cfg) if is_part_distillation(cfg)
+                  else PartEvalDatasetMapper(cfg))
+        return build_detection_test_loader(DatasetCatalog.get(dataset_name), mapper=mapper,
                                            num_workers=cfg.DATALOADER.NUM_WORKERS)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name: str, output_folder: Optional[str] = None):
         """Proposal AR@K (:class:`PartProposalEvaluator`) and per-object segment metrics
-        (:class:`PartSegmentEvaluator`) for datasets with ``evaluator_type == "part"``.
+        (:class:`PartSegmentEvaluator`; stage 6 adds the per-class label-matched C-mIoU /
+        A-mIoU) for datasets with ``evaluator_type == "part"``.
 
         Raises:
             ValueError: the dataset has no part ground truth.
@@ -233,7 +254,8 @@ class Trainer(DefaultTrainer):
         if evaluator_type != "part":
             raise ValueError(f"dataset '{dataset_name}' has no part ground truth "
                              f"(evaluator_type={evaluator_type!r}); remove it from DATASETS.TEST")
-        return DatasetEvaluators([PartProposalEvaluator(), PartSegmentEvaluator()])
+        return DatasetEvaluators([PartProposalEvaluator(),
+                                  PartSegmentEvaluator(class_matched=is_part_distillation(cfg))])
 
     def build_hooks(self):
         """detectron2's default hooks, with the checkpointer replaced by
