@@ -281,7 +281,8 @@ def test_dataset_filters_vocabulary_and_layout(tmp_path, pascal):
     # with the schema's class_id on every object, it is the object class
     with_ids = stage5_labels(str(tmp_path / "ids"), records[:4], names, with_class_id=True)
     dicts, codes, source = load_part_distillation_dataset((with_ids,), PseudoLabelFilter(K), 100)
-    assert source == "schema" and {d["class_code"]: d["object_class"] for d in dicts} == {"person": 15, "car": 7}
+    # class_id: index into the 20 VOC classes (0-based: car 6, person 14)
+    assert source == "schema" and {d["class_code"]: d["object_class"] for d in dicts} == {"person": 14, "car": 6}
     filt = PseudoLabelFilter(K, min_object_area_ratio=0.001, min_area_ratio=0.01, min_score=0.5)
     dicts, codes, source = load_part_distillation_dataset((folder,), filt, 100)
     assert codes == ["bird", "car", "person"] and source == "vocabulary"
@@ -372,7 +373,7 @@ def test_eval_mapper_object_classes(tmp_path, pascal):
     out = mapper(records[5])  # 3 persons and a cat
     assert out["object_classes"].tolist() == [1, 1, 1, -1]  # vocabulary: car, person and mapper.unknown_objects == 1
     no_vocab = PartDistillationEvalDatasetMapper(tiny_cfg())
-    assert no_vocab(records[5])["object_classes"].tolist() == [15, 15, 15, 8]  # Pascal class ids
+    assert no_vocab(records[5])["object_classes"].tolist() == [14, 14, 14, 7]  # 0-based Pascal class ids
 
 
 # ---------------------------------------------------------------- initialisation

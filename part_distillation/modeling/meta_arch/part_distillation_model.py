@@ -22,7 +22,7 @@ Inputs (one dict per image):
   USE_ORACLE_CLASSIFIER also ``objects[i]["gt_parts"]`` (P, H, W) bool and ``["class_name"]``.
 """
 import logging
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
