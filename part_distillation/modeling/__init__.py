@@ -5,3 +5,4 @@ from .meta_arch import mask_former_head  # noqa: F401
 from .pixel_decoder import msdeformattn  # noqa: F401
 from .transformer_decoder import mask2former_transformer_decoder  # noqa: F401
 from .meta_arch import proposal_model  # noqa: F401
+from .meta_arch import part_ranking_model  # noqa: F401
