@@ -121,3 +121,28 @@ def test_evaluator_round_trip_both_protocols():
 def test_part_vocabulary():
     recs = [{"objects": [{"parts": [{"name": "leg"}, {"name": "head"}]}, {"parts": []}]}]
     assert part_vocabulary(recs) == ["head", "leg"]
+
+
+def test_pseudo_label_folder_both_protocols(tmp_path):
+    from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, PartLabel,
+                                                      encode_mask, save_pseudo_label)
+    from part_distillation.stages.evaluate import evaluate_pseudo_labels
+
+    obj = np.zeros((4, 6), bool)
+    obj[:, :4] = True
+    head, body = obj.copy(), obj.copy()
+    head[:, 2:] = False
+    body[:, :2] = False
+    spill = body.copy()
+    spill[:, 4] = True  # body label spills outside the object: official counts it, clean not
+    records = [{"image_id": f"im{i}", "objects": [{"class_name": "cat", "mask": encode_mask(obj),
+                "parts": [{"name": "head", "mask": encode_mask(head)},
+                          {"name": "body", "mask": encode_mask(body)}]}]} for i in range(2)]
+    for i in range(2):
+        parts = [PartLabel(head, 1, 0.9), PartLabel(spill if i == 0 else body, 0, 0.8)]
+        save_pseudo_label(str(tmp_path), ImagePseudoLabel(
+            "x.jpg", f"im{i}", 4, 6, "part_ranking", [ObjectLabel("cat", obj, "cat", parts=parts)]))
+    res = evaluate_pseudo_labels(str(tmp_path), records)["unsupervised"]
+    assert res["clean"]["C-mIoU"] == pytest.approx(100.0)
+    # body: TP 16, GT 16, Pred 20 -> 80; head 100
+    assert res["official"]["per_class"]["cat"] == pytest.approx({"head": 100.0, "body": 80.0})
