@@ -109,7 +109,7 @@ def test_evaluator_round_trip_both_protocols():
                 "gt_part_names": ["head", "body"], "class_name": "dog"},
                {"object_mask": np.ones((1, 4), bool), "gt_parts": gt,
                 "gt_part_names": ["head", "body"], "class_name": "dog"}]
-    outputs = [{"part_labels": [np.array([[2, 2, 1, 1]]), None]}]
+    outputs = [{"part_seg": [np.array([[2, 2, 1, 1]]), None]}]
     ev.process([{"objects": objects}], outputs)
     res = ev.evaluate()
     # label 1 -> head, label 0 -> body; the unlabelled second dog halves the recall

@@ -248,7 +248,8 @@ class UnsupervisedPartEvaluator(DatasetEvaluator):
 
     Inputs carry ``objects`` as for :mod:`part_distillation.evaluation.evaluators` (``object_mask``,
     ``gt_parts``, ``gt_part_names``, ``class_name``); each output holds ``output_key`` (default
-    ``"part_labels"``): one (H, W) int label map per object, 0 = no part, ``c + 1`` = label c
+    ``"part_seg"``, as the stage-6 PartDistillationModel outputs): one (H, W) int label map per
+    object, 0 = no part, ``c + 1`` = label c
     (None for an object the model did not label: counted as no prediction).
 
     ``evaluate`` returns ``{"unsupervised_official": {...}, "unsupervised_clean": {...}}`` (the
@@ -258,7 +259,7 @@ class UnsupervisedPartEvaluator(DatasetEvaluator):
     """
 
     def __init__(self, part_classes: Sequence[str], num_object_classes: int,
-                 output_key: str = "part_labels", distributed: bool = True,
+                 output_key: str = "part_seg", distributed: bool = True,
                  matching: Optional[Dict[str, Dict[str, np.ndarray]]] = None):
         self._args = (list(part_classes), int(num_object_classes))
         self._key = output_key
