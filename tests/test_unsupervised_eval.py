@@ -116,6 +116,11 @@ def test_evaluator_round_trip_both_protocols():
     for p in ("official", "clean"):
         assert res[f"unsupervised_{p}"]["C-mIoU"] == pytest.approx(50.0)
         assert res[f"unsupervised_{p}"]["IoU-dog/head"] == pytest.approx(50.0)
+    # the same predictions mapped by a match split where the labels are swapped
+    swapped = UnsupervisedPartEvaluator(VOCAB, 2, distributed=False, matching={
+        p: {"dog": m[::-1]} for p, m in ((p, ev.matchings[p]["dog"]) for p in ev.matchings)})
+    swapped.process([{"objects": objects}], outputs)
+    assert swapped.evaluate()["unsupervised_official"]["C-mIoU"] == pytest.approx(0.0)
 
 
 def test_part_vocabulary():

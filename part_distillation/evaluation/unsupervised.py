@@ -255,7 +255,8 @@ class UnsupervisedPartEvaluator(DatasetEvaluator):
     ``evaluate`` returns ``{"unsupervised_official": {...}, "unsupervised_clean": {...}}`` (the
     :meth:`UnsupervisedPartMetric.summarize` dicts without ``per_class``, plus ``IoU-<class>/<part>``
     keys), or ``{}`` on non-main workers. With ``matching`` (``{protocol: matching dict}`` from a
-    match split) the labels are mapped by it instead of this split's own matching.
+    match split, e.g. the ``matchings`` attribute an evaluator of the match split sets in
+    :meth:`evaluate`) the labels are mapped by it instead of this split's own matching.
     """
 
     def __init__(self, part_classes: Sequence[str], num_object_classes: int,
@@ -284,6 +285,7 @@ class UnsupervisedPartEvaluator(DatasetEvaluator):
         if merged is None:
             return {}
         results = {}
+        self.matchings = {p: m.matching() for p, m in zip(PROTOCOLS, merged)}
         for protocol, metric in zip(PROTOCOLS, merged):
             summary = metric.summarize(self._matching.get(protocol))
             table = summary.pop("per_class")
