@@ -114,6 +114,20 @@ def add_maskformer2_config(cfg: CN) -> None:
     cfg.USE_CHECKPOINT = False
 
 
+def add_stage_run_keys(node: CN) -> None:
+    """Declare the run keys every stage namespace has (official names; read by
+    :mod:`part_distillation.stages.base`): ``TOTAL_PARTITIONS`` (-1: one partition),
+    ``PARTITION_INDEX`` (-1: ``SLURM_ARRAY_TASK_ID`` when set, else 0), ``FILTERED_CODE_PATH_LIST``
+    (text files of class codes to keep; empty: all), ``EXCLUDE_CODE_PATH`` (a text file of class
+    codes to drop), ``PATH_ONLY`` (the lists hold paths; a class code is a line's last component),
+    ``DEBUG`` (only the first few items of the partition). Keys already declared keep their value."""
+    defaults = {"TOTAL_PARTITIONS": -1, "PARTITION_INDEX": -1, "FILTERED_CODE_PATH_LIST": [],
+                "EXCLUDE_CODE_PATH": "", "PATH_ONLY": False, "DEBUG": False}
+    for key, value in defaults.items():
+        if key not in node:
+            node[key] = value
+
+
 def add_part_distillation_config(cfg: CN) -> None:
     """Declare the PartDistillation stage keys (official names) and ours.
 
@@ -155,6 +169,7 @@ def add_part_distillation_config(cfg: CN) -> None:
     pg.DETIC_LABELING_MODE = "max-gt-label"
     pg.SAVE_SCORE_THRESHOLD = 0.0
     pg.DEBUG = False
+    add_stage_run_keys(pg)
 
     pgr = cfg.PIXEL_GROUPING = CN()  # official eval-only pixel-grouping keys (mirrors of the above)
     pgr.NUM_SUPERPIXEL_CLUSTERS = 4
@@ -176,6 +191,7 @@ def add_part_distillation_config(cfg: CN) -> None:
     # object that the CRF moves to background keep their best part label instead.
     crf.OBJECT_PIXELS = "keep_parts"  # "keep_parts" | "official"
     crf.NUM_WORKERS = 2
+    add_stage_run_keys(crf)  # stage 3 shards on its own (official DENSE_CRF.TOTAL_PARTITIONS / PARTITION_INDEX)
 
     # ---- stage 4: part-proposal learning ----
     pl = cfg.PROPOSAL_LEARNING = CN()
@@ -212,17 +228,12 @@ def add_part_distillation_config(cfg: CN) -> None:
     pr.USE_PER_PIXEL_LABEL_DURING_CLUSTERING = True
     pr.USE_PER_PIXEL_LABEL_DURING_LABELING = True
     pr.APPLY_MASKING_WITH_OBJECT_MASK = True
-    pr.TOTAL_PARTITIONS = -1
-    pr.PARTITION_INDEX = -1
-    pr.FILTERED_CODE_PATH_LIST = []
-    pr.EXCLUDE_CODE_PATH = ""
-    pr.PATH_ONLY = False
-    pr.DEBUG = False
     # ours: k-means seedings per class, and the memory bounds of gather/reduce and of one
     # batched k-means call (see part_distillation/stages/part_ranking.py)
     pr.KMEANS_RESTARTS = 3
     pr.FEATURE_BUFFER_MB = 256
     pr.CLUSTER_BATCH_MB = 1024
+    add_stage_run_keys(pr)  # TOTAL_PARTITIONS, PARTITION_INDEX, FILTERED_CODE_PATH_LIST, ...
 
     # ---- stage 6: PartDistillation self-training (later issue) ----
     pd = cfg.PART_DISTILLATION = CN()

@@ -74,7 +74,7 @@ def label_folder(tmp_path):
     img_c = _image(str(tmp_path / "c.png"), h, w, obj)
     save_pseudo_label(str(folder), ImagePseudoLabel(img_c, "c", h, w, "dense_crf", [
         ObjectLabel("dog", obj, parts=[])]))
-    (folder / "d.json").write_text('{"schema": "part_distillation/pseudo_la')
+    (folder / "dog" / "d.json").write_text('{"schema": "part_distillation/pseudo_la')
     return folder
 
 
@@ -84,7 +84,7 @@ def test_dataset_filters(label_folder):
     assert sorted(by_id) == ["a", "c"]  # b: its only object is too small; d: corrupt
     assert by_id["a"]["kept_objects"] == [{"index": 0, "parts": [0, 1]}]
     assert by_id["c"]["kept_objects"] == [{"index": 0, "parts": []}]
-    assert by_id["a"]["pseudo_label_path"] == str(label_folder / "a.json")
+    assert by_id["a"]["pseudo_label_path"] == str(label_folder / "dog" / "a.json")
     assert (by_id["a"]["height"], by_id["a"]["width"]) == (40, 60)
     unfiltered = load_pseudo_label_dataset(str(label_folder))
     assert {d["image_id"]: d["kept_objects"] for d in unfiltered}["a"] == [

@@ -3,7 +3,7 @@ part-proposal learning (PartDistillation, Cho et al., CVPR 2023, Sec. 3.2).
 
 Training datasets: a folder of pseudo-label JSONs (:mod:`part_distillation.data.pseudo_labels`) is
 registered lazily in detectron2's ``DatasetCatalog`` by :func:`register_pseudo_label_dataset`.
-Loading it reads every JSON once (RLE areas only, no mask decoding) and applies the official
+Loading it reads every file's header once (RLE areas only, no mask decoding) and applies the official
 PROPOSAL_LEARNING filters:
 
 * an object is dropped when its area / image area < ``MIN_OBJECT_AREA_RATIO``; an image with no
@@ -23,13 +23,11 @@ Mappers (``INPUT.DATASET_MAPPER_NAME`` -> :data:`DATASET_MAPPERS`):
   (:mod:`part_distillation.data.pascal_part` dicts), for the evaluators of
   :mod:`part_distillation.evaluation.evaluators`.
 """
-import json
 import logging
 import os
 from typing import List, Optional, Sequence
 
 import numpy as np
-import pycocotools.mask as mask_util
 import torch
 from detectron2.config import configurable
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -37,7 +35,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances
 
 from .images import read_image_rgb
-from .pseudo_labels import SCHEMA, VERSION, decode_mask, list_pseudo_labels, load_pseudo_label
+from .pseudo_labels import PseudoLabelError, decode_mask, list_pseudo_labels, load_pseudo_label, read_header
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +46,8 @@ def load_pseudo_label_dataset(folder: str, min_object_area_ratio: float = 0.0,
     """Dataset dicts of a pseudo-label folder with the PROPOSAL_LEARNING area filters applied.
 
     Args:
-        folder: directory of ``<image_id>.json`` pseudo-labels (any stage; parts are used).
+        folder: a stage's pseudo-label folder (``<class_dir>/<image_id>.json``, any stage; parts
+            are used), read through :func:`~part_distillation.data.pseudo_labels.read_header`.
         min_object_area_ratio: drop objects covering less than this fraction of the image
             (PROPOSAL_LEARNING.MIN_OBJECT_AREA_RATIO).
         min_area_ratio: drop parts covering less than this fraction of their object
@@ -69,44 +68,31 @@ def load_pseudo_label_dataset(folder: str, min_object_area_ratio: float = 0.0,
                   parts_dropped=0, parts_kept=0)
     for path in paths:
         try:
-            with open(path) as f:
-                raw = json.load(f)
-            if raw.get("schema") != SCHEMA or raw.get("version") != VERSION:
-                raise ValueError(f"schema {raw.get('schema')!r} version {raw.get('version')!r}")
-            image = raw["image"]
-            height, width = int(image["height"]), int(image["width"])
-            kept = []
-            for oi, obj in enumerate(raw["objects"]):
-                object_area = float(mask_util.area(_rle(obj["mask"])))
-                if object_area <= 0 or object_area / (height * width) < min_object_area_ratio:
-                    counts["objects_dropped"] += 1
-                    continue
-                parts = [pi for pi, part in enumerate(obj["parts"])
-                         if float(mask_util.area(_rle(part["mask"]))) / object_area >= min_area_ratio]
-                counts["parts_dropped"] += len(obj["parts"]) - len(parts)
-                counts["parts_kept"] += len(parts)
-                counts["objects_kept"] += 1
-                kept.append({"index": oi, "parts": parts})
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            logger.warning("skipping pseudo-label %s: %s: %s", path, type(e).__name__, e)
+            header = read_header(path)
+        except PseudoLabelError as e:
+            logger.warning("skipping pseudo-label %s", e)
             counts["corrupt"] += 1
             continue
+        kept = []
+        for oi, (object_area, part_areas) in enumerate(zip(header.object_areas, header.part_areas)):
+            if object_area <= 0 or object_area / (header.height * header.width) < min_object_area_ratio:
+                counts["objects_dropped"] += 1
+                continue
+            parts = [pi for pi, area in enumerate(part_areas) if area / object_area >= min_area_ratio]
+            counts["parts_dropped"] += len(part_areas) - len(parts)
+            counts["parts_kept"] += len(parts)
+            counts["objects_kept"] += 1
+            kept.append({"index": oi, "parts": parts})
         if not kept:
             counts["images_dropped"] += 1
             continue
-        dicts.append({"file_name": image["file_name"], "image_id": str(image["image_id"]),
-                      "height": height, "width": width, "pseudo_label_path": path,
+        dicts.append({"file_name": header.file_name, "image_id": header.image_id,
+                      "height": header.height, "width": header.width, "pseudo_label_path": path,
                       "kept_objects": kept})
     logger.info("pseudo-labels %s: %d files -> %d images; %s", folder, len(paths), len(dicts), counts)
     if not dicts:
         raise ValueError(f"no usable pseudo-label in {folder} ({len(paths)} files; {counts})")
     return dicts
-
-
-def _rle(rle: dict) -> dict:
-    """JSON RLE (str counts) -> pycocotools RLE (bytes counts)."""
-    return {"size": rle["size"], "counts": rle["counts"].encode("ascii")
-            if isinstance(rle["counts"], str) else rle["counts"]}
 
 
 def register_pseudo_label_dataset(name: str, folder: str, min_object_area_ratio: float = 0.0,

@@ -17,8 +17,8 @@ Objects with <= K feature pixels are skipped and counted (``too_small_for_k``).
 
 ``grid_segments`` is the learning-free 2x2 baseline (the object's box split into quadrants).
 """
+import dataclasses
 import logging
-import os
 import zlib
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -26,12 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.images import read_image_rgb
-from ..data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, PartLabel, load_pseudo_label,
-                                  save_pseudo_label)
+from ..data.images import read_image_or_skip
+from ..data.pseudo_labels import PartLabel
 from ..modeling.kmeans import batched_kmeans
-from ..utils.sharding import SkipItem
-from .common import run_stage
+from .base import PseudoLabelInputStage, register_stage
 
 logger = logging.getLogger(__name__)
 
@@ -201,46 +199,65 @@ def segments_to_parts(seg: np.ndarray) -> List[PartLabel]:
     return [PartLabel(seg == i, None, 1.0) for i in range(1, int(seg.max()) + 1) if (seg == i).any()]
 
 
-def group_image(segment_fn: Callable, label: ImagePseudoLabel, output_dir: str, config: dict,
-                stage: str = "pixel_grouping") -> dict:
-    """Run ``segment_fn(image, masks, image_id) -> list of label maps or None`` on the objects of a
-    stage-1 pseudo-label and save the ``pixel_grouping`` pseudo-label. Objects that get no segments
-    keep no parts and are listed in ``skipped_objects`` with the reason."""
-    try:
-        image = read_image_rgb(label.file_name)
-    except IOError as e:
-        raise SkipItem(f"unreadable image: {e}") from None
-    if image.shape[:2] != (label.height, label.width):
-        raise ValueError(f"image {image.shape[:2]} != pseudo-label size {(label.height, label.width)}")
-    segs = segment_fn(image, [o.mask for o in label.objects], label.image_id)
-    objects, skipped = [], list(label.skipped_objects)
-    for i, (obj, seg) in enumerate(zip(label.objects, segs)):
-        parts = [] if seg is None else segments_to_parts(seg)
-        if seg is None:
-            skipped.append({"index": i, "reason": "too_small_for_k"})
-        objects.append(ObjectLabel(obj.class_name, obj.mask, obj.class_code, obj.score, obj.bbox, parts))
-    out = ImagePseudoLabel(label.file_name, label.image_id, label.height, label.width, stage,
-                           objects, skipped, config)
-    save_pseudo_label(output_dir, out)
-    return {"objects": len(objects), "objects_too_small_for_k": sum(s is None for s in segs)}
+@register_stage
+class PixelGroupingStage(PseudoLabelInputStage):
+    """Stage 2 over stage-1 pseudo-labels (``run(folder or files)``): every object split into
+    segments by ``segment_fn(image, masks, image_id) -> list of label maps or None`` (default
+    :func:`build_segmenter`). Objects that get no segments keep no parts and are listed in
+    ``skipped_objects`` (reason ``too_small_for_k``). Records the network input size
+    (``config["INPUT_SIZE"]``) that stage 3 reads."""
+
+    NAME = "pixel_grouping"
+    CONFIG_NAMESPACE = "PROPOSAL_GENERATION"
+    INPUT_STAGE = "object_masks"
+    RECORDED_CONFIG = ("PROPOSAL_GENERATION", "MODEL", "INPUT")
+
+    def __init__(self, cfg, output_dir: str, segment_fn: Callable = None):
+        super().__init__(cfg, output_dir)
+        self.validate_config(cfg)
+        self.segment_fn = segment_fn or build_segmenter(cfg)
+
+    @classmethod
+    def validate_config(cls, cfg) -> None:
+        super().validate_config(cfg)
+        pg = cfg.PROPOSAL_GENERATION
+        _choice("PROPOSAL_GENERATION.GROUPING", pg.GROUPING, ("kmeans", "kmeans_rgbxy", "grid"))
+        _choice("PROPOSAL_GENERATION.DISTANCE_METRIC", pg.DISTANCE_METRIC, ("dot", "l2"))
+        for key in ("NUM_SUPERPIXEL_CLUSTERS", "FEATURE_STRIDE", "KMEANS_ITERS", "KMEANS_RESTARTS",
+                    "OBJECTS_PER_BATCH"):
+            if int(pg[key]) < 1:
+                raise ValueError(f"PROPOSAL_GENERATION.{key} must be >= 1, got {pg[key]}")
+        if pg.KMEANS_TOL < 0:
+            raise ValueError(f"PROPOSAL_GENERATION.KMEANS_TOL must be >= 0, got {pg.KMEANS_TOL}")
+        if cfg.INPUT.MIN_SIZE_TEST < 1 or cfg.INPUT.MAX_SIZE_TEST < cfg.INPUT.MIN_SIZE_TEST:
+            raise ValueError(f"INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST must satisfy 1 <= min <= max, got "
+                             f"{cfg.INPUT.MIN_SIZE_TEST} / {cfg.INPUT.MAX_SIZE_TEST}")
+
+    def process(self, item):
+        label = self.load_input(item)
+        image = read_image_or_skip(label.file_name)
+        if image.shape[:2] != (label.height, label.width):
+            raise ValueError(f"image {image.shape[:2]} != pseudo-label size {(label.height, label.width)}")
+        segs = self.segment_fn(image, [o.mask for o in label.objects], label.image_id)
+        objects, skipped = [], list(label.skipped_objects)
+        for index, obj, seg in zip(label.object_indices(), label.objects, segs):
+            if seg is None:
+                skipped.append({"index": index, "reason": "too_small_for_k", "stage": self.NAME})
+            objects.append(dataclasses.replace(obj, parts=[] if seg is None else segments_to_parts(seg)))
+        pg = self.cfg.PROPOSAL_GENERATION
+        config = {k: _plain_value(pg[k]) for k in ("GROUPING", "NUM_SUPERPIXEL_CLUSTERS", "DISTANCE_METRIC",
+                                                   "FEATURE_NORMALIZE", "BACKBONE_FEATURE_KEY_LIST",
+                                                   "FEATURE_STRIDE", "SEED", "KMEANS_RESTARTS")}
+        config.update(BACKBONE=self.cfg.MODEL.BACKBONE.NAME, WEIGHTS=self.cfg.MODEL.WEIGHTS,
+                      INPUT_SIZE=[self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MAX_SIZE_TEST])
+        out = dataclasses.replace(label, stage=self.NAME, objects=objects, skipped_objects=skipped, config=config)
+        return out, {"objects": len(objects), "objects_too_small_for_k": sum(s is None for s in segs)}
 
 
-def run_pixel_grouping(cfg, input_files: Sequence[str], output_dir: str, segment_fn: Callable):
-    """Stage 2 over stage-1 pseudo-label files with sharding/resume; returns the RunSummary."""
-    pg = cfg.PROPOSAL_GENERATION
-    config = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in pg.items()
-              if k in ("GROUPING", "NUM_SUPERPIXEL_CLUSTERS", "DISTANCE_METRIC", "FEATURE_NORMALIZE",
-                       "BACKBONE_FEATURE_KEY_LIST", "FEATURE_STRIDE", "SEED", "KMEANS_RESTARTS")}
-    config["BACKBONE"] = cfg.MODEL.BACKBONE.NAME
-    config["WEIGHTS"] = cfg.MODEL.WEIGHTS
-    config["INPUT_SIZE"] = [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST]
-
-    def process(path):
-        return group_image(segment_fn, load_pseudo_label(path), output_dir, config)
-
-    return run_stage("pixel_grouping", list(input_files), _stem, process, output_dir, config,
-                     pg.TOTAL_PARTITIONS, pg.PARTITION_INDEX)
+def _choice(key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{key} must be one of {list(allowed)}, got {value!r}")
 
 
-def _stem(path: str) -> str:
-    return os.path.splitext(os.path.basename(path))[0]
+def _plain_value(v):
+    return list(v) if isinstance(v, (list, tuple)) else v
