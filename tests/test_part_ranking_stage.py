@@ -68,8 +68,13 @@ def _outputs(folder):
 
 @needs_shared
 def test_tiny_run_labels_consistent_and_kill_rerun_identical(stage1, tmp_path):
-    torch.manual_seed(0)
-    cfg = _cfg()
+    from detectron2.modeling import build_model
+
+    # a random-init tiny stage-4 model saved as its checkpoint (ProposalModel keys)
+    torch.manual_seed(1)
+    weights = str(tmp_path / "stage4.pth")
+    torch.save({"model": build_model(_cfg()).state_dict()}, weights)
+    cfg = _cfg("MODEL.WEIGHTS", weights)
     clean = str(tmp_path / "clean")
     summary = PartRankingStage(cfg, clean).run(stage1)
     assert not summary.failed and summary.processed == 4

@@ -130,11 +130,14 @@ class PartRankingStage(PseudoLabelInputStage):
         """The stage-4 network with the ranking passes, weights MODEL.WEIGHTS, in eval mode
         (built on first use, so worker processes build their own)."""
         if self._model is None:
+            if not self.cfg.MODEL.WEIGHTS:
+                # no checkpoint (tests, dry runs): a seeded init, so that reruns resume alike
+                logger.warning("part ranking with MODEL.WEIGHTS empty: randomly initialised network "
+                               "(seed SEED=%d)", max(self.cfg.SEED, 0))
+                torch.manual_seed(max(self.cfg.SEED, 0))
             model = PartRankingModel(self.cfg).to(torch.device(self.cfg.MODEL.DEVICE))
             if self.cfg.MODEL.WEIGHTS:
                 DetectionCheckpointer(model).load(self.cfg.MODEL.WEIGHTS)
-            else:
-                logger.warning("part ranking with MODEL.WEIGHTS empty: randomly initialised network")
             self._model = model.eval()
         return self._model
 
