@@ -193,13 +193,12 @@ class PartRankingModel(ProposalModel):
     """
 
     @configurable
-    def __init__(self, *, num_clusters: int, classifier_metric: str, proposal_key: str,
+    def __init__(self, *, classifier_metric: str, proposal_key: str,
                  feature_norm: bool, min_area_ratio_1: float, min_score_1: float,
                  min_area_ratio_2: float, min_score_2: float, per_pixel_clustering: bool,
                  per_pixel_labeling: bool, apply_object_mask_ranking: bool, **kwargs):
         """Args: the PART_RANKING keys (see :meth:`from_config`) plus :class:`ProposalModel`'s."""
         super().__init__(**kwargs)
-        self.num_clusters = num_clusters
         self.classifier_metric = classifier_metric
         self.proposal_key = proposal_key
         self.feature_norm = feature_norm
@@ -212,7 +211,7 @@ class PartRankingModel(ProposalModel):
 
     @classmethod
     def from_config(cls, cfg) -> dict:
-        """:meth:`ProposalModel.from_config` plus PART_RANKING.{NUM_CLUSTERS, CLASSIFIER_METRIC,
+        """:meth:`ProposalModel.from_config` plus PART_RANKING.{CLASSIFIER_METRIC,
         PROPOSAL_KEY, PROPOSAL_FEATURE_NORM, MIN_AREA_RATIO_1, MIN_SCORE_1, MIN_AREA_RATIO_2,
         MIN_SCORE_2, USE_PER_PIXEL_LABEL_DURING_CLUSTERING, USE_PER_PIXEL_LABEL_DURING_LABELING,
         APPLY_MASKING_WITH_OBJECT_MASK}; TEST.DETECTIONS_PER_IMAGE (200) is the top-k of both
@@ -220,7 +219,7 @@ class PartRankingModel(ProposalModel):
         args = super().from_config(cfg)
         pr = cfg.PART_RANKING
         args.update(
-            num_clusters=pr.NUM_CLUSTERS, classifier_metric=pr.CLASSIFIER_METRIC,
+            classifier_metric=pr.CLASSIFIER_METRIC,
             proposal_key=pr.PROPOSAL_KEY, feature_norm=pr.PROPOSAL_FEATURE_NORM,
             min_area_ratio_1=pr.MIN_AREA_RATIO_1, min_score_1=pr.MIN_SCORE_1,
             min_area_ratio_2=pr.MIN_AREA_RATIO_2, min_score_2=pr.MIN_SCORE_2,
