@@ -94,7 +94,7 @@ def main():
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--sklearn-classes", type=int, default=20)
     p.add_argument("--classes-per-call", type=int, default=512)
-    p.add_argument("--max-batch-mb", type=int, default=1024)
+    p.add_argument("--max-batch-mb", type=int, default=64)
     p.add_argument("--restarts", type=int, default=3)
     args = p.parse_args()
     print(f"torch threads {torch.get_num_threads()}; ours restarts={args.restarts}; sklearn "

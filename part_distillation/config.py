@@ -232,7 +232,7 @@ def add_part_distillation_config(cfg: CN) -> None:
     # batched k-means call (see part_distillation/stages/part_ranking.py)
     pr.KMEANS_RESTARTS = 3
     pr.FEATURE_BUFFER_MB = 256
-    pr.CLUSTER_BATCH_MB = 1024
+    pr.CLUSTER_BATCH_MB = 64  # CPU: small batches stay in cache (bench); GPU configs use more
     add_stage_run_keys(pr)  # TOTAL_PARTITIONS, PARTITION_INDEX, FILTERED_CODE_PATH_LIST, ...
 
     # ---- stage 6: PartDistillation self-training (later issue) ----

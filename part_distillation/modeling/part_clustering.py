@@ -76,7 +76,7 @@ def cluster_classes(
     tol: float = 1e-4,
     restarts: int = 3,
     device: Optional[torch.device] = None,
-    max_batch_bytes: int = 1 << 30,
+    max_batch_bytes: int = 64 << 20,
 ) -> Dict[str, Optional[torch.Tensor]]:
     """k-means with ``k`` clusters per class, many classes per batched call.
 
