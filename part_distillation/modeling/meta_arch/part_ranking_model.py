@@ -21,7 +21,9 @@ any candidate mask logit is > 0; a per-pixel winner is the candidate with the hi
 each applies only if some candidate survives it; a segment is kept when its IoU with the object
 mask is > ``min_object_iou`` (official ``fg_score_threshold`` 0.001). Where the official code is
 ambiguous (the non-per-pixel branch of pass 2 returns either sigmoid-weighted or raw masks
-depending on whether a filter fired), masks are always ``logit > 0``.
+depending on whether a filter fired), masks are always ``logit > 0``. Both passes work per
+object; the official code works per image with the union of the image's object masks, which is
+the same thing for its ImageNet setting of one object per image.
 """
 import logging
 from typing import Dict, List, Optional, Tuple
