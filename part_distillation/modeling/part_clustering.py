@@ -27,9 +27,10 @@ Cluster logits (:func:`cluster_logits`):
 
 * ``"l2"`` (official default, kept as our default so that official configs reproduce):
   ``x.c - |x|^2 - |c|^2``. This is not ``-|x - c|^2 = 2 x.c - |x|^2 - |c|^2``: the dot product
-  has weight 1 instead of 2. With L2-normalised features and centroids of norm <= 1 the two rank
-  the clusters of one query differently only through |c|; the official formula is what the
-  published numbers used.
+  has weight 1 instead of 2. For one query the official formula ranks clusters by
+  ``x.c - |c|^2``, the true distance by ``x.c - |c|^2 / 2``: the official one penalises
+  centroids of large norm (tight clusters of unit features) twice as much, and its softmax (hence
+  the pair scores) has another scale. It stays the default because the published numbers used it.
 * ``"dot"``: ``x.c``.
 * ``"neg_sq_l2"``: the true ``-|x - c|^2`` (ours, for comparison).
 """
