@@ -136,3 +136,12 @@ def test_tiny_run_labels_consistent_and_kill_rerun_identical(stage1, tmp_path):
     assert again.resumed == 2 and again.processed == 2
     assert _outputs(killed) == outs
     shutil.rmtree(killed)
+
+
+def test_bad_config_values_are_named(tmp_path):
+    with pytest.raises(ValueError, match="CLASSIFIER_METRIC"):
+        PartRankingStage.validate_config(_cfg("PART_RANKING.CLASSIFIER_METRIC", "cosine"))
+    with pytest.raises(ValueError, match="NUM_CLUSTERS"):
+        PartRankingStage.validate_config(_cfg("PART_RANKING.NUM_CLUSTERS", "0"))
+    with pytest.raises(ValueError, match="DATASET_PATH"):
+        PartRankingStage(_cfg(), str(tmp_path)).list_items("")
