@@ -244,29 +244,29 @@ def add_part_distillation_config(cfg: CN) -> None:
     pl.LABEL_PERCENTAGE = 100  # percent of the training images used (the first ones by image id)
     pl.DEBUG = False
 
-    # ---- stage 5: part ranking (later issue) ----
+    # ---- stage 5: part ranking (official names and defaults; stages/part_ranking.py) ----
     pr = cfg.PART_RANKING = CN()
-    pr.DATASET_PATH = ""
-    pr.DATASET_PATH_LIST = []
+    pr.DATASET_PATH = ""  # input pseudo-labels with object masks (when --input-dir is not given)
+    pr.DATASET_PATH_LIST = []  # several input folders, used together
     pr.NUM_CLUSTERS = 8
+    # cluster logits: "l2" (official: x.c - |x|^2 - |c|^2), "dot" (x.c), "neg_sq_l2" (-|x-c|^2)
     pr.CLASSIFIER_METRIC = "l2"
     pr.PROPOSAL_KEY = "decoder_output"
     pr.PROPOSAL_FEATURE_NORM = True
     pr.MIN_OBJECT_AREA_RATIO = 0.001
-    pr.MIN_AREA_RATIO_1 = 0.0
-    pr.MIN_AREA_RATIO_2 = 0.0
-    pr.MIN_SCORE_1 = 0.0
-    pr.MIN_SCORE_2 = 0.0
+    pr.MIN_AREA_RATIO_1 = 0.0  # official run.sh: 0.05
+    pr.MIN_SCORE_1 = 0.0  # official run.sh: 0.3
+    pr.MIN_AREA_RATIO_2 = 0.0  # official run.sh: 0.05
+    pr.MIN_SCORE_2 = 0.0  # official run.sh: 0.1
     pr.USE_PER_PIXEL_LABEL_DURING_CLUSTERING = True
     pr.USE_PER_PIXEL_LABEL_DURING_LABELING = True
     pr.APPLY_MASKING_WITH_OBJECT_MASK = True
-    pr.TOTAL_PARTITIONS = -1
-    pr.PARTITION_INDEX = -1
-    pr.ROOT_FOLDER_NAME = "pseudo_labels"
-    pr.WEIGHT_NAME = "default"
-    pr.SAVE_ANNOTATIONS = False
-    pr.DEBUG = False
-    add_stage_run_keys(pr)
+    # ours: k-means seedings per class, and the memory bounds of gather/reduce and of one
+    # batched k-means call (see part_distillation/stages/part_ranking.py)
+    pr.KMEANS_RESTARTS = 3
+    pr.FEATURE_BUFFER_MB = 256
+    pr.CLUSTER_BATCH_MB = 64  # CPU: small batches stay in cache (bench); GPU configs use more
+    add_stage_run_keys(pr)  # TOTAL_PARTITIONS, PARTITION_INDEX, FILTERED_CODE_PATH_LIST, ...
 
     # ---- stage 6: PartDistillation self-training (part_distillation/modeling/meta_arch/
     # part_distillation_model.py, part_distillation/data/part_distillation_dataset.py) ----

@@ -12,7 +12,6 @@ import torch
 from part_distillation.data.ground_truth import GTObject
 from part_distillation.evaluation.evaluators import PartProposalEvaluator, PartSegmentEvaluator
 from part_distillation.evaluation.part_metrics import (
-    ClassMatchedMIoU,
     ProposalARAccumulator,
     SegmentMetricsAccumulator,
     best_match_miou,
@@ -184,91 +183,6 @@ def test_segment_accumulator_averages_per_object():
     assert summary["num_objects_without_parts"] == 1
 
 
-# ---------------------------------------------------------------- class-matched mIoU
-
-
-def _cat(seg, width):
-    """Add-args for a 'cat' object of one row: head = first half, body = second half."""
-    half = width // 2
-    gt = stack(row(*range(half), width=width), row(*range(half, width), width=width))
-    return "cat", np.array([seg]), gt, ["head", "body"]
-
-
-def test_class_matched_consistent_ids_give_100():
-    metric = ClassMatchedMIoU()
-    # 'cat': cluster 1 = head, 2 = body in every image
-    metric.add(*_cat([1, 1, 2, 2], 4))
-    metric.add(*_cat([1, 1, 1, 2, 2, 2], 6))
-    # 'dog': ids permuted relative to 'cat' (2 = head, 1 = body), consistent within 'dog'
-    dog_gt = stack(row(0, width=3), row(1, 2, width=3))
-    metric.add("dog", np.array([[2, 1, 1]]), dog_gt, ["head", "body"])
-    dog_gt = stack(row(0, 1, width=3), row(2, width=3))
-    metric.add("dog", np.array([[2, 2, 1]]), dog_gt, ["head", "body"])
-    summary = metric.summarize()
-    assert summary["C-mIoU"] == pytest.approx(100.0)
-    assert summary["A-mIoU"] == pytest.approx(100.0)
-    perfect = {"head": 100.0, "body": 100.0}
-    assert summary["per_class"] == {"cat": perfect, "dog": perfect}
-
-
-def test_class_matched_per_image_permutation_is_penalised():
-    # image 1 (4 px): seg [1,1,2,2], head {0,1}, body {2,3}
-    # image 2 (6 px): seg [2,2,2,1,1,1], head {0,1,2}, body {3,4,5}
-    # confusion rows = cluster, cols = (bg, head, body): c1 = (0, 2, 3), c2 = (0, 3, 2)
-    # many-to-one: c1 -> body, c2 -> head. head: TP 3, FP 2, FN 2 -> 3/7; body: same -> 3/7
-    for one_to_one in (False, True):
-        # Hungarian on IoU: c1-head 2/8, c1-body 3/8, c2-head 3/8, c2-body 2/8 -> same pairing
-        metric = ClassMatchedMIoU(one_to_one=one_to_one)
-        metric.add(*_cat([1, 1, 2, 2], 4))
-        metric.add(*_cat([2, 2, 2, 1, 1, 1], 6))
-        summary = metric.summarize()
-        assert summary["C-mIoU"] == pytest.approx(100 * 3 / 7)
-        assert summary["A-mIoU"] == pytest.approx(100 * 3 / 7)
-    # the per-object oracle does not see the permutation: each image alone is perfect
-    seg_masks, _ = label_map_to_masks(np.array([[2, 2, 2, 1, 1, 1]]))
-    assert hungarian_miou(seg_masks, _cat([0] * 6, 6)[2]) == 1.0
-
-
-def test_many_to_one_vs_one_to_one():
-    # head {0,1,2}, body {3}; seg [1,2,2,2]: c1 = (bg 0, head 1, body 0), c2 = (0, head 2, body 1)
-    gt = stack(row(0, 1, 2, width=4), row(3, width=4))
-    seg = np.array([[1, 2, 2, 2]])
-    # many-to-one: c1, c2 -> head. head: TP 3, FP 1, FN 0 -> 3/4; body: TP 0 -> 0. mean 37.5
-    many = ClassMatchedMIoU()
-    many.add("cat", seg, gt, ["head", "body"])
-    assert many.summarize()["per_class"]["cat"] == pytest.approx({"head": 75.0, "body": 0.0})
-    # one-to-one IoUs: c1-head 1/3, c1-body 0, c2-head 2/4, c2-body 1/3; best total pairing is
-    # c1-head + c2-body = 2/3 (> 1/2). head: TP 1, FN 2 -> 1/3; body: TP 1, FP 2 -> 1/3
-    one = ClassMatchedMIoU(one_to_one=True)
-    one.add("cat", seg, gt, ["head", "body"])
-    assert one.summarize()["C-mIoU"] == pytest.approx(100 / 3)
-
-
-def test_class_matched_object_mask_background_and_merge():
-    # 5 px image, object {0..3}, head {0,1}; pixels 2,3 are object but no part (column 0)
-    obj = row(0, 1, 2, 3, width=5)
-    gt = stack(row(0, 1, width=5))
-    # cluster 1 on {0,1,2,3,4}: pixel 4 is outside the object and ignored; inside, c1 = (bg 2,
-    # head 2) -> argmax takes the first maximum, bg: head gets no cluster -> IoU 0
-    # 'tail' {4} lies outside the object: it has no GT pixel, so it is left out of the table
-    metric = ClassMatchedMIoU()
-    gt_with_tail = np.concatenate([gt, stack(row(4, width=5))])
-    metric.add("cat", np.array([[1, 1, 1, 1, 1]]), gt_with_tail, ["head", "tail"], obj)
-    assert metric.summarize()["per_class"] == {"cat": {"head": 0.0}}
-    # a second worker sees names in another order; merging aligns columns by name
-    other = ClassMatchedMIoU()
-    leg_head = stack(row(0, 1, width=4), row(2, 3, width=4))
-    other.add("cat", np.array([[2, 2, 1, 1]]), leg_head, ["leg", "head"])
-    metric.merge(other)
-    # c1 = (bg 2, head 4, leg 0) -> head; c2 = (0, 0, leg 2) -> leg.
-    # head: TP 4, FP 2, FN 0 -> 4/6; leg: 2/2
-    expected = {"head": 100 * 4 / 6, "leg": 100.0}
-    assert metric.summarize()["per_class"]["cat"] == pytest.approx(expected)
-    with pytest.raises(ValueError):
-        metric.add("cat", np.array([[1, 1]]), stack(row(0, width=2)), ["head", "leg"])
-    assert math.isnan(ClassMatchedMIoU().summarize()["C-mIoU"])
-
-
 # ---------------------------------------------------------------- evaluators
 
 
@@ -305,17 +219,12 @@ def test_proposal_evaluator_round_trip():
 
 
 def test_segment_evaluator_round_trip():
-    evaluator = PartSegmentEvaluator(class_matched=True)
+    evaluator = PartSegmentEvaluator()
     inputs, outputs = _fake_batch()
     evaluator.process(inputs, outputs)
     results = evaluator.evaluate()["part_segments"]
     assert results["best_match_mIoU"] == pytest.approx(100.0)
     assert results["hungarian_mIoU"] == pytest.approx(100.0)
-    # label 5 = head, 1 = body -> class-matched perfect too; second object adds 4 px to c1 row's
-    # background column: c1 = (bg 4, head 0, body 2) -> bg, so body loses its cluster -> 0
-    assert results["IoU-cat/head"] == pytest.approx(100.0)
-    assert results["IoU-cat/body"] == pytest.approx(0.0)
-    assert results["C-mIoU"] == pytest.approx(50.0) and results["A-mIoU"] == pytest.approx(50.0)
     outputs[0]["part_seg"].pop()
     with pytest.raises(ValueError):
         evaluator.process(inputs, outputs)

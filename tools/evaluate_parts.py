@@ -28,4 +28,6 @@ if __name__ == "__main__":
     out = args.output or os.path.join(args.pseudo_labels, "logs", "metrics.json")
     atomic_write_json(out, metrics, indent=1)
     print(json.dumps(metrics["segments"], indent=1))
+    for protocol, res in metrics.get("unsupervised", {}).items():  # labelled parts (stage 5 on)
+        print(protocol, json.dumps({k: v for k, v in res.items() if k != "per_class"}))
     print(f"wrote {out}")

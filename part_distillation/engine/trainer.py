@@ -38,6 +38,7 @@ from part_distillation.data.proposal_dataset import (
     register_proposal_train_datasets,
 )
 from part_distillation.evaluation.evaluators import PartProposalEvaluator, PartSegmentEvaluator
+from part_distillation.evaluation.unsupervised import UnsupervisedPartEvaluator, part_vocabulary
 import part_distillation.modeling  # noqa: F401  (registers backbones, heads and ProposalModel)
 from part_distillation.modeling.meta_arch.proposal_model import output_mode_for
 from .checkpoint import AtomicCheckpointer
@@ -244,8 +245,9 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name: str, output_folder: Optional[str] = None):
         """Proposal AR@K (:class:`PartProposalEvaluator`) and per-object segment metrics
-        (:class:`PartSegmentEvaluator`; stage 6 adds the per-class label-matched C-mIoU /
-        A-mIoU) for datasets with ``evaluator_type == "part"``.
+        (:class:`PartSegmentEvaluator`; stage 6 adds the official unsupervised C-mIoU / A-mIoU under
+        both protocols, :class:`UnsupervisedPartEvaluator`, with the dataset's ``part_classes`` and
+        ``thing_classes`` metadata, else the names found in its records) for datasets with ``evaluator_type == "part"``.
 
         Raises:
             ValueError: the dataset has no part ground truth.
@@ -254,8 +256,14 @@ class Trainer(DefaultTrainer):
         if evaluator_type != "part":
             raise ValueError(f"dataset '{dataset_name}' has no part ground truth "
                              f"(evaluator_type={evaluator_type!r}); remove it from DATASETS.TEST")
-        return DatasetEvaluators([PartProposalEvaluator(),
-                                  PartSegmentEvaluator(class_matched=is_part_distillation(cfg))])
+        evaluators = [PartProposalEvaluator(), PartSegmentEvaluator()]
+        if is_part_distillation(cfg):
+            meta = MetadataCatalog.get(dataset_name)
+            parts = meta.get("part_classes", None) or part_vocabulary(DatasetCatalog.get(dataset_name))
+            objects = meta.get("thing_classes", None) or sorted(
+                {o["class_name"] for r in DatasetCatalog.get(dataset_name) for o in r["objects"]})
+            evaluators.append(UnsupervisedPartEvaluator(parts or [""], len(objects)))
+        return DatasetEvaluators(evaluators)
 
     def build_hooks(self):
         """detectron2's default hooks, with the checkpointer replaced by

@@ -21,7 +21,6 @@ from part_distillation.data.ground_truth import GTObject
 from part_distillation.evaluation.part_metrics import (
     DEFAULT_IOU_THRESHOLDS,
     DEFAULT_KS,
-    ClassMatchedMIoU,
     ProposalARAccumulator,
     SegmentMetricsAccumulator,
 )
@@ -126,29 +125,23 @@ class PartProposalEvaluator(DatasetEvaluator):
 
 
 class PartSegmentEvaluator(DatasetEvaluator):
-    """Part label-map evaluator: per-object oracle best-match / Hungarian mIoU, AR@K of segments
-    (score = area fraction in the object) and optionally per-object-class cluster-matched
-    C-mIoU / A-mIoU (PartDistillation evaluation protocol).
+    """Part label-map evaluator: per-object oracle best-match / Hungarian mIoU and AR@K of
+    segments (score = area fraction in the object), PartDistillation evaluation protocol.
+    Class-consistent labels are evaluated by
+    :class:`part_distillation.evaluation.unsupervised.UnsupervisedPartEvaluator`.
 
     Each output dict holds ``"part_seg"``: one (H, W) int label map per input object (0 = not a
     part). ``evaluate`` returns ``{"part_segments": {"best_match_mIoU", "hungarian_mIoU", "AR@k"...,
-    counts}}`` in percent; with ``class_matched=True`` it also holds ``"C-mIoU"``, ``"A-mIoU"`` and
-    ``"IoU-{class}/{part}"`` per part (keys with "-" are skipped by detectron2's copypaste print).
+    counts}}`` in percent.
     """
 
     def __init__(
         self,
-        class_matched: bool = False,
-        one_to_one: bool = False,
         distributed: bool = True,
         ks: Sequence[int] = DEFAULT_KS,
         iou_thresholds: Sequence[float] = DEFAULT_IOU_THRESHOLDS,
     ):
-        """Args: class_matched: also report per-class cluster-matched mIoU (label c = cluster c of
-        the object's class); one_to_one: Hungarian instead of many-to-one cluster matching;
-        distributed: gather from all workers; ks, iou_thresholds: AR settings."""
-        self._class_matched = class_matched
-        self._one_to_one = one_to_one
+        """Args: distributed: gather from all workers; ks, iou_thresholds: AR settings."""
         self._distributed = distributed
         self._ks = ks
         self._iou_thresholds = iou_thresholds
@@ -157,9 +150,6 @@ class PartSegmentEvaluator(DatasetEvaluator):
     def reset(self) -> None:
         """Start a new evaluation round."""
         self._segments = SegmentMetricsAccumulator(self._ks, self._iou_thresholds)
-        self._class_matched_miou = (
-            ClassMatchedMIoU(self._one_to_one) if self._class_matched else None
-        )
 
     def process(self, inputs: List[Dict], outputs: List[Dict]) -> None:
         """Accumulate every object of every image. Raises ValueError on mismatched object counts,
@@ -168,23 +158,10 @@ class PartSegmentEvaluator(DatasetEvaluator):
             seg = _to_numpy(seg)
             gt_parts, object_mask = obj.parts, obj.mask
             self._segments.add(seg, gt_parts, object_mask)
-            if self._class_matched_miou is not None:
-                self._class_matched_miou.add(
-                    obj.class_name, seg, gt_parts, list(obj.part_names), object_mask
-                )
 
     def evaluate(self) -> Dict[str, Dict[str, float]]:
         """Return ``{"part_segments": {...}}`` on the main process, ``{}`` elsewhere."""
-        merged = _gather_merged([self._segments, self._class_matched_miou], self._distributed)
+        merged = _gather_merged([self._segments], self._distributed)
         if merged is None:
             return {}
-        segments, class_matched = merged
-        results = segments.summarize()
-        if class_matched is not None:
-            summary = class_matched.summarize()
-            results["C-mIoU"] = summary["C-mIoU"]
-            results["A-mIoU"] = summary["A-mIoU"]
-            for class_name, table in summary["per_class"].items():
-                for part_name, iou in table.items():
-                    results[f"IoU-{class_name}/{part_name}"] = iou
-        return {"part_segments": results}
+        return {"part_segments": merged[0].summarize()}

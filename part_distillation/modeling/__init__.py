@@ -8,3 +8,4 @@ from .transformer_decoder import mask2former_transformer_decoder  # noqa: F401
 from .transformer_decoder import part_distillation_transformer_decoder  # noqa: F401
 from .meta_arch import maskformer_model, proposal_model  # noqa: F401
 from .meta_arch import part_distillation_model  # noqa: F401
+from .meta_arch import part_ranking_model  # noqa: F401

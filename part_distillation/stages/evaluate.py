@@ -6,8 +6,9 @@ are not scored; ground-truth objects no pseudo-label object matched are scored a
 segments (so a skipped object costs recall and mIoU instead of disappearing from the average).
 Reported (percent): best-match mIoU and Hungarian mIoU per object (per-image oracle matching,
 PartDistillation Sec. 4: stage-2/3 ids carry no meaning across images), class-agnostic AR@K of the
-segments, and — when parts carry ``label`` s (part ranking onwards) — the per-object-class
-cluster-matched C-mIoU / A-mIoU.
+segments, and — when parts carry ``label`` s (part ranking onwards) — the unsupervised C-mIoU /
+A-mIoU (and mACC, mIoPred) of :mod:`part_distillation.evaluation.unsupervised` under both its
+protocols, ``official`` and ``clean``.
 """
 import logging
 from typing import Dict, List, Optional
@@ -17,7 +18,8 @@ from scipy.optimize import linear_sum_assignment
 
 from ..data.ground_truth import gt_objects  # noqa: F401 - the one GT reader (re-exported for callers)
 from ..data.pseudo_labels import list_pseudo_labels, load_pseudo_label
-from ..evaluation.part_metrics import ClassMatchedMIoU, SegmentMetricsAccumulator, mask_iou
+from ..evaluation.part_metrics import SegmentMetricsAccumulator, mask_iou
+from ..evaluation.unsupervised import PROTOCOLS, UnsupervisedPartMetric, part_vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +41,9 @@ def evaluate_pseudo_labels(folder: str, records: List[dict], stage: Optional[str
     meant, is an error, not a silently different number.
 
     Returns a JSON-serialisable dict: ``segments`` (best_match_mIoU, hungarian_mIoU, AR@K, counts),
-    ``class_matched`` (C-mIoU, A-mIoU, per_class) when parts are labelled, ``num_images``,
+    ``unsupervised`` ``{"official": {...}, "clean": {...}}`` (C-/A-mIoU, mACC, mIoPred, per_class;
+    part vocabulary = sorted GT part names, object classes = those of ``records``) when parts are
+    labelled, ``num_images``,
     ``missing_images`` (records without a pseudo-label file), ``unmatched_gt_objects``,
     ``segments_per_object``, ``largest_segment_share`` (percent of the object's pixels in its
     largest segment: near 100 means the segments collapsed) and ``object_coverage`` (percent of
@@ -50,7 +54,10 @@ def evaluate_pseudo_labels(folder: str, records: List[dict], stage: Optional[str
             its file name (names it).
     """
     by_id = {str(r["image_id"]): r for r in records}
-    seg_acc, cls_acc = SegmentMetricsAccumulator(), ClassMatchedMIoU()
+    seg_acc = SegmentMetricsAccumulator()
+    num_classes = len({o["class_name"] for r in records for o in r["objects"]})
+    vocab = part_vocabulary(records) or [""]
+    cls_acc = {p: UnsupervisedPartMetric(vocab, num_classes, p) for p in PROTOCOLS}
     seen, unmatched, labelled = set(), 0, False
     n_segments, largest_share = [], []
     covered_pixels = object_pixels = 0
@@ -75,13 +82,16 @@ def evaluate_pseudo_labels(folder: str, records: List[dict], stage: Optional[str
                 covered_pixels += int(areas.sum())
                 if obj.parts and all(p.label is not None for p in obj.parts):
                     labelled = True
-                    cls_seg = np.zeros_like(seg)
-                    for p in obj.parts:
-                        cls_seg[p.mask] = int(p.label) + 1
-                    cls_acc.add(g.class_name, cls_seg, g.parts, g.part_names, g.mask)
+                    for metric in cls_acc.values():
+                        metric.add(g.class_name, np.stack([p.mask for p in obj.parts]),
+                                   [int(p.label) for p in obj.parts], g.parts, g.part_names,
+                                   g.mask)
             else:
                 unmatched += 1
                 seg = np.zeros(g.mask.shape, np.int32)
+                for metric in cls_acc.values():  # no prediction: its GT parts are missed
+                    metric.add(g.class_name, np.zeros((0,) + seg.shape, bool), [], g.parts,
+                               g.part_names, g.mask)
             object_pixels += int(g.mask.sum())
             seg_acc.add(seg, g.parts, g.mask)
     missing = sorted(set(by_id) - seen)
@@ -94,7 +104,7 @@ def evaluate_pseudo_labels(folder: str, records: List[dict], stage: Optional[str
            "largest_segment_share": 100.0 * float(np.mean(largest_share)) if largest_share else 0.0,
            "object_coverage": 100.0 * covered_pixels / object_pixels if object_pixels else 0.0}
     if labelled:
-        out["class_matched"] = cls_acc.summarize()
+        out["unsupervised"] = {p: m.summarize() for p, m in cls_acc.items()}
     return out
 
 

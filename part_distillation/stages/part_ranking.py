@@ -1,0 +1,233 @@
+"""Stage 5, part ranking (PartDistillation, Cho et al., CVPR 2023, Sec. 3.3): class-consistent part
+labels 0..K-1 for every object of every image, from the stage-4 part-proposal model.
+
+Input: a folder of pseudo-labels with object masks (stage 1 ``object_masks`` or any later stage;
+``--input-dir`` or PART_RANKING.DATASET_PATH); the images they name. Output: ``part_ranking``
+pseudo-labels in the official ``<class_dir>/<image_id>.json`` layout, each object's parts with
+``label`` (its cluster id) and ``score``. Objects keep their stage-1 identity; an object that
+cannot be labelled stays without parts and is listed in ``skipped_objects`` with the reason.
+
+The three phases of the framework's gather -> reduce -> map form
+(:class:`part_distillation.stages.base.Stage`), partitioned by object class (PARTITION_BY
+"class": each job owns every image of its classes, so each class is clustered by one job):
+
+1. **gather** (pass 1, :func:`~part_distillation.modeling.meta_arch.part_ranking_model.clustering_segments`):
+   per image, one forward pass of the stage-4 network (PartRankingModel, INPUT.MIN_SIZE_TEST /
+   MAX_SIZE_TEST fit, TEST.DETECTIONS_PER_IMAGE = 200 queries); per object of area ratio >
+   MIN_OBJECT_AREA_RATIO, the ``decoder_output`` features of its kept segments, returned as
+   ``{object class code: float32 (S, 256)}``. The framework streams them to
+   ``logs/gather/<i>of<n>/chunk_*.npz`` with at most PART_RANKING.FEATURE_BUFFER_MB in memory.
+2. **reduce** (:func:`~part_distillation.modeling.part_clustering.cluster_classes`): per class,
+   k-means with K = NUM_CLUSTERS over all its features, classes batched (at most
+   FEATURE_BUFFER_MB of features per call from the framework, and at most CLUSTER_BATCH_MB of
+   k-means working memory per batched call); the state of a class is ``{"centroids": (K_c, D)}``,
+   stored as ``logs/reduce/<class_dir>.npz``.
+3. **map** (pass 2, :func:`~part_distillation.modeling.meta_arch.part_ranking_model.labelling_segments`):
+   per image, a second forward pass; each object labelled with its class's centroids
+   (CLASSIFIER_METRIC), masks upsampled to the image and clipped to the object mask.
+
+Complexity, for I images with O objects each, Q queries, an h x w network input, S kept segments
+per object, N_c features of class c, D = 256, K clusters, T k-means iterations:
+
+* time: 2 I network passes (dominant on real data) + O(I O Q h w) post-processing per pass;
+  clustering O(sum_c T N_c K D) (+ k-means++ seeding O(N_c K D log K)), class-batched;
+* memory: one image's network activations and O(Q h w) masks; gather holds at most
+  FEATURE_BUFFER_MB of features before writing a chunk, reduce loads at most FEATURE_BUFFER_MB of
+  features (or one class, if larger) and a k-means call uses at most about CLUSTER_BATCH_MB (or
+  one class); states are read lazily, a few classes cached. Disk: 4 D bytes per feature
+  (~1 KiB), I O S features, plus K D floats per class.
+
+Object classes are the objects' ``class_code`` (else ``class_name``). With TOTAL_PARTITIONS > 1,
+an image is owned by the job of its folder class; an object of another class in it (multi-class
+datasets such as Pascal-Part) is labelled only if that job also owns its class, otherwise it is
+skipped with reason ``"class not in this partition"`` (ImageNet images have one class, so the
+official use is unaffected; run multi-class datasets in one partition).
+
+Per object, the ratios the official labeller records for stage 6's filters are in
+``config["RATIOS"]`` of each file: ``object_ratio`` = sum of part areas / image area and
+``part_ratios`` = each part's area / image area (see :func:`part_ratios`).
+"""
+import logging
+from typing import Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import transforms as T
+
+from ..data.proposal_dataset import _transform_masks, read_image
+from ..data.pseudo_labels import ImagePseudoLabel, ObjectLabel, PartLabel
+from ..modeling.meta_arch.part_ranking_model import PartRankingModel
+from ..modeling.part_clustering import CLASSIFIER_METRICS, cluster_classes
+from ..utils.sharding import SkipItem
+from .base import PseudoLabelInputStage, WorkItem, register_stage
+
+logger = logging.getLogger(__name__)
+
+
+def object_class(obj: ObjectLabel) -> str:
+    """The class an object is clustered with: its ``class_code``, else its ``class_name``."""
+    return obj.class_code or obj.class_name
+
+
+def part_ratios(parts: List[PartLabel], height: int, width: int) -> Tuple[float, List[float]]:
+    """``(object_ratio, part_ratios)`` as the official labeller records them: the summed part
+    areas over the image area, and each part's area over the image area."""
+    areas = [float(p.mask.sum()) for p in parts]
+    return sum(areas) / float(height * width), [a / float(height * width) for a in areas]
+
+
+@register_stage
+class PartRankingStage(PseudoLabelInputStage):
+    """Stage 5 (see the module docstring). Config: ``PART_RANKING.*``, the stage-4 model's
+    ``MODEL.*`` (``MODEL.WEIGHTS`` = the stage-4 checkpoint), ``INPUT.MIN_SIZE_TEST`` /
+    ``MAX_SIZE_TEST`` and ``TEST.DETECTIONS_PER_IMAGE``."""
+
+    NAME = "part_ranking"
+    CONFIG_NAMESPACE = "PART_RANKING"
+    PARTITION_BY = "class"
+    INPUT_STAGE = ""  # any stage's objects
+    RECORDED_CONFIG = ("PART_RANKING", "MODEL", "INPUT.MIN_SIZE_TEST", "INPUT.MAX_SIZE_TEST",
+                       "INPUT.FORMAT", "TEST.DETECTIONS_PER_IMAGE")
+
+    def __init__(self, cfg, output_dir: str):
+        super().__init__(cfg, output_dir)
+        self.gather_buffer_bytes = int(cfg.PART_RANKING.FEATURE_BUFFER_MB) << 20
+        self._model: Optional[PartRankingModel] = None
+
+    @classmethod
+    def validate_config(cls, cfg) -> None:
+        """Raises ValueError naming PART_RANKING.CLASSIFIER_METRIC / NUM_CLUSTERS /
+        KMEANS_RESTARTS / FEATURE_BUFFER_MB / CLUSTER_BATCH_MB on a bad value."""
+        super().validate_config(cfg)
+        pr = cfg.PART_RANKING
+        if pr.CLASSIFIER_METRIC not in CLASSIFIER_METRICS:
+            raise ValueError(f"PART_RANKING.CLASSIFIER_METRIC must be one of {CLASSIFIER_METRICS}, "
+                             f"got {pr.CLASSIFIER_METRIC!r}")
+        for key in ("NUM_CLUSTERS", "KMEANS_RESTARTS", "FEATURE_BUFFER_MB", "CLUSTER_BATCH_MB"):
+            if int(pr[key]) < 1:
+                raise ValueError(f"PART_RANKING.{key} must be >= 1, got {pr[key]}")
+
+    def list_items(self, inputs) -> List[WorkItem]:
+        """Items of ``inputs`` (a folder or a list of files); when empty, of the folders
+        PART_RANKING.DATASET_PATH_LIST and DATASET_PATH.
+
+        Raises:
+            ValueError: no input given at all.
+        """
+        if inputs:
+            return super().list_items(inputs)
+        pr = self.cfg.PART_RANKING
+        folders = list(pr.DATASET_PATH_LIST) + ([pr.DATASET_PATH] if pr.DATASET_PATH else [])
+        if not folders:
+            raise ValueError("part ranking needs an input folder: --input-dir, "
+                             "PART_RANKING.DATASET_PATH or PART_RANKING.DATASET_PATH_LIST")
+        return [it for folder in folders for it in super().list_items(folder)]
+
+    @property
+    def model(self) -> PartRankingModel:
+        """The stage-4 network with the ranking passes, weights MODEL.WEIGHTS, in eval mode
+        (built on first use, so worker processes build their own)."""
+        if self._model is None:
+            if not self.cfg.MODEL.WEIGHTS:
+                # no checkpoint (tests, dry runs): a seeded init, so that reruns resume alike
+                logger.warning("part ranking with MODEL.WEIGHTS empty: randomly initialised network "
+                               "(seed SEED=%d)", max(self.cfg.SEED, 0))
+                torch.manual_seed(max(self.cfg.SEED, 0))
+            model = PartRankingModel(self.cfg).to(torch.device(self.cfg.MODEL.DEVICE))
+            if self.cfg.MODEL.WEIGHTS:
+                DetectionCheckpointer(model).load(self.cfg.MODEL.WEIGHTS)
+            self._model = model.eval()
+        return self._model
+
+    # ---- shared by both passes ----
+    def _inputs(self, item: WorkItem) -> Tuple[ImagePseudoLabel, List[int], Dict]:
+        """The item's input pseudo-label, the indices of the objects to rank (area ratio >
+        MIN_OBJECT_AREA_RATIO; others are skipped) and the model input dict (image resized to the
+        network input, object masks resized alike).
+
+        Raises:
+            SkipItem: no object to rank, or the image cannot be read.
+        """
+        label = self.load_input(item)
+        area = float(label.height * label.width)
+        kept = [i for i, o in enumerate(label.objects)
+                if o.mask.sum() / area > self.cfg.PART_RANKING.MIN_OBJECT_AREA_RATIO]
+        if not kept:
+            raise SkipItem("no object above MIN_OBJECT_AREA_RATIO")
+        try:
+            image = read_image(label.file_name, self.cfg.INPUT.FORMAT)
+        except (OSError, ValueError) as e:
+            raise SkipItem(f"unreadable image: {e}") from None
+        if image.shape[:2] != (label.height, label.width):
+            raise SkipItem(f"image size {image.shape[:2]} != pseudo-label size "
+                           f"{(label.height, label.width)}")
+        aug = T.AugInput(image)
+        transforms = T.AugmentationList([T.ResizeShortestEdge(self.cfg.INPUT.MIN_SIZE_TEST,
+                                                              self.cfg.INPUT.MAX_SIZE_TEST)])(aug)
+        size = aug.image.shape[:2]
+        x = {"image": torch.as_tensor(np.ascontiguousarray(aug.image.transpose(2, 0, 1))),
+             "object_masks": _transform_masks([label.objects[i].mask for i in kept], transforms, size),
+             "height": label.height, "width": label.width}
+        return label, kept, x
+
+    # ---- gather: pass 1 ----
+    def gather(self, item: WorkItem) -> Dict[str, np.ndarray]:
+        """``{object class: float32 (S, D)}`` query features of the kept segments of the item's
+        objects (classes with no feature are left out)."""
+        label, kept, x = self._inputs(item)
+        feats = self.model([x])[0]["features"]
+        out: Dict[str, List[np.ndarray]] = {}
+        for i, f in zip(kept, feats):
+            if len(f):
+                out.setdefault(object_class(label.objects[i]), []).append(f.numpy().astype(np.float32))
+        return {c: np.concatenate(v) for c, v in out.items()}
+
+    # ---- reduce: clustering ----
+    def reduce_many(self, features: Dict[str, np.ndarray]) -> Dict[str, Dict[str, np.ndarray]]:
+        """Class-batched k-means; state ``{"centroids": float32 (K_c, D)}`` per class."""
+        pr = self.cfg.PART_RANKING
+        device = torch.device(self.cfg.MODEL.DEVICE)
+        cents = cluster_classes({c: torch.from_numpy(np.asarray(f)) for c, f in features.items()},
+                                pr.NUM_CLUSTERS, restarts=pr.KMEANS_RESTARTS, device=device,
+                                max_batch_bytes=int(pr.CLUSTER_BATCH_MB) << 20)
+        return {c: {"centroids": cents[c].numpy().astype(np.float32)} for c in features}
+
+    def reduce(self, class_code: str, features: np.ndarray) -> Dict[str, np.ndarray]:
+        return self.reduce_many({class_code: features})[class_code]
+
+    # ---- map: pass 2 ----
+    def process_with_state(self, item: WorkItem, states: Mapping[str, Dict[str, np.ndarray]]):
+        """The item's ``part_ranking`` pseudo-label."""
+        label, kept, x = self._inputs(item)
+        skipped = [{"index": label.object_indices()[i], "reason": "object below MIN_OBJECT_AREA_RATIO",
+                    "stage": self.NAME} for i in range(len(label.objects)) if i not in kept]
+        centroids = []
+        for i in kept:
+            state = states.get(object_class(label.objects[i]))
+            centroids.append(None if state is None else torch.from_numpy(state["centroids"]))
+        results = self.model([dict(x, centroids=centroids)])[0]["parts"]
+        objects, ratios = [], []
+        apply_mask = self.cfg.PART_RANKING.APPLY_MASKING_WITH_OBJECT_MASK
+        by_index = dict(zip(kept, results))
+        for i, obj in enumerate(label.objects):
+            res = by_index.get(i)
+            parts = []
+            if res is not None:
+                for m, s, lab in zip(res["masks"].numpy(), res["scores"].tolist(), res["labels"].tolist()):
+                    m = m & obj.mask if apply_mask else m
+                    if m.any():
+                        parts.append(PartLabel(m, int(lab), float(s)))
+            elif i in by_index:
+                skipped.append({"index": label.object_indices()[i], "stage": self.NAME,
+                                "reason": "no cluster classifier: no features in its class, or the "
+                                          "class is not in this partition"})
+            objects.append(ObjectLabel(obj.class_name, obj.mask, obj.class_code, obj.score, obj.bbox,
+                                       parts, obj.class_id))
+            ratios.append(part_ratios(parts, label.height, label.width))
+        config = {"PART_RANKING": {k: v for k, v in self.cfg.PART_RANKING.items()},
+                  "RATIOS": {"object_ratio": [r[0] for r in ratios], "part_ratios": [r[1] for r in ratios]}}
+        out = ImagePseudoLabel(label.file_name, label.image_id, label.height, label.width, self.NAME,
+                               objects, list(label.skipped_objects) + skipped, config, item.class_code)
+        return out

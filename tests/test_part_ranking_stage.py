@@ -1,0 +1,147 @@
+"""Stage 5 on the stage framework: class partitioning, a tiny run on real Pascal-Part images with a
+random-init tiny stage-4 model, label consistency within a class, kill + rerun."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import part_distillation.modeling  # noqa: F401
+from part_distillation.config import setup_cfg
+from part_distillation.data import resolve_dataset
+from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, decode_mask,
+                                                  list_pseudo_labels, load_pseudo_label,
+                                                  save_pseudo_label)
+from part_distillation.stages.base import WorkItem, partition_items
+from part_distillation.stages.part_ranking import PartRankingStage, part_ratios
+
+from .helpers import needs_shared
+
+K = 3
+
+
+def _cfg(*opts):
+    return setup_cfg("configs/part_ranking/tiny_cpu.yaml",
+                     ["MODEL.EFFICIENTNET.PRETRAINED", "False", "PART_RANKING.NUM_CLUSTERS", str(K),
+                      "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128", *opts])
+
+
+def test_partition_by_class_disjoint_and_complete():
+    items = [WorkItem(f"im{i}", f"c{i % 5}", None) for i in range(23)]
+    assert PartRankingStage.PARTITION_BY == "class"
+    for total in (1, 2, 3, 7):
+        parts = [partition_items(items, total, i, "class") for i in range(total)]
+        keys = [it.key for mine, _ in parts for it in mine]
+        assert sorted(keys) == sorted(it.key for it in items) and len(set(keys)) == len(keys)
+        owners = [owned for _, owned in parts]
+        assert set().union(*owners) == {f"c{i}" for i in range(5)}
+        assert sum(len(o) for o in owners) == 5  # each class owned by exactly one partition
+        for mine, owned in parts:
+            assert all(it.class_code in owned for it in mine)
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory):
+    """Stage-1-like pseudo-labels (GT object masks) of 3 real Pascal-Part images, plus a copy of
+    the first image under another id (same class: it must get the same labels)."""
+    d = str(tmp_path_factory.mktemp("s1"))
+    recs = resolve_dataset("pascal_part_examples")[:3]
+    labels = []
+    for r in recs:
+        objs = [ObjectLabel(o["class_name"], decode_mask(o["mask"]), o["class_name"],
+                            class_id=int(o.get("class_id", -1))) for o in r["objects"]]
+        labels.append(ImagePseudoLabel(r["file_name"], str(r["image_id"]), r["height"], r["width"],
+                                       "object_masks", objs))
+    dup = labels[0]
+    labels.append(ImagePseudoLabel(dup.file_name, dup.image_id + "_copy", dup.height, dup.width,
+                                   "object_masks", dup.objects))
+    for lab in labels:
+        save_pseudo_label(d, lab)
+    return d
+
+
+def _outputs(folder):
+    return {os.path.relpath(p, folder): json.load(open(p)) for p in list_pseudo_labels(folder)}
+
+
+@needs_shared
+def test_tiny_run_labels_consistent_and_kill_rerun_identical(stage1, tmp_path):
+    from detectron2.modeling import build_model
+
+    # a random-init tiny stage-4 model saved as its checkpoint (ProposalModel keys)
+    torch.manual_seed(1)
+    weights = str(tmp_path / "stage4.pth")
+    torch.save({"model": build_model(_cfg()).state_dict()}, weights)
+    cfg = _cfg("MODEL.WEIGHTS", weights)
+    clean = str(tmp_path / "clean")
+    summary = PartRankingStage(cfg, clean).run(stage1)
+    assert not summary.failed and summary.processed == 4
+    outs = _outputs(clean)
+    assert len(outs) == 4
+    n_parts = 0
+    for path in list_pseudo_labels(clean):
+        lab = load_pseudo_label(path, "part_ranking")
+        for obj in lab.objects:
+            if not obj.parts:
+                continue
+            labels = [p.label for p in obj.parts]
+            assert all(0 <= x < K for x in labels) and len(set(labels)) == len(labels)
+            seg = np.zeros(obj.mask.shape, int)
+            for p in obj.parts:
+                assert not (p.mask & ~obj.mask).any()  # inside the object
+                assert not (seg & p.mask).any()  # per-pixel: no overlap
+                seg |= p.mask
+            n_parts += len(obj.parts)
+        ratios = lab.config["RATIOS"]
+        assert len(ratios["object_ratio"]) == len(lab.objects)
+        assert ratios["part_ratios"][0] == pytest.approx(part_ratios(lab.objects[0].parts, lab.height, lab.width)[1])
+    assert n_parts > 0
+    # same class, same image under two ids: identical labels (one classifier per class)
+    files = {os.path.basename(p): p for p in list_pseudo_labels(clean)}
+    first = min(k for k in files if k.endswith("_copy.json")).replace("_copy", "")
+    a, b = load_pseudo_label(files[first]), load_pseudo_label(files[first.replace(".json", "_copy.json")])
+    for oa, ob in zip(a.objects, b.objects):
+        assert [p.label for p in oa.parts] == [p.label for p in ob.parts]
+        assert all((pa.mask == pb.mask).all() for pa, pb in zip(oa.parts, ob.parts))
+
+    # killed mid-gather, then mid-labelling; each rerun resumes; the result equals the clean run
+    class Killed(BaseException):
+        pass
+
+    class Killer(PartRankingStage):
+        budget = {"gather": 2, "process_with_state": 10**6}
+
+        def gather(self, item):
+            self.budget["gather"] -= 1
+            if self.budget["gather"] < 0:
+                raise Killed()
+            return super().gather(item)
+
+        def process_with_state(self, item, states):
+            self.budget["process_with_state"] -= 1
+            if self.budget["process_with_state"] < 0:
+                raise Killed()
+            return super().process_with_state(item, states)
+
+    killed = str(tmp_path / "killed")
+    with pytest.raises(Killed):
+        Killer(cfg, killed).run(stage1)
+    Killer.budget = {"gather": 10**6, "process_with_state": 2}
+    with pytest.raises(Killed):
+        Killer(cfg, killed).run(stage1)
+    assert 0 < len(list_pseudo_labels(killed)) < 4
+    again = PartRankingStage(cfg, killed).run(stage1)
+    assert again.resumed == 2 and again.processed == 2
+    assert _outputs(killed) == outs
+    shutil.rmtree(killed)
+
+
+def test_bad_config_values_are_named(tmp_path):
+    with pytest.raises(ValueError, match="CLASSIFIER_METRIC"):
+        PartRankingStage.validate_config(_cfg("PART_RANKING.CLASSIFIER_METRIC", "cosine"))
+    with pytest.raises(ValueError, match="NUM_CLUSTERS"):
+        PartRankingStage.validate_config(_cfg("PART_RANKING.NUM_CLUSTERS", "0"))
+    with pytest.raises(ValueError, match="DATASET_PATH"):
+        PartRankingStage(_cfg(), str(tmp_path)).list_items("")
