@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 
+from part_distillation.data.ground_truth import GTObject
 from part_distillation.evaluation.unsupervised import (
     UnsupervisedPartEvaluator, UnsupervisedPartMetric, part_vocabulary)
 
@@ -105,10 +106,8 @@ def test_bad_inputs_and_empty():
 def test_evaluator_round_trip_both_protocols():
     ev = UnsupervisedPartEvaluator(VOCAB, 2, distributed=False)
     gt = masks(row(0, 1, width=4), row(2, 3, width=4))
-    objects = [{"object_mask": np.ones((1, 4), bool), "gt_parts": gt,
-                "gt_part_names": ["head", "body"], "class_name": "dog"},
-               {"object_mask": np.ones((1, 4), bool), "gt_parts": gt,
-                "gt_part_names": ["head", "body"], "class_name": "dog"}]
+    objects = [GTObject("dog", "dog", 0, np.ones((1, 4), bool), gt, ["head", "body"],
+                        [VOCAB.index("head"), VOCAB.index("body")]) for _ in range(2)]
     outputs = [{"part_seg": [np.array([[2, 2, 1, 1]]), None]}]
     ev.process([{"objects": objects}], outputs)
     res = ev.evaluate()
@@ -140,7 +139,8 @@ def test_pseudo_label_folder_both_protocols(tmp_path):
     body[:, :2] = False
     spill = body.copy()
     spill[:, 4] = True  # body label spills outside the object: official counts it, clean not
-    records = [{"image_id": f"im{i}", "objects": [{"class_name": "cat", "mask": encode_mask(obj),
+    records = [{"file_name": "x.jpg", "image_id": f"im{i}", "height": 4, "width": 6,
+                "objects": [{"class_name": "cat", "class_code": "cat", "class_id": 0, "mask": encode_mask(obj),
                 "parts": [{"name": "head", "mask": encode_mask(head)},
                           {"name": "body", "mask": encode_mask(body)}]}]} for i in range(2)]
     for i in range(2):

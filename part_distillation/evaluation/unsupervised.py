@@ -47,7 +47,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import numpy as np
 from detectron2.evaluation import DatasetEvaluator
 
-from .evaluators import _gather_merged, _paired_objects, _to_bool_masks, _to_numpy
+from .evaluators import _gather_merged, _paired_objects, _to_numpy
 from .part_metrics import label_map_to_masks, mask_iou
 
 PROTOCOLS = ("official", "clean")
@@ -246,8 +246,8 @@ class UnsupervisedPartMetric:
 class UnsupervisedPartEvaluator(DatasetEvaluator):
     """detectron2 evaluator of the unsupervised protocol, both protocols at once.
 
-    Inputs carry ``objects`` as for :mod:`part_distillation.evaluation.evaluators` (``object_mask``,
-    ``gt_parts``, ``gt_part_names``, ``class_name``); each output holds ``output_key`` (default
+    Inputs carry ``objects`` as for :mod:`part_distillation.evaluation.evaluators` (validated
+    :class:`~part_distillation.data.ground_truth.GTObject` s); each output holds ``output_key`` (default
     ``"part_seg"``, as the stage-6 PartDistillationModel outputs): one (H, W) int label map per
     object, 0 = no part, ``c + 1`` = label c
     (None for an object the model did not label: counted as no prediction).
@@ -274,11 +274,9 @@ class UnsupervisedPartEvaluator(DatasetEvaluator):
     def process(self, inputs: List[Dict], outputs: List[Dict]) -> None:
         """Raises ValueError when an output's object count differs from the input's."""
         for obj, seg in _paired_objects(inputs, outputs, self._key):
-            gt = _to_bool_masks(obj["gt_parts"], "gt_parts")
-            mask = _to_bool_masks(obj["object_mask"], "object_mask")
-            seg = np.zeros(mask.shape, np.int64) if seg is None else _to_numpy(seg)
+            seg = np.zeros(obj.mask.shape, np.int64) if seg is None else _to_numpy(seg)
             for metric in self.metrics.values():
-                metric.add_label_map(obj["class_name"], seg, gt, list(obj["gt_part_names"]), mask)
+                metric.add_label_map(obj.class_name, seg, obj.parts, list(obj.part_names), obj.mask)
 
     def evaluate(self) -> Dict[str, Dict[str, float]]:
         merged = _gather_merged([self.metrics[p] for p in PROTOCOLS], self._distributed)
