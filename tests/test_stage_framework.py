@@ -286,3 +286,22 @@ def test_official_pickled_code_lists_and_single_class_code(tmp_path):
     recs[1]["objects"][0]["class_name"] = "other"
     assert ObjectMasksStage(cfg, str(tmp_path / "b")).run(recs).processed == 1
     assert sorted(os.listdir(tmp_path / "b")) == ["logs", "thing"]
+
+
+def test_evaluation_checks_the_files_stage(tmp_path):
+    from part_distillation.data.pseudo_labels import PseudoLabelError, PartLabel, ObjectLabel, save_pseudo_label
+    from part_distillation.stages.evaluate import evaluate_pseudo_labels
+
+    obj = np.zeros((20, 30), bool)
+    obj[2:18, 2:28] = True
+    rec = {"file_name": "x.jpg", "image_id": "x", "height": 20, "width": 30,
+           "objects": [{"class_name": "thing", "mask": encode_mask(obj), "parts": [{"name": "p", "mask": encode_mask(obj)}]}]}
+    folder = str(tmp_path / "s2")
+    save_pseudo_label(folder, ImagePseudoLabel("x.jpg", "x", 20, 30, "pixel_grouping",
+                                               [ObjectLabel("thing", obj, parts=[PartLabel(obj)])]))
+    assert evaluate_pseudo_labels(folder, [rec])["stage"] == "pixel_grouping"
+    with pytest.raises(PseudoLabelError, match="a 'pixel_grouping' pseudo-label where 'dense_crf' was expected"):
+        evaluate_pseudo_labels(folder, [rec], "dense_crf")
+    save_pseudo_label(folder, ImagePseudoLabel("y.jpg", "y", 20, 30, "dense_crf", [ObjectLabel("thing", obj)]))
+    with pytest.raises(PseudoLabelError, match="expected"):  # one folder, two stages
+        evaluate_pseudo_labels(folder, [rec])

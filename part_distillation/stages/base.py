@@ -62,6 +62,7 @@ import numpy as np
 from detectron2.utils.registry import Registry
 from tqdm import tqdm
 
+from ..data.images import image_id_of_path
 from ..data.pseudo_labels import (ImagePseudoLabel, class_code_of_dir, class_dir, list_pseudo_labels,
                                   load_pseudo_label, pseudo_label_path)
 from ..utils.io import atomic_write, atomic_write_json
@@ -281,8 +282,7 @@ class PseudoLabelInputStage(Stage):
 
     def list_items(self, inputs) -> List[WorkItem]:
         files = list_pseudo_labels(inputs) if isinstance(inputs, str) else list(inputs)
-        return [WorkItem(os.path.splitext(os.path.basename(p))[0],
-                         class_code_of_dir(os.path.basename(os.path.dirname(p))), p) for p in files]
+        return [WorkItem(image_id_of_path(p), class_code_of_dir(os.path.basename(os.path.dirname(p))), p) for p in files]
 
     def load_input(self, item: WorkItem) -> ImagePseudoLabel:
         """The item's input pseudo-label, checked to be an ``INPUT_STAGE`` file of that image id."""
