@@ -16,7 +16,10 @@ Two forms:
   ``reduce_many({class_code: (N_c, D)}) -> {class_code: {name: ndarray}}`` per class (classes
   batched up to ``gather_buffer_bytes`` of features; default calls ``reduce(class_code, features)``);
   then ``process_with_state(item, states)`` labels every item, ``states`` a read-only mapping
-  ``class_code -> {name: ndarray}`` (loaded lazily from disk). Each phase resumes on its own.
+  ``class_code -> {name: ndarray}`` (loaded lazily from disk; only classes this partition owns
+  and gathered features for: look classes up with ``in``). Each phase resumes on its own:
+  gathered chunks are kept (a kill loses at most the unflushed buffer), a class's state is kept
+  when it was reduced from as many features as are gathered now.
   The gather form needs ``PARTITION_BY = "class"`` (or one partition): a class's features must all
   be in its own partition.
 
