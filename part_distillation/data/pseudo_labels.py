@@ -36,6 +36,7 @@ Writes are atomic (:mod:`part_distillation.utils.io`); :func:`load_pseudo_label`
 :class:`PseudoLabelError` naming the file for a corrupt, truncated or foreign file, and
 :func:`is_complete` is what resuming shards use to decide whether an image is done.
 """
+import functools
 import json
 import os
 import urllib.parse
@@ -226,6 +227,7 @@ def primary_class_code(codes_and_areas: Sequence) -> str:
     return best
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def class_dir(class_code: str) -> str:
     """Safe, reversible folder name of a class code (percent-encoding of everything but letters,
     digits and ``-_.,+=@``; a leading dot and the reserved names ``logs``/``collages`` are encoded

@@ -43,6 +43,19 @@ file exists with the recorded size. No file is opened, no mask decoded (100K ite
 ``bench/bench_resume.py``). A torn last manifest line (kill mid-append) is ignored. Temp files of
 this partition's killed writes (``.<image_id>.json.<rand>.tmp``) are removed at start.
 
+Adding a stage (sketch)::
+
+    @register_stage
+    class MyStage(PseudoLabelInputStage):        # or Stage, with list_items(inputs)
+        NAME, CONFIG_NAMESPACE, INPUT_STAGE = "my_stage", "MY_STAGE", "dense_crf"
+        RECORDED_CONFIG = ("MY_STAGE", "MODEL")  # what determines the outputs
+        def process(self, item):
+            label = self.load_input(item)        # checked: INPUT_STAGE file of item.image_id
+            return dataclasses.replace(label, objects=...), {"my_counter": 1}
+
+plus ``add_stage_run_keys(cfg.MY_STAGE)`` in :mod:`part_distillation.config`; then
+``tools/run_stage.py --stage my_stage --input-dir ... --output-dir ...`` runs it.
+
 Resume guard: ``logs/config.json`` records every key of the subtrees in ``RECORDED_CONFIG`` except
 the run-control keys of :data:`RUN_KEYS`, plus the identity (path, size, SHA-1 of the first 4 MiB)
 of the weight files :meth:`Stage.weight_files` names; a later run with other settings raises
@@ -140,7 +153,11 @@ class Stage:
         ns = cfg[cls.CONFIG_NAMESPACE]
         if cls.PARTITION_BY not in ("image", "class"):
             raise ValueError(f"{cls.__name__}.PARTITION_BY must be 'image' or 'class'")
-        resolve_partition(ns.TOTAL_PARTITIONS, ns.PARTITION_INDEX)
+        try:
+            resolve_partition(ns.TOTAL_PARTITIONS, ns.PARTITION_INDEX)
+        except ValueError as e:
+            raise ValueError(f"{cls.CONFIG_NAMESPACE}.TOTAL_PARTITIONS / PARTITION_INDEX: {e} (stage {cls.NAME} "
+                             f"shards by its own namespace)") from None
 
     def list_items(self, inputs) -> List[WorkItem]:
         """All work items of ``inputs`` (every partition's)."""
