@@ -34,7 +34,6 @@ from part_distillation.data.pseudo_labels import (
 )
 from part_distillation.engine.trainer import Trainer, main
 from part_distillation.modeling.meta_arch.part_distillation_model import (
-    PartDistillationModel,
     filter_segments,
     merge_by_label,
 )

@@ -117,7 +117,8 @@ def test_stage_resumes_and_counts_failures(tmp_path):
     out = str(tmp_path / "s2")
     seg_fn = build_segmenter(cfg)
     first = PixelGroupingStage(cfg, out, seg_fn).run(s1).as_dict()
-    assert first["processed"] == 3 and sum(first["skipped"].values()) == 1
+    assert first["processed"] == 3 and first["skipped"] == {"unreadable image": 1}  # one counter, no path
+    assert first["skipped_items"][0]["item"] == "thing/im3" and "im3.png" in first["skipped_items"][0]["detail"]
     files = list_pseudo_labels(out)
     assert len(files) == 3 and load_pseudo_label(files[0]).stage == "pixel_grouping"
     assert len(load_pseudo_label(files[0]).objects[0].parts) >= 2

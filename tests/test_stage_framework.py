@@ -286,3 +286,69 @@ def test_official_pickled_code_lists_and_single_class_code(tmp_path):
     recs[1]["objects"][0]["class_name"] = "other"
     assert ObjectMasksStage(cfg, str(tmp_path / "b")).run(recs).processed == 1
     assert sorted(os.listdir(tmp_path / "b")) == ["logs", "thing"]
+
+
+def test_evaluation_checks_the_files_stage(tmp_path):
+    from part_distillation.data.pseudo_labels import PseudoLabelError, PartLabel, ObjectLabel, save_pseudo_label
+    from part_distillation.stages.evaluate import evaluate_pseudo_labels
+
+    obj = np.zeros((20, 30), bool)
+    obj[2:18, 2:28] = True
+    rec = {"file_name": "x.jpg", "image_id": "x", "height": 20, "width": 30,
+           "objects": [{"class_name": "thing", "mask": encode_mask(obj), "parts": [{"name": "p", "mask": encode_mask(obj)}]}]}
+    folder = str(tmp_path / "s2")
+    save_pseudo_label(folder, ImagePseudoLabel("x.jpg", "x", 20, 30, "pixel_grouping",
+                                               [ObjectLabel("thing", obj, parts=[PartLabel(obj)])]))
+    assert evaluate_pseudo_labels(folder, [rec])["stage"] == "pixel_grouping"
+    with pytest.raises(PseudoLabelError, match="a 'pixel_grouping' pseudo-label where 'dense_crf' was expected"):
+        evaluate_pseudo_labels(folder, [rec], "dense_crf")
+    save_pseudo_label(folder, ImagePseudoLabel("y.jpg", "y", 20, 30, "dense_crf", [ObjectLabel("thing", obj)]))
+    with pytest.raises(PseudoLabelError, match="expected"):  # one folder, two stages
+        evaluate_pseudo_labels(folder, [rec])
+
+
+def test_kill_9_mid_stage_then_rerun_gives_identical_files(tmp_path):
+    """A real SIGKILL of the stage-3 tool while it writes; the rerun finishes the rest and every
+    file equals an uninterrupted run's, byte for byte."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from part_distillation.data.pseudo_labels import ObjectLabel, PartLabel, save_pseudo_label
+
+    rng = np.random.default_rng(0)
+    obj = np.zeros((96, 128), bool)
+    obj[8:88, 8:120] = True
+    s2 = str(tmp_path / "s2")
+    for i in range(16):
+        img = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
+        Image.fromarray(img).save(tmp_path / f"im{i:02d}.png")
+        seg = rng.integers(1, 4, (96, 128))
+        parts = [PartLabel(obj & (seg == k)) for k in (1, 2, 3)]
+        save_pseudo_label(s2, ImagePseudoLabel(str(tmp_path / f"im{i:02d}.png"), f"im{i:02d}", 96, 128,
+                                               "pixel_grouping", [ObjectLabel("thing", obj, parts=parts)],
+                                               config={"INPUT_SIZE": [96, 128]}))
+    tool = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "dense_crf.py")
+
+    def cmd(out):
+        return [sys.executable, tool, "--input-dir", s2, "--output-dir", out, "DENSE_CRF.NUM_WORKERS", "1",
+                "DENSE_CRF.NUM_ITERS", "20"]
+
+    killed = str(tmp_path / "killed")
+    proc = subprocess.Popen(cmd(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = os.path.join(killed, "logs", "done", "0of1.tsv")
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.isfile(manifest) and open(manifest).read().count("\n") >= 2:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = open(manifest).read().count("\n")
+    assert 2 <= done_before < 16, "the kill must land mid-run"
+    assert subprocess.run(cmd(killed), capture_output=True).returncode == 0
+    summary = json.load(open(os.path.join(killed, "logs", "summary_0of1.json")))
+    assert summary["resumed"] == done_before and summary["processed"] == 16 - done_before
+    DenseCRFStage(_cfg("DENSE_CRF.NUM_ITERS", "20"), str(tmp_path / "ref")).run(s2, workers=1)
+    assert _tree(killed) == _tree(str(tmp_path / "ref")) and len(_tree(killed)) == 16

@@ -36,16 +36,18 @@ Writes are atomic (:mod:`part_distillation.utils.io`); :func:`load_pseudo_label`
 :class:`PseudoLabelError` naming the file for a corrupt, truncated or foreign file, and
 :func:`is_complete` is what resuming shards use to decide whether an image is done.
 """
+import functools
 import json
 import os
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pycocotools.mask as mask_util
 
 from ..utils.io import atomic_write_json
+from .images import image_id_of_path
 
 SCHEMA = "part_distillation/pseudo_label"
 VERSION = 1
@@ -69,12 +71,22 @@ def decode_mask(rle: dict) -> np.ndarray:
     return mask_util.decode(_coco_rle(rle)).astype(bool)
 
 
+def mask_box_slices(mask: np.ndarray, margin: int = 0) -> Tuple[slice, slice]:
+    """Row and column slices of the bounding box of a non-empty (H, W) bool mask, grown by
+    ``margin`` pixels on each side and clipped to the mask. Raises ``ValueError`` if it is empty."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if not len(rows):
+        raise ValueError("bounding box of an empty mask")
+    return (slice(max(int(rows[0]) - margin, 0), min(int(rows[-1]) + 1 + margin, mask.shape[0])),
+            slice(max(int(cols[0]) - margin, 0), min(int(cols[-1]) + 1 + margin, mask.shape[1])))
+
+
 def mask_to_box(mask: np.ndarray) -> List[float]:
     """Tight ``XYXY`` box (absolute pixels, exclusive max) of a bool mask; zeros if empty."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
+    if not mask.any():
         return [0.0, 0.0, 0.0, 0.0]
-    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+    ys, xs = mask_box_slices(mask)
+    return [float(xs.start), float(ys.start), float(xs.stop), float(ys.stop)]
 
 
 @dataclass
@@ -215,6 +227,7 @@ def primary_class_code(codes_and_areas: Sequence) -> str:
     return best
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def class_dir(class_code: str) -> str:
     """Safe, reversible folder name of a class code (percent-encoding of everything but letters,
     digits and ``-_.,+=@``; a leading dot and the reserved names ``logs``/``collages`` are encoded
@@ -309,7 +322,7 @@ def _coco_rle(rle: dict) -> dict:
 
 
 def _check_identity(path: str, image_id: str, found_stage: str, stage: Optional[str]) -> None:
-    stem = os.path.splitext(os.path.basename(path))[0]
+    stem = image_id_of_path(path)
     if image_id != stem:
         raise PseudoLabelError(f"{path}: holds image id {image_id!r}, not the file's name {stem!r} "
                                "(renamed or copied file)")

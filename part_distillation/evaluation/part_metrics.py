@@ -15,7 +15,7 @@ Conventions shared by every function here:
 
 Per-object functions return fractions in [0, 1]; the accumulators' ``summarize`` report percent.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment

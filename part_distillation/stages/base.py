@@ -16,7 +16,10 @@ Two forms:
   ``reduce_many({class_code: (N_c, D)}) -> {class_code: {name: ndarray}}`` per class (classes
   batched up to ``gather_buffer_bytes`` of features; default calls ``reduce(class_code, features)``);
   then ``process_with_state(item, states)`` labels every item, ``states`` a read-only mapping
-  ``class_code -> {name: ndarray}`` (loaded lazily from disk). Each phase resumes on its own.
+  ``class_code -> {name: ndarray}`` (loaded lazily from disk; only classes this partition owns
+  and gathered features for: look classes up with ``in``). Each phase resumes on its own:
+  gathered chunks are kept (a kill loses at most the unflushed buffer), a class's state is kept
+  when it was reduced from as many features as are gathered now.
   The gather form needs ``PARTITION_BY = "class"`` (or one partition): a class's features must all
   be in its own partition.
 
@@ -40,6 +43,19 @@ file exists with the recorded size. No file is opened, no mask decoded (100K ite
 ``bench/bench_resume.py``). A torn last manifest line (kill mid-append) is ignored. Temp files of
 this partition's killed writes (``.<image_id>.json.<rand>.tmp``) are removed at start.
 
+Adding a stage (sketch)::
+
+    @register_stage
+    class MyStage(PseudoLabelInputStage):        # or Stage, with list_items(inputs)
+        NAME, CONFIG_NAMESPACE, INPUT_STAGE = "my_stage", "MY_STAGE", "dense_crf"
+        RECORDED_CONFIG = ("MY_STAGE", "MODEL")  # what determines the outputs
+        def process(self, item):
+            label = self.load_input(item)        # checked: INPUT_STAGE file of item.image_id
+            return dataclasses.replace(label, objects=...), {"my_counter": 1}
+
+plus ``add_stage_run_keys(cfg.MY_STAGE)`` in :mod:`part_distillation.config`; then
+``tools/run_stage.py --stage my_stage --input-dir ... --output-dir ...`` runs it.
+
 Resume guard: ``logs/config.json`` records every key of the subtrees in ``RECORDED_CONFIG`` except
 the run-control keys of :data:`RUN_KEYS`, plus the identity (path, size, SHA-1 of the first 4 MiB)
 of the weight files :meth:`Stage.weight_files` names; a later run with other settings raises
@@ -62,6 +78,7 @@ import numpy as np
 from detectron2.utils.registry import Registry
 from tqdm import tqdm
 
+from ..data.images import image_id_of_path
 from ..data.pseudo_labels import (ImagePseudoLabel, class_code_of_dir, class_dir, list_pseudo_labels,
                                   load_pseudo_label, pseudo_label_path)
 from ..utils.io import atomic_write, atomic_write_json
@@ -136,7 +153,11 @@ class Stage:
         ns = cfg[cls.CONFIG_NAMESPACE]
         if cls.PARTITION_BY not in ("image", "class"):
             raise ValueError(f"{cls.__name__}.PARTITION_BY must be 'image' or 'class'")
-        resolve_partition(ns.TOTAL_PARTITIONS, ns.PARTITION_INDEX)
+        try:
+            resolve_partition(ns.TOTAL_PARTITIONS, ns.PARTITION_INDEX)
+        except ValueError as e:
+            raise ValueError(f"{cls.CONFIG_NAMESPACE}.TOTAL_PARTITIONS / PARTITION_INDEX: {e} (stage {cls.NAME} "
+                             f"shards by its own namespace)") from None
 
     def list_items(self, inputs) -> List[WorkItem]:
         """All work items of ``inputs`` (every partition's)."""
@@ -281,8 +302,7 @@ class PseudoLabelInputStage(Stage):
 
     def list_items(self, inputs) -> List[WorkItem]:
         files = list_pseudo_labels(inputs) if isinstance(inputs, str) else list(inputs)
-        return [WorkItem(os.path.splitext(os.path.basename(p))[0],
-                         class_code_of_dir(os.path.basename(os.path.dirname(p))), p) for p in files]
+        return [WorkItem(image_id_of_path(p), class_code_of_dir(os.path.basename(os.path.dirname(p))), p) for p in files]
 
     def load_input(self, item: WorkItem) -> ImagePseudoLabel:
         """The item's input pseudo-label, checked to be an ``INPUT_STAGE`` file of that image id."""

@@ -24,7 +24,7 @@ import numpy as np
 from detectron2.data import transforms as T
 
 from ..data.images import read_image_or_skip
-from ..data.pseudo_labels import PseudoLabelError, load_pseudo_label
+from ..data.pseudo_labels import PseudoLabelError, load_pseudo_label, mask_box_slices
 from .base import PseudoLabelInputStage, register_stage
 from .pixel_grouping import _renumber, segments_to_parts
 
@@ -64,13 +64,6 @@ def crf_refine(image: np.ndarray, labels: np.ndarray, object_mask: np.ndarray, n
     if mode == "official":
         return full, moved
     return np.where(object_mask, q[1:].argmax(0) + 1, 0).astype(np.int32), moved
-
-
-def _crop_box(mask: np.ndarray, margin: int) -> Tuple[slice, slice]:
-    ys, xs = np.nonzero(mask)
-    y0, y1 = max(ys.min() - margin, 0), min(ys.max() + 1 + margin, mask.shape[0])
-    x0, x1 = max(xs.min() - margin, 0), min(xs.max() + 1 + margin, mask.shape[1])
-    return slice(y0, y1), slice(x0, x1)
 
 
 def _nearest_index(n_in: int, n_out: int) -> np.ndarray:
@@ -118,7 +111,7 @@ class CRFImageWorker:
             seg = _resize_nearest(obj.part_label_map(), size)
             # every cell an object pixel reads back from, so that keep_parts labels all of them
             omask = _cells_of(obj.mask, size)
-            ys, xs = _crop_box(omask, self.margin)
+            ys, xs = mask_box_slices(omask, self.margin)
             n = int(seg.max()) + 1
             refined = np.zeros(size, np.int32)
             refined[ys, xs], obj_moved = crf_refine(small[ys, xs], seg[ys, xs], omask[ys, xs], n,

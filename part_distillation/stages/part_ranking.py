@@ -52,7 +52,6 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import transforms as T
 

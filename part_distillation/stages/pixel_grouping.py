@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.images import read_image_or_skip
-from ..data.pseudo_labels import PartLabel
+from ..data.pseudo_labels import PartLabel, mask_box_slices
 from ..modeling.kmeans import batched_kmeans
 from .base import PseudoLabelInputStage, register_stage
 
@@ -165,8 +165,8 @@ def _renumber(seg: np.ndarray) -> np.ndarray:
 def grid_segments(mask: np.ndarray, rows: int = 2, cols: int = 2) -> np.ndarray:
     """Baseline without learning: the object's bounding box split into ``rows x cols`` equal
     cells, intersected with the mask -> int32 (H, W) label map (0 outside, ids renumbered)."""
-    ys, xs = np.nonzero(mask)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    ys, xs = mask_box_slices(mask)
+    y0, y1, x0, x1 = ys.start, ys.stop, xs.start, xs.stop
     yy, xx = np.mgrid[: mask.shape[0], : mask.shape[1]]
     r = np.clip((yy - y0) * rows // max(y1 - y0, 1), 0, rows - 1)
     c = np.clip((xx - x0) * cols // max(x1 - x0, 1), 0, cols - 1)
