@@ -295,7 +295,7 @@ def test_evaluation_checks_the_files_stage(tmp_path):
     obj = np.zeros((20, 30), bool)
     obj[2:18, 2:28] = True
     rec = {"file_name": "x.jpg", "image_id": "x", "height": 20, "width": 30,
-           "objects": [{"class_name": "thing", "mask": encode_mask(obj), "parts": [{"name": "p", "mask": encode_mask(obj)}]}]}
+           "objects": [{"class_name": "thing", "class_code": "thing", "class_id": 0, "mask": encode_mask(obj), "parts": [{"name": "p", "mask": encode_mask(obj)}]}]}
     folder = str(tmp_path / "s2")
     save_pseudo_label(folder, ImagePseudoLabel("x.jpg", "x", 20, 30, "pixel_grouping",
                                                [ObjectLabel("thing", obj, parts=[PartLabel(obj)])]))
