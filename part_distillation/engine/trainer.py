@@ -18,6 +18,8 @@ from detectron2.data import build_detection_train_loader, get_detection_dataset_
 from detectron2.engine import DefaultTrainer, default_setup
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.solver.build import maybe_add_gradient_clipping, reduce_param_groups
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 from detectron2.solver.lr_scheduler import LRMultiplier, WarmupParamScheduler
 from fvcore.common.param_scheduler import MultiStepParamScheduler, ParamScheduler
 from torch import nn
@@ -29,7 +31,13 @@ from part_distillation.data.proposal_dataset import (
     build_train_mapper,
     register_proposal_train_datasets,
 )
+from part_distillation.data.supervised_dataset import (
+    check_num_classes,
+    load_supervised_train_dicts,
+    part_class_names,
+)
 from part_distillation.evaluation.evaluators import PartProposalEvaluator, PartSegmentEvaluator
+from part_distillation.evaluation.supervised import SupervisedPartEvaluator
 import part_distillation.modeling  # noqa: F401  (registers backbones, heads and ProposalModel)
 
 logger = logging.getLogger(__name__)
@@ -156,17 +164,54 @@ def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> LRMultiplier:
     return LRMultiplier(optimizer, multiplier=sched, max_iter=s.MAX_ITER)
 
 
+def training_task(cfg) -> str:
+    """What the config trains and evaluates; the one place where the trainer's data and
+    evaluators are chosen from the config:
+
+    * ``"proposal"``: stage-4 ProposalModel on pseudo-label folders; AR@K + segment evaluators;
+    * ``"supervised"``: SupervisedModel (per-class) on DATASETS.TRAIN ground truth (few-shot
+      subset); :class:`SupervisedPartEvaluator` (mIoU over the part taxonomy);
+    * ``"supervised_agnostic"``: SupervisedModel with SUPERVISED_MODEL.CLASS_AGNOSTIC_LEARNING or
+      CLASS_AGNOSTIC_INFERENCE: ground-truth training data, stage-4 evaluators.
+
+    The training mapper is INPUT.DATASET_MAPPER_NAME (``"part_supervised"`` for SupervisedModel).
+    """
+    if cfg.MODEL.META_ARCHITECTURE != "SupervisedModel":
+        return "proposal"
+    sm = cfg.SUPERVISED_MODEL
+    return "supervised_agnostic" if sm.CLASS_AGNOSTIC_LEARNING or sm.CLASS_AGNOSTIC_INFERENCE else "supervised"
+
+
+def evaluation_part_classes(cfg, dataset_name: str) -> List[str]:
+    """Part taxonomy of ``dataset_name`` for per-class evaluation.
+
+    Raises:
+        ValueError: DATASETS.TRAIN uses another taxonomy (class ids would mean different parts), or
+            MODEL.SEM_SEG_HEAD.NUM_CLASSES is smaller than the taxonomy.
+    """
+    classes = part_class_names(dataset_name)
+    for train_name in cfg.DATASETS.TRAIN:
+        if part_class_names(train_name) != classes:
+            raise ValueError(f"part taxonomy of test dataset '{dataset_name}' differs from that of "
+                             f"training dataset '{train_name}'")
+    check_num_classes(cfg, classes)
+    return classes
+
+
 class Trainer(DefaultTrainer):
-    """detectron2 ``DefaultTrainer`` for ProposalModel (MODEL.META_ARCHITECTURE) with the stage-4
-    loaders, optimizer, schedule and part evaluators."""
+    """detectron2 ``DefaultTrainer`` for ProposalModel and SupervisedModel (MODEL.META_ARCHITECTURE)
+    with the stage-4 loaders, optimizer, schedule and part evaluators."""
 
     @classmethod
     def build_train_loader(cls, cfg):
-        """Pseudo-label folders of PROPOSAL_LEARNING (or DATASETS.TRAIN) through the
-        INPUT.DATASET_MAPPER_NAME mapper, SOLVER.IMS_PER_BATCH images per step (square crops,
+        """Pseudo-label folders of PROPOSAL_LEARNING (or DATASETS.TRAIN), or for SupervisedModel the
+        ground-truth DATASETS.TRAIN (:func:`load_supervised_train_dicts`; see
+        :func:`training_task`), through the INPUT.DATASET_MAPPER_NAME mapper, SOLVER.IMS_PER_BATCH images per step (square crops,
         so no aspect-ratio grouping)."""
-        names = register_proposal_train_datasets(cfg)
-        dicts = get_detection_dataset_dicts(names, filter_empty=False)
+        if training_task(cfg) == "proposal":
+            dicts = get_detection_dataset_dicts(register_proposal_train_datasets(cfg), filter_empty=False)
+        else:
+            dicts = load_supervised_train_dicts(cfg)
         return build_detection_train_loader(dicts, mapper=build_train_mapper(cfg),
                                             total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
                                             aspect_ratio_grouping=False,
@@ -182,7 +227,9 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name: str, output_folder: Optional[str] = None):
         """Proposal AR@K (:class:`PartProposalEvaluator`) and per-object segment metrics
-        (:class:`PartSegmentEvaluator`) for datasets with ``evaluator_type == "part"``.
+        (:class:`PartSegmentEvaluator`) for datasets with ``evaluator_type == "part"``; for the
+        per-class SupervisedModel (:func:`training_task` ``"supervised"``) the part-class mIoU of
+        :class:`SupervisedPartEvaluator` over :func:`evaluation_part_classes`.
 
         Raises:
             ValueError: the dataset has no part ground truth.
@@ -191,6 +238,8 @@ class Trainer(DefaultTrainer):
         if evaluator_type != "part":
             raise ValueError(f"dataset '{dataset_name}' has no part ground truth "
                              f"(evaluator_type={evaluator_type!r}); remove it from DATASETS.TEST")
+        if training_task(cfg) == "supervised":
+            return SupervisedPartEvaluator(evaluation_part_classes(cfg, dataset_name))
         return DatasetEvaluators([PartProposalEvaluator(), PartSegmentEvaluator()])
 
     @classmethod
@@ -207,7 +256,8 @@ class Trainer(DefaultTrainer):
 def setup(args):
     """Config from ``args.config_file`` + ``args.opts`` (:func:`setup_cfg`), AMP switched off
     (with a warning) unless MODEL.DEVICE is CUDA and CUDA is available, then detectron2's
-    ``default_setup`` (logging, OUTPUT_DIR/config.yaml, seeding)."""
+    ``default_setup`` (logging, OUTPUT_DIR/config.yaml, seeding) and the ``part_distillation``
+    logger (console + OUTPUT_DIR/log.txt)."""
     cfg = setup_cfg(args.config_file, args.opts, freeze=False)
     amp_off = cfg.SOLVER.AMP.ENABLED and not (cfg.MODEL.DEVICE.startswith("cuda")
                                               and torch.cuda.is_available())
@@ -215,6 +265,8 @@ def setup(args):
         cfg.SOLVER.AMP.ENABLED = False
     cfg.freeze()
     default_setup(cfg, args)
+    # our modules log under "part_distillation" (e.g. the few-shot image ids): same files as detectron2
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="part_distillation", abbrev_name="pd")
     if amp_off:
         logging.getLogger("part_distillation").warning(
             "SOLVER.AMP.ENABLED needs CUDA (MODEL.DEVICE=%s, cuda available=%s): AMP disabled",

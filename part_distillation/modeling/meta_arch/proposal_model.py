@@ -64,6 +64,29 @@ def freeze_parameters(model: nn.Module, prefixes: Sequence[str]) -> Tuple[int, i
     return tensors, values
 
 
+def build_criterion(cfg, num_classes: int) -> SetCriterion:
+    """Mask2Former's :class:`SetCriterion` (with its :class:`HungarianMatcher`) for
+    ``num_classes`` foreground classes.
+
+    Matching costs and loss weights are MODEL.MASK_FORMER.{CLASS,MASK,DICE}_WEIGHT (official: the
+    same numbers weigh both), with ``_{i}`` copies for the DEC_LAYERS - 1 auxiliary predictions
+    when DEEP_SUPERVISION; NO_OBJECT_WEIGHT, TRAIN_NUM_POINTS, OVERSAMPLE_RATIO and
+    IMPORTANCE_SAMPLE_RATIO as named.
+    """
+    mf = cfg.MODEL.MASK_FORMER
+    matcher = HungarianMatcher(cost_class=mf.CLASS_WEIGHT, cost_mask=mf.MASK_WEIGHT,
+                               cost_dice=mf.DICE_WEIGHT, num_points=mf.TRAIN_NUM_POINTS)
+    weights = {"loss_ce": mf.CLASS_WEIGHT, "loss_mask": mf.MASK_WEIGHT, "loss_dice": mf.DICE_WEIGHT}
+    weight_dict = dict(weights)
+    if mf.DEEP_SUPERVISION:
+        for i in range(mf.DEC_LAYERS - 1):
+            weight_dict.update({f"{k}_{i}": v for k, v in weights.items()})
+    return SetCriterion(
+        num_classes=num_classes, matcher=matcher, weight_dict=weight_dict, eos_coef=mf.NO_OBJECT_WEIGHT,
+        losses=("labels", "masks"), num_points=mf.TRAIN_NUM_POINTS,
+        oversample_ratio=mf.OVERSAMPLE_RATIO, importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO)
+
+
 @META_ARCH_REGISTRY.register()
 class ProposalModel(nn.Module):
     """Mask2Former with NUM_CLASSES = 1 ("part" vs. no-object) for part proposals.
@@ -147,9 +170,7 @@ class ProposalModel(nn.Module):
         TEST.DETECTIONS_PER_IMAGE and PROPOSAL_LEARNING.{APPLY_MASKING_WITH_OBJECT_MASK,
         OUTPUT_MODE, MIN_AREA_RATIO, MIN_SCORE}.
 
-        Matching costs and loss weights are MASK_FORMER.{CLASS,MASK,DICE}_WEIGHT (official: the
-        same numbers weigh both), with ``_{i}`` copies for the DEC_LAYERS - 1 auxiliary
-        predictions when DEEP_SUPERVISION.
+        Criterion: :func:`build_criterion` with one class.
 
         Raises:
             ValueError: MODEL.SEM_SEG_HEAD.NUM_CLASSES is not 1.
@@ -160,17 +181,7 @@ class ProposalModel(nn.Module):
         mf = cfg.MODEL.MASK_FORMER
         backbone = build_backbone(cfg)
         head = build_sem_seg_head(cfg, backbone.output_shape())
-        matcher = HungarianMatcher(cost_class=mf.CLASS_WEIGHT, cost_mask=mf.MASK_WEIGHT,
-                                   cost_dice=mf.DICE_WEIGHT, num_points=mf.TRAIN_NUM_POINTS)
-        weights = {"loss_ce": mf.CLASS_WEIGHT, "loss_mask": mf.MASK_WEIGHT, "loss_dice": mf.DICE_WEIGHT}
-        weight_dict = dict(weights)
-        if mf.DEEP_SUPERVISION:
-            for i in range(mf.DEC_LAYERS - 1):
-                weight_dict.update({f"{k}_{i}": v for k, v in weights.items()})
-        criterion = SetCriterion(
-            num_classes=1, matcher=matcher, weight_dict=weight_dict, eos_coef=mf.NO_OBJECT_WEIGHT,
-            losses=("labels", "masks"), num_points=mf.TRAIN_NUM_POINTS,
-            oversample_ratio=mf.OVERSAMPLE_RATIO, importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO)
+        criterion = build_criterion(cfg, num_classes=1)
         pl = cfg.PROPOSAL_LEARNING
         return {
             "backbone": backbone,
@@ -239,12 +250,18 @@ class ProposalModel(nn.Module):
                             "masks": padded})
         return targets
 
+    @staticmethod
+    def foreground_probs(pred_logits: torch.Tensor) -> torch.Tensor:
+        """(B, Q, K + 1) class logits -> (B, Q) float probability of any foreground class
+        (sum of the K foreground softmax probabilities; with K = 1 the "part" probability)."""
+        return pred_logits.float().softmax(-1)[..., :-1].sum(-1)
+
     @torch.no_grad()
     def inference(self, batched_inputs: List[Dict], images: ImageList, outputs: Dict) -> List[Dict]:
         """Per-image, per-object proposals from the decoder outputs (CPU tensors)."""
         mask_logits = F.interpolate(outputs["pred_masks"], size=images.tensor.shape[-2:],
                                     mode="bilinear", align_corners=False)
-        part_probs = outputs["pred_logits"].float().softmax(-1)[..., 0]  # (B, Q)
+        part_probs = self.foreground_probs(outputs["pred_logits"])  # (B, Q)
         results = []
         for i, x in enumerate(batched_inputs):
             if "object_masks" not in x:
