@@ -18,9 +18,9 @@ from detectron2.data import build_detection_train_loader, get_detection_dataset_
 from detectron2.engine import DefaultTrainer, default_setup
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.solver.build import maybe_add_gradient_clipping, reduce_param_groups
+from detectron2.solver.lr_scheduler import LRMultiplier, WarmupParamScheduler
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
-from detectron2.solver.lr_scheduler import LRMultiplier, WarmupParamScheduler
 from fvcore.common.param_scheduler import MultiStepParamScheduler, ParamScheduler
 from torch import nn
 
@@ -206,8 +206,8 @@ class Trainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         """Pseudo-label folders of PROPOSAL_LEARNING (or DATASETS.TRAIN), or for SupervisedModel the
         ground-truth DATASETS.TRAIN (:func:`load_supervised_train_dicts`; see
-        :func:`training_task`), through the INPUT.DATASET_MAPPER_NAME mapper, SOLVER.IMS_PER_BATCH images per step (square crops,
-        so no aspect-ratio grouping)."""
+        :func:`training_task`), through the INPUT.DATASET_MAPPER_NAME mapper, SOLVER.IMS_PER_BATCH
+        images per step (square crops, so no aspect-ratio grouping)."""
         if training_task(cfg) == "proposal":
             dicts = get_detection_dataset_dicts(register_proposal_train_datasets(cfg), filter_empty=False)
         else:
