@@ -309,6 +309,13 @@ def add_part_distillation_config(cfg: CN) -> None:
     cd.CITYSCAPES_PART.ANNOTATIONS_DIRNAME = ""  # gtFine/ (gtFinePanopticParts/ is its sibling)
     cd.CITYSCAPES_PART.DEBUG = False
 
+    # ---- supervised / few-shot baselines (SupervisedModel, data/supervised_dataset.py) ----
+    sm = cfg.SUPERVISED_MODEL = CN()
+    sm.USE_PER_PIXEL_LABEL = False  # class-agnostic inference: per-pixel segments, not top-k masks
+    sm.APPLY_MASKING_WITH_OBJECT_MASK = True
+    sm.CLASS_AGNOSTIC_LEARNING = False  # train every GT part as class 0 (supervised proposals)
+    sm.CLASS_AGNOSTIC_INFERENCE = False  # output class-agnostic proposals (AR / best-match mIoU)
+
     fs = cfg.FEWSHOT_LEARNING = CN()
     fs.LABEL_PERCENTAGE = 100  # training splits keep this % of images (seed-1234 shuffle, official)
 

@@ -22,6 +22,8 @@ from detectron2.engine import DefaultTrainer, default_setup
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.solver.build import maybe_add_gradient_clipping, reduce_param_groups
 from detectron2.projects.deeplab import build_lr_scheduler as build_deeplab_lr_scheduler
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 from torch import nn
 
 import part_distillation.data  # noqa: F401  (registers the built-in datasets)
@@ -37,8 +39,14 @@ from part_distillation.data.proposal_dataset import (
     build_train_mapper,
     register_proposal_train_datasets,
 )
+from part_distillation.data.supervised_dataset import (
+    check_num_classes,
+    load_supervised_train_dicts,
+    part_class_names,
+)
 from part_distillation.evaluation.evaluators import PartProposalEvaluator, PartSegmentEvaluator
 from part_distillation.evaluation.unsupervised import UnsupervisedPartEvaluator, part_vocabulary
+from part_distillation.evaluation.supervised import SupervisedPartEvaluator
 import part_distillation.modeling  # noqa: F401  (registers backbones, heads and ProposalModel)
 from part_distillation.modeling.meta_arch.proposal_model import output_mode_for
 from .checkpoint import AtomicCheckpointer
@@ -168,30 +176,65 @@ def _with_test_sets(cfg, names: List[str]):
     return cfg
 
 
-def is_part_distillation(cfg) -> bool:
-    """True for stage 6 (INPUT.DATASET_MAPPER_NAME "part_distillation"): stage-5 folders of
-    PART_DISTILLATION, :class:`PartDistillationDatasetMapper` and
-    :class:`PartDistillationEvalDatasetMapper`; otherwise the stage-4 data."""
-    return cfg.INPUT.DATASET_MAPPER_NAME == "part_distillation"
+def training_task(cfg) -> str:
+    """What the config trains and evaluates; the one place where the trainer's data and
+    evaluators are chosen from the config:
+
+    * ``"proposal"``: stage-4 ProposalModel on pseudo-label folders; AR@K + segment evaluators;
+    * ``"part_distillation"``: stage 6 (INPUT.DATASET_MAPPER_NAME "part_distillation"), stage-5
+      folders of PART_DISTILLATION; the stage-4 evaluators plus the unsupervised protocol;
+    * ``"supervised"``: SupervisedModel (per-class) on DATASETS.TRAIN ground truth (few-shot
+      subset); :class:`SupervisedPartEvaluator` (mIoU over the part taxonomy);
+    * ``"supervised_agnostic"``: SupervisedModel with SUPERVISED_MODEL.CLASS_AGNOSTIC_LEARNING or
+      CLASS_AGNOSTIC_INFERENCE: ground-truth training data, stage-4 evaluators.
+
+    The training mapper is INPUT.DATASET_MAPPER_NAME (``"part_supervised"`` for SupervisedModel).
+    """
+    if cfg.INPUT.DATASET_MAPPER_NAME == "part_distillation":
+        return "part_distillation"
+    if cfg.MODEL.META_ARCHITECTURE != "SupervisedModel":
+        return "proposal"
+    sm = cfg.SUPERVISED_MODEL
+    return "supervised_agnostic" if sm.CLASS_AGNOSTIC_LEARNING or sm.CLASS_AGNOSTIC_INFERENCE else "supervised"
+
+
+def evaluation_part_classes(cfg, dataset_name: str) -> List[str]:
+    """Part taxonomy of ``dataset_name`` for per-class evaluation.
+
+    Raises:
+        ValueError: DATASETS.TRAIN uses another taxonomy (class ids would mean different parts), or
+            MODEL.SEM_SEG_HEAD.NUM_CLASSES is smaller than the taxonomy.
+    """
+    classes = part_class_names(dataset_name)
+    for train_name in cfg.DATASETS.TRAIN:
+        if part_class_names(train_name) != classes:
+            raise ValueError(f"part taxonomy of test dataset '{dataset_name}' differs from that of "
+                             f"training dataset '{train_name}'")
+    check_num_classes(cfg, classes)
+    return classes
 
 
 class Trainer(DefaultTrainer):
-    """detectron2 ``DefaultTrainer`` for ProposalModel / PartDistillationModel
-    (MODEL.META_ARCHITECTURE) with the stage-4 or stage-6 loaders (by INPUT.DATASET_MAPPER_NAME),
-    optimizer, schedule and part evaluators."""
+    """detectron2 ``DefaultTrainer`` for ProposalModel, PartDistillationModel and SupervisedModel
+    (MODEL.META_ARCHITECTURE); :func:`training_task` picks the loaders and evaluators."""
 
     @classmethod
     def build_train_loader(cls, cfg):
-        """Pseudo-label folders of PROPOSAL_LEARNING or, for stage 6, PART_DISTILLATION (or
-        DATASETS.TRAIN) through the INPUT.DATASET_MAPPER_NAME mapper, SOLVER.IMS_PER_BATCH images
-        per step (square crops, so no aspect-ratio grouping)."""
-        if is_part_distillation(cfg):
-            names = register_part_distillation_train_datasets(cfg)
+        """Pseudo-label folders of PROPOSAL_LEARNING (stage 4) or PART_DISTILLATION (stage 6), or
+        for SupervisedModel the ground-truth DATASETS.TRAIN (:func:`load_supervised_train_dicts`),
+        through the INPUT.DATASET_MAPPER_NAME mapper, SOLVER.IMS_PER_BATCH images per step (square
+        crops, so no aspect-ratio grouping)."""
+        task = training_task(cfg)
+        if task == "part_distillation":
+            dicts = get_detection_dataset_dicts(register_part_distillation_train_datasets(cfg),
+                                                filter_empty=False)
             mapper = PartDistillationDatasetMapper(cfg, is_train=True)
-        else:
-            names = register_proposal_train_datasets(cfg)
+        elif task == "proposal":
+            dicts = get_detection_dataset_dicts(register_proposal_train_datasets(cfg), filter_empty=False)
             mapper = build_train_mapper(cfg)
-        dicts = get_detection_dataset_dicts(names, filter_empty=False)
+        else:
+            dicts = load_supervised_train_dicts(cfg)
+            mapper = build_train_mapper(cfg)
         return build_detection_train_loader(dicts, mapper=mapper,
                                             total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
                                             aspect_ratio_grouping=False,
@@ -237,7 +280,7 @@ class Trainer(DefaultTrainer):
     def build_test_loader(cls, cfg, dataset_name: str):
         """Ground-truth part dataset ``dataset_name`` through :class:`PartEvalDatasetMapper`
         (stage 6: :class:`PartDistillationEvalDatasetMapper`, which adds the object classes)."""
-        mapper = (PartDistillationEvalDatasetMapper(cfg) if is_part_distillation(cfg)
+        mapper = (PartDistillationEvalDatasetMapper(cfg) if training_task(cfg) == "part_distillation"
                   else PartEvalDatasetMapper(cfg))
         return build_detection_test_loader(DatasetCatalog.get(dataset_name), mapper=mapper,
                                            num_workers=cfg.DATALOADER.NUM_WORKERS)
@@ -245,9 +288,12 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name: str, output_folder: Optional[str] = None):
         """Proposal AR@K (:class:`PartProposalEvaluator`) and per-object segment metrics
-        (:class:`PartSegmentEvaluator`; stage 6 adds the official unsupervised C-mIoU / A-mIoU under
-        both protocols, :class:`UnsupervisedPartEvaluator`, with the dataset's ``part_classes`` and
-        ``thing_classes`` metadata, else the names found in its records) for datasets with ``evaluator_type == "part"``.
+        (:class:`PartSegmentEvaluator`) for datasets with ``evaluator_type == "part"``; stage 6 adds
+        the official unsupervised C-mIoU / A-mIoU under both protocols
+        (:class:`UnsupervisedPartEvaluator`, with the dataset's ``part_classes`` and
+        ``thing_classes`` metadata, else the names found in its records); the per-class
+        SupervisedModel (:func:`training_task` ``"supervised"``) gets the part-class mIoU of
+        :class:`SupervisedPartEvaluator` over :func:`evaluation_part_classes`.
 
         Raises:
             ValueError: the dataset has no part ground truth.
@@ -256,8 +302,11 @@ class Trainer(DefaultTrainer):
         if evaluator_type != "part":
             raise ValueError(f"dataset '{dataset_name}' has no part ground truth "
                              f"(evaluator_type={evaluator_type!r}); remove it from DATASETS.TEST")
+        task = training_task(cfg)
+        if task == "supervised":
+            return SupervisedPartEvaluator(evaluation_part_classes(cfg, dataset_name))
         evaluators = [PartProposalEvaluator(), PartSegmentEvaluator()]
-        if is_part_distillation(cfg):
+        if task == "part_distillation":
             meta = MetadataCatalog.get(dataset_name)
             parts = meta.get("part_classes", None) or part_vocabulary(DatasetCatalog.get(dataset_name))
             objects = meta.get("thing_classes", None) or sorted(
@@ -297,7 +346,8 @@ class Trainer(DefaultTrainer):
 def setup(args):
     """Config from ``args.config_file`` + ``args.opts`` (:func:`setup_cfg`), AMP switched off
     (with a warning) unless MODEL.DEVICE is CUDA and CUDA is available, then detectron2's
-    ``default_setup`` (logging, OUTPUT_DIR/config.yaml, seeding)."""
+    ``default_setup`` (logging, OUTPUT_DIR/config.yaml, seeding) and the ``part_distillation``
+    logger (console + OUTPUT_DIR/log.txt)."""
     cfg = setup_cfg(args.config_file, args.opts, freeze=False)
     amp_off = cfg.SOLVER.AMP.ENABLED and not (cfg.MODEL.DEVICE.startswith("cuda")
                                               and torch.cuda.is_available())
@@ -305,6 +355,8 @@ def setup(args):
         cfg.SOLVER.AMP.ENABLED = False
     cfg.freeze()
     default_setup(cfg, args)
+    # our modules log under "part_distillation" (e.g. the few-shot image ids): same files as detectron2
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="part_distillation", abbrev_name="pd")
     if amp_off:
         logging.getLogger("part_distillation").warning(
             "SOLVER.AMP.ENABLED needs CUDA (MODEL.DEVICE=%s, cuda available=%s): AMP disabled",

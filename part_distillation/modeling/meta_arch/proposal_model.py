@@ -123,6 +123,12 @@ class ProposalModel(MaskFormer):
         """Class-agnostic: every part mask is class 0 ("part"); (T,) int64 zeros."""
         return torch.zeros(count, dtype=torch.int64, device=self.device)
 
+    @staticmethod
+    def foreground_probs(pred_logits: torch.Tensor) -> torch.Tensor:
+        """(B, Q, K + 1) class logits -> (B, Q) float probability of any foreground class
+        (sum of the K foreground softmax probabilities; with K = 1 the "part" probability)."""
+        return pred_logits.float().softmax(-1)[..., :-1].sum(-1)
+
     @torch.no_grad()
     def inference(self, batched_inputs: List[Dict], images: ImageList, outputs: Dict) -> List[Dict]:
         """Per-image, per-object proposals from the decoder outputs (CPU tensors): a list of
@@ -133,7 +139,7 @@ class ProposalModel(MaskFormer):
         """
         mask_logits = F.interpolate(outputs["pred_masks"], size=images.tensor.shape[-2:],
                                     mode="bilinear", align_corners=False)
-        part_probs = outputs["pred_logits"].float().softmax(-1)[..., 0]  # (B, Q)
+        part_probs = self.foreground_probs(outputs["pred_logits"])  # (B, Q)
         results = []
         for i, x in enumerate(batched_inputs):
             if "object_masks" not in x:
