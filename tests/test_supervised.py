@@ -14,6 +14,8 @@ from detectron2.engine import default_argument_parser
 from detectron2.modeling import build_model
 from detectron2.structures import ImageList
 
+from part_distillation.data.ground_truth import GTObject
+
 from part_distillation.config import setup_cfg
 from part_distillation.data.supervised_dataset import (
     SupervisedDatasetMapper,
@@ -77,8 +79,9 @@ def test_split_rule_and_shared_taxonomy():
     assert sorted(r["image_id"] for r in train + val) == ids
     assert split_dicts(list(reversed(full)), "val") == val
     classes = part_class_names("pascal_part_examples_val")
-    assert classes == part_class_names("pascal_part_examples_train") == sorted(classes)
-    assert len(classes) == len(set(classes)) and {"head", "wheel", "torso"} <= set(classes)
+    # the official 50-part Pascal-Part vocabulary (dataset metadata), shared by both splits
+    assert classes == part_class_names("pascal_part_examples_train") == MetadataCatalog.get("pascal_part_examples").part_classes
+    assert len(classes) == len(set(classes)) == 50 and {"head", "wheel", "torso"} <= set(classes)
 
 
 @needs_shared
@@ -111,9 +114,8 @@ def test_mapper_labels_parts_with_taxonomy_ids(tmp_path):
 
 
 def _objects(gt_parts, names, object_mask):
-    return {"objects": [{"object_mask": object_mask, "gt_parts": np.stack(gt_parts) if gt_parts
-                         else np.zeros((0,) + object_mask.shape, bool),
-                         "gt_part_names": names, "class_name": "thing"}]}
+    parts = np.stack(gt_parts) if gt_parts else np.zeros((0,) + object_mask.shape, bool)
+    return {"objects": [GTObject("thing", "thing", 0, object_mask, parts, names, [-1] * len(names))]}
 
 
 def test_evaluator_known_mIoU():

@@ -3,11 +3,10 @@ CVPR 2023, Sec. 4: "supervised" and "few-shot" rows): ground-truth part datasets
 
 * Part taxonomy (:func:`part_class_names`): the ordered part-class names of a dataset; the index
   of a name is its part-class id (``gt_classes`` in training, labels of the evaluator). Read from
-  the dataset's metadata ``part_classes`` when the loader sets it (e.g. the official merged
-  Pascal-Part vocabulary); otherwise the sorted set of the part ``name`` fields found in the
-  dataset dicts of the metadata's ``taxonomy_from`` dataset (default: the dataset itself). For
-  the shared ADE20K-Part subset this gives its 71 ADE part names sorted alphabetically, for the
-  18 Pascal-Part examples their merged names (33).
+  the metadata ``part_classes`` of the dataset or of its ``taxonomy_from`` parent when the loader
+  sets it (the official 50-part Pascal-Part vocabulary; ADE20K-Part-234, whose per-object-class
+  names such as "chair's leg" are matched through the GT ``part_id``); otherwise the sorted set of
+  the part ``name`` fields found in the parent's dataset dicts.
 * Train / val splits of the shared real images (:func:`register_split_datasets`): dicts sorted by
   ``image_id``, every 5th (positions 0, 5, 10, ...) to ``<name>_val``, the rest to
   ``<name>_train``; both splits share the parent's taxonomy. The parent's dicts and found
@@ -51,9 +50,10 @@ def part_class_names(dataset_name: str) -> List[str]:
         ValueError: the taxonomy is empty (the dataset has no part annotations).
     """
     meta = MetadataCatalog.get(dataset_name)
-    names = meta.get("part_classes", None)
+    source = meta.get("taxonomy_from", dataset_name)
+    names = meta.get("part_classes", None) or MetadataCatalog.get(source).get("part_classes", None)
     if names is None:
-        names = _found_part_names(meta.get("taxonomy_from", dataset_name))
+        names = _found_part_names(source)
     if not names:
         raise ValueError(f"dataset '{dataset_name}' has no part classes (no part annotations)")
     return list(names)
@@ -212,12 +212,15 @@ class SupervisedDatasetMapper(ProposalDatasetMapper):
         objects = gt_objects(dataset_dict)
         parts, classes = [], []
         for o in objects:
-            for mask, name in zip(o.parts, o.part_names):
-                if name not in self.class_ids:
+            for mask, name, part_id in zip(o.parts, o.part_names, o.part_ids):
+                # by name, or by the dataset's part_id where the taxonomy names parts per object
+                # class (ADE20K-Part-234: "chair's leg" for the part named "leg")
+                cid = self.class_ids.get(name, part_id if 0 <= part_id < len(self.class_ids) else None)
+                if cid is None:
                     raise KeyError(f"{dataset_dict['image_id']}: part '{name}' is not in the part "
                                    f"taxonomy ({len(self.class_ids)} classes)")
                 parts.append(mask)
-                classes.append(0 if self.class_agnostic else self.class_ids[name])
+                classes.append(0 if self.class_agnostic else cid)
         aug = T.AugInput(image)
         transforms = self.augmentations(aug)
         size = aug.image.shape[:2]

@@ -21,7 +21,7 @@ import numpy as np
 from detectron2.evaluation import DatasetEvaluator
 from tabulate import tabulate
 
-from part_distillation.evaluation.evaluators import _gather_merged, _paired_objects, _to_bool_masks, _to_numpy
+from part_distillation.evaluation.evaluators import _gather_merged, _paired_objects, _to_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -106,24 +106,24 @@ class SupervisedPartEvaluator(DatasetEvaluator):
         """Accumulate every object of every image. Raises ValueError on mismatched object counts
         or shapes, or soft (float) GT masks."""
         for obj, pred in _paired_objects(inputs, outputs, "part_sem_seg"):
-            gt_parts = _to_bool_masks(obj["gt_parts"], "gt_parts")
-            object_mask = _to_bool_masks(obj["object_mask"], "object_mask")
+            gt_parts, object_mask = obj.parts, obj.mask
             if gt_parts.shape[0] == 0:
                 self._counts.objects_without_parts += 1
                 continue
             gt = np.full(object_mask.shape, -1, np.int64)
-            for mask, name in zip(gt_parts, obj["gt_part_names"]):
-                if name in self._ids:
-                    gt[mask] = self._ids[name]
-                else:
-                    gt[mask] = -2
+            unknown_names = set()
+            for mask, name, part_id in zip(gt_parts, obj.part_names, obj.part_ids):
+                # by name, or by part_id where the taxonomy names parts per object class (ADE-234)
+                cid = self._ids.get(name, part_id if 0 <= part_id < len(self._ids) else -2)
+                gt[mask] = cid
+                if cid == -2:
+                    unknown_names.add(name)
             gt[~object_mask] = -1
             unknown = int((gt == -2).sum())
             if unknown:
                 self._counts.unknown_part_pixels += unknown
                 logger.warning("part names %s are not in the %d-class taxonomy: %d pixels ignored",
-                               sorted(set(obj["gt_part_names"]) - set(self._ids)),
-                               len(self._ids), unknown)
+                               sorted(unknown_names), len(self._ids), unknown)
             self._confusion.ignored_pixels += int((object_mask & (gt == -1)).sum())
             self._confusion.add(_to_numpy(pred), gt)
             self._counts.objects += 1
