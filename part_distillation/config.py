@@ -255,6 +255,10 @@ def add_part_distillation_config(cfg: CN) -> None:
     cd.IMAGE_FOLDER.MASKS_DIRNAME = ""
     cd.IMAGE_FOLDER.CLASS_NAME = "object"
 
+    # Reseed every training step from (SEED, iteration, rank): resumed runs repeat the random
+    # draws of uninterrupted ones (engine/hooks.py IterationSeedHook; tools/launch.py requeues).
+    cfg.SEED_EACH_ITERATION = False
+
     fs = cfg.FEWSHOT_LEARNING = CN()
     fs.LABEL_PERCENTAGE = 100
 

@@ -29,6 +29,7 @@ from part_distillation.data.proposal_dataset import (
     build_train_mapper,
     register_proposal_train_datasets,
 )
+from part_distillation.engine.hooks import IterationSeedHook
 from part_distillation.evaluation.evaluators import PartProposalEvaluator, PartSegmentEvaluator
 import part_distillation.modeling  # noqa: F401  (registers backbones, heads and ProposalModel)
 
@@ -192,6 +193,28 @@ class Trainer(DefaultTrainer):
             raise ValueError(f"dataset '{dataset_name}' has no part ground truth "
                              f"(evaluator_type={evaluator_type!r}); remove it from DATASETS.TEST")
         return DatasetEvaluators([PartProposalEvaluator(), PartSegmentEvaluator()])
+
+    def state_dict(self):
+        """Iteration and hook states (detectron2) plus the inner trainer's: optimizer and, with
+        AMP, the grad scaler. The PyPI detectron2 0.6 ``DefaultTrainer`` leaves the latter out, so
+        its checkpoints resumed with fresh AdamW moments."""
+        ret = super().state_dict()
+        ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        """Inverse of :meth:`state_dict`; checkpoints without ``_trainer`` (older ones) restore
+        iteration and hooks only."""
+        super().load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+
+    def build_hooks(self):
+        """detectron2's hooks, preceded by :class:`IterationSeedHook` when SEED_EACH_ITERATION."""
+        hooks = super().build_hooks()
+        if self.cfg.SEED_EACH_ITERATION:
+            hooks.insert(0, IterationSeedHook(self.cfg.SEED))
+        return hooks
 
     @classmethod
     def build_optimizer(cls, cfg, model):
