@@ -6,11 +6,14 @@ one process per GPU when CUDA is available, gloo with CPU processes otherwise (u
 and for debugging multi-process code without a GPU). Rank layout is detectron2's:
 ``global_rank = machine_rank * num_processes_per_machine + local_rank``, and every machine must be
 given the same ``dist_url`` (``tcp://<first node>:<port>``; on SLURM the first host of
-``scontrol show hostnames $SLURM_JOB_NODELIST``).
+``scontrol show hostnames $SLURM_JOB_NODELIST``). :class:`TrainJob` is the submitit job of
+``tools/launch.py``: one SLURM task per process, requeued with ``--resume`` when preempted.
 """
 import logging
+import os
 from datetime import timedelta
 
+import submitit
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -87,3 +90,54 @@ def distributed_worker(local_rank, main_func, world_size, num_processes_per_mach
         main_func(*args)
     finally:
         dist.destroy_process_group()
+
+
+def _port_for_job(job_id: str) -> int:
+    """A TCP port in [20000, 40000) derived from the job id (the same after a requeue)."""
+    digits = "".join(c for c in str(job_id) if c.isdigit()) or "0"
+    return 20000 + int(digits) % 20000
+
+
+class TrainJob(submitit.helpers.Checkpointable):
+    """One process of a ``tools/train_net.py`` run under submitit (one SLURM task per GPU, or per
+    CPU process for gloo runs), requeued with ``--resume`` on preemption or time-out.
+
+    Called in every task: joins the process group of ``SLURM_NTASKS`` processes through
+    ``tcp://<first node of the job>:<port from the job id>`` (detectron2 ``launch`` semantics:
+    rank = task rank, local rank = rank on the node), then runs
+    :func:`part_distillation.engine.trainer.main` with ``train_argv`` parsed by detectron2's
+    ``default_argument_parser``. :meth:`checkpoint` (submitit's ``Checkpointable`` hook, called in
+    task 0 when SLURM signals preemption or the time limit) returns the same job with ``--resume``,
+    so the requeued run continues from ``OUTPUT_DIR/last_checkpoint``: iteration, LR scheduler,
+    optimizer state (and, with ``SEED_EACH_ITERATION``, the same random draws). Progress since the
+    last periodic checkpoint (SOLVER.CHECKPOINT_PERIOD) is redone.
+    """
+
+    def __init__(self, train_argv):
+        self.train_argv = list(train_argv)
+
+    def __call__(self):
+        from detectron2.engine import default_argument_parser
+
+        from .trainer import main
+
+        env = submitit.JobEnvironment()
+        args = default_argument_parser().parse_args(self.train_argv)
+        per_node = env.num_tasks // env.num_nodes
+        args.num_gpus, args.num_machines, args.machine_rank = per_node, env.num_nodes, env.node
+        if not torch.cuda.is_available():
+            torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", 1)))
+        if env.num_tasks == 1:
+            return main(args)
+        args.dist_url = f"tcp://{env.hostnames[0]}:{_port_for_job(env.job_id)}"
+        init_distributed(env.global_rank, env.num_tasks, per_node, args.dist_url)
+        try:
+            result = main(args)
+        finally:
+            dist.destroy_process_group()
+        return result if env.global_rank == 0 else None
+
+    def checkpoint(self, *args, **kwargs):
+        """The requeued submission: this job with ``--resume``."""
+        argv = self.train_argv if "--resume" in self.train_argv else ["--resume", *self.train_argv]
+        return submitit.helpers.DelayedSubmission(TrainJob(argv))
