@@ -186,14 +186,14 @@ def test_submitit_launcher_preempted_job_resumes_to_same_weights(slurm, tmp_path
     try:
         local = launcher.main(argv(["--local"], tmp_path / "uninterrupted"))
         job = launcher.main(argv(["--partition", "debug"], tmp_path / "preempted"))
-        local.result()
         last = tmp_path / "preempted" / "last_checkpoint"
         t0 = time.time()
         while not last.exists():  # the first checkpoint (iteration 10 of 40) is written
             assert time.time() - t0 < 300 and not job.done(), "no checkpoint before the end"
             time.sleep(0.2)
         job._interrupt()  # preemption: SIGTERM, then USR2 -> TrainJob.checkpoint -> requeue
-        job.result()
+        job.results()
+        local.results()
     finally:
         os.chdir(cwd)
     log = (tmp_path / "preempted" / "log.txt").read_text()

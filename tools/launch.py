@@ -94,7 +94,7 @@ def main(argv=None):
     job = executor.submit(TrainJob(args.train_argv))
     print(f"submitted job {job.job_id}; logs in {job.paths.stdout}")
     if args.wait:
-        print(job.result())
+        print(job.results()[0])  # task 0 returns the evaluation results
     return job
 
 
