@@ -129,6 +129,13 @@ def add_part_distillation_config(cfg: CN) -> None:
     # (later issue). Registered in part_distillation.data.labelers.
     pg.OBJECT_MASK_TYPE = "given"
     pg.OBJECT_MASK_PATH = ""  # stage-1 pseudo-label directory (empty: label on the fly)
+    # model labelers (part_distillation/labelers): the labeler's own config file (a detectron2
+    # model config, or the Detic config), objects kept per image, class filter, batch size
+    pg.LABELER_CONFIG = ""
+    pg.OBJECT_TOP_K = 10
+    pg.OBJECT_CLASS_FILTER = "image_class_else_all"  # or "none" (official m2f "score_based"), "image_class"
+    pg.LABELER_BATCH_SIZE = 4
+    pg.CLIP_EMBEDDINGS_PATH = ""  # Detic: .npz of CLIP text embeddings ("names", "embeddings")
     pg.WITH_GIVEN_MASK = True
     # How stage 2 splits an object: "kmeans" on backbone features (the method), or the baselines
     # "kmeans_rgbxy" (k-means on colour + position) and "grid" (2x2 grid over the object's box).

@@ -3,6 +3,10 @@
 
     .venv/bin/python tools/label_objects.py --dataset pascal_part --output-dir pseudo_labels/object_masks \
         PROPOSAL_GENERATION.OBJECT_MASK_TYPE given PROPOSAL_GENERATION.TOTAL_PARTITIONS 8
+    # Detic (optional extra, INSTALL.md), classes prompted with CLIP embeddings
+    .venv/bin/python tools/label_objects.py --dataset imagenet_1k --output-dir pseudo_labels/object_masks \
+        --labeler-config configs/labelers/Detic_LCOCOI21k_CLIP_SwinB_896b32_4x_ft4x_max-size.yaml \
+        PROPOSAL_GENERATION.OBJECT_MASK_TYPE detic PROPOSAL_GENERATION.CLIP_EMBEDDINGS_PATH weights/detic/clip_a+cname.npz
 """
 import os
 import sys
@@ -16,7 +20,12 @@ from part_distillation.stages.object_masks import run_object_masks  # noqa: E402
 if __name__ == "__main__":
     p = stage_parser(__doc__.splitlines()[0])
     p.add_argument("--dataset", required=True, help="registered dataset name or folder")
+    p.add_argument("--labeler-config", default=None,
+                   help="the labeler's own config (PROPOSAL_GENERATION.LABELER_CONFIG): a detectron2 model "
+                        "config, or configs/labelers/Detic_*.yaml")
     args = p.parse_args()
+    if args.labeler_config:
+        args.opts = ["PROPOSAL_GENERATION.LABELER_CONFIG", args.labeler_config, *args.opts]
     cfg = setup(args)
     summary = run_object_masks(cfg, resolve_dataset(args.dataset), args.output_dir)
     sys.exit(1 if summary.failed else 0)

@@ -3,8 +3,10 @@
 An :class:`ObjectLabeler` turns an image (+ its dataset record, which may carry a class name or
 ground-truth masks) into :class:`~part_distillation.data.pseudo_labels.ObjectLabel` s. Labelers are
 registered in :data:`OBJECT_LABELER_REGISTRY` under the names ``PROPOSAL_GENERATION.OBJECT_MASK_TYPE``
-selects: ``given`` (the dataset's instance masks: the official "given mask" mode) here; the
-open-vocabulary Detic labeler, prompted with the image's class name, plugs in the same way.
+selects: ``given`` (the dataset's instance masks: the official "given mask" mode) here,
+``detectron2`` (any detectron2 instance-segmentation model, e.g. the COCO Mask2Former) and
+``detic`` (open vocabulary, prompted with the partition's class names) in
+:mod:`part_distillation.labelers`.
 """
 import logging
 from abc import ABC, abstractmethod
@@ -12,8 +14,9 @@ from typing import Dict, List
 
 
 from ..data.images import read_image_rgb
-from ..data.pseudo_labels import ImagePseudoLabel, ObjectLabel, decode_mask, save_pseudo_label
-from ..utils.sharding import SkipItem
+from ..data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, decode_mask, is_complete, pseudo_label_path,
+                                  save_pseudo_label)
+from ..utils.sharding import SkipItem, resolve_partition, shard
 from .common import run_stage
 
 logger = logging.getLogger(__name__)
@@ -75,18 +78,11 @@ def build_labeler(cfg) -> ObjectLabeler:
     return OBJECT_LABELER_REGISTRY[name](cfg)
 
 
-def label_image(labeler: ObjectLabeler, record: dict, output_dir: str, config: dict) -> dict:
-    """Label one dataset record and save its ``object_masks`` pseudo-label. Objects with empty
-    masks are dropped and listed in ``skipped_objects``. Raises :class:`SkipItem` when the image
-    cannot be read."""
-    image = None
-    if labeler.needs_image:
-        try:
-            image = read_image_rgb(record["file_name"])
-        except IOError as e:
-            raise SkipItem(f"unreadable image: {e}") from None
+def save_objects(record: dict, objects: List[ObjectLabel], output_dir: str, config: dict) -> dict:
+    """Save the ``object_masks`` pseudo-label of ``record``. Objects with empty masks are dropped
+    and listed in ``skipped_objects``. Raises ``ValueError`` for a mask of the wrong size."""
     kept, skipped = [], []
-    for i, obj in enumerate(labeler(image, record)):
+    for i, obj in enumerate(objects):
         if obj.mask.shape != (record["height"], record["width"]):
             raise ValueError(f"object mask {obj.mask.shape} != image size {(record['height'], record['width'])}")
         if not obj.mask.any():
@@ -99,11 +95,54 @@ def label_image(labeler: ObjectLabeler, record: dict, output_dir: str, config: d
     return {"objects": len(kept), "objects_skipped_empty": len(skipped)}
 
 
-def run_object_masks(cfg, records: List[dict], output_dir: str):
-    """Stage 1 over ``records`` (dataset dicts) with sharding/resume; returns the RunSummary."""
-    labeler = build_labeler(cfg)
+def label_image(labeler: ObjectLabeler, record: dict, output_dir: str, config: dict) -> dict:
+    """Label one dataset record and save its ``object_masks`` pseudo-label (:func:`save_objects`).
+    Raises :class:`SkipItem` when the image cannot be read."""
+    image = None
+    if labeler.needs_image:
+        try:
+            image = read_image_rgb(record["file_name"])
+        except IOError as e:
+            raise SkipItem(f"unreadable image: {e}") from None
+    return save_objects(record, labeler(image, record), output_dir, config)
+
+
+def _image_id(record: dict) -> str:
+    return str(record["image_id"])
+
+
+def run_object_masks(cfg, records: List[dict], output_dir: str, labeler: ObjectLabeler = None):
+    """Stage 1 over ``records`` (dataset dicts) with sharding/resume; returns the RunSummary.
+
+    Labelers with ``label_stream`` (model labelers) label this partition's unfinished images in
+    batches, decoded by DataLoader workers, in the order the runner visits them; labelers with
+    ``set_classes`` (Detic) get the sorted class names of this partition's records first."""
+    import part_distillation.labelers  # noqa: F401  (registers the model labelers)
+
+    labeler = labeler if labeler is not None else build_labeler(cfg)
     pg = cfg.PROPOSAL_GENERATION
     config = {"OBJECT_MASK_TYPE": pg.OBJECT_MASK_TYPE}
-    return run_stage("object_masks", records, lambda r: str(r["image_id"]),
-                     lambda r: label_image(labeler, r, output_dir, config), output_dir, config,
+    if pg.OBJECT_MASK_TYPE != "given":
+        config.update(LABELER_CONFIG=pg.LABELER_CONFIG, OBJECT_TOP_K=pg.OBJECT_TOP_K,
+                      OBJECT_CLASS_FILTER=pg.OBJECT_CLASS_FILTER)
+    process = lambda r: label_image(labeler, r, output_dir, config)  # noqa: E731
+    if hasattr(labeler, "label_stream"):
+        total, index = resolve_partition(pg.TOTAL_PARTITIONS, pg.PARTITION_INDEX)
+        mine = shard(records, _image_id, total, index)
+        if hasattr(labeler, "set_classes"):
+            from ..labelers.common import image_class_names
+
+            labeler.set_classes(sorted({n for r in mine for n in image_class_names(r)}))
+        todo = [r for r in mine if not is_complete(pseudo_label_path(output_dir, _image_id(r)), "object_masks")]
+        stream = iter(labeler.label_stream(todo))
+
+        def process(record):
+            got, objects = next(stream)
+            if got is not record:  # the runner must visit the partition in the stream's order
+                raise RuntimeError(f"batched labelling out of order at {_image_id(record)}")
+            if isinstance(objects, IOError):
+                raise SkipItem(f"unreadable image: {objects}")
+            return save_objects(record, objects, output_dir, config)
+
+    return run_stage("object_masks", records, _image_id, process, output_dir, config,
                      pg.TOTAL_PARTITIONS, pg.PARTITION_INDEX)
