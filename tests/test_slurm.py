@@ -203,3 +203,19 @@ def test_submitit_launcher_preempted_job_resumes_to_same_weights(slurm, tmp_path
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k])), k
+
+
+def test_train_multi_sh_runs_two_gloo_processes_through_srun(slurm, tmp_path):
+    """sh_files/proposal_learning/train_multi.sh on 1 node: srun starts train_net.py with 2 CPU
+    processes (gloo) whose dist_url is the job's first node; the run completes."""
+    labels = _synthetic_labels(str(tmp_path / "labels"), n=2)
+    out = tmp_path / "out"
+    opts = tiny_train_opts(labels, str(out), 4, "SOLVER.IMS_PER_BATCH", 2)
+    job = _sbatch(slurm, "--partition=debug", "--gpus-per-node=0", "--nodes=1", "--cpus-per-task=2",
+                  f"--output={tmp_path}/train_%j.out", "sh_files/proposal_learning/train_multi.sh",
+                  CONFIG="configs/part_proposal/tiny_cpu.yaml", DATASET_PATH=labels, OUTPUT_DIR=str(out),
+                  PROCS_PER_NODE=2, EXTRA_OPTS=" ".join(opts))
+    assert _wait(slurm, job) == {job: "COMPLETED"}, (tmp_path / f"train_{job}.out").read_text()[-3000:]
+    assert (out / "model_final.pth").is_file() and (out / "log.txt.rank1").is_file()  # two ranks ran
+    log = (out / "log.txt").read_text()
+    assert "dist_url='tcp://" in log and "num_gpus=2" in log

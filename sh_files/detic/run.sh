@@ -1,6 +1,7 @@
 #!/bin/bash
 # Stage 1 (GPU): object masks for every image with an open-vocabulary labeler (Detic by default;
-# LABELER=mask2former for a detectron2 instance-segmentation model, LABELER=given for dataset masks).
+# LABELER=detectron2 LABELER_CONFIG=<model config> for a detectron2 instance-segmentation model
+# such as the COCO Mask2Former, LABELER=given LABELER_CONFIG= for the dataset's own masks).
 # One array task per partition: TOTAL_PARTITIONS = the array size, PARTITION_INDEX = the task id.
 # Writes OUTPUT_DIR/<class_code>/<image_id>.json and OUTPUT_DIR/logs/summary_<i>of<n>.json;
 # resubmitting the same array resumes (finished images are skipped).
@@ -21,6 +22,7 @@ REPO=${REPO:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && 
 DATASET=${DATASET:-imagenet_1k}                   # registered dataset name or image folder
 LABELER=${LABELER:-detic}                         # PROPOSAL_GENERATION.OBJECT_MASK_TYPE
 LABELER_CONFIG=${LABELER_CONFIG:-configs/labelers/Detic_LCOCOI21k_CLIP_SwinB_896b32_4x_ft4x_max-size.yaml}
+CLIP_EMBEDDINGS=${CLIP_EMBEDDINGS:-weights/detic/clip_a+cname.npz}  # Detic vocabulary (INSTALL.md)
 CONFIG=${CONFIG:-configs/pixel_grouping/swin_L.yaml}
 OUTPUT_DIR=${OUTPUT_DIR:-pseudo_labels/${DATASET}/object_masks}
 CLASS_LIST=${CLASS_LIST:-}                        # optional file of class codes to label
@@ -29,4 +31,5 @@ source "$REPO/sh_files/common.sh"
 partition_opts PROPOSAL_GENERATION
 run_requeueable "$PY" tools/label_objects.py --config-file "$CONFIG" --dataset "$DATASET" \
   --output-dir "$OUTPUT_DIR" ${LABELER_CONFIG:+--labeler-config "$LABELER_CONFIG"} \
-  PROPOSAL_GENERATION.OBJECT_MASK_TYPE "$LABELER" "${PARTITION_OPTS[@]}" $EXTRA_OPTS
+  PROPOSAL_GENERATION.OBJECT_MASK_TYPE "$LABELER" PROPOSAL_GENERATION.CLIP_EMBEDDINGS_PATH "$CLIP_EMBEDDINGS" \
+  "${PARTITION_OPTS[@]}" $EXTRA_OPTS
