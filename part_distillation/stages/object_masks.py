@@ -72,6 +72,8 @@ class GivenMaskLabeler(ObjectLabeler):
 def build_labeler(cfg) -> ObjectLabeler:
     """The labeler named by ``PROPOSAL_GENERATION.OBJECT_MASK_TYPE``; unknown names raise
     ``KeyError`` listing the registered ones."""
+    import part_distillation.labelers  # noqa: F401  (registers the model labelers)
+
     name = cfg.PROPOSAL_GENERATION.OBJECT_MASK_TYPE
     if name not in OBJECT_LABELER_REGISTRY:
         raise KeyError(f"unknown OBJECT_MASK_TYPE '{name}'; registered: {sorted(OBJECT_LABELER_REGISTRY)}")
@@ -117,16 +119,16 @@ def run_object_masks(cfg, records: List[dict], output_dir: str, labeler: ObjectL
     Labelers with ``label_stream`` (model labelers) label this partition's unfinished images in
     batches, decoded by DataLoader workers, in the order the runner visits them; labelers with
     ``set_classes`` (Detic) get the sorted class names of this partition's records first."""
-    import part_distillation.labelers  # noqa: F401  (registers the model labelers)
-
     labeler = labeler if labeler is not None else build_labeler(cfg)
     pg = cfg.PROPOSAL_GENERATION
     config = {"OBJECT_MASK_TYPE": pg.OBJECT_MASK_TYPE}
     if pg.OBJECT_MASK_TYPE != "given":
         config.update(LABELER_CONFIG=pg.LABELER_CONFIG, OBJECT_TOP_K=pg.OBJECT_TOP_K,
                       OBJECT_CLASS_FILTER=pg.OBJECT_CLASS_FILTER)
-    process = lambda r: label_image(labeler, r, output_dir, config)  # noqa: E731
-    if hasattr(labeler, "label_stream"):
+    if not hasattr(labeler, "label_stream"):
+        def process(record):
+            return label_image(labeler, record, output_dir, config)
+    else:
         total, index = resolve_partition(pg.TOTAL_PARTITIONS, pg.PARTITION_INDEX)
         mine = shard(records, _image_id, total, index)
         if hasattr(labeler, "set_classes"):
