@@ -10,4 +10,7 @@ setup(
     # Dependencies are installed by tools/setup_env.sh (torch and detectron2 need special routes);
     # see requirements.txt and INSTALL.md.
     install_requires=[],
+    # Detic labeler: pip install -e .[detic], then (they must go without their declared deps)
+    # pip install --no-deps detic-fast==1.0.post20230203 centernet2==1.0.post20221121 clip-anytorch==2.6.0
+    extras_require={"detic": ["ftfy", "regex"]},
 )

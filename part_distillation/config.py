@@ -175,6 +175,13 @@ def add_part_distillation_config(cfg: CN) -> None:
     # OBJECT_LABELER_REGISTRY (part_distillation.stages.object_masks).
     pg.OBJECT_MASK_TYPE = "given"
     pg.OBJECT_MASK_PATH = ""  # stage 2's input (stage-1 pseudo-labels) when the tool gets no --input-dir
+    # model labelers (part_distillation/labelers): the labeler's own config file (a detectron2
+    # model config, or the Detic config), objects kept per image, class filter, batch size
+    pg.LABELER_CONFIG = ""
+    pg.OBJECT_TOP_K = 10
+    pg.OBJECT_CLASS_FILTER = "image_class_else_all"  # or "none" (official m2f "score_based"), "image_class"
+    pg.LABELER_BATCH_SIZE = 4
+    pg.CLIP_EMBEDDINGS_PATH = ""  # Detic: .npz of CLIP text embeddings ("names", "embeddings")
     pg.WITH_GIVEN_MASK = True  # stage 2 groups the pixels of stage-1 object masks (False: unsupported)
     # How stage 2 splits an object: "kmeans" on backbone features (the method), or the baselines
     # "kmeans_rgbxy" (k-means on colour + position) and "grid" (2x2 grid over the object's box).
@@ -315,6 +322,10 @@ def add_part_distillation_config(cfg: CN) -> None:
     sm.APPLY_MASKING_WITH_OBJECT_MASK = True
     sm.CLASS_AGNOSTIC_LEARNING = False  # train every GT part as class 0 (supervised proposals)
     sm.CLASS_AGNOSTIC_INFERENCE = False  # output class-agnostic proposals (AR / best-match mIoU)
+
+    # Reseed every training step from (SEED, iteration, rank): resumed runs repeat the random
+    # draws of uninterrupted ones (engine/hooks.py IterationSeedHook; tools/launch.py requeues).
+    cfg.SEED_EACH_ITERATION = False
 
     fs = cfg.FEWSHOT_LEARNING = CN()
     fs.LABEL_PERCENTAGE = 100  # training splits keep this % of images (seed-1234 shuffle, official)

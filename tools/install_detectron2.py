@@ -11,10 +11,13 @@ Detectron2 publishes no wheels for Python 3.11 / recent torch.  The registry rou
    * ``np.int`` / ``np.float`` / ``np.bool`` -> builtins (removed in numpy >= 1.24);
    * ``Image.LINEAR`` -> ``Image.BILINEAR`` (removed in Pillow 10);
    * ``pkg_resources`` -> ``importlib.resources`` (setuptools may not provide it);
-3. ``pip install --no-deps --no-build-isolation`` into the running interpreter.
+3. ``pip install --no-deps --no-build-isolation`` into the running interpreter;
+4. on the installed detectron2 (this route or a from-source build): ``create_ddp_model`` passes
+   ``device_ids`` only for CUDA models, so multi-process CPU training (gloo) works.
 
-Idempotent: exits early when an importable detectron2 0.6 is already installed (a from-source
-build of the official repository counts too). Usage: ``python tools/install_detectron2.py``.
+Idempotent: steps 1-3 are skipped when an importable detectron2 0.6 is already installed (a
+from-source build of the official repository counts too); step 4 patches once.
+Usage: ``python tools/install_detectron2.py``.
 """
 import hashlib
 import importlib.util
@@ -106,9 +109,29 @@ def _patch(src: Path) -> None:
          'str(importlib.resources.files("detectron2.model_zoo").joinpath("configs", config_path))')
 
 
+_DDP_OLD = '    if "device_ids" not in kwargs:\n        kwargs["device_ids"] = [comm.get_local_rank()]\n'
+_DDP_NEW = ('    # CPU modules (gloo) take no device_ids\n'
+            '    if "device_ids" not in kwargs and next(model.parameters()).is_cuda:\n'
+            '        kwargs["device_ids"] = [comm.get_local_rank()]\n')
+
+
+def _patch_installed_ddp() -> None:
+    """Step 4 on the installed ``detectron2/engine/defaults.py`` (no-op once patched)."""
+    spec = importlib.util.find_spec("detectron2")
+    path = Path(spec.origin).parent / "engine" / "defaults.py"
+    text = path.read_text()
+    if _DDP_NEW in text:
+        return
+    if _DDP_OLD not in text:
+        raise SystemExit(f"patch did not apply to {path}: create_ddp_model changed upstream")
+    path.write_text(text.replace(_DDP_OLD, _DDP_NEW))
+    print(f"[install_detectron2] {path}: create_ddp_model works for CPU models")
+
+
 def main() -> None:
     if _already_installed():
-        print("[install_detectron2] detectron2 already importable; nothing to do")
+        print("[install_detectron2] detectron2 already importable; nothing to install")
+        _patch_installed_ddp()
         return
     sdist = _fetch()
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,6 +144,7 @@ def main() -> None:
                                "--no-build-isolation", str(src)])
     if not _already_installed():
         raise SystemExit("detectron2 installed but does not import; see the messages above")
+    _patch_installed_ddp()
     print("[install_detectron2] installed patched detectron2 0.6")
 
 

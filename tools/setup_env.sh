@@ -16,5 +16,9 @@ VPY=.venv/bin/python
 # Compiled multi-scale deformable-attention kernel (optional; the pure-PyTorch path is the fallback).
 "$VPY" -m pip install -q --no-build-isolation torch-ms-deform-attn==0.1.1 \
   || echo "[setup_env] torch-ms-deform-attn did not build; the pure-PyTorch path will be used"
+# Optional Detic labeler (stage 1): detic-fast + centernet2 + the CLIP tokenizer, --no-deps because
+# their declared requirements (mmcv, fasttext, nltk, lvis, opencv-python, ...) are not imported at
+# inference; what they do import comes with setup.py's "detic" extra (ftfy, regex). See INSTALL.md.
+"$VPY" -m pip install -q --no-deps detic-fast==1.0.post20230203 centernet2==1.0.post20221121 clip-anytorch==2.6.0
 "$VPY" -m pip install -q --no-deps --no-build-isolation -e .
 "$VPY" -c "import torch, detectron2, part_distillation; print('torch', torch.__version__, '| detectron2', detectron2.__version__, '| part_distillation ok')"

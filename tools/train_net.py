@@ -20,16 +20,18 @@ Examples::
 Checkpoints are written atomically; ``--resume`` skips (and moves aside as ``*.corrupt``)
 truncated or corrupt checkpoints and continues from the newest readable one.
 
-Options: ``--num-gpus --num-machines --machine-rank --dist-url`` (detectron2 ``launch``), trailing
-``KEY VALUE`` pairs override the config.
+Options: ``--num-gpus --num-machines --machine-rank --dist-url`` (detectron2 ``launch``
+semantics; without CUDA ``--num-gpus N`` starts N CPU processes with gloo), trailing ``KEY VALUE``
+pairs override the config. ``tools/launch.py`` submits such a run to SLURM.
 """
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detectron2.engine import default_argument_parser, launch  # noqa: E402
+from detectron2.engine import default_argument_parser  # noqa: E402
 
+from part_distillation.engine.launch import launch  # noqa: E402
 from part_distillation.engine.trainer import main  # noqa: E402
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from part_distillation.data.supervised_dataset import (
     load_supervised_train_dicts,
     part_class_names,
 )
+from part_distillation.engine.hooks import IterationSeedHook
 from part_distillation.evaluation.evaluators import PartProposalEvaluator, PartSegmentEvaluator
 from part_distillation.evaluation.unsupervised import UnsupervisedPartEvaluator, part_vocabulary
 from part_distillation.evaluation.supervised import SupervisedPartEvaluator
@@ -331,6 +332,28 @@ class Trainer(DefaultTrainer):
         if not self.cfg.WANDB.DISABLE_WANDB:
             writers.insert(0, WandbWriter(self.cfg))
         return writers
+
+    def state_dict(self):
+        """Iteration and hook states (detectron2) plus the inner trainer's: optimizer and, with
+        AMP, the grad scaler. The PyPI detectron2 0.6 ``DefaultTrainer`` leaves the latter out, so
+        its checkpoints resumed with fresh AdamW moments."""
+        ret = super().state_dict()
+        ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        """Inverse of :meth:`state_dict`; checkpoints without ``_trainer`` (older ones) restore
+        iteration and hooks only."""
+        super().load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+
+    def build_hooks(self):
+        """detectron2's hooks, preceded by :class:`IterationSeedHook` when SEED_EACH_ITERATION."""
+        hooks = super().build_hooks()
+        if self.cfg.SEED_EACH_ITERATION:
+            hooks.insert(0, IterationSeedHook(self.cfg.SEED))
+        return hooks
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -173,6 +173,10 @@ class Stage:
         :class:`SkipItem` to skip with a counted reason."""
         raise NotImplementedError
 
+    def prepare(self, mine: List[WorkItem], todo: List[WorkItem]) -> None:
+        """Called once per run before any item is processed, with this partition's items and the
+        unfinished ones (in processing order); e.g. to start batched inference. Default: nothing."""
+
     def gather(self, item: WorkItem) -> Dict[str, np.ndarray]:
         """Gather form: ``{class_code: float32 (N, D)}`` features of one item (may be empty)."""
         raise NotImplementedError
@@ -250,6 +254,7 @@ class Stage:
             else:
                 todo.append(it)
         t0 = time.time()
+        self.prepare(mine, todo)
         if self.is_gather_form:
             states = self._gather_and_reduce(mine, owned, tag, desc, summary)
             fn = functools.partial(_run_one, self, states)

@@ -26,6 +26,10 @@ def stage_parser(description: str, stage: Optional[str] = None) -> argparse.Argu
     elif stage is not None and _stage_class(stage).INPUT_KIND == "dataset":
         p.add_argument("--dataset", help="registered dataset name or folder (default: the stage's config key, "
                                          "e.g. PROPOSAL_GENERATION.DATASET_NAME)")
+    if stage == "*" or stage == "object_masks":
+        p.add_argument("--labeler-config", default=None,
+                       help="stage 1: the labeler's own config (PROPOSAL_GENERATION.LABELER_CONFIG): a "
+                            "detectron2 model config, or configs/labelers/Detic_*.yaml")
     elif stage is not None:
         p.add_argument("--input-dir", help=f"{_stage_class(stage).INPUT_STAGE} pseudo-label folder (default: the "
                                            "stage's config key, e.g. PROPOSAL_GENERATION.OBJECT_MASK_PATH)")
@@ -64,6 +68,8 @@ def main(stage: Optional[str] = None, argv: Optional[Sequence[str]] = None, desc
     args = stage_parser(description or "Run one stage (sharded, resumable)", stage or "*").parse_args(argv)
     name = stage or args.stage
     cls = _stage_class(name)
+    if getattr(args, "labeler_config", None):
+        args.opts = ["PROPOSAL_GENERATION.LABELER_CONFIG", args.labeler_config, *args.opts]
     cfg = setup(args)
     if cls.INPUT_KIND == "dataset":
         spec = getattr(args, "dataset", None) or cls.default_input(cfg)

@@ -3,8 +3,10 @@
 An :class:`ObjectLabeler` turns an image (+ its dataset record, which may carry a class name or
 ground-truth masks) into :class:`~part_distillation.data.pseudo_labels.ObjectLabel` s. Labelers are
 registered in :data:`OBJECT_LABELER_REGISTRY` under the names ``PROPOSAL_GENERATION.OBJECT_MASK_TYPE``
-selects: ``given`` (the dataset's instance masks: the official "given mask" mode) here; the
-open-vocabulary Detic labeler, prompted with the image's class name, plugs in the same way.
+selects: ``given`` (the dataset's instance masks: the official "given mask" mode) here,
+``detectron2`` (any detectron2 instance-segmentation model, e.g. the COCO Mask2Former) and
+``detic`` (open vocabulary, prompted with the partition's class names) in
+:mod:`part_distillation.labelers`.
 """
 import logging
 from abc import ABC, abstractmethod
@@ -15,6 +17,7 @@ from detectron2.utils.registry import Registry
 
 from ..data.images import read_image_or_skip
 from ..data.pseudo_labels import ImagePseudoLabel, ObjectLabel, decode_mask, primary_class_code
+from ..utils.sharding import SkipItem
 from .base import Stage, WorkItem, register_stage
 
 logger = logging.getLogger(__name__)
@@ -95,6 +98,8 @@ def _rle(rle: dict) -> dict:
 def build_labeler(cfg) -> ObjectLabeler:
     """The labeler named by ``PROPOSAL_GENERATION.OBJECT_MASK_TYPE``; unknown names raise
     ``KeyError`` listing the registered ones."""
+    import part_distillation.labelers  # noqa: F401  (registers the model labelers)
+
     name = cfg.PROPOSAL_GENERATION.OBJECT_MASK_TYPE
     if name not in OBJECT_LABELER_REGISTRY:
         raise KeyError(f"unknown OBJECT_MASK_TYPE '{name}'; registered: {sorted(k for k, _ in OBJECT_LABELER_REGISTRY)}")
@@ -115,6 +120,20 @@ class ObjectMasksStage(Stage):
     def __init__(self, cfg, output_dir: str, labeler: ObjectLabeler = None):
         super().__init__(cfg, output_dir)
         self.labeler = labeler or build_labeler(cfg)
+        self._stream = None
+
+    def prepare(self, mine: List[WorkItem], todo: List[WorkItem]) -> None:
+        """Model labelers: one with ``set_classes`` (Detic) gets the sorted image-level class names
+        of this partition's images (all of them, so a resumed run prompts the same vocabulary); one
+        with ``label_stream`` labels the unfinished images in batches, decoded by DataLoader
+        workers, which :meth:`process` consumes in the same order (so stage 1 runs with one
+        worker process)."""
+        if hasattr(self.labeler, "set_classes"):
+            from ..labelers.common import image_class_names
+
+            self.labeler.set_classes(sorted({n for it in mine for n in image_class_names(it.source)}))
+        if hasattr(self.labeler, "label_stream"):
+            self._stream = iter(self.labeler.label_stream([it.source for it in todo]))
 
     @classmethod
     def validate_config(cls, cfg) -> None:
@@ -134,10 +153,18 @@ class ObjectMasksStage(Stage):
 
     def process(self, item: WorkItem):
         record = item.source
-        image = read_image_or_skip(record["file_name"]) if self.labeler.needs_image else None
+        if self._stream is not None:
+            got, objects = next(self._stream)
+            if got is not record:  # the runner visits the unfinished items in the stream's order
+                raise RuntimeError(f"batched labelling out of order at {item.key}")
+            if isinstance(objects, IOError):
+                raise SkipItem("unreadable image", f"{record['file_name']}: {objects}")
+        else:
+            image = read_image_or_skip(record["file_name"]) if self.labeler.needs_image else None
+            objects = self.labeler(image, record)
         pg = self.cfg.PROPOSAL_GENERATION
         kept, skipped = [], []
-        for i, obj in enumerate(self.labeler(image, record)):
+        for i, obj in enumerate(objects):
             if obj.mask.shape != (record["height"], record["width"]):
                 raise ValueError(f"object mask {obj.mask.shape} != image size {(record['height'], record['width'])}")
             area = int(obj.mask.sum())
