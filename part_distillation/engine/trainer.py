@@ -318,11 +318,15 @@ class Trainer(DefaultTrainer):
     def build_hooks(self):
         """detectron2's default hooks, with the checkpointer replaced by
         :class:`~part_distillation.engine.checkpoint.AtomicCheckpointer` first (atomic saves,
-        resume past truncated files), so the periodic checkpointer and ``resume_or_load`` use it."""
+        resume past truncated files), so the periodic checkpointer and ``resume_or_load`` use it;
+        preceded by :class:`IterationSeedHook` when SEED_EACH_ITERATION."""
         old = self.checkpointer
         self.checkpointer = AtomicCheckpointer(old.model, old.save_dir, save_to_disk=old.save_to_disk,
                                                **old.checkpointables)
-        return super().build_hooks()
+        hooks = super().build_hooks()
+        if self.cfg.SEED_EACH_ITERATION:
+            hooks.insert(0, IterationSeedHook(self.cfg.SEED))
+        return hooks
 
     def build_writers(self):
         """detectron2's writers (console, metrics.json, TensorBoard), preceded by a
@@ -347,13 +351,6 @@ class Trainer(DefaultTrainer):
         super().load_state_dict(state_dict)
         if "_trainer" in state_dict:
             self._trainer.load_state_dict(state_dict["_trainer"])
-
-    def build_hooks(self):
-        """detectron2's hooks, preceded by :class:`IterationSeedHook` when SEED_EACH_ITERATION."""
-        hooks = super().build_hooks()
-        if self.cfg.SEED_EACH_ITERATION:
-            hooks.insert(0, IterationSeedHook(self.cfg.SEED))
-        return hooks
 
     @classmethod
     def build_optimizer(cls, cfg, model):
