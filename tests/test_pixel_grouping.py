@@ -72,14 +72,17 @@ def test_upsampled_scores_equal_scores_of_upsampled_features():
         assert torch.equal(fast.argmax(0), direct.argmax(0))
 
 
-def test_small_objects_are_skipped_and_grid_baseline():
+def test_small_objects_take_the_fallback_and_grid_baseline():
     cfg = _cfg()
-    grouper = PixelGrouper(RGBXYFeatures(cfg), k=4)
+    grouper = PixelGrouper(RGBXYFeatures(cfg), k=4, metric="l2")
     img, mask = _two_tone()
     tiny = np.zeros_like(mask)
-    tiny[30:34, 30:34] = True  # 16 pixels < one stride-8 cell
-    out = grouper(img, [mask, tiny], "toy")
-    assert out[0] is not None and out[1] is None
+    tiny[30:34, 46:50] = True  # 16 pixels across 4 stride-8 cells (none covered >= 50%), both colours
+    out = grouper(img, [mask, tiny, np.zeros_like(mask)], "toy")
+    assert out[0] is not None and out[2] is None  # an empty mask still gets nothing
+    assert ((out[1] > 0) == tiny).all()  # every pixel of the small object has a segment
+    assert (out[1][30:34, 46:48] != out[1][30:34, 48:50]).all()  # split at the colour edge
+    assert grouper.counts["objects_small_fallback"] == 1
     box = np.zeros((10, 12), bool)
     box[2:8, 2:10] = True
     seg = grid_segments(box)
