@@ -22,7 +22,7 @@ with both inertias recomputed in float64 from the centres is printed too, since 
 alone is about that tolerance.
 
 Part 2: stage 3 images/s. Stage-1 and stage-2 pseudo-labels are written to a temporary folder
-(stage-2 images/s is printed as well), then ``run_dense_crf`` runs into a fresh folder once per
+(stage-2 images/s is printed as well), then ``DenseCRFStage`` runs into a fresh folder once per
 worker count. ``workers > 1`` uses a spawn pool, so its time includes starting the workers.
 
 Timings are wall-clock on whatever machine runs this; on a shared machine they are noisy (the
@@ -52,13 +52,13 @@ import part_distillation.modeling  # noqa: E402,F401  (registers backbones)
 from part_distillation.config import setup_cfg  # noqa: E402
 from part_distillation.data import resolve_dataset  # noqa: E402
 from part_distillation.data.images import read_image_rgb  # noqa: E402
-from part_distillation.data.pseudo_labels import decode_mask, list_pseudo_labels  # noqa: E402
+from part_distillation.data.pseudo_labels import decode_mask  # noqa: E402
 from part_distillation.modeling.feature_extractor import BackboneFeatures  # noqa: E402
 from part_distillation.modeling.kmeans import batched_kmeans, pack_rows, size_batches  # noqa: E402
-from part_distillation.stages.dense_crf import run_dense_crf  # noqa: E402
-from part_distillation.stages.object_masks import run_object_masks  # noqa: E402
-from part_distillation.stages.pixel_grouping import (assign_segments, build_segmenter,  # noqa: E402
-                                                     grid_cell_masks, object_seed, run_pixel_grouping)
+from part_distillation.stages.dense_crf import DenseCRFStage  # noqa: E402
+from part_distillation.stages.object_masks import ObjectMasksStage  # noqa: E402
+from part_distillation.stages.pixel_grouping import (PixelGroupingStage, assign_segments,  # noqa: E402
+                                                     build_segmenter, grid_cell_masks, object_seed)
 
 CONFIG = "configs/pixel_grouping/effnet_lite0_cpu.yaml"
 NOISE_NOTE = ("NOTE: timings are wall-clock on a shared machine (other jobs running); "
@@ -257,16 +257,15 @@ def main():
     if not args.no_crf:
         with tempfile.TemporaryDirectory(prefix="bench_pg_") as tmp:
             d1, d2 = os.path.join(tmp, "object_masks"), os.path.join(tmp, "pixel_grouping")
-            run_object_masks(cfg, recs, d1)
+            ObjectMasksStage(cfg, d1).run(recs)
             seg = build_segmenter(cfg, args.device)
             t0 = time.perf_counter()
-            s2 = run_pixel_grouping(cfg, list_pseudo_labels(d1), d2, seg).as_dict()
+            s2 = PixelGroupingStage(cfg, d2, seg).run(d1).as_dict()
             wall = time.perf_counter() - t0
             crf_rows.append(("stage 2 (features+k-means+save)", s2, wall))
-            files = list_pseudo_labels(d2)
             for w in args.crf_workers:
                 t0 = time.perf_counter()
-                s3 = run_dense_crf(cfg, files, os.path.join(tmp, f"dense_crf_w{w}"), workers=w).as_dict()
+                s3 = DenseCRFStage(cfg, os.path.join(tmp, f"dense_crf_w{w}")).run(d2, workers=w).as_dict()
                 crf_rows.append((f"dense CRF workers={w}", s3, time.perf_counter() - t0))
 
     # ---- table ----
@@ -287,7 +286,7 @@ def main():
         rate = s["processed"] / s["seconds"] if s.get("seconds") else float("nan")
         bad = f", failed {s['failed']}, skipped {s['skipped']}" if s["failed"] or s["skipped"] else ""
         print(f"{name:<34} {rate:6.2f} images/s  ({s['processed']} images, {s['seconds']} s in "
-              f"run_stage, {wall:.1f} s wall{bad})")
+              f"Stage.run, {wall:.1f} s wall{bad})")
     if any(w > 1 for w in args.crf_workers) and not args.no_crf:
         print("(workers>1: time includes spawning the worker processes)")
     print(f"total bench time {time.perf_counter() - t_start:.0f} s, load avg {os.getloadavg()[0]:.2f}")

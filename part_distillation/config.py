@@ -7,8 +7,8 @@ command-line habits carry over (``PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS``,
 :func:`get_part_distillation_cfg` builds a config with every key declared so that misspelt keys in
 a YAML or on the command line fail with that error naming the key.
 
-Stage map (see README): stage 1 object masks (``PROPOSAL_GENERATION.OBJECT_MASK_*``), stage 2 pixel
-grouping (``PROPOSAL_GENERATION.*``, ``PIXEL_GROUPING.*``), stage 3 dense-CRF (``DENSE_CRF.*``),
+Stage map (see README): stage 1 object masks and stage 2 pixel grouping (``PROPOSAL_GENERATION.*``),
+stage 3 dense-CRF (``DENSE_CRF.*``),
 stage 4 part-proposal learning (``PROPOSAL_LEARNING.*`` + ``MODEL.MASK_FORMER.*``), stage 5 part
 ranking (``PART_RANKING.*``, used by a later issue), stage 6 self-training
 (``PART_DISTILLATION.*``, later issue), evaluation (``CUSTOM_DATASETS.*``, ``FEWSHOT_LEARNING.*``).
@@ -114,22 +114,36 @@ def add_maskformer2_config(cfg: CN) -> None:
     cfg.USE_CHECKPOINT = False
 
 
+def add_stage_run_keys(node: CN) -> None:
+    """Declare the run keys every stage namespace has (official names; read by
+    :mod:`part_distillation.stages.base`): ``TOTAL_PARTITIONS`` (-1: one partition),
+    ``PARTITION_INDEX`` (-1: ``SLURM_ARRAY_TASK_ID`` when set, else 0), ``FILTERED_CODE_PATH_LIST``
+    (text files of class codes to keep; empty: all), ``EXCLUDE_CODE_PATH`` (a text file of class
+    codes to drop), ``PATH_ONLY`` (the lists hold paths; a class code is a line's last component),
+    ``DEBUG`` (only the first few items of the partition). Keys already declared keep their value."""
+    defaults = {"TOTAL_PARTITIONS": -1, "PARTITION_INDEX": -1, "FILTERED_CODE_PATH_LIST": [],
+                "EXCLUDE_CODE_PATH": "", "PATH_ONLY": False, "DEBUG": False}
+    for key, value in defaults.items():
+        if key not in node:
+            node[key] = value
+
+
 def add_part_distillation_config(cfg: CN) -> None:
     """Declare the PartDistillation stage keys (official names) and ours.
 
-    Stages 1-3 (this repository's pixel-grouping pipeline) read ``PROPOSAL_GENERATION``,
-    ``PIXEL_GROUPING`` and ``DENSE_CRF``; stage 4 reads ``PROPOSAL_LEARNING``; stages 5-6
+    Stages 1-3 (this repository's pixel-grouping pipeline) read ``PROPOSAL_GENERATION`` and
+    ``DENSE_CRF``; stage 4 reads ``PROPOSAL_LEARNING``; stages 5-6
     (``PART_RANKING``, ``PART_DISTILLATION``) and ``FEWSHOT_LEARNING`` are declared for the later
     stages so that their YAMLs already merge.
     """
     # ---- stage 1 + 2: object masks and pixel grouping ("proposal generation") ----
     pg = cfg.PROPOSAL_GENERATION = CN()
-    pg.DATASET_NAME = "pascal_part_examples"
-    # "given": ground-truth object masks of the dataset; "detic": open-vocabulary labeler
-    # (later issue). Registered in part_distillation.data.labelers.
+    pg.DATASET_NAME = ""  # stage 1's dataset when the tool gets no --dataset
+    # Stage-1 labeler: "given" (the dataset's object masks), or another name registered in
+    # OBJECT_LABELER_REGISTRY (part_distillation.stages.object_masks).
     pg.OBJECT_MASK_TYPE = "given"
-    pg.OBJECT_MASK_PATH = ""  # stage-1 pseudo-label directory (empty: label on the fly)
-    pg.WITH_GIVEN_MASK = True
+    pg.OBJECT_MASK_PATH = ""  # stage 2's input (stage-1 pseudo-labels) when the tool gets no --input-dir
+    pg.WITH_GIVEN_MASK = True  # stage 2 groups the pixels of stage-1 object masks (False: unsupported)
     # How stage 2 splits an object: "kmeans" on backbone features (the method), or the baselines
     # "kmeans_rgbxy" (k-means on colour + position) and "grid" (2x2 grid over the object's box).
     pg.GROUPING = "kmeans"
@@ -145,18 +159,19 @@ def add_part_distillation_config(cfg: CN) -> None:
     pg.KMEANS_TOL = 1e-4
     pg.KMEANS_RESTARTS = 3  # 3 seedings reach sklearn's inertia or lower (tests/test_kmeans.py)
     pg.OBJECTS_PER_BATCH = 16  # objects clustered together in one batched k-means call
-    pg.MIN_OBJECT_AREA = 1  # objects with fewer full-resolution pixels are skipped and counted
+    pg.MIN_OBJECT_AREA = 1  # stage 1: objects with fewer full-resolution pixels are dropped and listed
     pg.SEED = 0
     pg.TOTAL_PARTITIONS = -1  # -1: one partition (everything)
     pg.PARTITION_INDEX = -1  # -1: SLURM_ARRAY_TASK_ID when set, else 0
     pg.BATCH_SIZE = 1
     pg.ROOT_FOLDER_NAME = "pseudo_labels"
-    pg.SINGLE_CLASS_CODE = ""
+    pg.SINGLE_CLASS_CODE = ""  # keep only this class code ("" = all), with the class filters below
     pg.DETIC_LABELING_MODE = "max-gt-label"
-    pg.SAVE_SCORE_THRESHOLD = 0.0
+    pg.SAVE_SCORE_THRESHOLD = 0.0  # stage 1: objects scored below are dropped and listed
     pg.DEBUG = False
+    add_stage_run_keys(pg)
 
-    pgr = cfg.PIXEL_GROUPING = CN()  # official eval-only pixel-grouping keys (mirrors of the above)
+    pgr = cfg.PIXEL_GROUPING = CN()  # official eval-only keys, accepted and ignored (ACCEPTED_UNREAD_KEYS)
     pgr.NUM_SUPERPIXEL_CLUSTERS = 4
     pgr.DISTANCE_METRIC = "dot"
     pgr.BACKBONE_FEATURE_KEY_LIST = ["res3", "res4"]
@@ -176,6 +191,7 @@ def add_part_distillation_config(cfg: CN) -> None:
     # object that the CRF moves to background keep their best part label instead.
     crf.OBJECT_PIXELS = "keep_parts"  # "keep_parts" | "official"
     crf.NUM_WORKERS = 2
+    add_stage_run_keys(crf)  # stage 3 shards on its own (official DENSE_CRF.TOTAL_PARTITIONS / PARTITION_INDEX)
 
     # ---- stage 4: part-proposal learning ----
     pl = cfg.PROPOSAL_LEARNING = CN()
@@ -184,15 +200,13 @@ def add_part_distillation_config(cfg: CN) -> None:
     pl.MIN_SCORE = -1.0
     pl.DATASET_PATH_LIST = []
     pl.DATASET_PATH = ""
-    pl.USE_PER_PIXEL_LABEL = True
+    pl.USE_PER_PIXEL_LABEL = True  # inference: per-pixel argmax segments (False: top-k overlapping proposals)
     pl.APPLY_MASKING_WITH_OBJECT_MASK = True
-    # inference output: "proposals" (top-k overlapping masks) or "per_pixel" (argmax segments)
-    pl.OUTPUT_MODE = "proposals"
     pl.POSTPROCESS_TYPES = []
     pl.FILTERED_CODE_PATH_LIST = []
     pl.EXCLUDE_CODE_PATH = ""
     pl.PATH_ONLY = False
-    pl.LABEL_PERCENTAGE = 100
+    pl.LABEL_PERCENTAGE = 100  # percent of the training images used (the first ones by image id)
     pl.DEBUG = False
 
     # ---- stage 5: part ranking (later issue) ----
@@ -217,6 +231,7 @@ def add_part_distillation_config(cfg: CN) -> None:
     pr.WEIGHT_NAME = "default"
     pr.SAVE_ANNOTATIONS = False
     pr.DEBUG = False
+    add_stage_run_keys(pr)
 
     # ---- stage 6: PartDistillation self-training (later issue) ----
     pd = cfg.PART_DISTILLATION = CN()
@@ -263,6 +278,26 @@ def add_part_distillation_config(cfg: CN) -> None:
     cfg.MODEL.EFFICIENTNET.PRETRAINED = True
     cfg.MODEL.EFFICIENTNET.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
     cfg.MODEL.EFFICIENTNET.FREEZE_AT = 0
+
+    cfg.VIS_OUTPUT_DIR = ""  # where the main job writes collages ("": <output_dir>/collages)
+
+
+# Official keys that official YAMLs or sh files set and that nothing here reads: they merge so
+# those files work unchanged, and are ignored for the reason given (tests/test_config_keys.py).
+ACCEPTED_UNREAD_KEYS = {
+    "PROPOSAL_GENERATION.BATCH_SIZE": "official stage-2 images per forward; here images go one at a "
+                                      "time and objects are batched by OBJECTS_PER_BATCH",
+    "PROPOSAL_GENERATION.ROOT_FOLDER_NAME": "official output root; every tool here writes to its --output-dir",
+    "PROPOSAL_GENERATION.DETIC_LABELING_MODE": "official Detic stage-1 mode; only a Detic labeler "
+                                               "(OBJECT_MASK_TYPE detic) would read it, none is registered here",
+    "PROPOSAL_LEARNING.POSTPROCESS_TYPES": "official per-test-set 'prop'/'semseg' list; the evaluators "
+                                           "here score proposals and per-pixel segments from one pass",
+    "PIXEL_GROUPING.NUM_SUPERPIXEL_CLUSTERS": "official eval-only PixelGroupingModel key; set PROPOSAL_GENERATION.*",
+    "PIXEL_GROUPING.DISTANCE_METRIC": "official eval-only PixelGroupingModel key; set PROPOSAL_GENERATION.*",
+    "PIXEL_GROUPING.BACKBONE_FEATURE_KEY_LIST": "official eval-only PixelGroupingModel key; set PROPOSAL_GENERATION.*",
+    "PIXEL_GROUPING.FEATURE_NORMALIZE": "official eval-only PixelGroupingModel key; set PROPOSAL_GENERATION.*",
+    "PIXEL_GROUPING.DEBUG": "official eval-only PixelGroupingModel key; set PROPOSAL_GENERATION.DEBUG",
+}
 
 
 def get_part_distillation_cfg() -> CN:

@@ -5,7 +5,7 @@ from PIL import Image
 from part_distillation.config import setup_cfg
 from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, PartLabel, list_pseudo_labels,
                                                   load_pseudo_label, save_pseudo_label)
-from part_distillation.stages.dense_crf import crf_refine, run_dense_crf
+from part_distillation.stages.dense_crf import DenseCRFStage, crf_refine
 
 from .helpers import EFFNET_CFG
 
@@ -58,10 +58,11 @@ def test_stage_with_two_workers_equals_one(tmp_path):
         Image.fromarray(img).save(tmp_path / f"im{i}.png")
         parts = [PartLabel(noisy == j) for j in (1, 2)]
         save_pseudo_label(str(s2), ImagePseudoLabel(str(tmp_path / f"im{i}.png"), f"im{i}", 48, 64,
-                                                    "pixel_grouping", [ObjectLabel("thing", obj, parts=parts)]))
-    cfg = setup_cfg(EFFNET_CFG, ["INPUT.MIN_SIZE_TEST", "48", "INPUT.MAX_SIZE_TEST", "64"])
-    one = run_dense_crf(cfg, list_pseudo_labels(str(s2)), str(tmp_path / "w1"), workers=1).as_dict()
-    two = run_dense_crf(cfg, list_pseudo_labels(str(s2)), str(tmp_path / "w2"), workers=2).as_dict()
+                                                    "pixel_grouping", [ObjectLabel("thing", obj, parts=parts)],
+                                                    config={"INPUT_SIZE": [48, 64]}))
+    cfg = setup_cfg(EFFNET_CFG)  # its INPUT size is not used: stage 3 takes stage 2's from the files
+    one = DenseCRFStage(cfg, str(tmp_path / "w1")).run(str(s2), workers=1).as_dict()
+    two = DenseCRFStage(cfg, str(tmp_path / "w2")).run(str(s2), workers=2).as_dict()
     assert one["processed"] == two["processed"] == 3 and not one["failed"] and not two["failed"]
     for f1, f2 in zip(list_pseudo_labels(str(tmp_path / "w1")), list_pseudo_labels(str(tmp_path / "w2"))):
         a, b = load_pseudo_label(f1), load_pseudo_label(f2)
@@ -83,10 +84,11 @@ def test_keep_parts_partitions_the_full_resolution_object_when_the_crf_runs_smal
     Image.fromarray(img).save(tmp_path / "im.png")
     parts = [PartLabel(seg == j) for j in (1, 2)]
     save_pseudo_label(str(tmp_path / "s2"), ImagePseudoLabel(str(tmp_path / "im.png"), "im", 48, 64,
-                                                             "pixel_grouping", [ObjectLabel("thing", obj, parts=parts)]))
-    cfg = setup_cfg(EFFNET_CFG, ["INPUT.MIN_SIZE_TEST", "16", "INPUT.MAX_SIZE_TEST", "22"])
+                                                             "pixel_grouping", [ObjectLabel("thing", obj, parts=parts)],
+                                                             config={"INPUT_SIZE": [16, 22]}))
+    cfg = setup_cfg(EFFNET_CFG)
     out = str(tmp_path / "s3")
-    assert run_dense_crf(cfg, list_pseudo_labels(str(tmp_path / "s2")), out).processed == 1
+    assert DenseCRFStage(cfg, out).run(str(tmp_path / "s2")).processed == 1
     lm = load_pseudo_label(list_pseudo_labels(out)[0]).objects[0].part_label_map()
     assert (lm[obj] > 0).all() and (lm[~obj] == 0).all()
     assert set(np.unique(lm[obj])) == {1, 2}

@@ -34,8 +34,9 @@ def test_ground_truth_as_prediction_scores_100_and_a_dropped_object_costs(tmp_pa
 
 @needs_shared
 def test_main_job_on_real_images_writes_metrics_and_collages(tmp_path):
+    vis = str(tmp_path / "vis")
     cfg = setup_cfg(EFFNET_CFG, ["INPUT.MIN_SIZE_TEST", "192", "INPUT.MAX_SIZE_TEST", "320",
-                                 "DENSE_CRF.NUM_WORKERS", "1"])
+                                 "DENSE_CRF.NUM_WORKERS", "1", "VIS_OUTPUT_DIR", vis])
     variants = {"pretrained": ([], True), "grid_2x2": BASELINE_VARIANTS["grid_2x2"]}
     out = str(tmp_path / "run")
     metrics = run_pipeline(cfg, "pascal_part_examples", out, variants, num_collages=2, max_images=3)
@@ -48,9 +49,9 @@ def test_main_job_on_real_images_writes_metrics_and_collages(tmp_path):
         assert seg["hungarian_mIoU"] <= seg["best_match_mIoU"] + 1e-9
     assert json.load(open(os.path.join(out, "metrics.json")))["num_images"] == 3
     assert "| pretrained/dense_crf |" in open(os.path.join(out, "metrics.md")).read()
-    pngs = sorted(os.listdir(os.path.join(out, "collages")))
-    assert len(pngs) == 2
-    w, h = Image.open(os.path.join(out, "collages", pngs[0])).size
+    pngs = sorted(os.listdir(vis))  # collages go to VIS_OUTPUT_DIR
+    assert len(pngs) == 2 and not os.path.exists(os.path.join(out, "collages"))
+    w, h = Image.open(os.path.join(vis, pngs[0])).size
     assert w > 5 * h / 3  # image | object | segments | CRF | grid | GT panels per row
     # rerun: everything resumes, same numbers
     again = run_pipeline(cfg, "pascal_part_examples", out, variants, num_collages=0, max_images=3)

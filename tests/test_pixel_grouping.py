@@ -9,10 +9,10 @@ from part_distillation.config import setup_cfg
 from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, encode_mask, list_pseudo_labels,
                                                   load_pseudo_label, save_pseudo_label)
 from part_distillation.modeling.feature_extractor import BackboneFeatures, RGBXYFeatures
-from part_distillation.stages.common import StageConfigMismatch
-from part_distillation.stages.object_masks import run_object_masks
-from part_distillation.stages.pixel_grouping import (PixelGrouper, build_segmenter, grid_segments,
-                                                     run_pixel_grouping, score_maps, upsample_scores)
+from part_distillation.stages.base import StageConfigMismatch
+from part_distillation.stages.object_masks import ObjectMasksStage
+from part_distillation.stages.pixel_grouping import (PixelGrouper, PixelGroupingStage, build_segmenter,
+                                                     grid_segments, score_maps, upsample_scores)
 from part_distillation.utils.sharding import resolve_partition, shard
 
 from .helpers import EFFNET_CFG
@@ -82,7 +82,7 @@ def test_small_objects_take_the_fallback_and_grid_baseline():
     assert out[0] is not None and out[2] is None  # an empty mask still gets nothing
     assert ((out[1] > 0) == tiny).all()  # every pixel of the small object has a segment
     assert (out[1][30:34, 46:48] != out[1][30:34, 48:50]).all()  # split at the colour edge
-    assert grouper.counts["objects_small_fallback"] == 1
+    assert grouper.last_counts == {"objects_small_fallback": 1}
     box = np.zeros((10, 12), bool)
     box[2:8, 2:10] = True
     seg = grid_segments(box)
@@ -119,23 +119,26 @@ def test_stage_resumes_and_counts_failures(tmp_path):
     cfg = _cfg(*RGBXY)
     out = str(tmp_path / "s2")
     seg_fn = build_segmenter(cfg)
-    first = run_pixel_grouping(cfg, list_pseudo_labels(s1), out, seg_fn).as_dict()
-    assert first["processed"] == 3 and sum(first["skipped"].values()) == 1
+    first = PixelGroupingStage(cfg, out, seg_fn).run(s1).as_dict()
+    assert first["processed"] == 3 and first["skipped"] == {"unreadable image": 1}  # one counter, no path
+    assert first["skipped_items"][0]["item"] == "thing/im3" and "im3.png" in first["skipped_items"][0]["detail"]
     files = list_pseudo_labels(out)
     assert len(files) == 3 and load_pseudo_label(files[0]).stage == "pixel_grouping"
     assert len(load_pseudo_label(files[0]).objects[0].parts) >= 2
     # a killed job leaves a truncated file and a stray temp file: both are redone/ignored
     with open(files[1], "w") as f:
         f.write('{"schema": "part_distillation/pseudo_label", "vers')
-    open(os.path.join(out, ".im2.json.123.tmp"), "w").close()
-    again = run_pixel_grouping(cfg, list_pseudo_labels(s1), out, seg_fn).as_dict()
+    stale = os.path.join(os.path.dirname(files[1]), ".im2.json.123.tmp")
+    open(stale, "w").close()
+    again = PixelGroupingStage(cfg, out, seg_fn).run(s1).as_dict()
     assert again["resumed"] == 2 and again["processed"] == 1
     assert load_pseudo_label(files[1]).stage == "pixel_grouping"
-    assert sorted(os.listdir(os.path.join(out, "logs"))) == ["config.json", "summary_0of1.json"]
+    assert not os.path.exists(stale)  # stale temp files of this stage are removed on start
+    assert sorted(os.listdir(os.path.join(out, "logs"))) == ["config.json", "done", "summary_0of1.json"]
     # resuming with other settings would mix two configs in one folder: refused, naming the key
     other = _cfg(*RGBXY, "PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS", "3")
     with pytest.raises(StageConfigMismatch, match="NUM_SUPERPIXEL_CLUSTERS.*4 -> 3"):
-        run_pixel_grouping(other, list_pseudo_labels(s1), out, build_segmenter(other))
+        PixelGroupingStage(other, out).run(s1)
 
 
 def test_random_init_features_depend_on_the_seed_only():
@@ -167,14 +170,16 @@ def test_empty_object_mask_and_image_below_stride_are_counted_not_lost(tmp_path)
     ]
     cfg = _cfg()
     s1 = str(tmp_path / "s1")
-    first = run_object_masks(cfg, records, s1).as_dict()
+    first = ObjectMasksStage(cfg, s1).run(records).as_dict()
     assert first["processed"] == 2 and first["objects_skipped_empty"] == 1
-    ok = load_pseudo_label(os.path.join(s1, "ok.json"))
-    assert len(ok.objects) == 1 and ok.skipped_objects == [{"index": 0, "reason": "empty object mask"}]
+    ok = load_pseudo_label(os.path.join(s1, "thing", "ok.json"))
+    assert len(ok.objects) == 1
+    assert ok.skipped_objects == [{"index": 0, "reason": "empty object mask", "stage": "object_masks"}]
+    assert ok.object_indices() == [1]
     # stage 2: the image below the feature stride fails with a clear, counted error; the rest goes on
     with pytest.raises(ValueError, match="smaller than the feature stride 8"):
         BackboneFeatures(cfg)(thin)
-    out = run_pixel_grouping(cfg, list_pseudo_labels(s1), str(tmp_path / "s2"), build_segmenter(cfg)).as_dict()
+    out = PixelGroupingStage(cfg, str(tmp_path / "s2")).run(s1).as_dict()
     assert out["processed"] == 1 and out["failed"] == 1
-    assert out["failed_items"][0]["item"] == "thin"
+    assert out["failed_items"][0]["item"] == "thing/thin"
     assert "smaller than the feature stride" in out["failed_items"][0]["error"]

@@ -74,7 +74,7 @@ def label_folder(tmp_path):
     img_c = _image(str(tmp_path / "c.png"), h, w, obj)
     save_pseudo_label(str(folder), ImagePseudoLabel(img_c, "c", h, w, "dense_crf", [
         ObjectLabel("dog", obj, parts=[])]))
-    (folder / "d.json").write_text('{"schema": "part_distillation/pseudo_la')
+    (folder / "dog" / "d.json").write_text('{"schema": "part_distillation/pseudo_la')
     return folder
 
 
@@ -84,13 +84,16 @@ def test_dataset_filters(label_folder):
     assert sorted(by_id) == ["a", "c"]  # b: its only object is too small; d: corrupt
     assert by_id["a"]["kept_objects"] == [{"index": 0, "parts": [0, 1]}]
     assert by_id["c"]["kept_objects"] == [{"index": 0, "parts": []}]
-    assert by_id["a"]["pseudo_label_path"] == str(label_folder / "a.json")
+    assert by_id["a"]["pseudo_label_path"] == str(label_folder / "dog" / "a.json")
     assert (by_id["a"]["height"], by_id["a"]["width"]) == (40, 60)
     unfiltered = load_pseudo_label_dataset(str(label_folder))
     assert {d["image_id"]: d["kept_objects"] for d in unfiltered}["a"] == [
         {"index": 0, "parts": [0, 1, 2]}, {"index": 1, "parts": [0]}]
     with pytest.raises(ValueError, match="no usable pseudo-label"):
         load_pseudo_label_dataset(str(label_folder), min_object_area_ratio=0.9)
+    # PROPOSAL_LEARNING.LABEL_PERCENTAGE and the class filter lists
+    assert [d["image_id"] for d in load_pseudo_label_dataset(str(label_folder), 0.01, 0.05, 50)] == ["a"]
+    assert [d["image_id"] for d in load_pseudo_label_dataset(str(label_folder), class_filter=({"cat"}, set()))] == ["b"]
 
 
 def test_train_mapper_transforms_masks_like_the_image(label_folder):

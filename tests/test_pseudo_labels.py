@@ -7,7 +7,7 @@ import pytest
 
 from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, PartLabel, PseudoLabelError,
                                                   is_complete, list_pseudo_labels, load_pseudo_label,
-                                                  save_pseudo_label)
+                                                  read_header, save_pseudo_label)
 from part_distillation.utils.io import atomic_write_json
 
 
@@ -72,3 +72,21 @@ def test_outputs_get_umask_permissions_not_temp_file_ones(tmp_path):
     atomic_write_json(path, {"x": 1})
     open(tmp_path / "plain.json", "w").close()
     assert stat.S_IMODE(os.stat(path).st_mode) == stat.S_IMODE(os.stat(tmp_path / "plain.json").st_mode)
+
+
+def test_layout_class_id_header_and_object_indices(tmp_path):
+    label = _label()
+    label.objects[0].class_id = 7
+    path = save_pseudo_label(str(tmp_path), label)
+    assert path == os.path.join(str(tmp_path), "n02121808", "img.json")  # <class_code>/<image_id>.json
+    back = load_pseudo_label(path, "pixel_grouping")
+    assert back.objects[0].class_id == 7 and back.class_code == "n02121808"
+    assert back.object_indices() == [0]  # stage 1 dropped object 1 (listed), object 0 kept
+    header = read_header(path, "pixel_grouping")  # no mask decoded
+    assert header.object_areas == [20.0] and header.part_areas == [[8.0, 12.0]]
+    assert header.class_code == "n02121808" and (header.height, header.width) == (6, 8)
+    moved = tmp_path / "n02121808" / "other.json"
+    os.rename(path, moved)  # a valid file under another image's name is not trusted
+    with pytest.raises(PseudoLabelError, match="holds image id 'img', not the file's name 'other'"):
+        read_header(str(moved))
+    assert not is_complete(str(moved))

@@ -19,9 +19,12 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", required=True, help="registered dataset name or Pascal-Part-layout folder")
     p.add_argument("--pseudo-labels", required=True, help="pseudo-label folder to evaluate")
+    p.add_argument("--stage", default=None,
+                   help="stage the files must come from (object_masks, pixel_grouping, dense_crf, ...); "
+                        "default: any, but one stage for the whole folder")
     p.add_argument("--output", default="", help="metrics JSON path (default: <pseudo-labels>/logs/metrics.json)")
     args = p.parse_args()
-    metrics = evaluate_pseudo_labels(args.pseudo_labels, resolve_dataset(args.dataset))
+    metrics = evaluate_pseudo_labels(args.pseudo_labels, resolve_dataset(args.dataset), args.stage)
     out = args.output or os.path.join(args.pseudo_labels, "logs", "metrics.json")
     atomic_write_json(out, metrics, indent=1)
     print(json.dumps(metrics["segments"], indent=1))

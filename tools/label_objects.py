@@ -9,14 +9,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from part_distillation.data import resolve_dataset  # noqa: E402
-from part_distillation.stages.cli import setup, stage_parser  # noqa: E402
-from part_distillation.stages.object_masks import run_object_masks  # noqa: E402
+from part_distillation.stages.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    p = stage_parser(__doc__.splitlines()[0])
-    p.add_argument("--dataset", required=True, help="registered dataset name or folder")
-    args = p.parse_args()
-    cfg = setup(args)
-    summary = run_object_masks(cfg, resolve_dataset(args.dataset), args.output_dir)
-    sys.exit(1 if summary.failed else 0)
+    sys.exit(main("object_masks", description=__doc__.splitlines()[0]))

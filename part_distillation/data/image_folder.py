@@ -16,7 +16,7 @@ from typing import List, Optional
 import numpy as np
 from PIL import Image
 
-from .images import ImageReadError, read_image_size
+from .images import ImageReadError, image_id_of_path, read_image_size
 from .pseudo_labels import encode_mask, mask_to_box
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def load_image_folder(images_dir: str, masks_dir: Optional[str] = None,
         if not f.lower().endswith(IMAGE_EXTENSIONS):
             continue
         path = os.path.join(images_dir, f)
-        image_id = os.path.splitext(f)[0]
+        image_id = image_id_of_path(f)
         try:
             w, h = read_image_size(path)
         except ImageReadError as e:

@@ -43,3 +43,21 @@ def _check_file(path: str) -> None:
         raise ImageReadError(f"{path}: no such image file")
     if os.path.getsize(path) == 0:
         raise ImageReadError(f"{path}: empty (0-byte) image file")
+
+
+def image_id_of_path(path: str) -> str:
+    """The image id a file stands for: its name without folder and extension (``a/cat.jpg`` and
+    ``b/cat.json`` -> ``cat``). Two files of one run with the same id are refused by the stage runner."""
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def read_image_or_skip(path: str) -> np.ndarray:
+    """:func:`read_image_rgb`, turning an unreadable file into a counted
+    :class:`~part_distillation.utils.sharding.SkipItem` (reason ``unreadable image``, the file and
+    error as its detail) for the stage runner."""
+    from ..utils.sharding import SkipItem
+
+    try:
+        return read_image_rgb(path)
+    except ImageReadError as e:
+        raise SkipItem("unreadable image", str(e)) from None

@@ -3,7 +3,7 @@ part-proposal learning (PartDistillation, Cho et al., CVPR 2023, Sec. 3.2).
 
 Training datasets: a folder of pseudo-label JSONs (:mod:`part_distillation.data.pseudo_labels`) is
 registered lazily in detectron2's ``DatasetCatalog`` by :func:`register_pseudo_label_dataset`.
-Loading it reads every JSON once (RLE areas only, no mask decoding) and applies the official
+Loading it reads every file's header once (RLE areas only, no mask decoding) and applies the official
 PROPOSAL_LEARNING filters:
 
 * an object is dropped when its area / image area < ``MIN_OBJECT_AREA_RATIO``; an image with no
@@ -23,13 +23,11 @@ Mappers (``INPUT.DATASET_MAPPER_NAME`` -> :data:`DATASET_MAPPERS`):
   (:mod:`part_distillation.data.pascal_part` dicts), for the evaluators of
   :mod:`part_distillation.evaluation.evaluators`.
 """
-import json
 import logging
 import os
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
-import pycocotools.mask as mask_util
 import torch
 from detectron2.config import configurable
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -37,22 +35,30 @@ from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances
 
 from .images import read_image_rgb
-from .pseudo_labels import SCHEMA, VERSION, decode_mask, list_pseudo_labels, load_pseudo_label
+from ..utils.class_filter import class_allowed, load_class_filter
+from .pseudo_labels import (PseudoLabelError, class_code_of_dir, decode_mask, list_pseudo_labels, load_pseudo_label,
+                            read_header)
 
 logger = logging.getLogger(__name__)
 
 
 
 def load_pseudo_label_dataset(folder: str, min_object_area_ratio: float = 0.0,
-                              min_area_ratio: float = 0.0) -> List[dict]:
+                              min_area_ratio: float = 0.0, label_percentage: float = 100,
+                              class_filter: Tuple[Optional[set], set] = (None, set())) -> List[dict]:
     """Dataset dicts of a pseudo-label folder with the PROPOSAL_LEARNING area filters applied.
 
     Args:
-        folder: directory of ``<image_id>.json`` pseudo-labels (any stage; parts are used).
+        folder: a stage's pseudo-label folder (``<class_dir>/<image_id>.json``, any stage; parts
+            are used), read through :func:`~part_distillation.data.pseudo_labels.read_header`.
         min_object_area_ratio: drop objects covering less than this fraction of the image
             (PROPOSAL_LEARNING.MIN_OBJECT_AREA_RATIO).
         min_area_ratio: drop parts covering less than this fraction of their object
             (PROPOSAL_LEARNING.MIN_AREA_RATIO).
+        label_percentage: keep the first ``label_percentage`` percent of the usable images, by
+            image id, at least one (PROPOSAL_LEARNING.LABEL_PERCENTAGE; 100 = all).
+        class_filter: ``(keep, exclude)`` class codes (:func:`~part_distillation.utils.class_filter.
+            load_class_filter` of PROPOSAL_LEARNING), applied to each file's class folder.
 
     Returns:
         dicts (see module docstring), sorted by file. Corrupt or foreign JSON files are skipped
@@ -63,54 +69,48 @@ def load_pseudo_label_dataset(folder: str, min_object_area_ratio: float = 0.0,
         ValueError: no image of ``folder`` survives (empty folder, every file corrupt, or
             everything filtered out).
     """
-    paths = list_pseudo_labels(folder)
+    paths = [p for p in list_pseudo_labels(folder)
+             if class_allowed(class_code_of_dir(os.path.basename(os.path.dirname(p))), *class_filter)]
     dicts = []
     counts = dict(corrupt=0, images_dropped=0, objects_dropped=0, objects_kept=0,
                   parts_dropped=0, parts_kept=0)
     for path in paths:
         try:
-            with open(path) as f:
-                raw = json.load(f)
-            if raw.get("schema") != SCHEMA or raw.get("version") != VERSION:
-                raise ValueError(f"schema {raw.get('schema')!r} version {raw.get('version')!r}")
-            image = raw["image"]
-            height, width = int(image["height"]), int(image["width"])
-            kept = []
-            for oi, obj in enumerate(raw["objects"]):
-                object_area = float(mask_util.area(_rle(obj["mask"])))
-                if object_area <= 0 or object_area / (height * width) < min_object_area_ratio:
-                    counts["objects_dropped"] += 1
-                    continue
-                parts = [pi for pi, part in enumerate(obj["parts"])
-                         if float(mask_util.area(_rle(part["mask"]))) / object_area >= min_area_ratio]
-                counts["parts_dropped"] += len(obj["parts"]) - len(parts)
-                counts["parts_kept"] += len(parts)
-                counts["objects_kept"] += 1
-                kept.append({"index": oi, "parts": parts})
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            logger.warning("skipping pseudo-label %s: %s: %s", path, type(e).__name__, e)
+            header = read_header(path)
+        except PseudoLabelError as e:
+            logger.warning("skipping pseudo-label %s", e)
             counts["corrupt"] += 1
             continue
+        kept = []
+        for oi, (object_area, part_areas) in enumerate(zip(header.object_areas, header.part_areas)):
+            if object_area <= 0 or object_area / (header.height * header.width) < min_object_area_ratio:
+                counts["objects_dropped"] += 1
+                continue
+            parts = [pi for pi, area in enumerate(part_areas) if area / object_area >= min_area_ratio]
+            counts["parts_dropped"] += len(part_areas) - len(parts)
+            counts["parts_kept"] += len(parts)
+            counts["objects_kept"] += 1
+            kept.append({"index": oi, "parts": parts})
         if not kept:
             counts["images_dropped"] += 1
             continue
-        dicts.append({"file_name": image["file_name"], "image_id": str(image["image_id"]),
-                      "height": height, "width": width, "pseudo_label_path": path,
+        dicts.append({"file_name": header.file_name, "image_id": header.image_id,
+                      "height": header.height, "width": header.width, "pseudo_label_path": path,
                       "kept_objects": kept})
     logger.info("pseudo-labels %s: %d files -> %d images; %s", folder, len(paths), len(dicts), counts)
     if not dicts:
         raise ValueError(f"no usable pseudo-label in {folder} ({len(paths)} files; {counts})")
+    if not 0 < label_percentage <= 100:
+        raise ValueError(f"PROPOSAL_LEARNING.LABEL_PERCENTAGE must be in (0, 100], got {label_percentage}")
+    if label_percentage < 100:
+        dicts = sorted(dicts, key=lambda d: d["image_id"])[: max(1, int(len(dicts) * label_percentage / 100))]
+        logger.info("LABEL_PERCENTAGE %s: %d images used", label_percentage, len(dicts))
     return dicts
 
 
-def _rle(rle: dict) -> dict:
-    """JSON RLE (str counts) -> pycocotools RLE (bytes counts)."""
-    return {"size": rle["size"], "counts": rle["counts"].encode("ascii")
-            if isinstance(rle["counts"], str) else rle["counts"]}
-
-
 def register_pseudo_label_dataset(name: str, folder: str, min_object_area_ratio: float = 0.0,
-                                  min_area_ratio: float = 0.0) -> None:
+                                  min_area_ratio: float = 0.0, label_percentage: float = 100,
+                                  class_filter: Tuple[Optional[set], set] = (None, set())) -> None:
     """Register ``folder`` under ``name`` (lazy: the folder is read on ``DatasetCatalog.get``).
     Re-registering a name replaces it. Metadata: ``evaluator_type="none"``, ``root=folder``,
     ``has_parts=False`` (pseudo-labels are not ground truth)."""
@@ -118,7 +118,8 @@ def register_pseudo_label_dataset(name: str, folder: str, min_object_area_ratio:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
     DatasetCatalog.register(
-        name, lambda: load_pseudo_label_dataset(folder, min_object_area_ratio, min_area_ratio))
+        name, lambda: load_pseudo_label_dataset(folder, min_object_area_ratio, min_area_ratio, label_percentage,
+                                                class_filter))
     MetadataCatalog.get(name).set(evaluator_type="none", root=folder, has_parts=False)
 
 
@@ -143,7 +144,8 @@ def register_proposal_train_datasets(cfg) -> List[str]:
     names = []
     for folder in folders:
         name = "pseudo_labels:" + os.path.abspath(folder)
-        register_pseudo_label_dataset(name, folder, pl.MIN_OBJECT_AREA_RATIO, pl.MIN_AREA_RATIO)
+        register_pseudo_label_dataset(name, folder, pl.MIN_OBJECT_AREA_RATIO, pl.MIN_AREA_RATIO, pl.LABEL_PERCENTAGE,
+                                      load_class_filter(pl))
         names.append(name)
     return names
 

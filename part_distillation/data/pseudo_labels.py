@@ -1,21 +1,33 @@
 """The one pseudo-label format every stage reads and writes.
 
-One JSON file per image, ``<output_dir>/<image_id>.json``. Masks are COCO compressed RLE
-(pycocotools) with the ``counts`` bytes decoded as ASCII, at the ORIGINAL image resolution
+One JSON file per image, laid out as the official code does: ``<output_dir>/<class_dir>/<image_id>.json``
+where ``class_dir = class_dir(class_code)`` is the image's class code made a safe folder name
+(:func:`class_dir`, reversible), so no folder holds millions of files. Masks are COCO compressed
+RLE (pycocotools) with the ``counts`` bytes decoded as ASCII, at the ORIGINAL image resolution
 (``height`` x ``width``); boxes are absolute ``XYXY`` pixels in that frame. Schema (version 1)::
 
     {
       "schema": "part_distillation/pseudo_label", "version": 1,
       "stage": "object_masks" | "pixel_grouping" | "dense_crf" | "part_ranking" | ...,
-      "image": {"file_name": str, "image_id": str, "height": int, "width": int},
+      "image": {"file_name": str, "image_id": str, "height": int, "width": int,
+                "class_code": str},                 # the class whose folder holds the file
       "objects": [
-        {"class_name": str, "class_code": str,      # e.g. "person" / ImageNet wnid
+        {"class_name": str,                         # human-readable name ("person", "goldfish")
+         "class_code": str,                         # dataset class key: ImageNet wnid, Pascal-Part class name
+         "class_id": int,                           # index into the dataset's class list (-1: unknown)
          "mask": RLE, "bbox": [x0, y0, x1, y1], "score": float,
          "parts": [{"mask": RLE, "label": int | null, "score": float}, ...]}
       ],
-      "skipped_objects": [{"index": int, "reason": str}],   # objects a stage could not process
-      "config": {...}                                       # the keys of the producing stage
+      "skipped_objects": [{"index": int, "reason": str, "stage": str}],
+      "config": {...}                               # the keys of the producing stage
     }
+
+``skipped_objects[].index`` means one thing at every stage: the object's position in the stage-1
+labeler's output (before stage 1 dropped empty masks), its identity across stages; ``stage`` says
+which stage skipped it. Stage-1 entries are objects no file lists; later entries are objects that
+stay in ``objects`` without parts. :meth:`ImagePseudoLabel.object_indices` maps ``objects[i]`` to
+that index. ``config["INPUT_SIZE"]`` (stage 2 onwards) is stage 2's network input size
+``[INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST]``; stage 3 resizes with it.
 
 ``label`` is ``null`` until part ranking assigns class-consistent part ids (stage 5). Parts of one
 object never overlap in the outputs of stages 2-3 (they partition the object's pixels).
@@ -26,13 +38,15 @@ Writes are atomic (:mod:`part_distillation.utils.io`); :func:`load_pseudo_label`
 """
 import json
 import os
+import urllib.parse
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pycocotools.mask as mask_util
 
 from ..utils.io import atomic_write_json
+from .images import image_id_of_path
 
 SCHEMA = "part_distillation/pseudo_label"
 VERSION = 1
@@ -53,18 +67,25 @@ def encode_mask(mask: np.ndarray) -> dict:
 
 def decode_mask(rle: dict) -> np.ndarray:
     """COCO RLE dict (str or bytes ``counts``) -> bool mask (H, W)."""
-    rle = dict(rle)
-    if isinstance(rle["counts"], str):
-        rle["counts"] = rle["counts"].encode("ascii")
-    return mask_util.decode(rle).astype(bool)
+    return mask_util.decode(_coco_rle(rle)).astype(bool)
+
+
+def mask_box_slices(mask: np.ndarray, margin: int = 0) -> Tuple[slice, slice]:
+    """Row and column slices of the bounding box of a non-empty (H, W) bool mask, grown by
+    ``margin`` pixels on each side and clipped to the mask. Raises ``ValueError`` if it is empty."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if not len(rows):
+        raise ValueError("bounding box of an empty mask")
+    return (slice(max(int(rows[0]) - margin, 0), min(int(rows[-1]) + 1 + margin, mask.shape[0])),
+            slice(max(int(cols[0]) - margin, 0), min(int(cols[-1]) + 1 + margin, mask.shape[1])))
 
 
 def mask_to_box(mask: np.ndarray) -> List[float]:
     """Tight ``XYXY`` box (absolute pixels, exclusive max) of a bool mask; zeros if empty."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
+    if not mask.any():
         return [0.0, 0.0, 0.0, 0.0]
-    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+    ys, xs = mask_box_slices(mask)
+    return [float(xs.start), float(ys.start), float(xs.stop), float(ys.stop)]
 
 
 @dataclass
@@ -86,6 +107,7 @@ class ObjectLabel:
     score: float = 1.0
     bbox: Optional[List[float]] = None
     parts: List[PartLabel] = field(default_factory=list)
+    class_id: int = -1
 
     def __post_init__(self):
         if self.bbox is None:
@@ -111,6 +133,25 @@ class ImagePseudoLabel:
     objects: List[ObjectLabel] = field(default_factory=list)
     skipped_objects: List[Dict] = field(default_factory=list)
     config: Dict = field(default_factory=dict)
+    class_code: str = ""  # the image's class (its folder); "" -> that of its largest object
+
+    def folder_class(self) -> str:
+        """The class code whose folder holds this file: ``class_code``, else the class code of the
+        largest object, else ``""``."""
+        if self.class_code:
+            return self.class_code
+        return primary_class_code([(o.class_code or o.class_name, int(o.mask.sum())) for o in self.objects])
+
+    def object_indices(self) -> List[int]:
+        """For each of ``objects``, its index in the stage-1 labeler's output (the ``index`` of
+        ``skipped_objects``): the positions stage 1 did not drop, in order."""
+        dropped = {int(e["index"]) for e in self.skipped_objects if e.get("stage", "object_masks") == "object_masks"}
+        out, i = [], 0
+        while len(out) < len(self.objects):
+            if i not in dropped:
+                out.append(i)
+            i += 1
+        return out
 
     def to_dict(self) -> dict:
         return {
@@ -118,11 +159,13 @@ class ImagePseudoLabel:
             "version": VERSION,
             "stage": self.stage,
             "image": {"file_name": self.file_name, "image_id": self.image_id,
-                      "height": int(self.height), "width": int(self.width)},
+                      "height": int(self.height), "width": int(self.width),
+                      "class_code": self.folder_class()},
             "objects": [
                 {
                     "class_name": o.class_name,
                     "class_code": o.class_code,
+                    "class_id": int(o.class_id),
                     "mask": encode_mask(o.mask),
                     "bbox": [float(v) for v in o.bbox],
                     "score": float(o.score),
@@ -158,52 +201,154 @@ class ImagePseudoLabel:
                         raise PseudoLabelError(f"part mask {pm.shape} != image size {(h, w)}")
                     parts.append(PartLabel(pm, p.get("label"), float(p.get("score", 1.0))))
                 objects.append(ObjectLabel(o["class_name"], m, o.get("class_code", ""),
-                                           float(o.get("score", 1.0)), list(o["bbox"]), parts))
+                                           float(o.get("score", 1.0)), list(o["bbox"]), parts,
+                                           int(o.get("class_id", -1))))
             return cls(img["file_name"], str(img["image_id"]), h, w, d["stage"], objects,
-                       list(d.get("skipped_objects", [])), dict(d.get("config", {})))
+                       list(d.get("skipped_objects", [])), dict(d.get("config", {})),
+                       str(img.get("class_code", "")))
         except PseudoLabelError as e:
             raise PseudoLabelError(f"{source}: {e}") from None
         except (KeyError, TypeError, ValueError) as e:
             raise PseudoLabelError(f"{source}: malformed pseudo-label ({type(e).__name__}: {e})") from None
 
 
-def pseudo_label_path(output_dir: str, image_id: str) -> str:
-    """Where the pseudo-label of ``image_id`` lives inside a stage's output folder."""
-    return os.path.join(output_dir, f"{image_id}.json")
+NO_CLASS_DIR = "_noclass"  # folder of images without any class code
+_RESERVED_DIRS = {"logs", "collages"}  # folders the stage runner and the main job write beside classes
+
+
+def primary_class_code(codes_and_areas: Sequence) -> str:
+    """The class code of the largest ``(class_code, area)`` pair (first one on ties); ``""`` if
+    there is none. Decides the folder of an image whose dataset gives no image-level class."""
+    best, best_area = "", -1
+    for code, area in codes_and_areas:
+        if area > best_area:
+            best, best_area = str(code), area
+    return best
+
+
+def class_dir(class_code: str) -> str:
+    """Safe, reversible folder name of a class code (percent-encoding of everything but letters,
+    digits and ``-_.,+=@``; a leading dot and the reserved names ``logs``/``collages`` are encoded
+    too). ``""`` -> ``_noclass``. Inverse: :func:`class_code_of_dir`."""
+    if not class_code:
+        return NO_CLASS_DIR
+    out = urllib.parse.quote(class_code, safe="-_.,+=@")
+    if out.startswith("."):
+        out = "%2E" + out[1:]
+    if out in _RESERVED_DIRS:
+        out = "%{:02X}".format(ord(out[0])) + out[1:]
+    return out
+
+
+def class_code_of_dir(name: str) -> str:
+    """Inverse of :func:`class_dir` (``_noclass`` -> ``""``)."""
+    return "" if name == NO_CLASS_DIR else urllib.parse.unquote(name)
+
+
+def pseudo_label_path(output_dir: str, image_id: str, class_code: str = "") -> str:
+    """Where the pseudo-label of ``image_id`` of class ``class_code`` lives inside a stage's
+    output folder: ``<output_dir>/<class_dir(class_code)>/<image_id>.json``."""
+    return os.path.join(output_dir, class_dir(class_code), f"{image_id}.json")
 
 
 def save_pseudo_label(output_dir: str, label: ImagePseudoLabel) -> str:
-    """Write ``label`` atomically to ``<output_dir>/<image_id>.json``; returns the path."""
-    path = pseudo_label_path(output_dir, label.image_id)
+    """Write ``label`` atomically to ``<output_dir>/<class_dir>/<image_id>.json`` (class from
+    :meth:`ImagePseudoLabel.folder_class`); returns the path."""
+    path = pseudo_label_path(output_dir, label.image_id, label.folder_class())
     atomic_write_json(path, label.to_dict())
     return path
 
 
-def load_pseudo_label(path: str) -> ImagePseudoLabel:
-    """Read and validate one file. Raises :class:`PseudoLabelError` naming ``path``."""
+def load_pseudo_label(path: str, stage: Optional[str] = None) -> ImagePseudoLabel:
+    """Read and validate one file: schema, masks' sizes, the image id equal to the file name,
+    and (when given) the producing ``stage``. Raises :class:`PseudoLabelError` naming ``path``."""
+    label = ImagePseudoLabel.from_dict(_json_file(path), source=path)
+    _check_identity(path, label.image_id, label.stage, stage)
+    return label
+
+
+@dataclass
+class PseudoLabelHeader:
+    """What a pseudo-label file says without decoding any mask: image fields, stage, and the
+    pixel areas of objects (``object_areas[i]``) and parts (``part_areas[i][j]``) from the RLEs."""
+
+    file_name: str
+    image_id: str
+    height: int
+    width: int
+    stage: str
+    class_code: str
+    object_areas: List[float]
+    part_areas: List[List[float]]
+
+
+def _json_file(path: str) -> dict:
     if not os.path.isfile(path):
         raise PseudoLabelError(f"{path}: no such pseudo-label file")
     try:
         with open(path) as f:
-            d = json.load(f)
+            return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise PseudoLabelError(f"{path}: corrupt or truncated JSON ({e})") from None
-    return ImagePseudoLabel.from_dict(d, source=path)
+
+
+def read_header(path: str, stage: Optional[str] = None) -> PseudoLabelHeader:
+    """Read one file's :class:`PseudoLabelHeader` (schema, version, image id = file name and, when
+    given, ``stage`` checked; masks not decoded). Raises :class:`PseudoLabelError` naming ``path``."""
+    d = _json_file(path)
+    try:
+        if d.get("schema") != SCHEMA or d.get("version") != VERSION:
+            raise PseudoLabelError(f"not a version-{VERSION} pseudo-label file "
+                                   f"(schema={d.get('schema')!r}, version={d.get('version')!r})")
+        img = d["image"]
+        areas = [float(mask_util.area(_coco_rle(o["mask"]))) for o in d["objects"]]
+        parts = [[float(mask_util.area(_coco_rle(p["mask"]))) for p in o["parts"]] for o in d["objects"]]
+        header = PseudoLabelHeader(img["file_name"], str(img["image_id"]), int(img["height"]),
+                                   int(img["width"]), d["stage"], str(img.get("class_code", "")), areas, parts)
+    except PseudoLabelError as e:
+        raise PseudoLabelError(f"{path}: {e}") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise PseudoLabelError(f"{path}: malformed pseudo-label ({type(e).__name__}: {e})") from None
+    _check_identity(path, header.image_id, header.stage, stage)
+    return header
+
+
+def _coco_rle(rle: dict) -> dict:
+    """JSON RLE (str ``counts``) -> the bytes form pycocotools takes."""
+    counts = rle["counts"]
+    return {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+
+
+def _check_identity(path: str, image_id: str, found_stage: str, stage: Optional[str]) -> None:
+    stem = image_id_of_path(path)
+    if image_id != stem:
+        raise PseudoLabelError(f"{path}: holds image id {image_id!r}, not the file's name {stem!r} "
+                               "(renamed or copied file)")
+    if stage is not None and found_stage != stage:
+        raise PseudoLabelError(f"{path}: a {found_stage!r} pseudo-label where {stage!r} was expected")
 
 
 def is_complete(path: str, stage: Optional[str] = None) -> bool:
-    """True when ``path`` holds a valid pseudo-label (of ``stage`` when given). Used by resume:
-    a partial, corrupt or other-stage file is never trusted and gets recomputed."""
+    """True when ``path`` holds a valid pseudo-label (of ``stage`` when given) whose image id is
+    its file name. Decodes every mask: the stage runner's resume uses the cheap done-manifest of
+    :mod:`part_distillation.stages.base` instead."""
     try:
-        label = load_pseudo_label(path)
+        load_pseudo_label(path, stage)
     except PseudoLabelError:
         return False
-    return stage is None or label.stage == stage
+    return True
 
 
 def list_pseudo_labels(folder: str) -> List[str]:
-    """Sorted paths of the ``*.json`` pseudo-label files in ``folder`` (temp files excluded)."""
+    """Sorted paths of the pseudo-label files of ``folder``: ``<folder>/<class_dir>/*.json``
+    (the ``logs`` folder and temp files excluded)."""
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"pseudo-label folder not found: {folder}")
-    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                  if f.endswith(".json") and not f.startswith("."))
+    out = []
+    for d in sorted(os.listdir(folder)):
+        sub = os.path.join(folder, d)
+        if d in _RESERVED_DIRS or d.startswith(".") or not os.path.isdir(sub):
+            continue
+        out.extend(os.path.join(sub, f) for f in sorted(os.listdir(sub))
+                   if f.endswith(".json") and not f.startswith("."))
+    return out

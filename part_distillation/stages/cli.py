@@ -1,20 +1,45 @@
-"""Command-line plumbing shared by the stage tools in ``tools/``: the argument parser and set-up
-(config with ``_BASE_`` + ``KEY VALUE`` overrides, logging, torch threads)."""
+"""The one command line of every stage tool (``tools/run_stage.py --stage NAME``; the tools users
+know, ``tools/label_objects.py``, ``tools/pixel_grouping.py``, ``tools/dense_crf.py``, are this with
+the stage fixed): ``--config-file``, ``--output-dir``, the stage's input (``--dataset`` for a stage
+that reads a dataset, ``--input-dir`` for one that reads pseudo-labels) and trailing ``KEY VALUE``
+config overrides. Exit status 1 when some item failed (skips are not failures)."""
 import argparse
 import logging
 import os
+import sys
+from typing import Optional, Sequence
 
 import torch
 
 
-def stage_parser(description: str) -> argparse.ArgumentParser:
-    """``--config-file``, ``--output-dir`` and trailing ``KEY VALUE`` config overrides."""
+def stage_parser(description: str, stage: Optional[str] = None) -> argparse.ArgumentParser:
+    """``--config-file``, ``--output-dir`` and trailing ``KEY VALUE`` config overrides; with
+    ``stage``, also that stage's input argument (without it, ``--stage``, ``--dataset`` and
+    ``--input-dir``)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--config-file", default="configs/pixel_grouping/effnet_lite0_cpu.yaml", metavar="FILE")
     p.add_argument("--output-dir", required=True, help="where this stage writes its pseudo-labels")
+    if stage == "*":
+        p.add_argument("--stage", required=True, help="registered stage name (STAGE_REGISTRY)")
+        p.add_argument("--dataset", help="registered dataset name or folder (stages that read a dataset)")
+        p.add_argument("--input-dir", help="input pseudo-label folder (stages that read pseudo-labels)")
+    elif stage is not None and _stage_class(stage).INPUT_KIND == "dataset":
+        p.add_argument("--dataset", help="registered dataset name or folder (default: the stage's config key, "
+                                         "e.g. PROPOSAL_GENERATION.DATASET_NAME)")
+    elif stage is not None:
+        p.add_argument("--input-dir", help=f"{_stage_class(stage).INPUT_STAGE} pseudo-label folder (default: the "
+                                           "stage's config key, e.g. PROPOSAL_GENERATION.OBJECT_MASK_PATH)")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                    help="config overrides as KEY VALUE pairs, e.g. PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS 5")
     return p
+
+
+def _stage_class(name: str):
+    from . import STAGE_REGISTRY
+
+    if name not in STAGE_REGISTRY:
+        raise SystemExit(f"unknown stage {name!r}; registered: {sorted(k for k, _ in STAGE_REGISTRY)}")
+    return STAGE_REGISTRY.get(name)
 
 
 def setup(args):
@@ -32,3 +57,28 @@ def setup(args):
         torch.set_num_threads(max(1, os.cpu_count() or 1))
     logging.getLogger("part_distillation").info("config %s, overrides %s", args.config_file, args.opts)
     return cfg
+
+
+def main(stage: Optional[str] = None, argv: Optional[Sequence[str]] = None, description: str = "") -> int:
+    """Parse ``argv``, run the stage (``stage`` or ``--stage``), return the exit status."""
+    args = stage_parser(description or "Run one stage (sharded, resumable)", stage or "*").parse_args(argv)
+    name = stage or args.stage
+    cls = _stage_class(name)
+    cfg = setup(args)
+    if cls.INPUT_KIND == "dataset":
+        spec = getattr(args, "dataset", None) or cls.default_input(cfg)
+        if not spec:
+            raise SystemExit(f"stage {name} reads a dataset: pass --dataset")
+        from ..data import resolve_dataset
+
+        inputs = resolve_dataset(spec)
+    else:
+        inputs = getattr(args, "input_dir", None) or cls.default_input(cfg)
+        if not inputs:
+            raise SystemExit(f"stage {name} reads {cls.INPUT_STAGE} pseudo-labels: pass --input-dir")
+    summary = cls(cfg, args.output_dir).run(inputs)
+    return 1 if summary.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """Stage 3: dense-CRF refinement of the pixel-grouping segments (pydensecrf2).
 
-Per object, on the network-input-sized image (the resize stage 2 used), cropped to the object's
+Per object, on the network-input-sized image (the resize stage 2 used, read from its pseudo-labels), cropped to the object's
 box plus a margin: labels are background (0) + the object's K segments; the unary comes from those
 labels with ``DENSE_CRF.GT_PROB`` (0.7); pairwise terms are a Gaussian kernel (sxy 3, compat 3) and
 a bilateral kernel (sxy 20, srgb 13, compat 10); ``NUM_ITERS`` (10) mean-field steps. These are the
@@ -17,16 +17,15 @@ Results are upsampled (nearest) to the image resolution and stored as ``dense_cr
 with ``keep_parts`` the CRF grid covers every cell an object pixel reads back from and the result
 is cut to the full-resolution object mask, so every object pixel has a part and no other pixel has.
 """
-import os
-from typing import Sequence, Tuple
+import dataclasses
+from typing import Tuple
 
 import numpy as np
 from detectron2.data import transforms as T
 
-from ..data.images import read_image_rgb
-from ..data.pseudo_labels import ImagePseudoLabel, ObjectLabel, load_pseudo_label, save_pseudo_label
-from ..utils.sharding import SkipItem
-from .common import run_stage
+from ..data.images import read_image_or_skip
+from ..data.pseudo_labels import PseudoLabelError, load_pseudo_label, mask_box_slices
+from .base import PseudoLabelInputStage, register_stage
 from .pixel_grouping import _renumber, segments_to_parts
 
 MODES = ("keep_parts", "official")
@@ -67,13 +66,6 @@ def crf_refine(image: np.ndarray, labels: np.ndarray, object_mask: np.ndarray, n
     return np.where(object_mask, q[1:].argmax(0) + 1, 0).astype(np.int32), moved
 
 
-def _crop_box(mask: np.ndarray, margin: int) -> Tuple[slice, slice]:
-    ys, xs = np.nonzero(mask)
-    y0, y1 = max(ys.min() - margin, 0), min(ys.max() + 1 + margin, mask.shape[0])
-    x0, x1 = max(xs.min() - margin, 0), min(xs.max() + 1 + margin, mask.shape[1])
-    return slice(y0, y1), slice(x0, x1)
-
-
 def _nearest_index(n_in: int, n_out: int) -> np.ndarray:
     """For each of ``n_out`` output rows (or columns), the input row it takes when resizing
     ``n_in`` -> ``n_out`` by nearest neighbour (pixel centres aligned)."""
@@ -95,20 +87,21 @@ def _cells_of(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
 
 
 class CRFImageWorker:
-    """Picklable per-image job for the worker pool: stage-2 file -> stage-3 file."""
+    """Picklable per-image job for the worker pool: stage-2 file -> stage-3 pseudo-label. The CRF
+    runs at stage 2's network input size, read from the file (``config["INPUT_SIZE"]``)."""
 
-    def __init__(self, output_dir: str, min_size: int, max_size: int, params: dict, mode: str,
-                 margin: int = 16):
-        self.output_dir, self.min_size, self.max_size = output_dir, min_size, max_size
+    def __init__(self, params: dict, mode: str, margin: int = 16):
         self.params, self.mode, self.margin = params, mode, margin
 
-    def __call__(self, path: str) -> dict:
-        label = load_pseudo_label(path)
-        try:
-            image = read_image_rgb(label.file_name)
-        except IOError as e:
-            raise SkipItem(f"unreadable image: {e}") from None
-        small = T.ResizeShortestEdge(self.min_size, self.max_size).get_transform(image).apply_image(image)
+    def __call__(self, path: str):
+        """``(ImagePseudoLabel, counters)``. Raises PseudoLabelError (not a stage-2 file, or one
+        without ``INPUT_SIZE``) and SkipItem (unreadable image)."""
+        label = load_pseudo_label(path, "pixel_grouping")
+        if "INPUT_SIZE" not in label.config:
+            raise PseudoLabelError(f"{path}: no INPUT_SIZE (stage 2's network input size) in its config")
+        min_size, max_size = label.config["INPUT_SIZE"]
+        image = read_image_or_skip(label.file_name)
+        small = T.ResizeShortestEdge(min_size, max_size).get_transform(image).apply_image(image)
         size = small.shape[:2]
         objects, moved, total = [], 0, 0
         for obj in label.objects:
@@ -118,7 +111,7 @@ class CRFImageWorker:
             seg = _resize_nearest(obj.part_label_map(), size)
             # every cell an object pixel reads back from, so that keep_parts labels all of them
             omask = _cells_of(obj.mask, size)
-            ys, xs = _crop_box(omask, self.margin)
+            ys, xs = mask_box_slices(omask, self.margin)
             n = int(seg.max()) + 1
             refined = np.zeros(size, np.int32)
             refined[ys, xs], obj_moved = crf_refine(small[ys, xs], seg[ys, xs], omask[ys, xs], n,
@@ -129,28 +122,48 @@ class CRFImageWorker:
             if self.mode == "keep_parts":  # the cells' labels, cut back to the object's pixels
                 full[~obj.mask] = 0
             full = _renumber(full)
-            objects.append(ObjectLabel(obj.class_name, obj.mask, obj.class_code, obj.score, obj.bbox,
-                                       segments_to_parts(full)))
-        out = ImagePseudoLabel(label.file_name, label.image_id, label.height, label.width,
-                               "dense_crf", objects, label.skipped_objects,
-                               {**label.config, "DENSE_CRF": {**self.params, "OBJECT_PIXELS": self.mode}})
-        save_pseudo_label(self.output_dir, out)
-        return {"object_pixels": total, "object_pixels_moved_to_background": moved}
+            objects.append(dataclasses.replace(obj, parts=segments_to_parts(full)))
+        out = dataclasses.replace(label, stage="dense_crf", objects=objects,
+                                  config={**label.config, "DENSE_CRF": {**self.params, "OBJECT_PIXELS": self.mode}})
+        return out, {"object_pixels": total, "object_pixels_moved_to_background": moved}
 
 
-def run_dense_crf(cfg, input_files: Sequence[str], output_dir: str, workers: int = None):
-    """Stage 3 over stage-2 pseudo-label files with sharding/resume and ``DENSE_CRF.NUM_WORKERS``
-    worker processes; returns the RunSummary."""
-    c = cfg.DENSE_CRF
-    params = {"GT_PROB": c.GT_PROB, "GAUSSIAN_SXY": c.GAUSSIAN_SXY, "GAUSSIAN_COMPAT": c.GAUSSIAN_COMPAT,
-              "BILATERAL_SXY": c.BILATERAL_SXY, "BILATERAL_SRGB": c.BILATERAL_SRGB,
-              "BILATERAL_COMPAT": c.BILATERAL_COMPAT, "NUM_ITERS": c.NUM_ITERS}
-    worker = CRFImageWorker(output_dir, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, params,
-                            c.OBJECT_PIXELS)
-    pg = cfg.PROPOSAL_GENERATION
-    return run_stage("dense_crf", list(input_files), lambda p: os.path.splitext(os.path.basename(p))[0],
-                     worker, output_dir,
-                     {"DENSE_CRF": {**params, "OBJECT_PIXELS": c.OBJECT_PIXELS},
-                      "INPUT_SIZE": [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST]},
-                     pg.TOTAL_PARTITIONS, pg.PARTITION_INDEX,
-                     workers=c.NUM_WORKERS if workers is None else workers)
+PARAM_KEYS = ("GT_PROB", "GAUSSIAN_SXY", "GAUSSIAN_COMPAT", "BILATERAL_SXY", "BILATERAL_SRGB",
+              "BILATERAL_COMPAT", "NUM_ITERS")
+
+
+@register_stage
+class DenseCRFStage(PseudoLabelInputStage):
+    """Stage 3 over stage-2 pseudo-labels (``run(folder or files, workers)``), sharded by
+    ``DENSE_CRF.TOTAL_PARTITIONS`` / ``PARTITION_INDEX``, ``DENSE_CRF.NUM_WORKERS`` processes."""
+
+    NAME = "dense_crf"
+    CONFIG_NAMESPACE = "DENSE_CRF"
+    INPUT_STAGE = "pixel_grouping"
+    RECORDED_CONFIG = ("DENSE_CRF",)
+
+    def __init__(self, cfg, output_dir: str):
+        super().__init__(cfg, output_dir)
+        c = cfg.DENSE_CRF
+        self.worker = CRFImageWorker({k: c[k] for k in PARAM_KEYS}, c.OBJECT_PIXELS)
+
+    @classmethod
+    def validate_config(cls, cfg) -> None:
+        super().validate_config(cfg)
+        c = cfg.DENSE_CRF
+        if c.OBJECT_PIXELS not in MODES:
+            raise ValueError(f"DENSE_CRF.OBJECT_PIXELS must be one of {list(MODES)}, got {c.OBJECT_PIXELS!r}")
+        if not 0.0 < c.GT_PROB < 1.0:
+            raise ValueError(f"DENSE_CRF.GT_PROB must be in (0, 1), got {c.GT_PROB}")
+        for key in ("NUM_ITERS", "NUM_WORKERS"):
+            if int(c[key]) < 1:
+                raise ValueError(f"DENSE_CRF.{key} must be >= 1, got {c[key]}")
+        for key in ("GAUSSIAN_SXY", "GAUSSIAN_COMPAT", "BILATERAL_SXY", "BILATERAL_SRGB", "BILATERAL_COMPAT"):
+            if c[key] <= 0:
+                raise ValueError(f"DENSE_CRF.{key} must be > 0, got {c[key]}")
+
+    def run(self, inputs, workers: int = None):
+        return super().run(inputs, self.cfg.DENSE_CRF.NUM_WORKERS if workers is None else workers)
+
+    def process(self, item):
+        return self.worker(item.source)

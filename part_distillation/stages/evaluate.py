@@ -16,7 +16,7 @@ ground-truth mask area as a fraction of the image area: ``small`` < 1%, ``medium
 image to the same network input: 1% of a 384 x 512 input is ~30 stride-8 feature cells.
 """
 import logging
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -57,8 +57,12 @@ def match_objects(pred_masks: List[np.ndarray], gt_masks: List[np.ndarray], min_
     return {int(r): int(c) for r, c in zip(rows, cols) if iou[r, c] >= min_iou}
 
 
-def evaluate_pseudo_labels(folder: str, records: List[dict]) -> dict:
+def evaluate_pseudo_labels(folder: str, records: List[dict], stage: Optional[str] = None) -> dict:
     """Metrics of the pseudo-labels in ``folder`` against dataset dicts ``records``.
+
+    Every file must be a pseudo-label of ``stage`` when given, else all files must come from one
+    stage (reported as ``stage``): a folder mixing stages, or of another stage than the caller
+    meant, is an error, not a silently different number.
 
     Returns a JSON-serialisable dict: ``segments`` (best_match_mIoU, hungarian_mIoU, AR@K, counts),
     ``class_matched`` (C-mIoU, A-mIoU, per_class) when parts are labelled, ``num_images``,
@@ -70,7 +74,8 @@ def evaluate_pseudo_labels(folder: str, records: List[dict]) -> dict:
     all ground-truth object pixels that lie in some segment; the official dense-CRF lowers it).
 
     Raises:
-        PseudoLabelError: a file in ``folder`` is corrupt (names it).
+        PseudoLabelError: a file in ``folder`` is corrupt, of another stage, or its image id is not
+            its file name (names it).
     """
     by_id = {str(r["image_id"]): r for r in records}
     seg_acc, cls_acc = SegmentMetricsAccumulator(), ClassMatchedMIoU()
@@ -79,7 +84,8 @@ def evaluate_pseudo_labels(folder: str, records: List[dict]) -> dict:
     n_segments, largest_share = [], []
     covered_pixels = object_pixels = 0
     for path in list_pseudo_labels(folder):
-        label = load_pseudo_label(path)
+        label = load_pseudo_label(path, stage)
+        stage = label.stage
         rec = by_id.get(label.image_id)
         if rec is None:
             continue
@@ -112,7 +118,7 @@ def evaluate_pseudo_labels(folder: str, records: List[dict]) -> dict:
     missing = sorted(set(by_id) - seen)
     if missing:
         logger.warning("%s: %d dataset images have no pseudo-label", folder, len(missing))
-    out = {"segments": seg_acc.summarize(), "num_images": len(seen), "missing_images": len(missing),
+    out = {"stage": stage, "segments": seg_acc.summarize(), "num_images": len(seen), "missing_images": len(missing),
            "by_size": {name: acc.summarize() for name, acc in by_size.items()},
            "unmatched_gt_objects": unmatched, "gt_objects_without_parts": no_parts,
            # collapse check: how many segments an object gets and how much the largest one takes

@@ -8,26 +8,27 @@ open-vocabulary Detic labeler, prompted with the image's class name, plugs in th
 """
 import logging
 from abc import ABC, abstractmethod
-from typing import Dict, List
+from typing import List
 
+import pycocotools.mask as mask_util
+from detectron2.utils.registry import Registry
 
-from ..data.images import read_image_rgb
-from ..data.pseudo_labels import ImagePseudoLabel, ObjectLabel, decode_mask, save_pseudo_label
-from ..utils.sharding import SkipItem
-from .common import run_stage
+from ..data.images import read_image_or_skip
+from ..data.pseudo_labels import ImagePseudoLabel, ObjectLabel, decode_mask, primary_class_code
+from .base import Stage, WorkItem, register_stage
 
 logger = logging.getLogger(__name__)
 
-OBJECT_LABELER_REGISTRY: Dict[str, type] = {}
+OBJECT_LABELER_REGISTRY = Registry("OBJECT_LABELER")
+OBJECT_LABELER_REGISTRY.__doc__ = """Stage-1 labelers by ``PROPOSAL_GENERATION.OBJECT_MASK_TYPE`` name."""
 
 
 def register_labeler(name: str):
-    """Class decorator: make a labeler selectable as ``PROPOSAL_GENERATION.OBJECT_MASK_TYPE: name``."""
+    """Class decorator: make a labeler selectable as ``PROPOSAL_GENERATION.OBJECT_MASK_TYPE: name``
+    (raises ``AssertionError`` when the name is taken)."""
 
     def deco(cls):
-        if name in OBJECT_LABELER_REGISTRY:
-            raise ValueError(f"labeler '{name}' registered twice")
-        OBJECT_LABELER_REGISTRY[name] = cls
+        OBJECT_LABELER_REGISTRY._do_register(name, cls)
         return cls
 
     return deco
@@ -38,8 +39,10 @@ class ObjectLabeler(ABC):
 
     ``needs_image`` tells the runner whether to decode pixels (the given-mask labeler does not).
     ``__call__(image, record)``: ``image`` uint8 RGB (H, W, 3) or None, ``record`` a dataset dict
-    (``file_name``, ``image_id``, ``height``, ``width``, optional ``objects``/``class_name``) ->
-    list of :class:`ObjectLabel` with (H, W) bool masks. Empty masks must not be returned.
+    (``file_name``, ``image_id``, ``height``, ``width``, optional ``objects``/``class_code``) ->
+    list of :class:`ObjectLabel` with (H, W) bool masks, ``class_code`` and ``class_id`` set.
+    ``settings()``: what besides ``OBJECT_MASK_TYPE`` determines its outputs (recorded by the
+    resume guard; e.g. its config file and the weights' identity).
     """
 
     needs_image: bool = True
@@ -48,10 +51,14 @@ class ObjectLabeler(ABC):
     def __call__(self, image, record: dict) -> List[ObjectLabel]:
         ...
 
+    def settings(self) -> dict:
+        return {}
+
 
 @register_labeler("given")
 class GivenMaskLabeler(ObjectLabeler):
-    """Objects are the dataset's annotated instances (``record["objects"]`` with RLE masks)."""
+    """Objects are the dataset's annotated instances (``record["objects"]`` with RLE masks);
+    ``class_code`` is the object's ``class_code``, else its ``class_name``."""
 
     needs_image = False
 
@@ -62,8 +69,27 @@ class GivenMaskLabeler(ObjectLabeler):
         if "objects" not in record:
             raise ValueError(f"{record['file_name']}: the 'given' labeler needs annotated objects")
         return [ObjectLabel(class_name=o["class_name"], mask=decode_mask(o["mask"]),
-                            class_code=str(o.get("class_id", "")), score=1.0)
+                            class_code=object_class_code(o), score=1.0, class_id=int(o.get("class_id", -1)))
                 for o in record["objects"]]
+
+
+def object_class_code(obj: dict) -> str:
+    """Class code of a dataset object dict: ``class_code``, else ``class_name``."""
+    return str(obj.get("class_code") or obj["class_name"])
+
+
+def record_class_code(record: dict) -> str:
+    """The class whose folder holds a dataset image's outputs: the record's ``class_code`` (e.g. an
+    ImageNet image's wnid), else the class code of its largest annotated object, else ``""``."""
+    if record.get("class_code"):
+        return str(record["class_code"])
+    return primary_class_code([(object_class_code(o), float(mask_util.area(_rle(o["mask"]))))
+                               for o in record.get("objects", [])])
+
+
+def _rle(rle: dict) -> dict:
+    counts = rle["counts"]
+    return {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
 
 
 def build_labeler(cfg) -> ObjectLabeler:
@@ -71,39 +97,60 @@ def build_labeler(cfg) -> ObjectLabeler:
     ``KeyError`` listing the registered ones."""
     name = cfg.PROPOSAL_GENERATION.OBJECT_MASK_TYPE
     if name not in OBJECT_LABELER_REGISTRY:
-        raise KeyError(f"unknown OBJECT_MASK_TYPE '{name}'; registered: {sorted(OBJECT_LABELER_REGISTRY)}")
-    return OBJECT_LABELER_REGISTRY[name](cfg)
+        raise KeyError(f"unknown OBJECT_MASK_TYPE '{name}'; registered: {sorted(k for k, _ in OBJECT_LABELER_REGISTRY)}")
+    return OBJECT_LABELER_REGISTRY.get(name)(cfg)
 
 
-def label_image(labeler: ObjectLabeler, record: dict, output_dir: str, config: dict) -> dict:
-    """Label one dataset record and save its ``object_masks`` pseudo-label. Objects with empty
-    masks are dropped and listed in ``skipped_objects``. Raises :class:`SkipItem` when the image
-    cannot be read."""
-    image = None
-    if labeler.needs_image:
-        try:
-            image = read_image_rgb(record["file_name"])
-        except IOError as e:
-            raise SkipItem(f"unreadable image: {e}") from None
-    kept, skipped = [], []
-    for i, obj in enumerate(labeler(image, record)):
-        if obj.mask.shape != (record["height"], record["width"]):
-            raise ValueError(f"object mask {obj.mask.shape} != image size {(record['height'], record['width'])}")
-        if not obj.mask.any():
-            skipped.append({"index": i, "reason": "empty object mask"})
-            continue
-        kept.append(obj)
-    label = ImagePseudoLabel(record["file_name"], str(record["image_id"]), record["height"],
-                             record["width"], "object_masks", kept, skipped, config)
-    save_pseudo_label(output_dir, label)
-    return {"objects": len(kept), "objects_skipped_empty": len(skipped)}
+@register_stage
+class ObjectMasksStage(Stage):
+    """Stage 1 over dataset dicts (``run(records)``): one ``object_masks`` pseudo-label per image.
+    Objects with fewer than ``PROPOSAL_GENERATION.MIN_OBJECT_AREA`` pixels (empty masks always) or
+    a score below ``SAVE_SCORE_THRESHOLD`` are dropped and listed in ``skipped_objects`` (``index``
+    into the labeler's output); an unreadable image is a counted skip."""
 
+    NAME = "object_masks"
+    CONFIG_NAMESPACE = "PROPOSAL_GENERATION"
+    RECORDED_CONFIG = ("PROPOSAL_GENERATION",)
 
-def run_object_masks(cfg, records: List[dict], output_dir: str):
-    """Stage 1 over ``records`` (dataset dicts) with sharding/resume; returns the RunSummary."""
-    labeler = build_labeler(cfg)
-    pg = cfg.PROPOSAL_GENERATION
-    config = {"OBJECT_MASK_TYPE": pg.OBJECT_MASK_TYPE}
-    return run_stage("object_masks", records, lambda r: str(r["image_id"]),
-                     lambda r: label_image(labeler, r, output_dir, config), output_dir, config,
-                     pg.TOTAL_PARTITIONS, pg.PARTITION_INDEX)
+    def __init__(self, cfg, output_dir: str, labeler: ObjectLabeler = None):
+        super().__init__(cfg, output_dir)
+        self.labeler = labeler or build_labeler(cfg)
+
+    @classmethod
+    def validate_config(cls, cfg) -> None:
+        super().validate_config(cfg)
+        if cfg.PROPOSAL_GENERATION.OBJECT_MASK_TYPE not in OBJECT_LABELER_REGISTRY:
+            build_labeler(cfg)  # raises naming the registered labelers
+
+    @staticmethod
+    def default_input(cfg):
+        return cfg.PROPOSAL_GENERATION.DATASET_NAME or None
+
+    def settings(self) -> dict:
+        return {**super().settings(), "LABELER": self.labeler.settings()}
+
+    def list_items(self, records: List[dict]) -> List[WorkItem]:
+        return [WorkItem(str(r["image_id"]), record_class_code(r), r) for r in records]
+
+    def process(self, item: WorkItem):
+        record = item.source
+        image = read_image_or_skip(record["file_name"]) if self.labeler.needs_image else None
+        pg = self.cfg.PROPOSAL_GENERATION
+        kept, skipped = [], []
+        for i, obj in enumerate(self.labeler(image, record)):
+            if obj.mask.shape != (record["height"], record["width"]):
+                raise ValueError(f"object mask {obj.mask.shape} != image size {(record['height'], record['width'])}")
+            area = int(obj.mask.sum())
+            reason = ("empty object mask" if area == 0 else
+                      "smaller than MIN_OBJECT_AREA" if area < pg.MIN_OBJECT_AREA else
+                      "score below SAVE_SCORE_THRESHOLD" if obj.score < pg.SAVE_SCORE_THRESHOLD else None)
+            if reason:
+                skipped.append({"index": i, "reason": reason, "stage": self.NAME})
+            else:
+                kept.append(obj)
+        label = ImagePseudoLabel(record["file_name"], item.image_id, record["height"], record["width"],
+                                 self.NAME, kept, skipped, {"OBJECT_MASK_TYPE": pg.OBJECT_MASK_TYPE},
+                                 item.class_code)
+        counts = {"objects": len(kept), "objects_skipped_empty": sum(s["reason"] == "empty object mask" for s in skipped)}
+        counts["objects_dropped_small_or_low_score"] = len(skipped) - counts["objects_skipped_empty"]
+        return label, counts

@@ -7,11 +7,11 @@ rerunning after a kill redoes only unfinished images.
 
 Output layout::
 
-    <out>/object_masks/<id>.json                       stage 1
-    <out>/<variant>/pixel_grouping/<id>.json            stage 2
-    <out>/<variant>/dense_crf[_official]/<id>.json      stage 3 (keep_parts / official CRF)
+    <out>/object_masks/<class_dir>/<id>.json                    stage 1
+    <out>/<variant>/pixel_grouping/<class_dir>/<id>.json         stage 2
+    <out>/<variant>/dense_crf[_official]/<class_dir>/<id>.json   stage 3 (keep_parts / official CRF)
     <out>/metrics.json, <out>/metrics.md
-    <out>/collages/<id>.png
+    <out>/collages/<id>.png  (or VIS_OUTPUT_DIR/<id>.png when set)
 """
 import logging
 import os
@@ -20,14 +20,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..data.datasets import has_part_annotations, resolve_dataset
-from ..data.images import read_image_rgb
-from ..data.pseudo_labels import list_pseudo_labels, load_pseudo_label, pseudo_label_path
+from ..data.images import ImageReadError, read_image_rgb
+from ..data.pseudo_labels import load_pseudo_label, pseudo_label_path
 from ..utils.io import atomic_write, atomic_write_json
 from ..visualization import save_collage
-from .dense_crf import run_dense_crf
+from .dense_crf import DenseCRFStage
 from .evaluate import evaluate_pseudo_labels, format_table, gt_objects, match_objects
-from .object_masks import run_object_masks
-from .pixel_grouping import build_segmenter, run_pixel_grouping
+from .object_masks import ObjectMasksStage, record_class_code
+from .pixel_grouping import PixelGroupingStage
 
 logger = logging.getLogger(__name__)
 
@@ -70,27 +70,23 @@ def run_pipeline(cfg, dataset: str, output_dir: str, variants: Dict[str, Tuple[l
         records = sorted(records, key=lambda r: str(r["image_id"]))[:max_images]
     evaluate = has_part_annotations(dataset)
     stage1 = os.path.join(output_dir, "object_masks")
-    summaries = {"object_masks": run_object_masks(cfg, records, stage1).as_dict()}
-    stage1_files = [pseudo_label_path(stage1, str(r["image_id"])) for r in records]
-    stage1_files = [f for f in stage1_files if os.path.isfile(f)]
+    summaries = {"object_masks": ObjectMasksStage(cfg, stage1).run(records).as_dict()}
     results: Dict[str, dict] = {}
     for name, (overrides, official_crf) in variants.items():
         vcfg = _variant_cfg(cfg, overrides)
         pg_dir = os.path.join(output_dir, name, "pixel_grouping")
-        summaries[f"{name}/pixel_grouping"] = run_pixel_grouping(
-            vcfg, stage1_files, pg_dir, build_segmenter(vcfg)).as_dict()
-        pg_files = list_pseudo_labels(pg_dir)
+        summaries[f"{name}/pixel_grouping"] = PixelGroupingStage(vcfg, pg_dir).run(stage1).as_dict()
         outputs = {"pixel_grouping": pg_dir}
         modes = [vcfg.DENSE_CRF.OBJECT_PIXELS] + (["official"] if official_crf and vcfg.DENSE_CRF.OBJECT_PIXELS != "official" else [])
         for mode in modes:
             suffix = "" if mode == vcfg.DENSE_CRF.OBJECT_PIXELS else "_official"
             crf_dir = os.path.join(output_dir, name, "dense_crf" + suffix)
-            summaries[f"{name}/dense_crf{suffix}"] = run_dense_crf(
-                _variant_cfg(vcfg, ["DENSE_CRF.OBJECT_PIXELS", mode]), pg_files, crf_dir).as_dict()
+            summaries[f"{name}/dense_crf{suffix}"] = DenseCRFStage(
+                _variant_cfg(vcfg, ["DENSE_CRF.OBJECT_PIXELS", mode]), crf_dir).run(pg_dir).as_dict()
             outputs["dense_crf" + suffix] = crf_dir
         if evaluate:
             for stage, folder in outputs.items():
-                results[f"{name}/{stage}"] = evaluate_pseudo_labels(folder, records)
+                results[f"{name}/{stage}"] = evaluate_pseudo_labels(folder, records, stage.replace("_official", ""))
     metrics = {"dataset": dataset, "num_images": len(records), "results": results,
                "run_summaries": summaries,
                "config": {"file": cfg.get("CONFIG_FILE", ""), "PROPOSAL_GENERATION": _plain(cfg.PROPOSAL_GENERATION),
@@ -101,7 +97,7 @@ def run_pipeline(cfg, dataset: str, output_dir: str, variants: Dict[str, Tuple[l
         atomic_write(os.path.join(output_dir, "metrics.md"), lambda f: f.write(table + "\n"))
         logger.info("results on %s (%d images):\n%s", dataset, len(records), table)
     if num_collages:
-        write_collages(output_dir, records[:num_collages], list(variants)[0], evaluate)
+        write_collages(output_dir, records[:num_collages], list(variants)[0], evaluate, cfg.VIS_OUTPUT_DIR)
     return metrics
 
 
@@ -109,9 +105,11 @@ def _plain(node) -> dict:
     return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in node.items()}
 
 
-def write_collages(output_dir: str, records: List[dict], variant: str, with_gt: bool) -> List[str]:
-    """One PNG per image: rows = objects; panels = image | object | pixel grouping | dense-CRF
-    (| 2x2 grid if run) (| ground-truth parts)."""
+def write_collages(output_dir: str, records: List[dict], variant: str, with_gt: bool,
+                   vis_dir: str = "") -> List[str]:
+    """One PNG per image in ``vis_dir`` (VIS_OUTPUT_DIR; default ``<output_dir>/collages``): rows =
+    objects; panels = image | object | pixel grouping | dense-CRF (| 2x2 grid if run) (| ground-truth
+    parts)."""
     paths = []
     folders = [("pixel grouping", os.path.join(output_dir, variant, "pixel_grouping")),
                ("dense-CRF", os.path.join(output_dir, variant, "dense_crf")),
@@ -120,7 +118,7 @@ def write_collages(output_dir: str, records: List[dict], variant: str, with_gt: 
         image_id = str(rec["image_id"])
         labels = {}
         for title, folder in folders:
-            path = pseudo_label_path(folder, image_id)
+            path = pseudo_label_path(folder, image_id, record_class_code(rec))
             if os.path.isfile(path):
                 labels[title] = load_pseudo_label(path)
         if "pixel grouping" not in labels:
@@ -140,8 +138,10 @@ def write_collages(output_dir: str, records: List[dict], variant: str, with_gt: 
             rows.append((obj.class_name, obj.mask, maps))
         try:
             image = read_image_rgb(base.file_name)
-        except IOError:
+        except ImageReadError as e:
+            logger.warning("no collage for %s", e)
             continue
-        paths.append(save_collage(os.path.join(output_dir, "collages", f"{image_id}.png"), image, rows))
+        paths.append(save_collage(os.path.join(vis_dir or os.path.join(output_dir, "collages"), f"{image_id}.png"),
+                                  image, rows))
     return paths
 

@@ -17,22 +17,19 @@ Objects with <= K feature pixels take a fallback (``PixelGrouper``), counted.
 
 ``grid_segments`` is the learning-free 2x2 baseline (the object's box split into quadrants).
 """
+import dataclasses
 import logging
-import os
 import zlib
-from collections import Counter
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.images import read_image_rgb
-from ..data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, PartLabel, load_pseudo_label,
-                                  save_pseudo_label)
+from ..data.images import read_image_or_skip
+from ..data.pseudo_labels import PartLabel, mask_box_slices
 from ..modeling.kmeans import batched_kmeans, pack_rows, size_batches
-from ..utils.sharding import SkipItem
-from .common import run_stage
+from .base import PseudoLabelInputStage, register_stage
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +90,7 @@ class PixelGrouper:
     instead; when those are still <= K, each touched cell is a centre (so the object gets up to
     that many segments, one when it lies inside a single cell), otherwise k-means runs on them.
     Chosen over one segment for the whole object and over the 2x2 grid by the small-object rows of
-    the evaluation on both shared datasets (README). Counted in ``counts``.
+    the evaluation on both shared datasets (README). Counted in ``last_counts``.
 
     Args:
         feature_fn: image (H, W, 3) uint8 -> (features (C, h, w), resized (H', W')).
@@ -109,7 +106,7 @@ class PixelGrouper:
         self.feature_fn, self.k, self.metric, self.stride = feature_fn, k, metric, stride
         self.iters, self.tol, self.restarts = iters, tol, restarts
         self.objects_per_batch, self.seed, self.device = objects_per_batch, seed, torch.device(device)
-        self.counts: Counter = Counter()
+        self.last_counts = {"objects_small_fallback": 0}  # of the latest call
 
     @classmethod
     def from_config(cls, cfg, feature_fn: Callable, device: str = "cpu") -> "PixelGrouper":
@@ -123,7 +120,8 @@ class PixelGrouper:
         """Segment label maps for each object mask: int32 (H, W), 0 outside the object and 1..K on
         its segments (ids renumbered to be consecutive), or None for an empty mask. Objects with
         <= K feature pixels take the small-object fallback (class docstring) and are counted in
-        ``self.counts["objects_small_fallback"]``."""
+        ``self.last_counts["objects_small_fallback"]`` (this call's count)."""
+        self.last_counts = {"objects_small_fallback": 0}
         if not len(masks):
             return []
         feats, resized = self.feature_fn(image)
@@ -140,7 +138,7 @@ class PixelGrouper:
             for j, i in enumerate(small):
                 cells[i] = touched[j]
                 sizes[i] = int(touched[j].sum())
-            self.counts["objects_small_fallback"] += len(small)
+            self.last_counts["objects_small_fallback"] = len(small)
         for i in small:
             if sizes[i] <= self.k:  # each touched cell is its own centre
                 out[i] = assign_segments(feats, flat[cells[i]], full[i], resized, self.metric, self.stride)
@@ -175,7 +173,7 @@ def assign_segments(features: torch.Tensor, centers: torch.Tensor, mask: torch.T
     Only the object's bounding box is scored, ``ASSIGN_ROWS`` rows at a time.
     """
     scores = score_maps(features, centers, metric)
-    ys, xs = _box(mask)
+    ys, xs = mask_box_slices(mask.cpu().numpy())
     inside = mask[ys, xs]
     box = torch.zeros(inside.shape, dtype=torch.int32, device=mask.device)
     for r0 in range(0, inside.shape[0], ASSIGN_ROWS):
@@ -187,12 +185,6 @@ def assign_segments(features: torch.Tensor, centers: torch.Tensor, mask: torch.T
     seg = np.zeros(tuple(mask.shape), np.int32)
     seg[ys, xs] = _renumber(box.cpu().numpy())
     return seg
-
-
-def _box(mask: torch.Tensor) -> Tuple[slice, slice]:
-    """Row and column slices of the bounding box of a non-empty (H, W) bool mask."""
-    rows, cols = mask.any(1).nonzero()[:, 0], mask.any(0).nonzero()[:, 0]
-    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
 def _renumber(seg: np.ndarray) -> np.ndarray:
@@ -207,8 +199,8 @@ def _renumber(seg: np.ndarray) -> np.ndarray:
 def grid_segments(mask: np.ndarray, rows: int = 2, cols: int = 2) -> np.ndarray:
     """Baseline without learning: the object's bounding box split into ``rows x cols`` equal
     cells, intersected with the mask -> int32 (H, W) label map (0 outside, ids renumbered)."""
-    ys, xs = np.nonzero(mask)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    ys, xs = mask_box_slices(mask)
+    y0, y1, x0, x1 = ys.start, ys.stop, xs.start, xs.stop
     yy, xx = np.mgrid[: mask.shape[0], : mask.shape[1]]
     r = np.clip((yy - y0) * rows // max(y1 - y0, 1), 0, rows - 1)
     c = np.clip((xx - x0) * cols // max(x1 - x0, 1), 0, cols - 1)
@@ -241,46 +233,73 @@ def segments_to_parts(seg: np.ndarray) -> List[PartLabel]:
     return [PartLabel(seg == i, None, 1.0) for i in range(1, int(seg.max()) + 1) if (seg == i).any()]
 
 
-def group_image(segment_fn: Callable, label: ImagePseudoLabel, output_dir: str, config: dict,
-                stage: str = "pixel_grouping") -> dict:
-    """Run ``segment_fn(image, masks, image_id) -> list of label maps or None`` on the objects of a
-    stage-1 pseudo-label and save the ``pixel_grouping`` pseudo-label. Objects that get no segments
-    keep no parts and are listed in ``skipped_objects`` with the reason."""
-    try:
-        image = read_image_rgb(label.file_name)
-    except IOError as e:
-        raise SkipItem(f"unreadable image: {e}") from None
-    if image.shape[:2] != (label.height, label.width):
-        raise ValueError(f"image {image.shape[:2]} != pseudo-label size {(label.height, label.width)}")
-    segs = segment_fn(image, [o.mask for o in label.objects], label.image_id)
-    objects, skipped = [], list(label.skipped_objects)
-    for i, (obj, seg) in enumerate(zip(label.objects, segs)):
-        parts = [] if seg is None else segments_to_parts(seg)
-        if seg is None:
-            skipped.append({"index": i, "reason": "too_small_for_k"})
-        objects.append(ObjectLabel(obj.class_name, obj.mask, obj.class_code, obj.score, obj.bbox, parts))
-    out = ImagePseudoLabel(label.file_name, label.image_id, label.height, label.width, stage,
-                           objects, skipped, config)
-    save_pseudo_label(output_dir, out)
-    return {"objects": len(objects), "objects_too_small_for_k": sum(s is None for s in segs)}
+@register_stage
+class PixelGroupingStage(PseudoLabelInputStage):
+    """Stage 2 over stage-1 pseudo-labels (``run(folder or files)``): every object split into
+    segments by ``segment_fn(image, masks, image_id) -> list of label maps or None`` (default
+    :func:`build_segmenter`). Objects that get no segments keep no parts and are listed in
+    ``skipped_objects`` (reason ``too_small_for_k``). Records the network input size
+    (``config["INPUT_SIZE"]``) that stage 3 reads."""
+
+    NAME = "pixel_grouping"
+    CONFIG_NAMESPACE = "PROPOSAL_GENERATION"
+    INPUT_STAGE = "object_masks"
+    RECORDED_CONFIG = ("PROPOSAL_GENERATION", "MODEL", "INPUT")
+
+    def __init__(self, cfg, output_dir: str, segment_fn: Callable = None):
+        super().__init__(cfg, output_dir)
+        self.validate_config(cfg)
+        self.segment_fn = segment_fn or build_segmenter(cfg)
+
+    @staticmethod
+    def default_input(cfg):
+        return cfg.PROPOSAL_GENERATION.OBJECT_MASK_PATH or None
+
+    @classmethod
+    def validate_config(cls, cfg) -> None:
+        super().validate_config(cfg)
+        pg = cfg.PROPOSAL_GENERATION
+        if not pg.WITH_GIVEN_MASK:
+            raise ValueError("PROPOSAL_GENERATION.WITH_GIVEN_MASK False is not supported: stage 2 groups the "
+                             "pixels of stage-1 object masks (run stage 1 with the labeler you want)")
+        _choice("PROPOSAL_GENERATION.GROUPING", pg.GROUPING, ("kmeans", "kmeans_rgbxy", "grid"))
+        _choice("PROPOSAL_GENERATION.DISTANCE_METRIC", pg.DISTANCE_METRIC, ("dot", "l2"))
+        for key in ("NUM_SUPERPIXEL_CLUSTERS", "FEATURE_STRIDE", "KMEANS_ITERS", "KMEANS_RESTARTS",
+                    "OBJECTS_PER_BATCH"):
+            if int(pg[key]) < 1:
+                raise ValueError(f"PROPOSAL_GENERATION.{key} must be >= 1, got {pg[key]}")
+        if pg.KMEANS_TOL < 0:
+            raise ValueError(f"PROPOSAL_GENERATION.KMEANS_TOL must be >= 0, got {pg.KMEANS_TOL}")
+        if cfg.INPUT.MIN_SIZE_TEST < 1 or cfg.INPUT.MAX_SIZE_TEST < cfg.INPUT.MIN_SIZE_TEST:
+            raise ValueError(f"INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST must satisfy 1 <= min <= max, got "
+                             f"{cfg.INPUT.MIN_SIZE_TEST} / {cfg.INPUT.MAX_SIZE_TEST}")
+
+    def process(self, item):
+        label = self.load_input(item)
+        image = read_image_or_skip(label.file_name)
+        if image.shape[:2] != (label.height, label.width):
+            raise ValueError(f"image {image.shape[:2]} != pseudo-label size {(label.height, label.width)}")
+        segs = self.segment_fn(image, [o.mask for o in label.objects], label.image_id)
+        objects, skipped = [], list(label.skipped_objects)
+        for index, obj, seg in zip(label.object_indices(), label.objects, segs):
+            if seg is None:
+                skipped.append({"index": index, "reason": "too_small_for_k", "stage": self.NAME})
+            objects.append(dataclasses.replace(obj, parts=[] if seg is None else segments_to_parts(seg)))
+        pg = self.cfg.PROPOSAL_GENERATION
+        config = {k: _plain_value(pg[k]) for k in ("GROUPING", "NUM_SUPERPIXEL_CLUSTERS", "DISTANCE_METRIC",
+                                                   "FEATURE_NORMALIZE", "BACKBONE_FEATURE_KEY_LIST",
+                                                   "FEATURE_STRIDE", "SEED", "KMEANS_RESTARTS")}
+        config.update(BACKBONE=self.cfg.MODEL.BACKBONE.NAME, WEIGHTS=self.cfg.MODEL.WEIGHTS,
+                      INPUT_SIZE=[self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MAX_SIZE_TEST])
+        out = dataclasses.replace(label, stage=self.NAME, objects=objects, skipped_objects=skipped, config=config)
+        return out, {"objects": len(objects), "objects_too_small_for_k": sum(s is None for s in segs),
+                     **getattr(self.segment_fn, "last_counts", {})}
 
 
-def run_pixel_grouping(cfg, input_files: Sequence[str], output_dir: str, segment_fn: Callable):
-    """Stage 2 over stage-1 pseudo-label files with sharding/resume; returns the RunSummary."""
-    pg = cfg.PROPOSAL_GENERATION
-    config = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in pg.items()
-              if k in ("GROUPING", "NUM_SUPERPIXEL_CLUSTERS", "DISTANCE_METRIC", "FEATURE_NORMALIZE",
-                       "BACKBONE_FEATURE_KEY_LIST", "FEATURE_STRIDE", "SEED", "KMEANS_RESTARTS")}
-    config["BACKBONE"] = cfg.MODEL.BACKBONE.NAME
-    config["WEIGHTS"] = cfg.MODEL.WEIGHTS
-    config["INPUT_SIZE"] = [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST]
-
-    def process(path):
-        return group_image(segment_fn, load_pseudo_label(path), output_dir, config)
-
-    return run_stage("pixel_grouping", list(input_files), _stem, process, output_dir, config,
-                     pg.TOTAL_PARTITIONS, pg.PARTITION_INDEX)
+def _choice(key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{key} must be one of {list(allowed)}, got {value!r}")
 
 
-def _stem(path: str) -> str:
-    return os.path.splitext(os.path.basename(path))[0]
+def _plain_value(v):
+    return list(v) if isinstance(v, (list, tuple)) else v

@@ -1,29 +1,27 @@
-"""Deterministic sharding of work lists and the resumable, counted loop every stage tool uses.
+"""Deterministic sharding of work lists and the counted run summary of every stage
+(the runner itself is :mod:`part_distillation.stages.base`).
 
 Sharding follows the official keys ``*.TOTAL_PARTITIONS`` / ``*.PARTITION_INDEX``: the item list is
 sorted by key and item ``i`` belongs to partition ``i % TOTAL_PARTITIONS``. When the index is -1
 and ``SLURM_ARRAY_TASK_ID`` is set (an sbatch array job), that id is the partition index.
 """
 import collections
-import functools
 import logging
 import os
-import time
-import traceback
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
-
-from tqdm import tqdm
+from typing import Callable, Dict, List, Sequence, Tuple, TypeVar
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
 class SkipItem(Exception):
-    """Raised by a per-item function to skip the item with a reason (logged and counted)."""
+    """Raised by a per-item function to skip the item: ``reason`` is a short category counted in
+    the summary (no paths: one counter per kind, not per image), ``detail`` the specifics (the
+    file, the error), listed per item in the summary's ``skipped_items``."""
 
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason, self.detail = reason, detail
 
 
 def resolve_partition(total: int, index: int) -> Tuple[int, int]:
@@ -54,6 +52,7 @@ class RunSummary:
         self.processed = 0
         self.resumed = 0
         self.skipped: Dict[str, int] = collections.Counter()
+        self.skipped_items: List[Dict[str, str]] = []
         self.failed: List[Tuple[str, str]] = []
         self.extra: Dict[str, int] = collections.Counter()
 
@@ -62,6 +61,7 @@ class RunSummary:
             "processed": self.processed,
             "resumed": self.resumed,
             "skipped": dict(self.skipped),
+            "skipped_items": list(self.skipped_items),
             "failed": len(self.failed),
             "failed_items": [{"item": k, "error": e} for k, e in self.failed],
             **{k: v for k, v in self.extra.items()},
@@ -71,8 +71,15 @@ class RunSummary:
         self.processed += other.processed
         self.resumed += other.resumed
         self.skipped.update(other.skipped)
+        self.skipped_items.extend(other.skipped_items)
         self.failed.extend(other.failed)
         self.extra.update(other.extra)
+
+    def add_skip(self, item: str, skip: SkipItem) -> None:
+        """Count a skipped item under its reason and list it with its detail."""
+        logger.warning("skipped %s (%s)", item, skip)
+        self.skipped[skip.reason] += 1
+        self.skipped_items.append({"item": item, "reason": skip.reason, "detail": skip.detail})
 
     def log(self, name: str) -> None:
         d = self.as_dict()
@@ -83,61 +90,3 @@ class RunSummary:
         )
         for item, err in self.failed[:10]:
             logger.warning("%s failed on %s: %s", name, item, err.splitlines()[-1] if err else "")
-
-
-def _call(process: Callable, item) -> Tuple[str, object]:
-    """Run ``process(item)`` and turn its outcome into ``(status, payload)``."""
-    try:
-        return "ok", process(item)
-    except SkipItem as e:
-        return "skip", e.reason
-    except Exception:  # noqa: BLE001 - counted and logged, the shard goes on
-        return "fail", traceback.format_exc()
-
-
-def run_items(
-    items: Sequence[T],
-    key: Callable[[T], str],
-    is_done: Callable[[T], bool],
-    process: Callable[[T], Optional[Dict[str, int]]],
-    desc: str,
-    workers: int = 1,
-) -> RunSummary:
-    """Run ``process`` on every item that ``is_done`` does not report finished.
-
-    ``process`` may raise :class:`SkipItem` (counted under its reason) and may return a dict of
-    extra counters to add (e.g. skipped objects). Any other exception is logged with its traceback,
-    counted as failed and the loop goes on: one bad image never loses the rest of a shard.
-    With ``workers > 1`` items run in a ``spawn`` process pool (``process`` must be picklable).
-    """
-    summary = RunSummary()
-    t0 = time.time()
-    todo = []
-    for item in items:
-        if is_done(item):
-            summary.resumed += 1
-        else:
-            todo.append(item)
-    if workers > 1 and len(todo) > 1:
-        import multiprocessing as mp
-
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(min(workers, len(todo))) as pool:
-            results = pool.imap(functools.partial(_call, process), todo)
-            outcomes = list(tqdm(results, desc=desc, total=len(todo), dynamic_ncols=True))
-    else:
-        outcomes = [_call(process, item) for item in tqdm(todo, desc=desc, dynamic_ncols=True)]
-    for item, (status, payload) in zip(todo, outcomes):
-        name = key(item)
-        if status == "skip":
-            logger.warning("%s: skipped %s (%s)", desc, name, payload)
-            summary.skipped[payload] += 1
-        elif status == "fail":
-            logger.error("%s: failed on %s\n%s", desc, name, payload)
-            summary.failed.append((name, payload))
-        else:
-            summary.processed += 1
-            if payload:
-                summary.extra.update(payload)
-    summary.extra["seconds"] = round(time.time() - t0, 1)
-    return summary

@@ -81,7 +81,7 @@ class ProposalModel(nn.Module):
     mask probabilities are multiplied by the object mask first (official
     PROPOSAL_LEARNING.APPLY_MASKING_WITH_OBJECT_MASK), so proposals lie inside the object.
 
-    ``output_mode`` (PROPOSAL_LEARNING.OUTPUT_MODE) picks the proposals: ``"proposals"`` keeps the
+    ``output_mode`` (PROPOSAL_LEARNING.USE_PER_PIXEL_LABEL: "per_pixel" if True) picks the proposals: ``"proposals"`` keeps the
     top-``test_topk`` queries as overlapping masks (``sigmoid > 0.5``); ``"per_pixel"`` keeps
     non-overlapping segments, every object pixel going to the kept query with the highest
     ``score * sigmoid(mask)``, after dropping queries with score < ``min_score`` and segments whose
@@ -121,7 +121,7 @@ class ProposalModel(nn.Module):
         """
         super().__init__()
         if output_mode not in OUTPUT_MODES:
-            raise ValueError(f"PROPOSAL_LEARNING.OUTPUT_MODE must be one of {OUTPUT_MODES}, "
+            raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, "
                              f"got {output_mode!r}")
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
@@ -145,7 +145,7 @@ class ProposalModel(nn.Module):
     def from_config(cls, cfg) -> dict:
         """Build from MODEL.{BACKBONE, SEM_SEG_HEAD, MASK_FORMER, PIXEL_MEAN, PIXEL_STD},
         TEST.DETECTIONS_PER_IMAGE and PROPOSAL_LEARNING.{APPLY_MASKING_WITH_OBJECT_MASK,
-        OUTPUT_MODE, MIN_AREA_RATIO, MIN_SCORE}.
+        USE_PER_PIXEL_LABEL, MIN_AREA_RATIO, MIN_SCORE}.
 
         Matching costs and loss weights are MASK_FORMER.{CLASS,MASK,DICE}_WEIGHT (official: the
         same numbers weigh both), with ``_{i}`` copies for the DEC_LAYERS - 1 auxiliary
@@ -182,7 +182,7 @@ class ProposalModel(nn.Module):
             "deep_supervision": mf.DEEP_SUPERVISION,
             "test_topk": cfg.TEST.DETECTIONS_PER_IMAGE,
             "apply_object_mask": pl.APPLY_MASKING_WITH_OBJECT_MASK,
-            "output_mode": pl.OUTPUT_MODE,
+            "output_mode": "per_pixel" if pl.USE_PER_PIXEL_LABEL else "proposals",
             "min_area_ratio": pl.MIN_AREA_RATIO,
             "min_score": pl.MIN_SCORE,
             "freeze_keys": mf.FREEZE_KEYS,
