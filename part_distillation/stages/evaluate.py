@@ -119,7 +119,10 @@ def evaluate_pseudo_labels(folder: str, records: List[dict], stage: Optional[str
     if missing:
         logger.warning("%s: %d dataset images have no pseudo-label", folder, len(missing))
     out = {"stage": stage, "segments": seg_acc.summarize(), "num_images": len(seen), "missing_images": len(missing),
-           "by_size": {name: acc.summarize() for name, acc in by_size.items()},
+           # a bin without objects has counts only (no NaN metrics, so results compare equal)
+           "by_size": {name: acc.summarize() if acc.num_scored_objects else
+                       {k: v for k, v in acc.summarize().items() if k.startswith("num_")}
+                       for name, acc in by_size.items()},
            "unmatched_gt_objects": unmatched, "gt_objects_without_parts": no_parts,
            # collapse check: how many segments an object gets and how much the largest one takes
            "segments_per_object": float(np.mean(n_segments)) if n_segments else 0.0,
@@ -149,7 +152,8 @@ def format_size_table(rows: Dict[str, dict], keys=("best_match_mIoU", "hungarian
                       + " / ".join(keys) for n in names)
     lines = [f"| method | {head} |", "|---" * (len(names) + 1) + "|"]
     for name, res in rows.items():
-        cells = [" / ".join(f"{res['by_size'][n][k]:.1f}" for k in keys) for n in names]
+        cells = [" / ".join(f"{res['by_size'][n][k]:.1f}" if k in res["by_size"][n] else "-" for k in keys)
+                 for n in names]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
