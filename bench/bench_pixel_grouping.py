@@ -4,10 +4,10 @@ Part 1: k-means on real features. Each image of the dataset goes through the sta
 extractor (``configs/pixel_grouping/effnet_lite0_cpu.yaml``: EfficientNet-Lite0 res3+res4,
 stride 8, L2-normalised), timed on its own (images/s) because it dominates on CPU. Each object's
 feature points are the grid cells its mask covers >= 50% (``grid_cell_masks``); objects with
-<= K (4) points are skipped. On exactly the same points two k-means are run and timed:
+<= K (4) points take stage 2's small-object fallback (no k-means) and are not timed here. On exactly the same points two k-means are run and timed:
 
-* ours: ``batched_kmeans`` (objects sorted by size, padded into batches of
-  ``--objects-per-batch``, as stage 2 batches them), once with
+* ours: ``batched_kmeans`` (objects grouped by ``size_batches`` into padded batches of at most
+  ``--objects-per-batch``, as stage 2 batches them within an image), once with
   ``restarts=1`` and once with ``restarts=3`` (the default, ``KMEANS_RESTARTS``); assignment by the config's
   ``DISTANCE_METRIC`` (score on the stride-8 grid, bilinear upsampling, argmax inside the mask,
   as ``PixelGrouper`` does);
@@ -54,7 +54,7 @@ from part_distillation.data import resolve_dataset  # noqa: E402
 from part_distillation.data.images import read_image_rgb  # noqa: E402
 from part_distillation.data.pseudo_labels import decode_mask  # noqa: E402
 from part_distillation.modeling.feature_extractor import BackboneFeatures  # noqa: E402
-from part_distillation.modeling.kmeans import batched_kmeans  # noqa: E402
+from part_distillation.modeling.kmeans import batched_kmeans, pack_rows, size_batches  # noqa: E402
 from part_distillation.stages.dense_crf import DenseCRFStage  # noqa: E402
 from part_distillation.stages.object_masks import ObjectMasksStage  # noqa: E402
 from part_distillation.stages.pixel_grouping import (PixelGroupingStage, assign_segments,  # noqa: E402
@@ -122,18 +122,11 @@ def run_ours(objs, k, batch, restarts, metric, stride, device):
     """One pass of batched k-means (+ assignment). Returns (kmeans_s, assign_s, inertia, centers, iters)."""
     t_km = t_as = 0.0
     inertia, centers, iters = np.zeros(len(objs)), [None] * len(objs), np.zeros(len(objs), np.int64)
-    order = sorted(range(len(objs)), key=lambda i: len(objs[i].pts))  # as stage 2: similar sizes batch
-    for start in range(0, len(objs), batch):
-        idx = order[start: start + batch]
+    for idx in size_batches([len(o.pts) for o in objs], batch):  # as stage 2 batches them
         chunk = [objs[i] for i in idx]
         sync(device)
         t0 = time.perf_counter()
-        n = max(len(o.pts) for o in chunk)
-        x = chunk[0].pts.new_zeros(len(chunk), n, chunk[0].pts.shape[1])
-        valid = torch.zeros(len(chunk), n, dtype=torch.bool, device=device)
-        for row, o in enumerate(chunk):
-            x[row, : len(o.pts)] = o.pts
-            valid[row, : len(o.pts)] = True
+        x, valid = pack_rows([o.pts for o in chunk])
         res = batched_kmeans(x, valid, k, [o.seed for o in chunk], iters=50, tol=1e-4, restarts=restarts)
         sync(device)
         t1 = time.perf_counter()
@@ -234,7 +227,7 @@ def main():
     print(f"features: {len(fsecs)} images, {feat_rate:.2f} images/s ({1000 * sum(fsecs) / len(fsecs):.0f} "
           f"ms/image), dim {dim}, mean grid {np.mean([g[0] for g in grids]):.0f}x"
           f"{np.mean([g[1] for g in grids]):.0f}")
-    print(f"objects: {len(objs)} clustered (K={k}), {small} skipped (<= K points); points per "
+    print(f"objects: {len(objs)} clustered (K={k}), {small} small (<= K points: fallback, not timed); points per "
           f"object min/median/max {npts.min()}/{int(np.median(npts))}/{npts.max()}")
 
     runs = {}

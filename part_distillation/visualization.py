@@ -1,13 +1,15 @@
 """Collages of pseudo-labels: one row per object, panels ``image | object mask | part segments``.
 
-Panels show the object's box (plus a margin) at a fixed height; segment colours come from a fixed
-palette so the same id has the same colour in every picture. Extra label maps (e.g. baselines,
-ground truth) can be added as further panels with titles.
+Panels show the object's box (plus a margin) at a fixed height, each under a title band (the title
+is never drawn over the image); segment colours come from a fixed palette so the same id has the
+same colour in every picture. Extra label maps (variants, stages, ground truth) are further panels;
+a row may end with a legend (colour swatch + name per id, e.g. the ground-truth part names).
 """
+from functools import lru_cache
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from .utils.io import atomic_save_image
 
@@ -42,37 +44,109 @@ def _crop(mask: np.ndarray, margin: float = 0.1) -> Tuple[slice, slice]:
             slice(max(xs.min() - mx, 0), min(xs.max() + mx + 1, mask.shape[1])))
 
 
-def _panel(img: np.ndarray, height: int, title: str) -> Image.Image:
+FONT_SIZE = 12
+MIN_PANEL_WIDTH = 120  # narrow objects are centred on a panel this wide, so titles fit
+
+
+@lru_cache(maxsize=None)
+def _font(size: int = FONT_SIZE) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size)
+
+
+def _wrap(title: str, width: int, font) -> List[str]:
+    """Split ``title`` into lines no wider than ``width`` px, breaking after '/' or '_' (or
+    anywhere when a piece is still too wide)."""
+    pieces, cur = [], ""
+    for ch in title:
+        cur += ch
+        if ch in "/_ ":
+            pieces.append(cur)
+            cur = ""
+    pieces.append(cur)
+    lines = [""]
+    for piece in pieces:
+        if font.getlength(lines[-1] + piece) <= width or not lines[-1]:
+            lines[-1] += piece
+        else:
+            lines.append(piece)
+    out = []
+    for line in lines:  # hard-break a piece wider than the panel
+        while font.getlength(line) > width and len(line) > 1:
+            cut = 1
+            while cut < len(line) and font.getlength(line[: cut + 1]) <= width:
+                cut += 1
+            out.append(line[:cut])
+            line = line[cut:]
+        out.append(line)
+    return out
+
+
+def _titled(body: Image.Image, title: str, band: int) -> Image.Image:
+    """``body`` under a dark band of height ``band`` holding ``title`` (wrapped, white)."""
+    out = Image.new("RGB", (body.width, band + body.height), (32, 32, 32))
+    out.paste(body, (0, band))
+    draw, font = ImageDraw.Draw(out), _font()
+    for j, line in enumerate(_wrap(title, body.width - 4, font)[: band // (FONT_SIZE + 2)]):
+        draw.text((2, 1 + j * (FONT_SIZE + 2)), line.strip(), fill=(255, 255, 255), font=font)
+    return out
+
+
+def _panel(img: np.ndarray, height: int) -> Image.Image:
     h, w = img.shape[:2]
     pil = Image.fromarray(img).resize((max(1, round(w * height / h)), height), Image.NEAREST)
-    if title:
-        ImageDraw.Draw(pil).text((3, 2), title, fill=(255, 255, 255))
+    if pil.width < MIN_PANEL_WIDTH:
+        wide = Image.new("RGB", (MIN_PANEL_WIDTH, height), (0, 0, 0))
+        wide.paste(pil, ((MIN_PANEL_WIDTH - pil.width) // 2, 0))
+        pil = wide
     return pil
 
 
-def object_collage(image: np.ndarray, rows: Sequence[Tuple[str, np.ndarray, List[Tuple[str, np.ndarray]]]],
-                   height: int = 160, pad: int = 4) -> Image.Image:
+def legend_panel(names: Sequence[str], height: int) -> Image.Image:
+    """Swatch + name for ids 1..len(names) (``PALETTE`` colours), in as many columns as needed."""
+    font, step = _font(), FONT_SIZE + 4
+    per_col = max(1, (height - 4) // step)
+    cols = [list(range(i, min(i + per_col, len(names)))) for i in range(0, len(names), per_col)] or [[]]
+    col_w = [int(max([font.getlength(names[i]) for i in c] + [40])) + 22 for c in cols]
+    out = Image.new("RGB", (sum(col_w) + 4, height), (255, 255, 255))
+    draw, x = ImageDraw.Draw(out), 4
+    for c, w in zip(cols, col_w):
+        for row, i in enumerate(c):
+            y = 2 + row * step
+            draw.rectangle([x, y + 1, x + 12, y + 13], fill=tuple(int(v) for v in PALETTE[i % len(PALETTE)]),
+                           outline=(0, 0, 0))
+            draw.text((x + 17, y), names[i], fill=(0, 0, 0), font=font)
+        x += w
+    return out
+
+
+def object_collage(image: np.ndarray, rows: Sequence[tuple], height: int = 160, pad: int = 4) -> Image.Image:
     """Build a collage.
 
     Args:
         image: uint8 RGB (H, W, 3).
-        rows: one ``(row_title, object_mask (H, W) bool, [(panel_title, label_map (H, W) int), ...])``
-            per object.
-        height: panel height in pixels.
+        rows: one ``(row_title, object_mask (H, W) bool, [(panel_title, label_map (H, W) int), ...]
+            [, legend_names])`` per object; ``legend_names[i]`` names id ``i + 1`` (e.g. the
+            ground-truth parts) and is drawn as a legend panel ending the row.
+        height: panel height in pixels (a title band of two text lines sits above each panel).
     """
+    band = 2 * (FONT_SIZE + 2) + 2
     row_imgs = []
-    for title, omask, maps in rows:
+    for row in rows:
+        title, omask, maps = row[:3]
+        legend = row[3] if len(row) > 3 else None
         ys, xs = _crop(omask)
-        panels = [_panel(image[ys, xs], height, title),
-                  _panel(overlay(image[ys, xs], omask[ys, xs].astype(np.int32)), height, "object")]
-        panels += [_panel(overlay(image[ys, xs], lab[ys, xs]), height, t) for t, lab in maps]
+        panels = [_titled(_panel(image[ys, xs], height), title, band),
+                  _titled(_panel(overlay(image[ys, xs], omask[ys, xs].astype(np.int32)), height), "object", band)]
+        panels += [_titled(_panel(overlay(image[ys, xs], lab[ys, xs]), height), t, band) for t, lab in maps]
+        if legend:
+            panels.append(_titled(legend_panel(legend, height), "GT part names", band))
         w = sum(p.width for p in panels) + pad * (len(panels) - 1)
-        row = Image.new("RGB", (w, height), (0, 0, 0))
+        out_row = Image.new("RGB", (w, height + band), (0, 0, 0))
         x = 0
         for p in panels:
-            row.paste(p, (x, 0))
+            out_row.paste(p, (x, 0))
             x += p.width + pad
-        row_imgs.append(row)
+        row_imgs.append(out_row)
     if not row_imgs:
         return Image.new("RGB", (height, height), (0, 0, 0))
     out = Image.new("RGB", (max(r.width for r in row_imgs), sum(r.height + pad for r in row_imgs) - pad))

@@ -88,3 +88,16 @@ def test_too_few_points_raises():
     x, valid = _pad([torch.randn(3, 2)])
     with pytest.raises(ValueError, match=">= 4 valid points"):
         batched_kmeans(x, valid, 4, seeds=[0])
+
+
+def test_size_batches_bound_padding_and_rows():
+    from part_distillation.modeling.kmeans import pack_rows, size_batches
+
+    sizes = [1834, 19, 20, 400, 30, 21, 450, 1000]
+    batches = size_batches(sizes, max_rows=3, max_ratio=1.5)
+    assert sorted(i for b in batches for i in b) == list(range(len(sizes)))
+    for b in batches:
+        assert len(b) <= 3 and max(sizes[i] for i in b) <= 1.5 * min(sizes[i] for i in b)
+    assert [1, 2, 5] in batches  # 19, 20, 21 share a batch; 1834 is alone
+    x, valid = pack_rows([torch.ones(2, 3), torch.ones(5, 3)])
+    assert x.shape == (2, 5, 3) and valid.sum(1).tolist() == [2, 5] and x[0, 2:].abs().sum() == 0

@@ -39,7 +39,8 @@ def test_main_job_on_real_images_writes_metrics_and_collages(tmp_path):
                                  "DENSE_CRF.NUM_WORKERS", "1", "VIS_OUTPUT_DIR", vis])
     variants = {"pretrained": ([], True), "grid_2x2": BASELINE_VARIANTS["grid_2x2"]}
     out = str(tmp_path / "run")
-    metrics = run_pipeline(cfg, "pascal_part_examples", out, variants, num_collages=2, max_images=3)
+    metrics = run_pipeline(cfg, "pascal_part_examples", out, variants, num_collages=2, max_images=3,
+                           config_file=EFFNET_CFG)
     assert set(metrics["results"]) == {"pretrained/pixel_grouping", "pretrained/dense_crf",
                                        "pretrained/dense_crf_official", "grid_2x2/pixel_grouping",
                                        "grid_2x2/dense_crf"}
@@ -47,12 +48,21 @@ def test_main_job_on_real_images_writes_metrics_and_collages(tmp_path):
         seg = r["segments"]
         assert r["num_images"] == 3 and 5 < seg["best_match_mIoU"] < 90
         assert seg["hungarian_mIoU"] <= seg["best_match_mIoU"] + 1e-9
-    assert json.load(open(os.path.join(out, "metrics.json")))["num_images"] == 3
-    assert "| pretrained/dense_crf |" in open(os.path.join(out, "metrics.md")).read()
+    recorded = json.load(open(os.path.join(out, "metrics.json")))
+    assert recorded["num_images"] == 3 and recorded["config"]["file"] == EFFNET_CFG
+    assert recorded["config"]["PROPOSAL_GENERATION"]["DATASET_NAME"] == "pascal_part_examples"
+    md = open(os.path.join(out, "metrics.md")).read()
+    assert "| pretrained/dense_crf |" in md
+    seg = metrics["results"]["pretrained/dense_crf"]["segments"]
+    scored = seg["num_objects"] - seg["num_objects_without_parts"]
+    assert f"{scored} ground-truth objects scored" in md and f"{seg['num_gt_parts']} ground-truth parts" in md
+    assert "averaged over objects" in md and "pooled over all ground-truth parts" in md
+    by_size = metrics["results"]["pretrained/dense_crf"]["by_size"]
+    assert sum(b["num_objects"] for b in by_size.values()) == seg["num_objects"]
     pngs = sorted(os.listdir(vis))  # collages go to VIS_OUTPUT_DIR
     assert len(pngs) == 2 and not os.path.exists(os.path.join(out, "collages"))
     w, h = Image.open(os.path.join(vis, pngs[0])).size
-    assert w > 5 * h / 3  # image | object | segments | CRF | grid | GT panels per row
+    assert w > 7 * h / 3  # image | object | 5 variant/stage columns | GT | legend per row
     # rerun: everything resumes, same numbers
     again = run_pipeline(cfg, "pascal_part_examples", out, variants, num_collages=0, max_images=3)
     assert again["results"] == metrics["results"]

@@ -72,14 +72,17 @@ def test_upsampled_scores_equal_scores_of_upsampled_features():
         assert torch.equal(fast.argmax(0), direct.argmax(0))
 
 
-def test_small_objects_are_skipped_and_grid_baseline():
+def test_small_objects_take_the_fallback_and_grid_baseline():
     cfg = _cfg()
-    grouper = PixelGrouper(RGBXYFeatures(cfg), k=4)
+    grouper = PixelGrouper(RGBXYFeatures(cfg), k=4, metric="l2")
     img, mask = _two_tone()
     tiny = np.zeros_like(mask)
-    tiny[30:34, 30:34] = True  # 16 pixels < one stride-8 cell
-    out = grouper(img, [mask, tiny], "toy")
-    assert out[0] is not None and out[1] is None
+    tiny[30:34, 46:50] = True  # 16 pixels across 4 stride-8 cells (none covered >= 50%), both colours
+    out = grouper(img, [mask, tiny, np.zeros_like(mask)], "toy")
+    assert out[0] is not None and out[2] is None  # an empty mask still gets nothing
+    assert ((out[1] > 0) == tiny).all()  # every pixel of the small object has a segment
+    assert (out[1][30:34, 46:48] != out[1][30:34, 48:50]).all()  # split at the colour edge
+    assert grouper.last_counts == {"objects_small_fallback": 1}
     box = np.zeros((10, 12), bool)
     box[2:8, 2:10] = True
     seg = grid_segments(box)
@@ -180,3 +183,31 @@ def test_empty_object_mask_and_image_below_stride_are_counted_not_lost(tmp_path)
     assert out["processed"] == 1 and out["failed"] == 1
     assert out["failed_items"][0]["item"] == "thing/thin"
     assert "smaller than the feature stride" in out["failed_items"][0]["error"]
+
+
+_PEAK_SCRIPT = """
+import resource, sys, numpy as np, torch
+from part_distillation.stages.pixel_grouping import assign_segments
+H, W = 6000, 8000  # 48 MP
+mask = torch.zeros(H, W, dtype=torch.bool)
+mask[500:5500, 1000:7000] = True  # a 30 MP object
+feats, centers = torch.randn(8, 48, 64), torch.randn(4, 8)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+seg = assign_segments(feats, centers, mask, (384, 512), "l2", 8)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+assert seg.shape == (H, W) and seg.dtype == np.int32 and ((seg > 0) == mask.numpy()).all()
+print((after - before) // 1024)  # MiB above the peak before the call (ru_maxrss is KiB on Linux)
+"""
+
+
+def test_assignment_memory_is_bounded_by_the_box_chunks_not_k_full_size_maps():
+    """48 MP image: K full-resolution float score maps alone would be 768 MB; the output map is
+    192 MB (int32), so the call's extra peak must stay well below the former."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT], capture_output=True, text=True, cwd=root,
+                         env={**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.split()[-1]) < 600, out.stdout

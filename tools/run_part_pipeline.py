@@ -34,7 +34,8 @@ def main():
         variants.update(OFFICIAL_VARIANTS)
     if args.baselines:
         variants.update(BASELINE_VARIANTS)
-    metrics = run_pipeline(cfg, args.dataset, args.output_dir, variants, args.num_collages, args.max_images)
+    metrics = run_pipeline(cfg, args.dataset, args.output_dir, variants, args.num_collages, args.max_images,
+                           config_file=args.config_file)
     print(json.dumps({k: v["segments"] for k, v in metrics["results"].items()}, indent=1))
     print(f"wrote {os.path.join(args.output_dir, 'metrics.json')} and collages/")
 

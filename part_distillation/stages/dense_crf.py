@@ -26,7 +26,7 @@ from detectron2.data import transforms as T
 from ..data.images import read_image_or_skip
 from ..data.pseudo_labels import PseudoLabelError, load_pseudo_label, mask_box_slices
 from .base import PseudoLabelInputStage, register_stage
-from .pixel_grouping import _renumber, segments_to_parts
+from .pixel_grouping import segments_to_parts
 
 MODES = ("keep_parts", "official")
 
@@ -108,24 +108,31 @@ class CRFImageWorker:
             if not obj.parts:
                 objects.append(obj)
                 continue
-            seg = _resize_nearest(obj.part_label_map(), size)
+            # the part label map sampled at the CRF grid's nearest pixels, without building it at
+            # full resolution (at 80 MP an int32 map is 320 MB)
+            iy, ix = _nearest_index(obj.mask.shape[0], size[0]), _nearest_index(obj.mask.shape[1], size[1])
+            seg = np.zeros(size, np.int32)
+            for i, p in enumerate(obj.parts):
+                seg[p.mask[iy][:, ix]] = i + 1
             # every cell an object pixel reads back from, so that keep_parts labels all of them
             omask = _cells_of(obj.mask, size)
             ys, xs = mask_box_slices(omask, self.margin)
             n = int(seg.max()) + 1
-            refined = np.zeros(size, np.int32)
+            refined = np.zeros(size, np.uint8 if n <= 256 else np.int32)
             refined[ys, xs], obj_moved = crf_refine(small[ys, xs], seg[ys, xs], omask[ys, xs], n,
                                                     self.params, self.mode)
             total += int(omask.sum())
             moved += obj_moved
-            full = _resize_nearest(refined, obj.mask.shape)
+            full = _resize_nearest(refined, obj.mask.shape)  # uint8 at full resolution (K < 256)
             if self.mode == "keep_parts":  # the cells' labels, cut back to the object's pixels
                 full[~obj.mask] = 0
-            full = _renumber(full)
-            objects.append(dataclasses.replace(obj, parts=segments_to_parts(full)))
+            objects.append(dataclasses.replace(obj, parts=segments_to_parts(full)))  # absent ids skipped
         out = dataclasses.replace(label, stage="dense_crf", objects=objects,
                                   config={**label.config, "DENSE_CRF": {**self.params, "OBJECT_PIXELS": self.mode}})
-        return out, {"object_pixels": total, "object_pixels_moved_to_background": moved}
+        # official: those pixels became background; keep_parts: they stayed on their best part
+        key = ("object_pixels_moved_to_background" if self.mode == "official"
+               else "object_pixels_crf_background_kept_on_parts")
+        return out, {"object_pixels": total, key: moved}
 
 
 PARAM_KEYS = ("GT_PROB", "GAUSSIAN_SXY", "GAUSSIAN_COMPAT", "BILATERAL_SXY", "BILATERAL_SRGB",

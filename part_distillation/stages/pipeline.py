@@ -25,7 +25,8 @@ from ..data.pseudo_labels import load_pseudo_label, pseudo_label_path
 from ..utils.io import atomic_write, atomic_write_json
 from ..visualization import save_collage
 from .dense_crf import DenseCRFStage
-from .evaluate import evaluate_pseudo_labels, format_table, gt_objects, match_objects
+from .evaluate import (describe_scoring, evaluate_pseudo_labels, format_size_table, format_table,
+                       gt_objects, match_objects)
 from .object_masks import ObjectMasksStage, record_class_code
 from .pixel_grouping import PixelGroupingStage
 
@@ -58,13 +59,17 @@ def _variant_cfg(cfg, overrides: Sequence):
 
 
 def run_pipeline(cfg, dataset: str, output_dir: str, variants: Dict[str, Tuple[list, bool]] = None,
-                 num_collages: int = 8, max_images: Optional[int] = None) -> dict:
+                 num_collages: int = 8, max_images: Optional[int] = None, config_file: str = "") -> dict:
     """Run stages 1-3 for each variant on ``dataset`` (registered name or folder) and evaluate.
 
+    ``config_file`` (the YAML ``cfg`` came from) is recorded in ``metrics.json``; so is ``dataset``,
+    also as ``PROPOSAL_GENERATION.DATASET_NAME`` of the recorded (and used) config.
     Returns the metrics dict also written to ``<output_dir>/metrics.json`` (empty ``results`` when
-    the dataset has no part annotations). Raises ``KeyError`` for an unknown dataset name.
+    the dataset has no part annotations); ``metrics.md`` states what is scored, then the tables.
+    Raises ``KeyError`` for an unknown dataset name.
     """
     variants = variants or DEFAULT_VARIANT
+    cfg = _variant_cfg(cfg, ["PROPOSAL_GENERATION.DATASET_NAME", dataset])
     records = resolve_dataset(dataset)
     if max_images:
         records = sorted(records, key=lambda r: str(r["image_id"]))[:max_images]
@@ -72,6 +77,7 @@ def run_pipeline(cfg, dataset: str, output_dir: str, variants: Dict[str, Tuple[l
     stage1 = os.path.join(output_dir, "object_masks")
     summaries = {"object_masks": ObjectMasksStage(cfg, stage1).run(records).as_dict()}
     results: Dict[str, dict] = {}
+    all_outputs: Dict[str, str] = {}  # "<variant>/<stage>" -> folder, in run order (collage columns)
     for name, (overrides, official_crf) in variants.items():
         vcfg = _variant_cfg(cfg, overrides)
         pg_dir = os.path.join(output_dir, name, "pixel_grouping")
@@ -84,20 +90,23 @@ def run_pipeline(cfg, dataset: str, output_dir: str, variants: Dict[str, Tuple[l
             summaries[f"{name}/dense_crf{suffix}"] = DenseCRFStage(
                 _variant_cfg(vcfg, ["DENSE_CRF.OBJECT_PIXELS", mode]), crf_dir).run(pg_dir).as_dict()
             outputs["dense_crf" + suffix] = crf_dir
+        all_outputs.update({f"{name}/{stage}": folder for stage, folder in outputs.items()})
         if evaluate:
             for stage, folder in outputs.items():
                 results[f"{name}/{stage}"] = evaluate_pseudo_labels(folder, records, stage.replace("_official", ""))
     metrics = {"dataset": dataset, "num_images": len(records), "results": results,
                "run_summaries": summaries,
-               "config": {"file": cfg.get("CONFIG_FILE", ""), "PROPOSAL_GENERATION": _plain(cfg.PROPOSAL_GENERATION),
+               "config": {"file": config_file, "PROPOSAL_GENERATION": _plain(cfg.PROPOSAL_GENERATION),
                           "DENSE_CRF": _plain(cfg.DENSE_CRF), "BACKBONE": cfg.MODEL.BACKBONE.NAME}}
     atomic_write_json(os.path.join(output_dir, "metrics.json"), metrics, indent=1)
     if results:
-        table = format_table(results)
-        atomic_write(os.path.join(output_dir, "metrics.md"), lambda f: f.write(table + "\n"))
-        logger.info("results on %s (%d images):\n%s", dataset, len(records), table)
+        first = next(iter(results.values()))
+        text = (f"# Stages 1-3 on {dataset}\n\n{describe_scoring(first)}\n\n{format_table(results)}\n\n"
+                f"Per object size (best_match / hungarian / AR@10):\n\n{format_size_table(results)}\n")
+        atomic_write(os.path.join(output_dir, "metrics.md"), lambda f: f.write(text))
+        logger.info("results on %s:\n%s", dataset, text)
     if num_collages:
-        write_collages(output_dir, records[:num_collages], list(variants)[0], evaluate, cfg.VIS_OUTPUT_DIR)
+        write_collages(output_dir, records[:num_collages], all_outputs, evaluate, cfg.VIS_OUTPUT_DIR)
     return metrics
 
 
@@ -105,37 +114,37 @@ def _plain(node) -> dict:
     return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in node.items()}
 
 
-def write_collages(output_dir: str, records: List[dict], variant: str, with_gt: bool,
+def write_collages(output_dir: str, records: List[dict], outputs: Dict[str, str], with_gt: bool,
                    vis_dir: str = "") -> List[str]:
     """One PNG per image in ``vis_dir`` (VIS_OUTPUT_DIR; default ``<output_dir>/collages``): rows =
-    objects; panels = image | object | pixel grouping | dense-CRF (| 2x2 grid if run) (| ground-truth
-    parts)."""
+    objects; panels = image | object | one per entry of ``outputs`` (``{"<variant>/<stage>":
+    pseudo-label folder}``, in order; the first must hold the image) | ground-truth parts | legend
+    of the ground-truth part names."""
     paths = []
-    folders = [("pixel grouping", os.path.join(output_dir, variant, "pixel_grouping")),
-               ("dense-CRF", os.path.join(output_dir, variant, "dense_crf")),
-               ("2x2 grid", os.path.join(output_dir, "grid_2x2", "pixel_grouping"))]
     for rec in records:
         image_id = str(rec["image_id"])
         labels = {}
-        for title, folder in folders:
+        for title, folder in outputs.items():
             path = pseudo_label_path(folder, image_id, record_class_code(rec))
             if os.path.isfile(path):
                 labels[title] = load_pseudo_label(path)
-        if "pixel grouping" not in labels:
+        if not labels:
             continue
-        base = labels["pixel grouping"]
+        base = next(iter(labels.values()))
         gts = gt_objects(rec) if with_gt else []
         match = match_objects([o.mask for o in base.objects], [g.mask for g in gts])
         inv = {p: g for g, p in match.items()}
         rows = []
         for i, obj in enumerate(base.objects):
             maps = [(t, lab.objects[i].part_label_map()) for t, lab in labels.items() if i < len(lab.objects)]
+            names = None
             if i in inv and len(gts[inv[i]].parts):
                 gt = np.zeros(obj.mask.shape, np.int32)
                 for j, m in enumerate(gts[inv[i]].parts):
                     gt[m] = j + 1
-                maps.append(("GT parts", gt))
-            rows.append((obj.class_name, obj.mask, maps))
+                maps.append(("ground truth parts", gt))
+                names = list(gts[inv[i]].part_names)
+            rows.append((obj.class_name, obj.mask, maps, names))
         try:
             image = read_image_rgb(base.file_name)
         except ImageReadError as e:
@@ -144,4 +153,3 @@ def write_collages(output_dir: str, records: List[dict], variant: str, with_gt: 
         paths.append(save_collage(os.path.join(vis_dir or os.path.join(output_dir, "collages"), f"{image_id}.png"),
                                   image, rows))
     return paths
-

@@ -13,7 +13,7 @@ assigned to a centre by ``DISTANCE_METRIC``:
 
 Both scores are linear in x, so the score maps are computed on the stride-8 grid and upsampled
 bilinearly to full resolution, which equals scoring bilinearly upsampled features exactly.
-Objects with <= K feature pixels are skipped and counted (``too_small_for_k``).
+Objects with <= K feature pixels take a fallback (``PixelGrouper``), counted.
 
 ``grid_segments`` is the learning-free 2x2 baseline (the object's box split into quadrants).
 """
@@ -28,20 +28,22 @@ import torch.nn.functional as F
 
 from ..data.images import read_image_or_skip
 from ..data.pseudo_labels import PartLabel, mask_box_slices
-from ..modeling.kmeans import batched_kmeans
+from ..modeling.kmeans import batched_kmeans, pack_rows, size_batches
 from .base import PseudoLabelInputStage, register_stage
 
 logger = logging.getLogger(__name__)
 
 
 def grid_cell_masks(masks: torch.Tensor, resized: Tuple[int, int], grid: Tuple[int, int],
-                    stride: int) -> torch.Tensor:
+                    stride: int, min_cover: float = 0.5) -> torch.Tensor:
     """Object masks (M, H, W) bool at image resolution -> (M, h, w) bool feature-grid masks: a cell
-    is inside when >= 50% of its pixels (in the resized frame) are."""
+    is inside when >= ``min_cover`` of its pixels (in the resized frame) are (``min_cover`` 0: when
+    any part of it is)."""
     m = F.interpolate(masks[:, None].float(), size=resized, mode="area")
     h, w = grid
     m = F.pad(m, (0, w * stride - resized[1], 0, h * stride - resized[0]))
-    return F.avg_pool2d(m, stride)[:, 0] >= 0.5
+    cover = F.avg_pool2d(m, stride)[:, 0]
+    return cover > 0 if min_cover <= 0 else cover >= min_cover
 
 
 def score_maps(features: torch.Tensor, centers: torch.Tensor, metric: str) -> torch.Tensor:
@@ -54,14 +56,25 @@ def score_maps(features: torch.Tensor, centers: torch.Tensor, metric: str) -> to
     raise ValueError(f"DISTANCE_METRIC must be 'dot' or 'l2', got '{metric}'")
 
 
+def interp_matrix(n: int, n_resized: int, n_out: int, stride: int) -> torch.Tensor:
+    """(n_out, n) float32 weights of the 1-D resampling ``upsample_scores`` does along one axis:
+    linear (align_corners False) from ``n`` grid cells to ``n * stride`` network-input pixels,
+    cropped to ``n_resized``, then linear to ``n_out`` image pixels. Bilinear resizing is separable,
+    so a (h, w) map resamples as ``My @ map @ Mx.T``."""
+    a = F.interpolate(torch.eye(n)[None], size=n * stride, mode="linear", align_corners=False)
+    return F.interpolate(a[..., :n_resized], size=n_out, mode="linear", align_corners=False)[0].T
+
+
 def upsample_scores(scores: torch.Tensor, resized: Tuple[int, int], out_size: Tuple[int, int],
-                    stride: int) -> torch.Tensor:
-    """(K, h, w) stride-grid scores -> (K, H, W) at image resolution (bilinear, via the resized
-    network-input frame so grid cells stay aligned with the pixels they came from)."""
+                    stride: int, rows: slice = slice(None), cols: slice = slice(None)) -> torch.Tensor:
+    """(K, h, w) stride-grid scores -> (K, len(rows), len(cols)): the window ``rows, cols`` of the
+    scores at image resolution ``out_size`` (bilinear, via the resized network-input frame so grid
+    cells stay aligned with the pixels they came from). Only the window is computed, with the
+    separable weights of :func:`interp_matrix` (memory O(K x window), not O(K x image))."""
     k, h, w = scores.shape
-    up = F.interpolate(scores[None], size=(h * stride, w * stride), mode="bilinear", align_corners=False)
-    up = up[..., : resized[0], : resized[1]]
-    return F.interpolate(up, size=out_size, mode="bilinear", align_corners=False)[0]
+    my = interp_matrix(h, resized[0], out_size[0], stride)[rows].to(scores)
+    mx = interp_matrix(w, resized[1], out_size[1], stride)[cols].to(scores)
+    return torch.einsum("yh,khx->kyx", my, torch.einsum("khw,xw->khx", scores, mx))
 
 
 def object_seed(base_seed: int, image_id: str, index: int) -> int:
@@ -71,6 +84,13 @@ def object_seed(base_seed: int, image_id: str, index: int) -> int:
 
 class PixelGrouper:
     """Splits the objects of one image into K segments with k-means on dense features.
+
+    Small objects (fallback): an object whose mask covers >= 50% of at most K feature cells would
+    give k-means fewer than K + 1 points. It takes every cell it touches at all as its points
+    instead; when those are still <= K, each touched cell is a centre (so the object gets up to
+    that many segments, one when it lies inside a single cell), otherwise k-means runs on them.
+    Chosen over one segment for the whole object and over the 2x2 grid by the small-object rows of
+    the evaluation on both shared datasets (README). Counted in ``last_counts``.
 
     Args:
         feature_fn: image (H, W, 3) uint8 -> (features (C, h, w), resized (H', W')).
@@ -86,6 +106,7 @@ class PixelGrouper:
         self.feature_fn, self.k, self.metric, self.stride = feature_fn, k, metric, stride
         self.iters, self.tol, self.restarts = iters, tol, restarts
         self.objects_per_batch, self.seed, self.device = objects_per_batch, seed, torch.device(device)
+        self.last_counts = {"objects_small_fallback": 0}  # of the latest call
 
     @classmethod
     def from_config(cls, cfg, feature_fn: Callable, device: str = "cpu") -> "PixelGrouper":
@@ -97,7 +118,10 @@ class PixelGrouper:
     def __call__(self, image: np.ndarray, masks: Sequence[np.ndarray], image_id: str
                  ) -> List[Optional[np.ndarray]]:
         """Segment label maps for each object mask: int32 (H, W), 0 outside the object and 1..K on
-        its segments (ids renumbered to be consecutive), or None when the object was too small."""
+        its segments (ids renumbered to be consecutive), or None for an empty mask. Objects with
+        <= K feature pixels take the small-object fallback (class docstring) and are counted in
+        ``self.last_counts["objects_small_fallback"]`` (this call's count)."""
+        self.last_counts = {"objects_small_fallback": 0}
         if not len(masks):
             return []
         feats, resized = self.feature_fn(image)
@@ -108,22 +132,31 @@ class PixelGrouper:
         flat = feats.view(c, -1).T  # (h*w, C)
         out: List[Optional[np.ndarray]] = [None] * len(masks)
         sizes = cells.sum(1).tolist()
+        small = [i for i in range(len(masks)) if sizes[i] <= self.k and bool(full[i].any())]
+        if small:  # fallback points: every cell the object touches at all
+            touched = grid_cell_masks(full[small], resized, (h, w), self.stride, 0.0).view(len(small), -1)
+            for j, i in enumerate(small):
+                cells[i] = touched[j]
+                sizes[i] = int(touched[j].sum())
+            self.last_counts["objects_small_fallback"] = len(small)
+        for i in small:
+            if sizes[i] <= self.k:  # each touched cell is its own centre
+                out[i] = assign_segments(feats, flat[cells[i]], full[i], resized, self.metric, self.stride)
+        ok = [i for i in range(len(masks)) if sizes[i] > self.k]
         # similar sizes share a batch, so little of it is padding (rows are independent: same result)
-        ok = sorted((i for i in range(len(masks)) if sizes[i] > self.k), key=lambda i: sizes[i])
-        for start in range(0, len(ok), self.objects_per_batch):
-            idx = ok[start: start + self.objects_per_batch]
-            n = max(int(cells[i].sum()) for i in idx)
-            x = flat.new_zeros(len(idx), n, c)
-            valid = torch.zeros(len(idx), n, dtype=torch.bool, device=self.device)
-            for row, i in enumerate(idx):
-                pts = flat[cells[i]]
-                x[row, : len(pts)] = pts
-                valid[row, : len(pts)] = True
+        for idx in size_batches([sizes[i] for i in ok], self.objects_per_batch):
+            idx = [ok[j] for j in idx]
+            x, valid = pack_rows([flat[cells[i]] for i in idx])
             res = batched_kmeans(x, valid, self.k, [object_seed(self.seed, image_id, i) for i in idx],
                                  self.iters, self.tol, self.restarts)
             for row, i in enumerate(idx):
                 out[i] = assign_segments(feats, res.centers[row], full[i], resized, self.metric, self.stride)
         return out
+
+
+# rows of an object's box scored at a time by assign_segments: bounds its memory to
+# K x ASSIGN_ROWS x box width floats (an 80 MP image no longer needs K full-size score maps)
+ASSIGN_ROWS = 512
 
 
 def assign_segments(features: torch.Tensor, centers: torch.Tensor, mask: torch.Tensor,
@@ -136,21 +169,22 @@ def assign_segments(features: torch.Tensor, centers: torch.Tensor, mask: torch.T
         resized: (H', W') network-input size the grid was computed on.
     Returns:
         int32 (H, W): 0 outside the object, segment ids 1..n (renumbered) inside.
+
+    Only the object's bounding box is scored, ``ASSIGN_ROWS`` rows at a time.
     """
-    scores = upsample_scores(score_maps(features, centers, metric), resized, tuple(mask.shape), stride)
-    ys, xs = _box(mask)
-    seg = torch.zeros(mask.shape, dtype=torch.int64, device=mask.device)
-    # the winner is only needed inside the object; max().indices, not argmax(): on CPU torch's
-    # argmax over the leading dim is ~5x slower (profiled on ADE20K images)
-    seg[ys, xs] = scores[:, ys, xs].max(0).indices + 1
-    seg[~mask] = 0
-    return _renumber(seg.cpu().numpy().astype(np.int32))
-
-
-def _box(mask: torch.Tensor) -> Tuple[slice, slice]:
-    """Row and column slices of the bounding box of a non-empty (H, W) bool mask."""
-    rows, cols = mask.any(1).nonzero()[:, 0], mask.any(0).nonzero()[:, 0]
-    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+    scores = score_maps(features, centers, metric)
+    ys, xs = mask_box_slices(mask.cpu().numpy())
+    inside = mask[ys, xs]
+    box = torch.zeros(inside.shape, dtype=torch.int32, device=mask.device)
+    for r0 in range(0, inside.shape[0], ASSIGN_ROWS):
+        rows = slice(ys.start + r0, min(ys.start + r0 + ASSIGN_ROWS, ys.stop))
+        up = upsample_scores(scores, resized, tuple(mask.shape), stride, rows, xs)
+        # max().indices, not argmax(): on CPU torch's argmax over the leading dim is ~5x slower
+        box[r0: r0 + up.shape[1]] = up.max(0).indices.int() + 1
+    box[~inside] = 0
+    seg = np.zeros(tuple(mask.shape), np.int32)
+    seg[ys, xs] = _renumber(box.cpu().numpy())
+    return seg
 
 
 def _renumber(seg: np.ndarray) -> np.ndarray:
@@ -258,7 +292,8 @@ class PixelGroupingStage(PseudoLabelInputStage):
         config.update(BACKBONE=self.cfg.MODEL.BACKBONE.NAME, WEIGHTS=self.cfg.MODEL.WEIGHTS,
                       INPUT_SIZE=[self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MAX_SIZE_TEST])
         out = dataclasses.replace(label, stage=self.NAME, objects=objects, skipped_objects=skipped, config=config)
-        return out, {"objects": len(objects), "objects_too_small_for_k": sum(s is None for s in segs)}
+        return out, {"objects": len(objects), "objects_too_small_for_k": sum(s is None for s in segs),
+                     **getattr(self.segment_fn, "last_counts", {})}
 
 
 def _choice(key: str, value, allowed) -> None:
