@@ -345,16 +345,53 @@ ACCEPTED_UNREAD_KEYS = {
     "PROPOSAL_GENERATION.BATCH_SIZE": "official stage-2 images per forward; here images go one at a "
                                       "time and objects are batched by OBJECTS_PER_BATCH",
     "PROPOSAL_GENERATION.ROOT_FOLDER_NAME": "official output root; every tool here writes to its --output-dir",
-    "PROPOSAL_GENERATION.DETIC_LABELING_MODE": "official Detic stage-1 mode; only a Detic labeler "
-                                               "(OBJECT_MASK_TYPE detic) would read it, none is registered here",
-    "PROPOSAL_LEARNING.POSTPROCESS_TYPES": "official per-test-set 'prop'/'semseg' list; the evaluators "
-                                           "here score proposals and per-pixel segments from one pass",
+    "PROPOSAL_GENERATION.DETIC_LABELING_MODE": "official Detic stage-1 mode name; the labelers here "
+                                               "select by OBJECT_CLASS_FILTER (image_class_else_all = "
+                                               "the official max-gt-label)",
     "PIXEL_GROUPING.NUM_SUPERPIXEL_CLUSTERS": "official eval-only PixelGroupingModel key; set PROPOSAL_GENERATION.*",
     "PIXEL_GROUPING.DISTANCE_METRIC": "official eval-only PixelGroupingModel key; set PROPOSAL_GENERATION.*",
     "PIXEL_GROUPING.BACKBONE_FEATURE_KEY_LIST": "official eval-only PixelGroupingModel key; set PROPOSAL_GENERATION.*",
     "PIXEL_GROUPING.FEATURE_NORMALIZE": "official eval-only PixelGroupingModel key; set PROPOSAL_GENERATION.*",
     "PIXEL_GROUPING.DEBUG": "official eval-only PixelGroupingModel key; set PROPOSAL_GENERATION.DEBUG",
+    "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS": "declared by official Mask2Former, "
+        "whose pixel decoder takes its heads from MODEL.MASK_FORMER.NHEADS instead (as here)",
+    "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS": "declared by official Mask2Former, "
+        "whose pixel decoder fixes 4 sampling points (as here)",
+    "SOLVER.POLY_LR_POWER": "read by detectron2.projects.deeplab.build_lr_scheduler (WarmupPolyLR)",
+    "SOLVER.POLY_LR_CONSTANT_ENDING": "read by detectron2.projects.deeplab.build_lr_scheduler (WarmupPolyLR)",
+    "MODEL.MASK_FORMER.ENC_LAYERS": "official Mask2Former key for a transformer encoder in the "
+        "decoder; 0 in every official config, no such encoder is built",
+    "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD": "official panoptic-inference key; only "
+        "instance inference exists here",
+    "MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD": "official panoptic-inference key; only instance "
+        "inference exists here",
+    "MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE": "official semantic-inference "
+        "key; only instance inference exists here",
+    "MODEL.RESNETS.STEM_TYPE": "DeepLab ResNet key that official Mask2Former R50 YAMLs set; the "
+        "standard detectron2 ResNet (basic stem) is built",
+    "MODEL.RESNETS.RES5_MULTI_GRID": "DeepLab ResNet key that official Mask2Former R50 YAMLs set; "
+        "[1, 1, 1] is the standard res5",
+    "INPUT.COLOR_AUG_SSD": "official semantic-segmentation mapper key; the part mappers here use "
+        "no colour augmentation (official PartDistillation neither)",
+    "INPUT.CROP.SINGLE_CATEGORY_MAX_AREA": "official semantic-segmentation mapper key (category "
+        "area cap of crops); not used by instance/part mappers",
+    "FP16": "official top-level key; mixed precision is SOLVER.AMP.ENABLED (detectron2)",
+    "CUSTOM_DATASETS.AUG_NAME_LIST": "official PartDistillation augmentation-name list; the mappers "
+        "here build their augmentation from INPUT.* (large-scale jitter, crop, flip)",
+    "CUSTOM_DATASETS.BASE_SIZE": "official PartDistillation base size; the mappers here read "
+        "INPUT.IMAGE_SIZE_BASE",
 }
+
+
+def plain_config(node, exclude=()) -> object:
+    """A ``CfgNode`` (sub)tree as JSON-ready nested dicts (keys sorted) and lists, leaving out keys
+    named in ``exclude`` at any depth (e.g. the stages' run keys). Used for recorded settings,
+    ``metrics.json`` and the W&B run config."""
+    if isinstance(node, dict):
+        return {k: plain_config(v, exclude) for k, v in sorted(node.items()) if k not in exclude}
+    if isinstance(node, (list, tuple)):
+        return [plain_config(v, exclude) for v in node]
+    return node
 
 
 def get_part_distillation_cfg() -> CN:

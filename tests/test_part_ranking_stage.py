@@ -3,6 +3,8 @@ random-init tiny stage-4 model, label consistency within a class, kill + rerun."
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel,
 from part_distillation.stages.base import WorkItem, partition_items
 from part_distillation.stages.part_ranking import PartRankingStage, part_ratios
 
-from .helpers import needs_shared
+from .helpers import REPO, needs_shared
 
 K = 3
 
@@ -44,10 +46,11 @@ def test_partition_by_class_disjoint_and_complete():
 
 @pytest.fixture(scope="module")
 def stage1(tmp_path_factory):
-    """Stage-1-like pseudo-labels (GT object masks) of 3 real Pascal-Part images, plus a copy of
-    the first image under another id (same class: it must get the same labels)."""
+    """Stage-1-like pseudo-labels (GT object masks) of 3 real Pascal-Part images of 3 classes
+    (person, bird, dog), plus a copy of the first image under another id (same class: it must get
+    the same labels)."""
     d = str(tmp_path_factory.mktemp("s1"))
-    recs = resolve_dataset("pascal_part_examples")[:3]
+    recs = [resolve_dataset("pascal_part_examples")[i] for i in (0, 4, 6)]
     labels = []
     for r in recs:
         objs = [ObjectLabel(o["class_name"], decode_mask(o["mask"]), o["class_name"],
@@ -105,6 +108,19 @@ def test_tiny_run_labels_consistent_and_kill_rerun_identical(stage1, tmp_path):
     for oa, ob in zip(a.objects, b.objects):
         assert [p.label for p in oa.parts] == [p.label for p in ob.parts]
         assert all((pa.mask == pb.mask).all() for pa, pb in zip(oa.parts, ob.parts))
+
+    # two class partitions in two concurrent processes (the stage tool, as an sbatch array runs it)
+    # write the same files as one process: each class is gathered and clustered by one owner
+    two = str(tmp_path / "two")
+    procs = [subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "tools", "part_ranking.py"), "--config-file",
+         "configs/part_ranking/tiny_cpu.yaml", "--input-dir", stage1, "--output-dir", two,
+         "MODEL.EFFICIENTNET.PRETRAINED", "False", "PART_RANKING.NUM_CLUSTERS", str(K),
+         "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128", "MODEL.WEIGHTS", weights,
+         "PART_RANKING.TOTAL_PARTITIONS", "2", "PART_RANKING.PARTITION_INDEX", str(i)],
+        cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}) for i in range(2)]
+    assert [p.wait(timeout=600) for p in procs] == [0, 0]
+    assert _outputs(two) == outs
 
     # killed mid-gather, then mid-labelling; each rerun resumes; the result equals the clean run
     class Killed(BaseException):

@@ -13,11 +13,11 @@ variable ``WANDB_MODE=offline`` and upload later with ``wandb sync <OUTPUT_DIR>/
 """
 import os
 import secrets
-from typing import Optional
 
 import numpy as np
 from detectron2.utils.events import EventWriter, get_event_storage
 
+from ..config import plain_config
 from ..utils.io import atomic_write
 
 RUN_ID_FILE = "wandb_run_id"
@@ -59,7 +59,7 @@ class WandbWriter(EventWriter):
             atomic_write(id_file, lambda f: f.write(run_id))
         self.run = wandb.init(
             project=cfg.WANDB.PROJECT or DEFAULT_PROJECT, group=cfg.WANDB.GROUP, name=cfg.WANDB.RUN_NAME,
-            dir=out, id=run_id, resume="allow", config=_plain(cfg), reinit="create_new")
+            dir=out, id=run_id, resume="allow", config=plain_config(cfg), reinit="create_new")
         self._wandb = wandb
 
     def write(self) -> None:
@@ -83,10 +83,3 @@ class WandbWriter(EventWriter):
     def close(self) -> None:
         """Finish the run (flushes it to disk / the server)."""
         self.run.finish()
-
-
-def _plain(cfg) -> Optional[dict]:
-    """The config as nested plain dicts (what ``wandb.init(config=...)`` takes)."""
-    def convert(node):
-        return {k: convert(v) for k, v in node.items()} if isinstance(node, dict) else node
-    return convert(cfg)

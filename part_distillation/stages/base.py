@@ -78,6 +78,7 @@ import numpy as np
 from detectron2.utils.registry import Registry
 from tqdm import tqdm
 
+from ..config import plain_config
 from ..data.images import image_id_of_path
 from ..data.pseudo_labels import (ImagePseudoLabel, class_code_of_dir, class_dir, list_pseudo_labels,
                                   load_pseudo_label, pseudo_label_path)
@@ -208,7 +209,7 @@ class Stage:
             node = self.cfg
             for part in name.split("."):
                 node = node[part]
-            out[name] = _plain(node)
+            out[name] = plain_config(node, RUN_KEYS)
         out["WEIGHTS_IDENTITY"] = [weights_identity(p) for p in self.weight_files()]
         return out
 
@@ -312,14 +313,6 @@ class PseudoLabelInputStage(Stage):
     def load_input(self, item: WorkItem) -> ImagePseudoLabel:
         """The item's input pseudo-label, checked to be an ``INPUT_STAGE`` file of that image id."""
         return load_pseudo_label(item.source, self.INPUT_STAGE or None)
-
-
-def _plain(node):
-    if isinstance(node, dict):
-        return {k: _plain(v) for k, v in sorted(node.items()) if k not in RUN_KEYS}
-    if isinstance(node, (list, tuple)):
-        return [_plain(v) for v in node]
-    return node
 
 
 def weights_identity(path: str) -> dict:

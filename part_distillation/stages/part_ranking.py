@@ -60,7 +60,8 @@ from ..data.pseudo_labels import ImagePseudoLabel, ObjectLabel, PartLabel
 from ..modeling.meta_arch.part_ranking_model import PartRankingModel
 from ..modeling.part_clustering import CLASSIFIER_METRICS, cluster_classes
 from ..utils.sharding import SkipItem
-from .base import PseudoLabelInputStage, WorkItem, register_stage
+from ..config import plain_config
+from .base import RUN_KEYS, PseudoLabelInputStage, WorkItem, register_stage
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +226,7 @@ class PartRankingStage(PseudoLabelInputStage):
             objects.append(ObjectLabel(obj.class_name, obj.mask, obj.class_code, obj.score, obj.bbox,
                                        parts, obj.class_id))
             ratios.append(part_ratios(parts, label.height, label.width))
-        config = {"PART_RANKING": {k: v for k, v in self.cfg.PART_RANKING.items()},
+        config = {"PART_RANKING": plain_config(self.cfg.PART_RANKING, RUN_KEYS),  # no partition keys
                   "RATIOS": {"object_ratio": [r[0] for r in ratios], "part_ratios": [r[1] for r in ratios]}}
         out = ImagePseudoLabel(label.file_name, label.image_id, label.height, label.width, self.NAME,
                                objects, list(label.skipped_objects) + skipped, config, item.class_code)

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..config import plain_config
 from ..data.datasets import has_part_annotations, resolve_dataset
 from ..data.images import ImageReadError, read_image_rgb
 from ..data.pseudo_labels import load_pseudo_label, pseudo_label_path
@@ -96,8 +97,8 @@ def run_pipeline(cfg, dataset: str, output_dir: str, variants: Dict[str, Tuple[l
                 results[f"{name}/{stage}"] = evaluate_pseudo_labels(folder, records, stage.replace("_official", ""))
     metrics = {"dataset": dataset, "num_images": len(records), "results": results,
                "run_summaries": summaries,
-               "config": {"file": config_file, "PROPOSAL_GENERATION": _plain(cfg.PROPOSAL_GENERATION),
-                          "DENSE_CRF": _plain(cfg.DENSE_CRF), "BACKBONE": cfg.MODEL.BACKBONE.NAME}}
+               "config": {"file": config_file, "PROPOSAL_GENERATION": plain_config(cfg.PROPOSAL_GENERATION),
+                          "DENSE_CRF": plain_config(cfg.DENSE_CRF), "BACKBONE": cfg.MODEL.BACKBONE.NAME}}
     atomic_write_json(os.path.join(output_dir, "metrics.json"), metrics, indent=1)
     if results:
         first = next(iter(results.values()))
@@ -108,10 +109,6 @@ def run_pipeline(cfg, dataset: str, output_dir: str, variants: Dict[str, Tuple[l
     if num_collages:
         write_collages(output_dir, records[:num_collages], all_outputs, evaluate, cfg.VIS_OUTPUT_DIR)
     return metrics
-
-
-def _plain(node) -> dict:
-    return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in node.items()}
 
 
 def write_collages(output_dir: str, records: List[dict], outputs: Dict[str, str], with_gt: bool,
