@@ -25,10 +25,10 @@ from unittest import mock
 import numpy as np
 from PIL import Image
 
-from .images import ImageReadError, read_image_size
+from .ground_truth import object_record
 from .load_report import LoadReport
 from .loader_registry import DATASET_LOADER_REGISTRY, DatasetLoader
-from .pseudo_labels import encode_mask, mask_to_box
+from .pseudo_labels import encode_mask
 
 CITYSCAPES_PART_OBJECTS = ("person", "rider", "car", "truck", "bus")  # label ids 24..28
 _FIRST_LABEL_ID = 24
@@ -74,11 +74,10 @@ def load_cityscapes_part(images_dirname: str, annotations_dirname: str, parts_di
             if missing:
                 report.skip("no_annotation", file_name, f"missing {missing[0]}")
                 continue
-            try:
-                w, h = read_image_size(file_name)
-            except ImageReadError as e:
-                report.skip("unreadable_image", file_name, str(e))
+            size = report.image_size(file_name)
+            if size is None:
                 continue
+            w, h = size
             try:
                 inst = np.asarray(Image.open(inst_path)).astype(np.int64)
                 pids = decode_part_ids(part_path)
@@ -104,8 +103,7 @@ def load_cityscapes_part(images_dirname: str, annotations_dirname: str, parts_di
                     pm = mask & (pids == pid)
                     parts.append({"name": part_name, "raw_name": part_name,
                                   "part_id": CITYSCAPES_PART_CLASSES.index(part_name), "mask": encode_mask(pm)})
-                objects.append({"class_name": name, "class_code": name, "class_id": cls, "mask": encode_mask(mask),
-                                "bbox": mask_to_box(mask), "bbox_mode": 0, "parts": parts})
+                objects.append(object_record(name, name, cls, mask, parts))
             dicts.append({"file_name": file_name, "image_id": stem, "height": h, "width": w,
                           "annotation_file": part_path, "objects": objects})
     return dicts

@@ -25,7 +25,7 @@ from typing import List
 
 import numpy as np
 
-from .pseudo_labels import decode_mask
+from .pseudo_labels import decode_mask, encode_mask, mask_to_box
 
 _OBJECT_KEYS = ("class_name", "class_code", "class_id", "mask", "parts")
 
@@ -82,6 +82,15 @@ class GTObject:
 
 def _source(record: dict) -> str:
     return str(record.get("annotation_file") or record.get("file_name", "<dataset dict>"))
+
+
+def object_record(class_name: str, class_code: str, class_id: int, mask: np.ndarray, parts: List[dict],
+                  **extra) -> dict:
+    """One object of a dataset dict (the contract above) from a bool (H, W) ``mask``: RLE mask,
+    tight XYXY box (``bbox_mode`` 0, detectron2 ``BoxMode.XYXY_ABS``), ``parts`` as given (each
+    ``{"name", "raw_name", "part_id", "mask" (RLE)}``) and any ``extra`` fields."""
+    return {"class_name": class_name, "class_code": class_code, "class_id": int(class_id),
+            "mask": encode_mask(mask), "bbox": mask_to_box(mask), "bbox_mode": 0, "parts": parts, **extra}
 
 
 def validate_record(record: dict) -> None:

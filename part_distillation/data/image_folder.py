@@ -20,10 +20,9 @@ from typing import Dict, Iterable, List, Optional
 import numpy as np
 from PIL import Image
 
-from .images import ImageReadError, read_image_size
+from .ground_truth import object_record
 from .load_report import LoadReport
 from .loader_registry import DATASET_LOADER_REGISTRY, DatasetLoader
-from .pseudo_labels import encode_mask, mask_to_box
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -56,11 +55,10 @@ def load_image_folder(images_dir: str, masks_dir: Optional[str] = None, class_na
     dicts = []
     for f in files:
         path, image_id = os.path.join(images_dir, f), ids[f]
-        try:
-            w, h = read_image_size(path)
-        except ImageReadError as e:
-            report.skip("unreadable_image", path, str(e))
+        size = report.image_size(path)
+        if size is None:
             continue
+        w, h = size
         mpath = None
         if masks_dir:
             mpath = os.path.join(masks_dir, image_id + ".png")
@@ -76,9 +74,7 @@ def load_image_folder(images_dir: str, masks_dir: Optional[str] = None, class_na
             masks = [inst == i for i in np.unique(inst) if i != 0]
         else:
             masks = [np.ones((h, w), bool)]
-        objects = [{"class_name": class_name, "class_code": class_name, "class_id": 0,
-                    "mask": encode_mask(m), "bbox": mask_to_box(m), "bbox_mode": 0, "parts": []}
-                   for m in masks]
+        objects = [object_record(class_name, class_name, 0, m, []) for m in masks]
         rec = {"file_name": path, "image_id": image_id, "height": h, "width": w, "objects": objects}
         if mpath:
             rec["annotation_file"] = mpath

@@ -51,6 +51,17 @@ class LoadReport:
             files.append(path)
         logger.warning("%s: skipped %s (%s)%s", self.dataset, path, reason, f": {message}" if message else "")
 
+    def image_size(self, file_name: str):
+        """``(width, height)`` of an image file from its header, or None after counting the file as
+        an ``unreadable_image`` skip."""
+        from .images import ImageReadError, read_image_size
+
+        try:
+            return read_image_size(file_name)
+        except ImageReadError as e:
+            self.skip("unreadable_image", file_name, str(e))
+            return None
+
     @property
     def num_skipped(self) -> int:
         return sum(self.skipped.values())

@@ -25,12 +25,12 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from .images import ImageReadError, read_image_size
+from .ground_truth import object_record
 from .load_report import LoadReport
 from .loader_registry import DATASET_LOADER_REGISTRY, DatasetLoader
 from .part_imagenet import segmentation_to_mask
 from .pascal_part import PASCAL_CLASSES
-from .pseudo_labels import encode_mask, mask_to_box
+from .pseudo_labels import encode_mask
 
 # (object, "part|part|...") in OV-PARTS class-index order (parts of one object are contiguous).
 _PASCAL_116 = [
@@ -163,11 +163,10 @@ def load_ov_parts(root: str, split_dir: str, object_classes: Sequence[str], part
             what = missing[0] if missing else f"instances in {instances_json}"
             report.skip("no_annotation", file_name, f"missing {what}")
             continue
-        try:
-            w, h = read_image_size(file_name)
-        except ImageReadError as e:
-            report.skip("unreadable_image", file_name, str(e))
+        size = report.image_size(file_name)
+        if size is None:
             continue
+        w, h = size
         part_map = _read_label_map(part_path)
         maps = [(part_path, part_map, len(part_classes))]
         if instances is None:
@@ -196,8 +195,7 @@ def load_ov_parts(root: str, split_dir: str, object_classes: Sequence[str], part
                 pm = mask & (part_map == pid)
                 parts.append({"name": owner[pid][1], "raw_name": part_classes[pid], "part_id": int(pid),
                               "mask": encode_mask(pm)})
-            objects.append({"class_name": name, "class_code": name, "class_id": oid, "mask": encode_mask(mask),
-                            "bbox": mask_to_box(mask), "bbox_mode": 0, "parts": parts})
+            objects.append(object_record(name, name, oid, mask, parts))
         dicts.append({"file_name": file_name, "image_id": image_id, "height": h, "width": w,
                       "annotation_file": part_path, "objects": objects})
     return dicts

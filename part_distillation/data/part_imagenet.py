@@ -31,9 +31,10 @@ import numpy as np
 import pycocotools.mask as mask_util
 
 from .imagenet import imagenet_class_list
+from .ground_truth import object_record
 from .load_report import LoadReport
 from .loader_registry import DATASET_LOADER_REGISTRY, DatasetLoader
-from .pseudo_labels import decode_mask, encode_mask, mask_to_box
+from .pseudo_labels import decode_mask, encode_mask
 
 PART_IMAGENET_SPLITS = ("train", "val", "test", "valtest")
 
@@ -114,10 +115,9 @@ def load_part_imagenet(annotations_dirname: str, images_dirname: str, split: str
         dicts.append({
             "file_name": file_name, "image_id": f"{wnid}/{os.path.splitext(base)[0]}", "height": h, "width": w,
             "annotation_file": os.path.join(annotations_dirname, split + ".json"),
-            "objects": [{"class_name": wnid, "class_code": wnid, "class_id": wnids.index(wnid),
-                         "imagenet_1k_class_id": one_k.get(wnid, -1),
-                         "mask": encode_mask(obj_mask), "bbox": mask_to_box(obj_mask), "bbox_mode": 0,
-                         "parts": [dict(p, mask=encode_mask(p["mask"])) for p in parts.values()]}]})
+            "objects": [object_record(wnid, wnid, wnids.index(wnid), obj_mask,
+                                      [dict(p, mask=encode_mask(p["mask"])) for p in parts.values()],
+                                      imagenet_1k_class_id=one_k.get(wnid, -1))]})
     return dicts
 
 

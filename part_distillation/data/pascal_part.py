@@ -40,10 +40,10 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import scipy.io
 
-from .images import ImageReadError, read_image_size
+from .ground_truth import object_record
 from .load_report import LoadReport
 from .loader_registry import DATASET_LOADER_REGISTRY, DatasetLoader
-from .pseudo_labels import encode_mask, mask_to_box
+from .pseudo_labels import encode_mask
 
 # The 20 PASCAL VOC classes in the official order (detectron2 / PartDistillation CLASS_NAMES).
 PASCAL_CLASSES: Tuple[str, ...] = (
@@ -212,15 +212,8 @@ def load_part_annotation(mat_path: str, merge: bool = True, pascal_vocabulary: b
                 parts[key]["raw_name"] += "+" + raw
             else:
                 parts[key] = {"name": name, "raw_name": raw, "part_id": pid, "mask": pm}
-        objects.append({
-            "class_name": class_name,
-            "class_code": class_name,
-            "class_id": class_id,
-            "mask": encode_mask(mask),
-            "bbox": mask_to_box(mask),
-            "bbox_mode": 0,  # detectron2 BoxMode.XYXY_ABS
-            "parts": [dict(p, mask=encode_mask(p["mask"])) for p in parts.values()],
-        })
+        objects.append(object_record(class_name, class_name, class_id, mask,
+                                     [dict(p, mask=encode_mask(p["mask"])) for p in parts.values()]))
     return objects
 
 
@@ -236,11 +229,10 @@ def _load_ids(image_ids: Iterable[str], image_dir: str, ann_dir: str, report: Lo
         if not os.path.isfile(file_name):
             report.skip("no_image", ann, f"no image {file_name}")
             continue
-        try:
-            w, h = read_image_size(file_name)
-        except ImageReadError as e:
-            report.skip("unreadable_image", file_name, str(e))
+        size = report.image_size(file_name)
+        if size is None:
             continue
+        w, h = size
         try:
             objects = load_part_annotation(ann, **options)
         except ValueError as e:
