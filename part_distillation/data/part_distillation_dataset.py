@@ -41,7 +41,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances
 
-from .proposal_dataset import PartEvalDatasetMapper, _transform_masks, read_image
+from .proposal_dataset import PartEvalDatasetMapper, _transform_masks, build_train_augmentations, read_image
 from ..stages.base import load_class_filter
 from .pseudo_labels import PseudoLabelError, class_code_of_dir, list_pseudo_labels, load_pseudo_label
 
@@ -261,35 +261,11 @@ def register_part_distillation_train_datasets(cfg) -> List[str]:
     return [name]
 
 
-def _augmentations(cfg, weak: bool) -> List[T.Augmentation]:
-    """Base resize (ResizeShortestEdge(INPUT.IMAGE_SIZE_BASE, MAX_SIZE_TRAIN), or with
-    PART_DISTILLATION.SET_IMAGE_SQUARE the official fit into an IMAGE_SIZE_BASE square + pad),
-    then (strong) optional INPUT.CROP, large-scale jitter ResizeScale(INPUT.MIN_SCALE ..
-    MAX_SCALE of INPUT.IMAGE_SIZE) + FixedSizeCrop(IMAGE_SIZE) or (weak) scale 1 + FixedSizeCrop,
-    then INPUT.RANDOM_FLIP."""
-    base, size = cfg.INPUT.IMAGE_SIZE_BASE, cfg.INPUT.IMAGE_SIZE
-    if cfg.PART_DISTILLATION.SET_IMAGE_SQUARE:
-        augs = [T.ResizeScale(1.0, 1.0, base, base), T.FixedSizeCrop((base, base))]
-    else:
-        augs = [T.ResizeShortestEdge(base, cfg.INPUT.MAX_SIZE_TRAIN)]
-    if weak:
-        augs += [T.ResizeScale(1.0, 1.0, size, size), T.FixedSizeCrop((size, size))]
-    else:
-        if cfg.INPUT.CROP.ENABLED:
-            augs.append(T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
-        augs += [T.ResizeScale(cfg.INPUT.MIN_SCALE, cfg.INPUT.MAX_SCALE, size, size),
-                 T.FixedSizeCrop((size, size))]
-    if cfg.INPUT.RANDOM_FLIP != "none":
-        augs.append(T.RandomFlip(horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal",
-                                 vertical=cfg.INPUT.RANDOM_FLIP == "vertical"))
-    return augs
-
-
 class PartDistillationDatasetMapper:
     """Training mapper of stage 6 (INPUT.DATASET_MAPPER_NAME "part_distillation").
 
     Reads the image and the object's kept parts, draws the strong augmentation (see
-    :func:`_augmentations`; official recipe: flip, large-scale jitter 0.1-2.0 of 640, 640 crop),
+    :func:`~part_distillation.data.proposal_dataset.build_train_augmentations`; official recipe: flip, large-scale jitter 0.1-2.0 of 640, 640 crop),
     drops parts whose share of the parts' total area after the augmentation is <= ``min_area_ratio``
     (PART_DISTILLATION.MIN_AREA_RATIO; empty parts always), and redraws up to
     :data:`MAX_AUGMENTATION_ATTEMPTS` times while no part survives, then falls back to the weak
@@ -322,13 +298,14 @@ class PartDistillationDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> dict:
-        """See :func:`_augmentations`. Raises ValueError when ``is_train`` is False (use
+        """See :func:`~part_distillation.data.proposal_dataset.build_train_augmentations`. Raises ValueError when ``is_train`` is False (use
         :class:`PartDistillationEvalDatasetMapper`)."""
         if not is_train:
             raise ValueError("PartDistillationDatasetMapper is the training mapper; use "
                              "PartDistillationEvalDatasetMapper")
-        return {"augmentations": _augmentations(cfg, weak=False),
-                "weak_augmentations": _augmentations(cfg, weak=True),
+        square = cfg.PART_DISTILLATION.SET_IMAGE_SQUARE
+        return {"augmentations": build_train_augmentations(cfg, weak=False, square=square),
+                "weak_augmentations": build_train_augmentations(cfg, weak=True, square=square),
                 "image_format": cfg.INPUT.FORMAT,
                 "min_area_ratio": cfg.PART_DISTILLATION.MIN_AREA_RATIO,
                 "pseudo_label_filter": pseudo_label_filter(cfg)}

@@ -180,6 +180,31 @@ def _transform_masks(masks: Sequence[np.ndarray], transforms: T.TransformList,
     return torch.from_numpy(np.stack(out))
 
 
+def build_train_augmentations(cfg, weak: bool = False, square: bool = False) -> List[T.Augmentation]:
+    """The training augmentation of stages 4 and 6 and the supervised baselines (PartDistillation
+    Sec. 4: flip, large-scale jitter, crop): a base resize, ResizeShortestEdge(INPUT.IMAGE_SIZE_BASE,
+    INPUT.MAX_SIZE_TRAIN) or with ``square`` (PART_DISTILLATION.SET_IMAGE_SQUARE) a fit into an
+    IMAGE_SIZE_BASE square + pad; then the optional INPUT.CROP, large-scale jitter
+    ResizeScale(INPUT.MIN_SCALE .. MAX_SCALE of INPUT.IMAGE_SIZE) + FixedSizeCrop(IMAGE_SIZE), or
+    with ``weak`` scale 1 + FixedSizeCrop (stage 6's fallback); then INPUT.RANDOM_FLIP."""
+    base, size = cfg.INPUT.IMAGE_SIZE_BASE, cfg.INPUT.IMAGE_SIZE
+    if square:
+        augs = [T.ResizeScale(1.0, 1.0, base, base), T.FixedSizeCrop((base, base))]
+    else:
+        augs = [T.ResizeShortestEdge(base, cfg.INPUT.MAX_SIZE_TRAIN)]
+    if weak:
+        augs += [T.ResizeScale(1.0, 1.0, size, size), T.FixedSizeCrop((size, size))]
+    else:
+        if cfg.INPUT.CROP.ENABLED:
+            augs.append(T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
+        augs += [T.ResizeScale(cfg.INPUT.MIN_SCALE, cfg.INPUT.MAX_SCALE, size, size),
+                 T.FixedSizeCrop((size, size))]
+    if cfg.INPUT.RANDOM_FLIP != "none":
+        augs.append(T.RandomFlip(horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal",
+                                 vertical=cfg.INPUT.RANDOM_FLIP == "vertical"))
+    return augs
+
+
 class ProposalDatasetMapper:
     """Training mapper of part-proposal learning (INPUT.DATASET_MAPPER_NAME "part_proposal").
 
@@ -209,16 +234,7 @@ class ProposalDatasetMapper:
         :class:`PartEvalDatasetMapper` for inference)."""
         if not is_train:
             raise ValueError("ProposalDatasetMapper is the training mapper; use PartEvalDatasetMapper")
-        size = cfg.INPUT.IMAGE_SIZE
-        augs = [T.ResizeShortestEdge(cfg.INPUT.IMAGE_SIZE_BASE, cfg.INPUT.MAX_SIZE_TRAIN)]
-        if cfg.INPUT.CROP.ENABLED:
-            augs.append(T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
-        augs += [T.ResizeScale(cfg.INPUT.MIN_SCALE, cfg.INPUT.MAX_SCALE, size, size),
-                 T.FixedSizeCrop((size, size))]
-        if cfg.INPUT.RANDOM_FLIP != "none":
-            augs.append(T.RandomFlip(horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal",
-                                     vertical=cfg.INPUT.RANDOM_FLIP == "vertical"))
-        return {"augmentations": augs, "image_format": cfg.INPUT.FORMAT}
+        return {"augmentations": build_train_augmentations(cfg), "image_format": cfg.INPUT.FORMAT}
 
     def __call__(self, dataset_dict: dict) -> dict:
         """Map one pseudo-label dataset dict (see module docstring) to a training sample.

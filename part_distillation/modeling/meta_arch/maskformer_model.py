@@ -94,14 +94,16 @@ def _paint(masks: torch.Tensor) -> np.ndarray:
     return labels
 
 
-def build_criterion(cfg, num_classes: int) -> SetCriterion:
+def build_criterion(cfg, num_classes: int, match_points: int = None, loss_points: int = None) -> SetCriterion:
     """Mask2Former's Hungarian matcher + set criterion from MODEL.MASK_FORMER.{CLASS,MASK,DICE}_WEIGHT
     (the same numbers weigh matching costs and losses, as officially), NO_OBJECT_WEIGHT,
-    TRAIN_NUM_POINTS, OVERSAMPLE_RATIO, IMPORTANCE_SAMPLE_RATIO; ``_{i}`` weight copies for the
-    DEC_LAYERS - 1 auxiliary predictions when DEEP_SUPERVISION."""
+    OVERSAMPLE_RATIO, IMPORTANCE_SAMPLE_RATIO; ``_{i}`` weight copies for the DEC_LAYERS - 1
+    auxiliary predictions when DEEP_SUPERVISION. Points sampled per mask for matching and for the
+    losses: ``match_points`` / ``loss_points`` (stage 6: TRAIN_NUM_POINTS_MATCH / _LOSS), by
+    default TRAIN_NUM_POINTS."""
     mf = cfg.MODEL.MASK_FORMER
     matcher = HungarianMatcher(cost_class=mf.CLASS_WEIGHT, cost_mask=mf.MASK_WEIGHT,
-                               cost_dice=mf.DICE_WEIGHT, num_points=mf.TRAIN_NUM_POINTS)
+                               cost_dice=mf.DICE_WEIGHT, num_points=match_points or mf.TRAIN_NUM_POINTS)
     weights = {"loss_ce": mf.CLASS_WEIGHT, "loss_mask": mf.MASK_WEIGHT, "loss_dice": mf.DICE_WEIGHT}
     weight_dict = dict(weights)
     if mf.DEEP_SUPERVISION:
@@ -109,7 +111,7 @@ def build_criterion(cfg, num_classes: int) -> SetCriterion:
             weight_dict.update({f"{k}_{i}": v for k, v in weights.items()})
     return SetCriterion(
         num_classes=num_classes, matcher=matcher, weight_dict=weight_dict, eos_coef=mf.NO_OBJECT_WEIGHT,
-        losses=("labels", "masks"), num_points=mf.TRAIN_NUM_POINTS,
+        losses=("labels", "masks"), num_points=loss_points or mf.TRAIN_NUM_POINTS,
         oversample_ratio=mf.OVERSAMPLE_RATIO, importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO)
 
 

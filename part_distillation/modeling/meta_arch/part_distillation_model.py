@@ -27,11 +27,10 @@ from typing import Dict, List, Tuple
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
-from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
+from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 
-from ..criterion import SetCriterion
-from ..matcher import HungarianMatcher
+from .maskformer_model import MaskFormer, build_criterion
 from .proposal_model import ProposalModel
 
 logger = logging.getLogger(__name__)
@@ -117,34 +116,14 @@ class PartDistillationModel(ProposalModel):
         ``_{i}`` copies for the DEC_LAYERS - 1 auxiliary predictions when DEEP_SUPERVISION.
         """
         mf, pd = cfg.MODEL.MASK_FORMER, cfg.PART_DISTILLATION
-        backbone = build_backbone(cfg)
-        head = build_sem_seg_head(cfg, backbone.output_shape())
-        matcher = HungarianMatcher(cost_class=mf.CLASS_WEIGHT, cost_mask=mf.MASK_WEIGHT,
-                                   cost_dice=mf.DICE_WEIGHT, num_points=mf.TRAIN_NUM_POINTS_MATCH)
-        weights = {"loss_ce": mf.CLASS_WEIGHT, "loss_mask": mf.MASK_WEIGHT, "loss_dice": mf.DICE_WEIGHT}
-        weight_dict = dict(weights)
-        if mf.DEEP_SUPERVISION:
-            for i in range(mf.DEC_LAYERS - 1):
-                weight_dict.update({f"{k}_{i}": v for k, v in weights.items()})
-        criterion = SetCriterion(
-            num_classes=pd.NUM_PART_CLASSES, matcher=matcher, weight_dict=weight_dict,
-            eos_coef=mf.NO_OBJECT_WEIGHT, losses=("labels", "masks"),
-            num_points=mf.TRAIN_NUM_POINTS_LOSS, oversample_ratio=mf.OVERSAMPLE_RATIO,
-            importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO)
         return {
-            "backbone": backbone,
-            "sem_seg_head": head,
-            "criterion": criterion,
-            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
-            "pixel_std": cfg.MODEL.PIXEL_STD,
-            "size_divisibility": mf.SIZE_DIVISIBILITY,
-            "deep_supervision": mf.DEEP_SUPERVISION,
-            "test_topk": cfg.TEST.DETECTIONS_PER_IMAGE,
+            **MaskFormer.common_config(cfg),
+            "criterion": build_criterion(cfg, pd.NUM_PART_CLASSES, mf.TRAIN_NUM_POINTS_MATCH,
+                                         mf.TRAIN_NUM_POINTS_LOSS),
             "apply_object_mask": pd.APPLY_MASKING_WITH_OBJECT_MASK,
             "output_mode": "per_pixel" if pd.USE_PER_PIXEL_LABEL else "proposals",
             "min_area_ratio": pd.MIN_AREA_RATIO,
             "min_score": pd.MIN_SCORE,
-            "freeze_keys": mf.FREEZE_KEYS,
             "num_part_classes": pd.NUM_PART_CLASSES,
             "num_object_classes": pd.NUM_OBJECT_CLASSES,
             "use_oracle_classifier": pd.USE_ORACLE_CLASSIFIER,
