@@ -50,18 +50,39 @@ def _panel(img: np.ndarray, height: int, title: str) -> Image.Image:
     return pil
 
 
-def object_collage(image: np.ndarray, rows: Sequence[Tuple[str, np.ndarray, List[Tuple[str, np.ndarray]]]],
-                   height: int = 160, pad: int = 4) -> Image.Image:
+def legend_strip(entries: Sequence[Tuple[str, int]], height: int = 18, swatch: int = 12) -> Image.Image:
+    """A one-line legend: per ``(text, value)`` a swatch of the colour :func:`overlay` gives label
+    map value ``value`` (> 0), then the text."""
+    width = sum(swatch + 8 + 7 * len(t) + 10 for t, _ in entries) + 4
+    out = Image.new("RGB", (max(width, 1), height), (0, 0, 0))
+    draw, x = ImageDraw.Draw(out), 4
+    for text, value in entries:
+        color = tuple(int(c) for c in PALETTE[(value - 1) % len(PALETTE)])
+        draw.rectangle([x, (height - swatch) // 2, x + swatch, (height + swatch) // 2], fill=color)
+        draw.text((x + swatch + 4, 3), text, fill=(255, 255, 255))
+        x += swatch + 8 + 7 * len(text) + 10
+    return out
+
+
+def object_collage(image, rows: Sequence[Tuple[str, np.ndarray, List[Tuple[str, np.ndarray]]]],
+                   height: int = 160, pad: int = 4,
+                   legend: Optional[Sequence[Tuple[str, int]]] = None) -> Image.Image:
     """Build a collage.
 
     Args:
-        image: uint8 RGB (H, W, 3).
+        image: uint8 RGB (H, W, 3), shared by all rows; or a list with one such image per row
+            (rows from different pictures, e.g. one object class across images).
         rows: one ``(row_title, object_mask (H, W) bool, [(panel_title, label_map (H, W) int), ...])``
-            per object.
+            per object (masks at the row's image resolution).
         height: panel height in pixels.
+        legend: optional ``(text, label value)`` entries drawn as a strip on top
+            (:func:`legend_strip`).
     """
-    row_imgs = []
-    for title, omask, maps in rows:
+    images = image if isinstance(image, (list, tuple)) else [image] * len(rows)
+    if len(images) != len(rows):
+        raise ValueError(f"{len(images)} images for {len(rows)} rows")
+    row_imgs = [legend_strip(legend)] if legend else []
+    for image, (title, omask, maps) in zip(images, rows):
         ys, xs = _crop(omask)
         panels = [_panel(image[ys, xs], height, title),
                   _panel(overlay(image[ys, xs], omask[ys, xs].astype(np.int32)), height, "object")]
@@ -73,7 +94,7 @@ def object_collage(image: np.ndarray, rows: Sequence[Tuple[str, np.ndarray, List
             row.paste(p, (x, 0))
             x += p.width + pad
         row_imgs.append(row)
-    if not row_imgs:
+    if not rows:
         return Image.new("RGB", (height, height), (0, 0, 0))
     out = Image.new("RGB", (max(r.width for r in row_imgs), sum(r.height + pad for r in row_imgs) - pad))
     y = 0
@@ -83,7 +104,8 @@ def object_collage(image: np.ndarray, rows: Sequence[Tuple[str, np.ndarray, List
     return out
 
 
-def save_collage(path: str, image: np.ndarray, rows, height: int = 160) -> Optional[str]:
+def save_collage(path: str, image, rows, height: int = 160,
+                 legend: Optional[Sequence[Tuple[str, int]]] = None) -> Optional[str]:
     """Write :func:`object_collage` to ``path`` (PNG) atomically; returns the path."""
-    atomic_save_image(path, object_collage(image, rows, height))
+    atomic_save_image(path, object_collage(image, rows, height, legend=legend))
     return path
