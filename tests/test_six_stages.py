@@ -9,7 +9,7 @@ from part_distillation.config import setup_cfg
 from part_distillation.data import resolve_dataset
 from part_distillation.data.ground_truth import gt_objects
 from part_distillation.data.pseudo_labels import ImagePseudoLabel, ObjectLabel, PartLabel, save_pseudo_label
-from part_distillation.stages.evaluate import label_consistency
+from part_distillation.stages.evaluate import label_agreement, label_consistency
 from part_distillation.stages.learned_stages import STAGE4, STAGE5, STAGE6
 from part_distillation.stages.pipeline import run_pipeline
 from part_distillation.visualization import object_collage
@@ -56,6 +56,9 @@ def test_six_stage_main_job_writes_every_stage_and_a_rerun_redoes_nothing(tmp_pa
         assert f"{folder}/eval_only" in metrics["run_summaries"]
     assert metrics["run_summaries"][STAGE5]["processed"] == 3
     assert "unsupervised_clean" in metrics["run_summaries"][f"{STAGE6}/eval_only"]
+    assert "pixel_agreement" in metrics["results"][STAGE6]["agreement_with_stage5"]
+    assert set(metrics["run_summaries"]["timings"]) == {f"{STAGE4}/train", f"{STAGE4}/predict", STAGE5,
+                                                        f"{STAGE6}/train", f"{STAGE6}/predict"}
     table = open(os.path.join(out, "metrics.md")).read()
     assert "| 5 part ranking |" in table and "| 6 PartDistillation |" in table
     pngs = os.listdir(os.path.join(out, "collages", "labels"))
@@ -100,6 +103,12 @@ def test_label_consistency_separates_one_label_part_labels_and_shuffled_labels(t
     shuffled = label_consistency(str(tmp_path / "shuffled"), recs)
     assert shuffled["image_consistency"] < 60 < parts["image_consistency"]
     assert shuffled["label_consistency"] < parts["label_consistency"] - 20
+    # agreement between two labellings (stage 6 against the stage-5 labels it trained on)
+    same = label_agreement(str(tmp_path / "parts"), str(tmp_path / "parts"))
+    assert same["pixel_agreement"] == same["label_mIoU"] == same["predicted_coverage"] == 100.0
+    other = label_agreement(str(tmp_path / "parts"), str(tmp_path / "shuffled"))
+    assert other["predicted_coverage"] == 100.0 and other["pixel_agreement"] < 50
+    assert other["label_mIoU"] < same["label_mIoU"]
     # stages 2-4 (no labels): nothing to measure
     _write_labels(str(tmp_path / "unlabelled"), recs, lambda i, n: None)
     none = label_consistency(str(tmp_path / "unlabelled"), recs)

@@ -11,6 +11,7 @@ A-mIoU (and mACC, mIoPred) of :mod:`part_distillation.evaluation.unsupervised` u
 protocols, ``official`` and ``clean``.
 """
 import logging
+import os
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -157,9 +158,7 @@ def label_consistency(folder: str, records: List[dict], stage: Optional[str] = N
             obj, g = label.objects[oi], gts[gi]
             if not obj.parts or any(p.label is None for p in obj.parts):
                 continue
-            lab = np.full(g.mask.shape, -1, np.int64)
-            for p in obj.parts:  # later parts win overlaps, as in the evaluation
-                lab[p.mask] = int(p.label)
+            lab = label_ids(obj)
             for pm, name in zip(g.parts, g.part_names):
                 vals = lab[pm]
                 vals = vals[vals >= 0]
@@ -217,3 +216,54 @@ def format_stage_table(rows: Dict[str, dict]) -> str:
                      if lc and lc["num_pairs"] else "")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def label_agreement(reference: str, predicted: str) -> dict:
+    """How well the labels of folder ``predicted`` (e.g. stage 6) reproduce those of folder
+    ``reference`` (e.g. the stage-5 labels it was trained on): both are cluster ids of the same
+    per-class clustering, so label ``c`` should be label ``c``. Objects are matched per image by
+    mask IoU (:func:`match_objects`); images or objects missing from ``predicted`` count as
+    unlabelled.
+
+    Returns (percent): ``pixel_agreement`` = share of the reference's labelled pixels that carry
+    the same predicted label; ``label_mIoU`` = mean over (object class, reference label) of the
+    IoU of the predicted and reference masks of that label (pixels summed over the class's
+    objects); ``predicted_coverage`` = share of the reference's labelled pixels with any predicted
+    label; ``num_objects``.
+    """
+    pred_files = {os.path.basename(p): p for p in list_pseudo_labels(predicted)}
+    inter: Dict[tuple, int] = {}
+    union: Dict[tuple, int] = {}
+    same = covered = total = n_obj = 0
+    for path in list_pseudo_labels(reference):
+        ref = load_pseudo_label(path)
+        other = load_pseudo_label(pred_files[os.path.basename(path)]) if os.path.basename(path) in pred_files else None
+        match = match_objects([o.mask for o in other.objects], [o.mask for o in ref.objects]) if other else {}
+        for i, obj in enumerate(ref.objects):
+            if not obj.parts or any(p.label is None for p in obj.parts):
+                continue
+            n_obj += 1
+            a = label_ids(obj)
+            b = label_ids(other.objects[match[i]]) if i in match else np.full(a.shape, -1, np.int64)
+            lab = a >= 0
+            total += int(lab.sum())
+            covered += int((lab & (b >= 0)).sum())
+            same += int((lab & (a == b)).sum())
+            for c in np.unique(a[lab]):
+                key = (obj.class_name, int(c))
+                inter[key] = inter.get(key, 0) + int(((a == c) & (b == c)).sum())
+                union[key] = union.get(key, 0) + int(((a == c) | (b == c)).sum())
+    pct = lambda x: 100.0 * x / total if total else float("nan")  # noqa: E731
+    return {"pixel_agreement": pct(same), "predicted_coverage": pct(covered),
+            "label_mIoU": 100.0 * float(np.mean([inter[k] / union[k] for k in union])) if union else float("nan"),
+            "num_objects": n_obj}
+
+
+def label_ids(obj) -> np.ndarray:
+    """int64 (H, W): the part ``label`` per pixel of an ObjectLabel, -1 where none (later parts
+    win overlaps, as in the evaluation)."""
+    out = np.full(obj.mask.shape, -1, np.int64)
+    for p in obj.parts:
+        if p.label is not None:
+            out[p.mask] = int(p.label)
+    return out

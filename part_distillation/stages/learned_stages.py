@@ -27,6 +27,8 @@ stages 2, 3 and 5 and drawn in the same collages.
 import json
 import logging
 import os
+import time
+from contextlib import contextmanager
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -170,6 +172,14 @@ def _json_ready(obj):
     return obj
 
 
+@contextmanager
+def _timed(timings: Dict[str, dict], step: str):
+    """Record the step's wall and process CPU seconds (all threads) in ``timings[step]``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    yield
+    timings[step] = {"wall_s": round(time.perf_counter() - wall, 1), "cpu_s": round(time.process_time() - cpu, 1)}
+
+
 def run_learned_stages(cfgs: Dict[str, object], records: List[dict], source: str, output_dir: str,
                        stage1_dir: str, stage3_dir: str, summaries: Dict[str, dict]) -> Dict[str, str]:
     """Stages 4-6 (module docstring) on the main job's images.
@@ -187,7 +197,8 @@ def run_learned_stages(cfgs: Dict[str, object], records: List[dict], source: str
         output_dir: the main job's output folder.
         stage1_dir / stage3_dir: the object-mask and dense-CRF folders of stages 1 and 3.
         summaries: the main job's run summaries, extended in place (stage 5 runner summary,
-            trainer evaluation results of stages 4 and 6).
+            trainer evaluation results of stages 4 and 6, and ``timings``: wall and process-CPU
+            seconds of each step of this call; a resumed step takes ~0).
 
     Returns:
         ``{stage name: folder of its pseudo-labels}`` for stages 4 (predictions), 5 and 6
@@ -197,9 +208,12 @@ def run_learned_stages(cfgs: Dict[str, object], records: List[dict], source: str
     s4_dir = os.path.join(output_dir, STAGE4)
     cfg4 = _with(cfgs[STAGE4], ["OUTPUT_DIR", s4_dir, "PROPOSAL_LEARNING.DATASET_PATH", stage3_dir,
                                 "TEST.EVAL_PERIOD", 0, "DATASETS.TEST", (test_set,)])
-    weights4 = train(cfg4)
+    timings = summaries.setdefault("timings", {})
+    with _timed(timings, f"{STAGE4}/train"):
+        weights4 = train(cfg4)
     s4_pred = os.path.join(s4_dir, "predictions")
-    summaries[f"{STAGE4}/eval_only"] = predict(cfg4, weights4, test_set, s4_pred, STAGE4, labelled=False)
+    with _timed(timings, f"{STAGE4}/predict"):
+        summaries[f"{STAGE4}/eval_only"] = predict(cfg4, weights4, test_set, s4_pred, STAGE4, labelled=False)
 
     s5_dir = os.path.join(output_dir, STAGE5)
     cfg5 = cfgs[STAGE5].clone()
@@ -209,7 +223,8 @@ def run_learned_stages(cfgs: Dict[str, object], records: List[dict], source: str
     cfg5.MODEL.WEIGHTS = weights4
     cfg5.INPUT.MIN_SIZE_TEST, cfg5.INPUT.MAX_SIZE_TEST = cfg4.INPUT.MIN_SIZE_TEST, cfg4.INPUT.MAX_SIZE_TEST
     cfg5.freeze()
-    summaries[STAGE5] = PartRankingStage(cfg5, s5_dir).run(stage1_dir).as_dict()
+    with _timed(timings, STAGE5):
+        summaries[STAGE5] = PartRankingStage(cfg5, s5_dir).run(stage1_dir).as_dict()
 
     s6_dir = os.path.join(output_dir, STAGE6)
     cfg6 = cfgs[STAGE6]
@@ -217,7 +232,9 @@ def run_learned_stages(cfgs: Dict[str, object], records: List[dict], source: str
     cfg6 = _with(cfg6, ["OUTPUT_DIR", s6_dir, "PART_DISTILLATION.DATASET_PATH", s5_dir,
                         "PART_DISTILLATION.NUM_PART_CLASSES", cfg5.PART_RANKING.NUM_CLUSTERS,
                         "MODEL.WEIGHTS", init, "TEST.EVAL_PERIOD", 0, "DATASETS.TEST", (test_set,)])
-    weights6 = train(cfg6)
+    with _timed(timings, f"{STAGE6}/train"):
+        weights6 = train(cfg6)
     s6_pred = os.path.join(s6_dir, "predictions")
-    summaries[f"{STAGE6}/eval_only"] = predict(cfg6, weights6, test_set, s6_pred, STAGE6, labelled=True)
+    with _timed(timings, f"{STAGE6}/predict"):
+        summaries[f"{STAGE6}/eval_only"] = predict(cfg6, weights6, test_set, s6_pred, STAGE6, labelled=True)
     return {STAGE4: s4_pred, STAGE5: s5_dir, STAGE6: s6_pred}

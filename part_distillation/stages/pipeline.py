@@ -33,7 +33,7 @@ from ..utils.io import atomic_write, atomic_write_json
 from ..visualization import save_collage
 from .dense_crf import DenseCRFStage
 from .evaluate import (evaluate_pseudo_labels, format_stage_table, format_table, gt_objects,
-                       label_consistency, match_objects)
+                       label_agreement, label_consistency, label_ids, match_objects)
 from .learned_stages import STAGE4, STAGE5, STAGE6, run_learned_stages
 from .object_masks import ObjectMasksStage, record_class_code
 from .pixel_grouping import PixelGroupingStage
@@ -113,6 +113,7 @@ def run_pipeline(cfg, dataset: str, output_dir: str, variants: Dict[str, Tuple[l
                 if stage != STAGE4:
                     res["label_consistency"] = label_consistency(folders[stage], records, stage)
                 results[stage] = stage_rows[title] = res
+            results[STAGE6]["agreement_with_stage5"] = label_agreement(folders[STAGE5], folders[STAGE6])
         if num_collages:
             write_label_collages(records, {"stage 5": folders[STAGE5], "stage 6": folders[STAGE6]},
                                  os.path.join(cfg.VIS_OUTPUT_DIR or os.path.join(output_dir, "collages"), "labels"),
@@ -179,15 +180,6 @@ def write_collages(output_dir: str, records: List[dict], variant: str, with_gt: 
 
 
 
-def _label_map(obj) -> np.ndarray:
-    """int32 (H, W): 0 outside labelled parts, ``label + 1`` on a part (later parts win)."""
-    out = np.zeros(obj.mask.shape, np.int32)
-    for p in obj.parts:
-        if p.label is not None:
-            out[p.mask] = int(p.label) + 1
-    return out
-
-
 def write_label_collages(records: List[dict], folders: Dict[str, str], out_dir: str, with_gt: bool,
                          max_rows: int = 8) -> List[str]:
     """One PNG per object class, ``<out_dir>/<class>.png``: a row per object of the class (at most
@@ -221,7 +213,7 @@ def write_label_collages(records: List[dict], folders: Dict[str, str], out_dir: 
             for t in titles:
                 lab, match = others.get(t, (None, {}))
                 if i in match:
-                    maps.append((f"{t} labels", _label_map(lab.objects[match[i]])))
+                    maps.append((f"{t} labels", label_ids(lab.objects[match[i]]).astype(np.int32) + 1))
             if i in gt_match and len(gts[gt_match[i]].parts):
                 gt = np.zeros(obj.mask.shape, np.int32)
                 g = gts[gt_match[i]]
