@@ -119,27 +119,52 @@ def legend_panel(names: Sequence[str], height: int) -> Image.Image:
     return out
 
 
-def object_collage(image: np.ndarray, rows: Sequence[tuple], height: int = 160, pad: int = 4) -> Image.Image:
+def legend_strip(entries: Sequence[Tuple[str, int]], height: int = 18, swatch: int = 12) -> Image.Image:
+    """A one-line legend: per ``(text, value)`` a swatch of the colour :func:`overlay` gives label
+    map value ``value`` (> 0), then the text."""
+    width = sum(swatch + 8 + 7 * len(t) + 10 for t, _ in entries) + 4
+    out = Image.new("RGB", (max(width, 1), height), (0, 0, 0))
+    draw, x = ImageDraw.Draw(out), 4
+    for text, value in entries:
+        color = tuple(int(c) for c in PALETTE[(value - 1) % len(PALETTE)])
+        draw.rectangle([x, (height - swatch) // 2, x + swatch, (height + swatch) // 2], fill=color)
+        draw.text((x + swatch + 4, 3), text, fill=(255, 255, 255))
+        x += swatch + 8 + 7 * len(text) + 10
+    return out
+
+
+def object_collage(image, rows: Sequence[tuple], height: int = 160, pad: int = 4,
+                   legend: Optional[Sequence[Tuple[str, int]]] = None) -> Image.Image:
     """Build a collage.
 
     Args:
-        image: uint8 RGB (H, W, 3).
+        image: uint8 RGB (H, W, 3), shared by all rows; or a list with one such image per row
+            (rows from different pictures, e.g. one object class across images).
         rows: one ``(row_title, object_mask (H, W) bool, [(panel_title, label_map (H, W) int), ...]
-            [, legend_names])`` per object; ``legend_names[i]`` names id ``i + 1`` (e.g. the
-            ground-truth parts) and is drawn as a legend panel ending the row.
+            [, legend_names])`` per object (masks at the row's image resolution);
+            ``legend_names[i]`` names id ``i + 1`` (e.g. the ground-truth parts) and is drawn as a
+            legend panel ending the row.
         height: panel height in pixels (a title band of two text lines sits above each panel).
+        legend: optional ``(text, label value)`` entries drawn as a strip on top
+            (:func:`legend_strip`).
+
+    Raises:
+        ValueError: a list of images whose length is not the number of rows.
     """
     band = 2 * (FONT_SIZE + 2) + 2
-    row_imgs = []
-    for row in rows:
+    images = image if isinstance(image, (list, tuple)) else [image] * len(rows)
+    if len(images) != len(rows):
+        raise ValueError(f"{len(images)} images for {len(rows)} rows")
+    row_imgs = [legend_strip(legend)] if legend else []
+    for image, row in zip(images, rows):
         title, omask, maps = row[:3]
-        legend = row[3] if len(row) > 3 else None
+        names = row[3] if len(row) > 3 else None
         ys, xs = _crop(omask)
         panels = [_titled(_panel(image[ys, xs], height), title, band),
                   _titled(_panel(overlay(image[ys, xs], omask[ys, xs].astype(np.int32)), height), "object", band)]
         panels += [_titled(_panel(overlay(image[ys, xs], lab[ys, xs]), height), t, band) for t, lab in maps]
-        if legend:
-            panels.append(_titled(legend_panel(legend, height), "GT part names", band))
+        if names:
+            panels.append(_titled(legend_panel(names, height), "GT part names", band))
         w = sum(p.width for p in panels) + pad * (len(panels) - 1)
         out_row = Image.new("RGB", (w, height + band), (0, 0, 0))
         x = 0
@@ -147,7 +172,7 @@ def object_collage(image: np.ndarray, rows: Sequence[tuple], height: int = 160, 
             out_row.paste(p, (x, 0))
             x += p.width + pad
         row_imgs.append(out_row)
-    if not row_imgs:
+    if not rows:
         return Image.new("RGB", (height, height), (0, 0, 0))
     out = Image.new("RGB", (max(r.width for r in row_imgs), sum(r.height + pad for r in row_imgs) - pad))
     y = 0
@@ -157,7 +182,8 @@ def object_collage(image: np.ndarray, rows: Sequence[tuple], height: int = 160, 
     return out
 
 
-def save_collage(path: str, image: np.ndarray, rows, height: int = 160) -> Optional[str]:
+def save_collage(path: str, image, rows, height: int = 160,
+                 legend: Optional[Sequence[Tuple[str, int]]] = None) -> Optional[str]:
     """Write :func:`object_collage` to ``path`` (PNG) atomically; returns the path."""
-    atomic_save_image(path, object_collage(image, rows, height))
+    atomic_save_image(path, object_collage(image, rows, height, legend=legend))
     return path

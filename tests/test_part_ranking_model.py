@@ -94,3 +94,12 @@ def test_model_two_passes_random_init():
     assert set(p["labels"].tolist()) <= {0, 1, 2}
     assert len(set(p["labels"].tolist())) == len(p["labels"])
     assert p["masks"].flatten(1).sum(1).min() > 0
+
+
+def test_labelling_an_object_no_mask_covers_returns_no_segment():
+    # every mask logit negative (a barely trained stage-4 model): no segment, not a crash
+    obj = torch.zeros(8, 8, dtype=torch.bool)
+    obj[2:6, 2:6] = True
+    masks, scores, labels = labelling_segments(torch.full((3,), 0.5), torch.full((3, 8, 8), -1.0),
+                                               torch.randn(3, 4), obj)
+    assert masks.shape == (0, 8, 8) and masks.dtype == torch.bool and len(scores) == len(labels) == 0

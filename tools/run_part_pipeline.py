@@ -5,11 +5,19 @@ metrics and collages. Example (18 real Pascal-Part images, a few minutes on 2 CP
     .venv/bin/python tools/run_part_pipeline.py --dataset pascal_part_examples \
         --output-dir output/pascal_part_examples --baselines
 
+All six stages (stages 4-6 with the tiny CPU configs, trained and evaluated on the same images;
+``<out>/proposal_learning``, ``<out>/part_ranking``, ``<out>/part_distillation``)::
+
+    .venv/bin/python tools/run_part_pipeline.py --dataset pascal_part_examples \
+        --output-dir output/six_stages/pascal_part_examples --stages 1-6 \
+        --proposal-opts "SOLVER.MAX_ITER 300" --distillation-opts "SOLVER.MAX_ITER 300"
+
 ``--dataset`` takes a registered name (pascal_part, pascal_part_examples, ade20k_part_subset, ...)
 or a folder (Pascal-Part layout, or any folder of images).
 """
 import json
 import os
+import shlex
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -27,15 +35,30 @@ def main():
                    help="also run the official dot-metric / un-normalised feature settings")
     p.add_argument("--num-collages", type=int, default=8)
     p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--stages", choices=("1-3", "1-6"), default="1-3",
+                   help="1-6: also train stage 4 on the stage-3 labels, rank parts (5), train stage 6")
+    for flag, default in (("proposal", "configs/part_proposal/tiny_cpu.yaml"),
+                          ("ranking", "configs/part_ranking/tiny_cpu.yaml"),
+                          ("distillation", "configs/part_distillation/tiny_cpu.yaml")):
+        p.add_argument(f"--{flag}-config", default=default, help=f"--stages 1-6: the {flag} config")
+        p.add_argument(f"--{flag}-opts", default="", help='its overrides, one string: "KEY VALUE ..."')
     args = p.parse_args()
     cfg = setup(args)
+    learned = None
+    if args.stages == "1-6":
+        from part_distillation.config import setup_cfg
+        from part_distillation.stages.learned_stages import STAGE4, STAGE5, STAGE6
+
+        learned = {stage: setup_cfg(getattr(args, f"{flag}_config"), shlex.split(getattr(args, f"{flag}_opts")))
+                   for stage, flag in ((STAGE4, "proposal"), (STAGE5, "ranking"), (STAGE6, "distillation"))}
     variants = dict(DEFAULT_VARIANT)
     if args.official_variants:
         variants.update(OFFICIAL_VARIANTS)
     if args.baselines:
         variants.update(BASELINE_VARIANTS)
     metrics = run_pipeline(cfg, args.dataset, args.output_dir, variants, args.num_collages, args.max_images,
-                           config_file=args.config_file)
+                           config_file=args.config_file,
+                           learned_cfgs=learned)
     print(json.dumps({k: v["segments"] for k, v in metrics["results"].items()}, indent=1))
     print(f"wrote {os.path.join(args.output_dir, 'metrics.json')} and collages/")
 

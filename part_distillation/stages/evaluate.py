@@ -18,6 +18,7 @@ ground-truth mask area as a fraction of the image area: ``small`` < 1%, ``medium
 image to the same network input: 1% of a 384 x 512 input is ~30 stride-8 feature cells.
 """
 import logging
+import os
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -159,6 +160,104 @@ def format_size_table(rows: Dict[str, dict], keys=("best_match_mIoU", "hungarian
     return "\n".join(lines)
 
 
+def label_consistency(folder: str, records: List[dict], stage: Optional[str] = None,
+                      min_images: int = 2) -> dict:
+    """How consistently the class-consistent part labels (stage 5 or 6) of ``folder`` name the same
+    ground-truth part across the images of an object class.
+
+    Pixels counted: those of a GT part of a matched GT object (objects matched as in
+    :func:`evaluate_pseudo_labels`) that carry a predicted label. For each (object class, GT part
+    name) pair, summed over all images of the class, ``n[label]`` = its labelled pixels under each
+    label. Then, in percent, averaged over the pairs labelled in at least ``min_images`` images
+    (consistency across images is undefined for a part seen once):
+
+    * ``label_consistency``: ``max(n) / sum(n)``, the share of the part's pixels under its most
+      frequent label (100 = the part gets one label in every image);
+    * ``image_consistency``: per image, the part's majority label; the share of the pair's images
+      whose majority label is the pair's overall most frequent label;
+    * ``dominant_label_share``: the same pixels' share under the label most frequent over the
+      WHOLE class (all its parts): what ``label_consistency`` would be if labels ignored parts (one
+      label for the whole object scores 100 on both). ``label_consistency - dominant_label_share``
+      is the part-specific consistency;
+    * ``labels_per_class``: mean number of distinct labels used per class.
+
+    Also ``num_pairs``, ``num_classes`` and ``per_class``: ``{class: {part: label_consistency}}``.
+    Parts without labels (stages 2-4) give ``num_pairs`` 0 and NaN means.
+    """
+    by_id = {str(r["image_id"]): r for r in records}
+    pix: Dict[tuple, Dict[int, int]] = {}
+    img_major: Dict[tuple, List[int]] = {}
+    for path in list_pseudo_labels(folder):
+        label = load_pseudo_label(path, stage)
+        rec = by_id.get(label.image_id)
+        if rec is None:
+            continue
+        gts = gt_objects(rec)
+        match = match_objects([o.mask for o in label.objects], [g.mask for g in gts])
+        for gi, oi in match.items():
+            obj, g = label.objects[oi], gts[gi]
+            if not obj.parts or any(p.label is None for p in obj.parts):
+                continue
+            lab = label_ids(obj)
+            for pm, name in zip(g.parts, g.part_names):
+                vals = lab[pm]
+                vals = vals[vals >= 0]
+                if not vals.size:
+                    continue
+                key = (g.class_name, name)
+                counts = np.bincount(vals)
+                acc = pix.setdefault(key, {})
+                for v in np.nonzero(counts)[0]:
+                    acc[int(v)] = acc.get(int(v), 0) + int(counts[v])
+                img_major.setdefault(key, []).append(int(counts.argmax()))
+    class_totals: Dict[str, Dict[int, int]] = {}
+    for (cls, _), acc in pix.items():
+        tot = class_totals.setdefault(cls, {})
+        for v, n in acc.items():
+            tot[v] = tot.get(v, 0) + n
+    cons, img_cons, dom = [], [], []
+    per_class: Dict[str, Dict[str, float]] = {}
+    for (cls, part), acc in sorted(pix.items()):
+        if len(img_major[(cls, part)]) < min_images:
+            continue
+        total = sum(acc.values())
+        top = max(acc, key=acc.get)
+        class_top = max(class_totals[cls], key=class_totals[cls].get)
+        cons.append(100.0 * acc[top] / total)
+        img_cons.append(100.0 * float(np.mean([m == top for m in img_major[(cls, part)]])))
+        dom.append(100.0 * acc.get(class_top, 0) / total)
+        per_class.setdefault(cls, {})[part] = cons[-1]
+
+    def mean(v):
+        return float(np.mean(v)) if v else float("nan")
+
+    return {"label_consistency": mean(cons), "image_consistency": mean(img_cons),
+            "dominant_label_share": mean(dom),
+            "labels_per_class": mean([len(t) for t in class_totals.values()]),
+            "num_pairs": len(cons), "num_classes": len(per_class), "per_class": per_class}
+
+
+def format_stage_table(rows: Dict[str, dict]) -> str:
+    """Markdown summary across stages: one row per named result of :func:`evaluate_pseudo_labels`
+    (optionally with a ``label_consistency`` entry of :func:`label_consistency`): class-agnostic
+    best-match / Hungarian mIoU and AR@10, C-/A-mIoU under both protocols and the label
+    consistency with its whole-class baseline (empty cells where a stage has no labels)."""
+    head = ["best-match mIoU", "Hungarian mIoU", "AR@10", "C-mIoU official", "A-mIoU official",
+            "C-mIoU clean", "A-mIoU clean", "label consistency (whole-class baseline)"]
+    lines = ["| stage | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    for name, res in rows.items():
+        seg = res["segments"]
+        cells = [f"{seg['best_match_mIoU']:.1f}", f"{seg['hungarian_mIoU']:.1f}", f"{seg['AR@10']:.1f}"]
+        uns = res.get("unsupervised")
+        for protocol in PROTOCOLS:
+            cells += ([f"{uns[protocol]['C-mIoU']:.1f}", f"{uns[protocol]['A-mIoU']:.1f}"] if uns else ["", ""])
+        lc = res.get("label_consistency")
+        cells.append(f"{lc['label_consistency']:.1f} ({lc['dominant_label_share']:.1f})"
+                     if lc and lc["num_pairs"] else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def describe_scoring(res: dict) -> str:
     """Markdown paragraph stating what a result of :func:`evaluate_pseudo_labels` counts."""
     seg = res["segments"]
@@ -172,3 +271,54 @@ def describe_scoring(res: dict) -> str:
             "over objects; AR@K: pooled over all ground-truth parts (IoU 0.5:0.95). Percent. Size bins: "
             + ", ".join(f"{n} < {u:.0%}" if u != float("inf") else f"{n} the rest" for n, u in SIZE_BINS)
             + " of the image area.")
+
+
+def label_agreement(reference: str, predicted: str) -> dict:
+    """How well the labels of folder ``predicted`` (e.g. stage 6) reproduce those of folder
+    ``reference`` (e.g. the stage-5 labels it was trained on): both are cluster ids of the same
+    per-class clustering, so label ``c`` should be label ``c``. Objects are matched per image by
+    mask IoU (:func:`match_objects`); images or objects missing from ``predicted`` count as
+    unlabelled.
+
+    Returns (percent): ``pixel_agreement`` = share of the reference's labelled pixels that carry
+    the same predicted label; ``label_mIoU`` = mean over (object class, reference label) of the
+    IoU of the predicted and reference masks of that label (pixels summed over the class's
+    objects); ``predicted_coverage`` = share of the reference's labelled pixels with any predicted
+    label; ``num_objects``.
+    """
+    pred_files = {os.path.basename(p): p for p in list_pseudo_labels(predicted)}
+    inter: Dict[tuple, int] = {}
+    union: Dict[tuple, int] = {}
+    same = covered = total = n_obj = 0
+    for path in list_pseudo_labels(reference):
+        ref = load_pseudo_label(path)
+        other = load_pseudo_label(pred_files[os.path.basename(path)]) if os.path.basename(path) in pred_files else None
+        match = match_objects([o.mask for o in other.objects], [o.mask for o in ref.objects]) if other else {}
+        for i, obj in enumerate(ref.objects):
+            if not obj.parts or any(p.label is None for p in obj.parts):
+                continue
+            n_obj += 1
+            a = label_ids(obj)
+            b = label_ids(other.objects[match[i]]) if i in match else np.full(a.shape, -1, np.int64)
+            lab = a >= 0
+            total += int(lab.sum())
+            covered += int((lab & (b >= 0)).sum())
+            same += int((lab & (a == b)).sum())
+            for c in np.unique(a[lab]):
+                key = (obj.class_name, int(c))
+                inter[key] = inter.get(key, 0) + int(((a == c) & (b == c)).sum())
+                union[key] = union.get(key, 0) + int(((a == c) | (b == c)).sum())
+    pct = lambda x: 100.0 * x / total if total else float("nan")  # noqa: E731
+    return {"pixel_agreement": pct(same), "predicted_coverage": pct(covered),
+            "label_mIoU": 100.0 * float(np.mean([inter[k] / union[k] for k in union])) if union else float("nan"),
+            "num_objects": n_obj}
+
+
+def label_ids(obj) -> np.ndarray:
+    """int64 (H, W): the part ``label`` per pixel of an ObjectLabel, -1 where none (later parts
+    win overlaps, as in the evaluation)."""
+    out = np.full(obj.mask.shape, -1, np.int64)
+    for p in obj.parts:
+        if p.label is not None:
+            out[p.mask] = int(p.label)
+    return out

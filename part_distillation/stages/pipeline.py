@@ -12,6 +12,12 @@ Output layout::
     <out>/<variant>/dense_crf[_official]/<class_dir>/<id>.json   stage 3 (keep_parts / official CRF)
     <out>/metrics.json, <out>/metrics.md
     <out>/collages/<id>.png  (or VIS_OUTPUT_DIR/<id>.png when set)
+
+With ``learned_cfgs`` (``tools/run_part_pipeline.py --stages 1-6``) stages 4-6 follow on the first
+variant's stage-3 labels (:mod:`part_distillation.stages.learned_stages`: ``<out>/proposal_learning``,
+``<out>/part_ranking``, ``<out>/part_distillation``), are evaluated like stages 2-3 (stages 5-6
+also with C-/A-mIoU and :func:`~part_distillation.stages.evaluate.label_consistency`), summarised
+in a second table of ``metrics.md`` and drawn per object class in ``<collages>/labels/<class>.png``.
 """
 import logging
 import os
@@ -21,13 +27,16 @@ import numpy as np
 
 from ..config import plain_config
 from ..data.datasets import has_part_annotations, resolve_dataset
+from ..evaluation.unsupervised import part_vocabulary
 from ..data.images import ImageReadError, read_image_rgb
-from ..data.pseudo_labels import load_pseudo_label, pseudo_label_path
+from ..data.pseudo_labels import class_dir, load_pseudo_label, pseudo_label_path
 from ..utils.io import atomic_write, atomic_write_json
 from ..visualization import save_collage
 from .dense_crf import DenseCRFStage
-from .evaluate import (describe_scoring, evaluate_pseudo_labels, format_size_table, format_table,
-                       gt_objects, match_objects)
+from .evaluate import (describe_scoring, evaluate_pseudo_labels, format_size_table, format_stage_table,
+                       format_table, gt_objects, label_agreement, label_consistency, label_ids,
+                       match_objects)
+from .learned_stages import STAGE4, STAGE5, STAGE6, run_learned_stages
 from .object_masks import ObjectMasksStage, record_class_code
 from .pixel_grouping import PixelGroupingStage
 
@@ -60,8 +69,11 @@ def _variant_cfg(cfg, overrides: Sequence):
 
 
 def run_pipeline(cfg, dataset: str, output_dir: str, variants: Dict[str, Tuple[list, bool]] = None,
-                 num_collages: int = 8, max_images: Optional[int] = None, config_file: str = "") -> dict:
-    """Run stages 1-3 for each variant on ``dataset`` (registered name or folder) and evaluate.
+                 num_collages: int = 8, max_images: Optional[int] = None, config_file: str = "",
+                 learned_cfgs: Optional[Dict[str, object]] = None) -> dict:
+    """Run stages 1-3 for each variant on ``dataset`` (registered name or folder) and evaluate;
+    with ``learned_cfgs`` (see :func:`~part_distillation.stages.learned_stages.run_learned_stages`)
+    also stages 4-6 on the first variant's labels (``metrics["stages"]``: the summary rows).
 
     ``config_file`` (the YAML ``cfg`` came from) is recorded in ``metrics.json``; so is ``dataset``,
     also as ``PROPOSAL_GENERATION.DATASET_NAME`` of the recorded (and used) config.
@@ -95,15 +107,38 @@ def run_pipeline(cfg, dataset: str, output_dir: str, variants: Dict[str, Tuple[l
         if evaluate:
             for stage, folder in outputs.items():
                 results[f"{name}/{stage}"] = evaluate_pseudo_labels(folder, records, stage.replace("_official", ""))
+    stage_rows: Dict[str, dict] = {}
+    if learned_cfgs:
+        first = list(variants)[0]
+        folders = run_learned_stages(learned_cfgs, records, dataset, output_dir, stage1,
+                                     os.path.join(output_dir, first, "dense_crf"), summaries)
+        if evaluate:
+            stage_rows = {"2 pixel grouping": results[f"{first}/pixel_grouping"],
+                          "3 dense-CRF": results[f"{first}/dense_crf"]}
+            for title, stage in (("4 part proposals (per-pixel)", STAGE4), ("5 part ranking", STAGE5),
+                                 ("6 PartDistillation", STAGE6)):
+                res = evaluate_pseudo_labels(folders[stage], records, stage)
+                if stage != STAGE4:
+                    res["label_consistency"] = label_consistency(folders[stage], records, stage)
+                results[stage] = stage_rows[title] = res
+            results[STAGE6]["agreement_with_stage5"] = label_agreement(folders[STAGE5], folders[STAGE6])
+        if num_collages:
+            write_label_collages(records, {"stage 5": folders[STAGE5], "stage 6": folders[STAGE6]},
+                                 os.path.join(cfg.VIS_OUTPUT_DIR or os.path.join(output_dir, "collages"), "labels"),
+                                 evaluate, num_collages)
     metrics = {"dataset": dataset, "num_images": len(records), "results": results,
-               "run_summaries": summaries,
+               "stages": stage_rows, "run_summaries": summaries,
                "config": {"file": config_file, "PROPOSAL_GENERATION": plain_config(cfg.PROPOSAL_GENERATION),
                           "DENSE_CRF": plain_config(cfg.DENSE_CRF), "BACKBONE": cfg.MODEL.BACKBONE.NAME}}
     atomic_write_json(os.path.join(output_dir, "metrics.json"), metrics, indent=1)
     if results:
-        first = next(iter(results.values()))
-        text = (f"# Stages 1-3 on {dataset}\n\n{describe_scoring(first)}\n\n{format_table(results)}\n\n"
-                f"Per object size (best_match / hungarian / AR@10):\n\n{format_size_table(results)}\n")
+        variants = {k: v for k, v in results.items() if k not in (STAGE4, STAGE5, STAGE6)}
+        first = next(iter(variants.values()))
+        text = f"# Stages on {dataset}\n\n{describe_scoring(first)}\n\n"
+        if stage_rows:
+            text += "## Stages 2-6\n\n" + format_stage_table(stage_rows) + "\n\n## Stages 2-3 by variant\n\n"
+        text += (f"{format_table(variants)}\n\n"
+                 f"Per object size (best_match / hungarian / AR@10):\n\n{format_size_table(variants)}\n")
         atomic_write(os.path.join(output_dir, "metrics.md"), lambda f: f.write(text))
         logger.info("results on %s:\n%s", dataset, text)
     if num_collages:
@@ -149,4 +184,60 @@ def write_collages(output_dir: str, records: List[dict], outputs: Dict[str, str]
             continue
         paths.append(save_collage(os.path.join(vis_dir or os.path.join(output_dir, "collages"), f"{image_id}.png"),
                                   image, rows))
+    return paths
+
+
+
+def write_label_collages(records: List[dict], folders: Dict[str, str], out_dir: str, with_gt: bool,
+                         max_rows: int = 8) -> List[str]:
+    """One PNG per object class, ``<out_dir>/<class>.png``: a row per object of the class (at most
+    ``max_rows``, images in id order), panels image | object | one panel per entry of ``folders``
+    (``{title: folder of labelled pseudo-labels}``, e.g. stages 5 and 6) | ground-truth parts.
+    Label ``c`` has the same colour in every row and panel (legend on top), so a part that keeps
+    its label across images keeps its colour. Objects are found in each folder by mask IoU with
+    the first folder's object."""
+    titles = list(folders)
+    vocab = {n: i for i, n in enumerate(part_vocabulary(records))}
+    rows_by_class: Dict[str, list] = {}
+    num_labels = 0
+    for rec in sorted(records, key=lambda r: str(r["image_id"])):
+        image_id = str(rec["image_id"])
+        labels = {}
+        for title, folder in folders.items():
+            path = pseudo_label_path(folder, image_id, record_class_code(rec))
+            if os.path.isfile(path):
+                labels[title] = load_pseudo_label(path)
+        if titles[0] not in labels:
+            continue
+        base = labels[titles[0]]
+        others = {t: (lab, match_objects([o.mask for o in lab.objects], [o.mask for o in base.objects]))
+                  for t, lab in labels.items()}
+        gts = gt_objects(rec) if with_gt else []
+        gt_match = match_objects([g.mask for g in gts], [o.mask for o in base.objects])
+        for i, obj in enumerate(base.objects):
+            if not obj.parts or len(rows_by_class.get(obj.class_name, [])) >= max_rows:
+                continue
+            maps = []
+            for t in titles:
+                lab, match = others.get(t, (None, {}))
+                if i in match:
+                    maps.append((f"{t} labels", label_ids(lab.objects[match[i]]).astype(np.int32) + 1))
+            if i in gt_match and len(gts[gt_match[i]].parts):
+                gt = np.zeros(obj.mask.shape, np.int32)
+                g = gts[gt_match[i]]
+                for m, name in zip(g.parts, g.part_names):  # a fixed colour per part name
+                    gt[m] = vocab[name] + 1
+                maps.append(("GT parts", gt))
+            num_labels = max([num_labels] + [int(m.max()) for t, m in maps if t != "GT parts"])
+            rows_by_class.setdefault(obj.class_name, []).append((base.file_name, (image_id, obj.mask, maps)))
+    paths = []
+    legend = [(f"label {c}", c + 1) for c in range(num_labels)]
+    for cls, rows in sorted(rows_by_class.items()):
+        try:
+            images = [read_image_rgb(f) for f, _ in rows]
+        except ImageReadError as e:
+            logger.warning("no label collage for %s: %s", cls, e)
+            continue
+        paths.append(save_collage(os.path.join(out_dir, f"{class_dir(cls)}.png"), images,
+                                  [r for _, r in rows], legend=legend))
     return paths

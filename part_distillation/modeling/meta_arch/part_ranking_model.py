@@ -158,6 +158,9 @@ def labelling_segments(
         logits = logits * object_mask
     if per_pixel:
         seg, index, region = per_pixel_segments(logits, scores)
+        if index.numel() == 0:  # no pixel with a positive mask logit: nothing to label
+            return (torch.zeros((0,) + tuple(object_mask.shape), dtype=torch.bool, device=scores.device),
+                    scores[:0], labels[:0])
         labels_u, inverse = torch.unique(labels[index], return_inverse=True)
         # merge segments of the same label: (L, S) membership x (S, h*w) masks
         member = F.one_hot(inverse, len(labels_u)).T.float()
