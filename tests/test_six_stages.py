@@ -13,7 +13,7 @@ from part_distillation.data.pseudo_labels import ImagePseudoLabel, ObjectLabel, 
 from part_distillation.stages.evaluate import label_agreement, label_consistency
 from part_distillation.stages.learned_stages import STAGE4, STAGE5, STAGE6
 from part_distillation.stages.pipeline import run_pipeline
-from part_distillation.visualization import object_collage
+from part_distillation.visualization import FONT_SIZE, object_collage
 
 from .helpers import EFFNET_CFG, REPO, needs_shared
 
@@ -128,7 +128,8 @@ def test_collage_rows_from_several_images_with_a_legend():
     rows = [("a", ma, [("labels", la)]), ("b", mb, [("labels", lb)])]
     plain = object_collage([a, b], rows, height=32)
     legend = object_collage([a, b], rows, height=32, legend=[("label 2", 3)])
-    assert legend.height > plain.height == 2 * 32 + 4
+    band = 2 * (FONT_SIZE + 2) + 2  # the title band above each panel
+    assert legend.height > plain.height == 2 * (32 + band) + 4
     # the legend swatch of value 3 has the colour the panels paint value 3 with (PALETTE[2])
     strip = np.asarray(legend)[: legend.height - plain.height]
     assert (strip.reshape(-1, 3) == [255, 225, 25]).all(axis=1).any()
