@@ -10,8 +10,9 @@ a YAML or on the command line fail with that error naming the key.
 Stage map (see README): stage 1 object masks and stage 2 pixel grouping (``PROPOSAL_GENERATION.*``),
 stage 3 dense-CRF (``DENSE_CRF.*``),
 stage 4 part-proposal learning (``PROPOSAL_LEARNING.*`` + ``MODEL.MASK_FORMER.*``), stage 5 part
-ranking (``PART_RANKING.*``, used by a later issue), stage 6 self-training
-(``PART_DISTILLATION.*``, later issue), evaluation (``CUSTOM_DATASETS.*``, ``FEWSHOT_LEARNING.*``).
+ranking (``PART_RANKING.*``), stage 6 self-training (``PART_DISTILLATION.*``), the supervised and
+few-shot baselines (``SUPERVISED_MODEL.*``, ``FEWSHOT_LEARNING.*``), datasets (``CUSTOM_DATASETS.*``),
+W&B logging (``WANDB.*``).
 """
 import contextlib
 import difflib
