@@ -15,7 +15,7 @@ from part_distillation.data.images import read_image_rgb
 from part_distillation.labelers.common import PASCAL_TO_COCO, image_class_names, select_predictions
 from part_distillation.labelers.detectron2_model import Detectron2ModelLabeler, load_labeler_config
 from part_distillation.stages.object_masks import ObjectMasksStage, build_labeler
-from tests.helpers import EFFNET_CFG, needs_shared
+from tests.helpers import EFFNET_CFG, REPO, needs_shared
 
 DETIC_CFG = "configs/labelers/Detic_LCOCOI21k_CLIP_SwinB_896b32_4x_ft4x_max-size.yaml"
 MASK_RCNN = model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml")
@@ -115,6 +115,25 @@ def test_detectron2_labeler_mask_rcnn_end_to_end(tmp_path, two_records):
     # resume: nothing left to do
     again = ObjectMasksStage(cfg, out, labeler=labeler).run(two_records)
     assert again.processed == 0 and again.resumed == 2
+
+
+@needs_shared
+def test_detectron2_labeler_with_the_official_mask2former_config(tmp_path, two_records):
+    """The official COCO Mask2Former instance config (``MaskFormer`` meta-architecture, R50,
+    random init, small input) as the stage-1 labeler: top-10 objects of the image's classes."""
+    m2f = os.path.join(REPO, "configs/mask2former/coco/instance-segmentation/maskformer2_R50_bs16_50ep.yaml")
+    cfg = _cfg("detectron2", "PROPOSAL_GENERATION.LABELER_CONFIG", m2f)
+    model_cfg = load_labeler_config(m2f, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", 96,
+                                          "INPUT.MAX_SIZE_TEST", 128, "MODEL.MASK_FORMER.DEC_LAYERS", 2])
+    torch.manual_seed(0)
+    labeler = Detectron2ModelLabeler(cfg, model_cfg)
+    assert type(labeler.model).__name__ == "MaskFormer" and len(labeler.class_names) == 80
+    out = str(tmp_path / "m2f")
+    summary = ObjectMasksStage(cfg, out, labeler=labeler).run(two_records)
+    assert summary.processed == 2 and not summary.failed
+    all_names = [[o.class_name for o in objs] for objs in _all_predictions(labeler, two_records)]
+    for label, r, names in zip(_check_outputs(out, two_records), two_records, all_names):
+        _check_rule(label, r, names)
 
 
 @needs_shared
