@@ -25,6 +25,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from detectron2.utils.registry import Registry
 
 from ..data.images import read_image_or_skip
 from ..data.pseudo_labels import PartLabel, mask_box_slices
@@ -207,25 +208,56 @@ def grid_segments(mask: np.ndarray, rows: int = 2, cols: int = 2) -> np.ndarray:
     return _renumber(np.where(mask, r * cols + c + 1, 0).astype(np.int32))
 
 
-def build_segmenter(cfg, device: str = None) -> Callable:
-    """The stage-2 segment function ``(image, masks, image_id) -> label maps`` chosen by
-    ``PROPOSAL_GENERATION.GROUPING``: ``kmeans`` (backbone features), ``kmeans_rgbxy`` or ``grid``."""
-    from ..modeling.feature_extractor import BackboneFeatures, RGBXYFeatures
+GROUPER_REGISTRY = Registry("PIXEL_GROUPER")
+GROUPER_REGISTRY.__doc__ = """Stage-2 segment functions by ``PROPOSAL_GENERATION.GROUPING`` name: each
+entry is called as ``fn(cfg, device)`` and returns ``segment_fn(image, masks, image_id) -> list of
+int32 label maps (or None per object)``."""
 
-    device = device or cfg.MODEL.DEVICE
-    kind = cfg.PROPOSAL_GENERATION.GROUPING
-    if kind == "kmeans":
-        return PixelGrouper.from_config(cfg, BackboneFeatures(cfg, device), device)
-    if kind == "kmeans_rgbxy":
-        if cfg.PROPOSAL_GENERATION.DISTANCE_METRIC != "l2":
-            # RGB+XY vectors are not normalised: with "dot" the largest-norm (brightest, lower
-            # right) centre takes most pixels, which is not k-means' own nearest-centre rule.
-            raise ValueError("GROUPING kmeans_rgbxy needs PROPOSAL_GENERATION.DISTANCE_METRIC l2 "
-                             f"(got '{cfg.PROPOSAL_GENERATION.DISTANCE_METRIC}')")
-        return PixelGrouper.from_config(cfg, RGBXYFeatures(cfg), device)
-    if kind == "grid":
-        return lambda image, masks, image_id: [grid_segments(m) for m in masks]
-    raise ValueError(f"PROPOSAL_GENERATION.GROUPING must be kmeans, kmeans_rgbxy or grid, got '{kind}'")
+
+@GROUPER_REGISTRY.register()
+def kmeans(cfg, device: str) -> Callable:
+    """The method (Sec. 3.1): k-means on backbone features (``BackboneFeatures``)."""
+    from ..modeling.feature_extractor import BackboneFeatures
+
+    return PixelGrouper.from_config(cfg, BackboneFeatures(cfg, device), device)
+
+
+@GROUPER_REGISTRY.register()
+def kmeans_rgbxy(cfg, device: str) -> Callable:
+    """Baseline without a network: k-means on colour + position.
+
+    Raises:
+        ValueError: DISTANCE_METRIC is not ``l2``. RGB+XY vectors are not normalised, so with
+            ``dot`` the largest-norm (brightest, lower right) centre takes most pixels, which is
+            not k-means' own nearest-centre rule.
+    """
+    from ..modeling.feature_extractor import RGBXYFeatures
+
+    if cfg.PROPOSAL_GENERATION.DISTANCE_METRIC != "l2":
+        raise ValueError("GROUPING kmeans_rgbxy needs PROPOSAL_GENERATION.DISTANCE_METRIC l2 "
+                         f"(got '{cfg.PROPOSAL_GENERATION.DISTANCE_METRIC}')")
+    return PixelGrouper.from_config(cfg, RGBXYFeatures(cfg), device)
+
+
+@GROUPER_REGISTRY.register()
+def grid(cfg, device: str) -> Callable:
+    """Learning-free baseline: the object's box split 2x2 (:func:`grid_segments`)."""
+    return lambda image, masks, image_id: [grid_segments(m) for m in masks]
+
+
+def build_segmenter(cfg, device: str = None) -> Callable:
+    """The stage-2 segment function ``(image, masks, image_id) -> label maps`` of
+    :data:`GROUPER_REGISTRY` named by ``PROPOSAL_GENERATION.GROUPING`` (``kmeans``,
+    ``kmeans_rgbxy``, ``grid``).
+
+    Raises:
+        ValueError: an unregistered name (the message lists the registered ones).
+    """
+    name = cfg.PROPOSAL_GENERATION.GROUPING
+    if name not in GROUPER_REGISTRY:
+        raise ValueError(f"PROPOSAL_GENERATION.GROUPING must be one of "
+                         f"{sorted(k for k, _ in GROUPER_REGISTRY)}, got '{name}'")
+    return GROUPER_REGISTRY.get(name)(cfg, device or cfg.MODEL.DEVICE)
 
 
 def segments_to_parts(seg: np.ndarray) -> List[PartLabel]:
@@ -262,7 +294,7 @@ class PixelGroupingStage(PseudoLabelInputStage):
         if not pg.WITH_GIVEN_MASK:
             raise ValueError("PROPOSAL_GENERATION.WITH_GIVEN_MASK False is not supported: stage 2 groups the "
                              "pixels of stage-1 object masks (run stage 1 with the labeler you want)")
-        _choice("PROPOSAL_GENERATION.GROUPING", pg.GROUPING, ("kmeans", "kmeans_rgbxy", "grid"))
+        _choice("PROPOSAL_GENERATION.GROUPING", pg.GROUPING, tuple(sorted(k for k, _ in GROUPER_REGISTRY)))
         _choice("PROPOSAL_GENERATION.DISTANCE_METRIC", pg.DISTANCE_METRIC, ("dot", "l2"))
         for key in ("NUM_SUPERPIXEL_CLUSTERS", "FEATURE_STRIDE", "KMEANS_ITERS", "KMEANS_RESTARTS",
                     "OBJECTS_PER_BATCH"):
