@@ -384,6 +384,15 @@ ACCEPTED_UNREAD_KEYS = {
 }
 
 
+def with_overrides(cfg: CN, overrides) -> CN:
+    """A frozen copy of ``cfg`` with ``KEY VALUE`` ``overrides`` merged (``cfg`` is unchanged)."""
+    c = cfg.clone()
+    c.defrost()
+    c.merge_from_list(list(overrides))
+    c.freeze()
+    return c
+
+
 def plain_config(node, exclude=()) -> object:
     """A ``CfgNode`` (sub)tree as JSON-ready nested dicts (keys sorted) and lists, leaving out keys
     named in ``exclude`` at any depth (e.g. the stages' run keys). Used for recorded settings,

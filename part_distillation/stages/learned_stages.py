@@ -36,6 +36,7 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators, inference_on_dataset
 
+from ..config import with_overrides
 from ..data.datasets import dataset_name
 from ..data.pseudo_labels import ImagePseudoLabel, ObjectLabel, PartLabel, save_pseudo_label
 from ..utils.io import atomic_write_json
@@ -81,14 +82,6 @@ class PredictionWriter(DatasetEvaluator):
 
     def evaluate(self) -> dict:
         return {}
-
-
-def _with(cfg, overrides: list):
-    c = cfg.clone()
-    c.defrost()
-    c.merge_from_list(list(overrides))
-    c.freeze()
-    return c
 
 
 def register_image_subset(records: List[dict], source: str, output_dir: str) -> str:
@@ -206,7 +199,7 @@ def run_learned_stages(cfgs: Dict[str, object], records: List[dict], source: str
     """
     test_set = register_image_subset(records, source, output_dir)
     s4_dir = os.path.join(output_dir, STAGE4)
-    cfg4 = _with(cfgs[STAGE4], ["OUTPUT_DIR", s4_dir, "PROPOSAL_LEARNING.DATASET_PATH", stage3_dir,
+    cfg4 = with_overrides(cfgs[STAGE4], ["OUTPUT_DIR", s4_dir, "PROPOSAL_LEARNING.DATASET_PATH", stage3_dir,
                                 "TEST.EVAL_PERIOD", 0, "DATASETS.TEST", (test_set,)])
     timings = summaries.setdefault("timings", {})
     with _timed(timings, f"{STAGE4}/train"):
@@ -229,7 +222,7 @@ def run_learned_stages(cfgs: Dict[str, object], records: List[dict], source: str
     s6_dir = os.path.join(output_dir, STAGE6)
     cfg6 = cfgs[STAGE6]
     init: Optional[str] = cfg6.MODEL.WEIGHTS or weights4
-    cfg6 = _with(cfg6, ["OUTPUT_DIR", s6_dir, "PART_DISTILLATION.DATASET_PATH", s5_dir,
+    cfg6 = with_overrides(cfg6, ["OUTPUT_DIR", s6_dir, "PART_DISTILLATION.DATASET_PATH", s5_dir,
                         "PART_DISTILLATION.NUM_PART_CLASSES", cfg5.PART_RANKING.NUM_CLUSTERS,
                         "MODEL.WEIGHTS", init, "TEST.EVAL_PERIOD", 0, "DATASETS.TEST", (test_set,)])
     with _timed(timings, f"{STAGE6}/train"):

@@ -21,11 +21,11 @@ in a second table of ``metrics.md`` and drawn per object class in ``<collages>/l
 """
 import logging
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..config import plain_config
+from ..config import plain_config, with_overrides
 from ..data.datasets import has_part_annotations, resolve_dataset
 from ..evaluation.unsupervised import part_vocabulary
 from ..data.images import ImageReadError, read_image_rgb
@@ -60,14 +60,6 @@ BASELINE_VARIANTS = {
 }
 
 
-def _variant_cfg(cfg, overrides: Sequence):
-    c = cfg.clone()
-    c.defrost()
-    c.merge_from_list(list(overrides))
-    c.freeze()
-    return c
-
-
 def run_pipeline(cfg, dataset: str, output_dir: str, variants: Dict[str, Tuple[list, bool]] = None,
                  num_collages: int = 8, max_images: Optional[int] = None, config_file: str = "",
                  learned_cfgs: Optional[Dict[str, object]] = None) -> dict:
@@ -82,7 +74,7 @@ def run_pipeline(cfg, dataset: str, output_dir: str, variants: Dict[str, Tuple[l
     Raises ``KeyError`` for an unknown dataset name.
     """
     variants = variants or DEFAULT_VARIANT
-    cfg = _variant_cfg(cfg, ["PROPOSAL_GENERATION.DATASET_NAME", dataset])
+    cfg = with_overrides(cfg, ["PROPOSAL_GENERATION.DATASET_NAME", dataset])
     records = resolve_dataset(dataset)
     if max_images:
         records = sorted(records, key=lambda r: str(r["image_id"]))[:max_images]
@@ -92,7 +84,7 @@ def run_pipeline(cfg, dataset: str, output_dir: str, variants: Dict[str, Tuple[l
     results: Dict[str, dict] = {}
     all_outputs: Dict[str, str] = {}  # "<variant>/<stage>" -> folder, in run order (collage columns)
     for name, (overrides, official_crf) in variants.items():
-        vcfg = _variant_cfg(cfg, overrides)
+        vcfg = with_overrides(cfg, overrides)
         pg_dir = os.path.join(output_dir, name, "pixel_grouping")
         summaries[f"{name}/pixel_grouping"] = PixelGroupingStage(vcfg, pg_dir).run(stage1).as_dict()
         outputs = {"pixel_grouping": pg_dir}
@@ -101,7 +93,7 @@ def run_pipeline(cfg, dataset: str, output_dir: str, variants: Dict[str, Tuple[l
             suffix = "" if mode == vcfg.DENSE_CRF.OBJECT_PIXELS else "_official"
             crf_dir = os.path.join(output_dir, name, "dense_crf" + suffix)
             summaries[f"{name}/dense_crf{suffix}"] = DenseCRFStage(
-                _variant_cfg(vcfg, ["DENSE_CRF.OBJECT_PIXELS", mode]), crf_dir).run(pg_dir).as_dict()
+                with_overrides(vcfg, ["DENSE_CRF.OBJECT_PIXELS", mode]), crf_dir).run(pg_dir).as_dict()
             outputs["dense_crf" + suffix] = crf_dir
         all_outputs.update({f"{name}/{stage}": folder for stage, folder in outputs.items()})
         if evaluate:
@@ -146,6 +138,17 @@ def run_pipeline(cfg, dataset: str, output_dir: str, variants: Dict[str, Tuple[l
     return metrics
 
 
+def _image_labels(record: dict, folders: Dict[str, str]) -> Dict[str, object]:
+    """``{title: ImagePseudoLabel}`` of ``record``'s image in each ``{title: folder}`` that has it
+    (in ``folders`` order)."""
+    labels = {}
+    for title, folder in folders.items():
+        path = pseudo_label_path(folder, str(record["image_id"]), record_class_code(record))
+        if os.path.isfile(path):
+            labels[title] = load_pseudo_label(path)
+    return labels
+
+
 def write_collages(output_dir: str, records: List[dict], outputs: Dict[str, str], with_gt: bool,
                    vis_dir: str = "") -> List[str]:
     """One PNG per image in ``vis_dir`` (VIS_OUTPUT_DIR; default ``<output_dir>/collages``): rows =
@@ -155,11 +158,7 @@ def write_collages(output_dir: str, records: List[dict], outputs: Dict[str, str]
     paths = []
     for rec in records:
         image_id = str(rec["image_id"])
-        labels = {}
-        for title, folder in outputs.items():
-            path = pseudo_label_path(folder, image_id, record_class_code(rec))
-            if os.path.isfile(path):
-                labels[title] = load_pseudo_label(path)
+        labels = _image_labels(rec, outputs)
         if not labels:
             continue
         base = next(iter(labels.values()))
@@ -202,11 +201,7 @@ def write_label_collages(records: List[dict], folders: Dict[str, str], out_dir: 
     num_labels = 0
     for rec in sorted(records, key=lambda r: str(r["image_id"])):
         image_id = str(rec["image_id"])
-        labels = {}
-        for title, folder in folders.items():
-            path = pseudo_label_path(folder, image_id, record_class_code(rec))
-            if os.path.isfile(path):
-                labels[title] = load_pseudo_label(path)
+        labels = _image_labels(rec, folders)
         if titles[0] not in labels:
             continue
         base = labels[titles[0]]
