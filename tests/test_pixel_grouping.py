@@ -13,7 +13,8 @@ from part_distillation.stages.base import StageConfigMismatch
 from part_distillation.stages.object_masks import ObjectMasksStage
 from part_distillation.stages.pixel_grouping import (PixelGrouper, PixelGroupingStage, build_segmenter,
                                                      grid_segments, score_maps, upsample_scores)
-from part_distillation.utils.sharding import resolve_partition, shard
+from part_distillation.stages.base import WorkItem, partition_items
+from part_distillation.utils.sharding import resolve_partition
 
 from .helpers import EFFNET_CFG
 
@@ -90,12 +91,13 @@ def test_small_objects_take_the_fallback_and_grid_baseline():
 
 
 def test_sharding_is_disjoint_covering_and_reads_slurm(monkeypatch):
-    items = [f"img{i}" for i in range(10)]
-    parts = [shard(items, str, 3, i) for i in range(3)]
-    assert sorted(sum(parts, [])) == sorted(items) and sum(map(len, parts)) == 10
+    items = [WorkItem(f"img{i}", "", None) for i in range(10)]
+    parts = [partition_items(items, 3, i, "image")[0] for i in range(3)]
+    keys = [it.key for part in parts for it in part]
+    assert sorted(keys) == sorted(it.key for it in items) and len(keys) == 10
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
     assert resolve_partition(3, -1) == (3, 2)
-    assert shard(items, str, 3, -1) == parts[2]
+    assert partition_items(items, *resolve_partition(3, -1), "image")[0] == parts[2]
     with pytest.raises(ValueError, match="out of range"):
         resolve_partition(3, 3)
 

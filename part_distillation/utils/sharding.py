@@ -1,5 +1,6 @@
-"""Deterministic sharding of work lists and the counted run summary of every stage
-(the runner itself is :mod:`part_distillation.stages.base`).
+"""Partition resolution, the skip exception and the counted run summary of every stage (the
+runner and :func:`~part_distillation.stages.base.partition_items` are in
+:mod:`part_distillation.stages.base`).
 
 Sharding follows the official keys ``*.TOTAL_PARTITIONS`` / ``*.PARTITION_INDEX``: the item list is
 sorted by key and item ``i`` belongs to partition ``i % TOTAL_PARTITIONS``. When the index is -1
@@ -8,10 +9,9 @@ and ``SLURM_ARRAY_TASK_ID`` is set (an sbatch array job), that id is the partiti
 import collections
 import logging
 import os
-from typing import Callable, Dict, List, Sequence, Tuple, TypeVar
+from typing import Dict, List, Tuple
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class SkipItem(Exception):
@@ -36,13 +36,6 @@ def resolve_partition(total: int, index: int) -> Tuple[int, int]:
     if not 0 <= index < total:
         raise ValueError(f"partition index {index} out of range for {total} partitions")
     return total, index
-
-
-def shard(items: Sequence[T], key: Callable[[T], str], total: int, index: int) -> List[T]:
-    """The items of partition ``index`` of ``total`` (sorted by ``key``, strided)."""
-    total, index = resolve_partition(total, index)
-    ordered = sorted(items, key=key)
-    return ordered[index::total]
 
 
 class RunSummary:
