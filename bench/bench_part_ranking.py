@@ -12,8 +12,8 @@ class from its own seed so that the 12K-class case never holds all features at o
   (printed as such).
 
 Reported: seconds (ours measured, sklearn extrapolated), speed-up, peak memory (CUDA: the
-allocator's peak; CPU: the process's peak RSS growth, ``ru_maxrss``, which includes the generated
-features), and the inertia ratio ours / sklearn on the classes both ran (mean, max, and the
+allocator's peak; CPU: the peak RSS growth, ``ru_maxrss``, of a fresh process per class count, which
+includes one group of generated features, ``--classes-per-call`` x features x D x 4 bytes), and the inertia ratio ours / sklearn on the classes both ran (mean, max, and the
 fraction within 1%). Timings are wall-clock; on a shared machine they are noisy.
 
 Usage::
@@ -24,6 +24,7 @@ Usage::
 import argparse
 import os
 import resource
+import subprocess
 import sys
 import time
 
@@ -96,14 +97,27 @@ def main():
     p.add_argument("--classes-per-call", type=int, default=512)
     p.add_argument("--max-batch-mb", type=int, default=64)
     p.add_argument("--restarts", type=int, default=3)
+    p.add_argument("--no-header", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.no_header:
+        run(args.classes[0], args)
+        return
     print(f"torch threads {torch.get_num_threads()}; ours restarts={args.restarts}; sklearn "
           f"KMeans(8, random_state=0) (n_init auto)")
     print("| classes | features/class | D | device | ours s | sklearn loop s | speed-up | "
           "peak MB | inertia ours/sklearn mean / max / within 1% |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for n in args.classes:
-        run(n, args)
+    if len(args.classes) == 1:
+        run(args.classes[0], args)
+        return
+    rest, skip = [], False  # the command line without its --classes values
+    for a in sys.argv[1:]:
+        skip = a == "--classes" or (skip and not a.startswith("--"))
+        if not skip:
+            rest.append(a)
+    for n in args.classes:  # one fresh process per size, so that each peak RSS is its own
+        argv = rest + ["--classes", str(n), "--no-header"]
+        subprocess.run([sys.executable, os.path.abspath(__file__)] + argv, check=True)
 
 
 if __name__ == "__main__":

@@ -161,3 +161,57 @@ def test_bad_config_values_are_named(tmp_path):
         PartRankingStage.validate_config(_cfg("PART_RANKING.NUM_CLUSTERS", "0"))
     with pytest.raises(ValueError, match="DATASET_PATH"):
         PartRankingStage(_cfg(), str(tmp_path)).list_items("")
+
+
+@needs_shared
+def test_stage4_predictor_features_feed_stage5_with_identical_outputs(stage1, tmp_path):
+    """The stage-4 predictor writes each kept segment with its query feature; stage 5 on its folder
+    (features read from disk, one network pass) writes exactly the files of stage 5 on the object
+    masks (two network passes), and refuses predictor files made with other pass-1 settings."""
+    from detectron2.modeling import build_model
+
+    from part_distillation.stages.base import StageConfigMismatch
+    from part_distillation.stages.part_proposals import PartProposalStage
+
+    torch.manual_seed(2)
+    weights = str(tmp_path / "stage4.pth")
+    torch.save({"model": build_model(_cfg()).state_dict()}, weights)
+    cfg = _cfg("MODEL.WEIGHTS", weights)
+    props = str(tmp_path / "proposals")
+    assert PartProposalStage(cfg, props).run(stage1).processed == 4
+    stage = PartRankingStage(cfg, str(tmp_path / "unused"))
+    n_parts = 0
+    for path in list_pseudo_labels(props):
+        lab = load_pseudo_label(path, "part_proposals")
+        assert lab.config["PASS1"]["WEIGHTS_IDENTITY"][0]["size"] == os.path.getsize(weights)
+        # the features in the file are the network's pass-1 features of the same objects
+        item = WorkItem(lab.image_id, lab.folder_class(), path)
+        _, kept, x = stage._inputs(item)
+        net = stage.model([x])[0]["features"]
+        for i, f in zip(kept, net):
+            feats = [p.feature for p in lab.objects[i].parts]
+            assert len(feats) == len(f) and all(p.label is None for p in lab.objects[i].parts)
+            if len(f):
+                np.testing.assert_array_equal(np.stack(feats), f.numpy())
+            for p in lab.objects[i].parts:
+                assert p.feature.dtype == np.float32 and p.feature.shape == (f.shape[1],)
+                assert not (p.mask & ~lab.objects[i].mask).any()
+            n_parts += len(feats)
+    assert n_parts > 0
+    class Counting(PartRankingStage):  # counts network inputs built, one per network pass
+        passes = 0
+
+        def _inputs(self, item, label=None):
+            Counting.passes += 1
+            return super()._inputs(item, label)
+
+    direct, via = str(tmp_path / "direct"), str(tmp_path / "via")
+    Counting(cfg, direct).run(stage1)
+    assert Counting.passes == 8
+    Counting.passes = 0
+    Counting(cfg, via).run(props)
+    assert Counting.passes == 4  # pass 2 only
+    assert _outputs(via) == _outputs(direct)
+    with pytest.raises(StageConfigMismatch, match="pass-1 settings"):
+        PartRankingStage(_cfg("MODEL.WEIGHTS", weights, "PART_RANKING.MIN_SCORE_1", "0.5"),
+                         str(tmp_path / "other")).run(props)

@@ -35,6 +35,25 @@ def test_round_trip_keeps_masks_boxes_labels(tmp_path):
     assert list_pseudo_labels(str(tmp_path)) == [path]  # no temp files left behind
 
 
+def test_part_features_round_trip_exactly_and_corrupt_ones_name_the_file(tmp_path):
+    lab = _label("part_proposals")
+    feat = np.array([0.1, -2.5e-8, 3.0e7, np.float32(1) / 3], np.float32)
+    lab.objects[0].parts[1].feature = feat
+    path = save_pseudo_label(str(tmp_path), lab)
+    d = json.load(open(path))
+    assert "feature" not in d["objects"][0]["parts"][0]  # parts without one carry no key
+    back = load_pseudo_label(path, "part_proposals").objects[0].parts
+    assert back[0].feature is None
+    assert back[1].feature.dtype == np.float32 and back[1].feature.tobytes() == feat.tobytes()
+    # another dtype; not base64; 3 bytes (not a whole float32)
+    for bad in ({"dtype": "float16", "b64": "AAAA"}, {"dtype": "float32", "b64": "AAA"},
+                {"dtype": "float32", "b64": "AAAA"}):
+        d["objects"][0]["parts"][1]["feature"] = bad
+        atomic_write_json(path, d)
+        with pytest.raises(PseudoLabelError, match="img.json"):
+            load_pseudo_label(path)
+
+
 def test_truncated_and_foreign_files_raise_naming_file(tmp_path):
     path = save_pseudo_label(str(tmp_path), _label())
     text = open(path).read()

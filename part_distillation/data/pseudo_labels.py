@@ -16,7 +16,8 @@ RLE (pycocotools) with the ``counts`` bytes decoded as ASCII, at the ORIGINAL im
          "class_code": str,                         # dataset class key: ImageNet wnid, Pascal-Part class name
          "class_id": int,                           # index into the dataset's class list (-1: unknown)
          "mask": RLE, "bbox": [x0, y0, x1, y1], "score": float,
-         "parts": [{"mask": RLE, "label": int | null, "score": float}, ...]}
+         "parts": [{"mask": RLE, "label": int | null, "score": float,
+                    "feature": {"dtype": "float32", "b64": str}}, ...]}   # "feature": optional
       ],
       "skipped_objects": [{"index": int, "reason": str, "stage": str}],
       "config": {...}                               # the keys of the producing stage
@@ -29,6 +30,10 @@ stay in ``objects`` without parts. :meth:`ImagePseudoLabel.object_indices` maps 
 that index. ``config["INPUT_SIZE"]`` (stage 2 onwards) is stage 2's network input size
 ``[INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST]``; stage 3 resizes with it.
 
+``feature`` (only in ``part_proposals`` files, the stage-4 predictor's output) is the part's query
+feature (``decoder_output``, D floats) as base64 of little-endian float32 bytes; stage 5 clusters
+these instead of running the network again. Files without features do not carry the key.
+
 ``label`` is ``null`` until part ranking assigns class-consistent part ids (stage 5). Parts of one
 object never overlap in the outputs of stages 2-3 (they partition the object's pixels).
 
@@ -36,6 +41,7 @@ Writes are atomic (:mod:`part_distillation.utils.io`); :func:`load_pseudo_label`
 :class:`PseudoLabelError` naming the file for a corrupt, truncated or foreign file, and
 :func:`is_complete` is what resuming shards use to decide whether an image is done.
 """
+import base64
 import functools
 import json
 import os
@@ -91,11 +97,38 @@ def mask_to_box(mask: np.ndarray) -> List[float]:
 
 @dataclass
 class PartLabel:
-    """One part segment of an object. ``mask``: bool (H, W) at image resolution."""
+    """One part segment of an object. ``mask``: bool (H, W) at image resolution; ``feature``:
+    float32 (D,) query feature of the segment, or None (see the module docstring)."""
 
     mask: np.ndarray
     label: Optional[int] = None
     score: float = 1.0
+    feature: Optional[np.ndarray] = None
+
+
+def encode_feature(feature: np.ndarray) -> dict:
+    """float (D,) -> ``{"dtype": "float32", "b64": base64 of the little-endian float32 bytes}``."""
+    return {"dtype": "float32",
+            "b64": base64.b64encode(np.asarray(feature, "<f4").reshape(-1).tobytes()).decode("ascii")}
+
+
+def decode_feature(d: dict) -> np.ndarray:
+    """Inverse of :func:`encode_feature` -> float32 (D,). Raises ValueError on another dtype or a
+    byte count that is not a multiple of 4."""
+    if d.get("dtype") != "float32":
+        raise ValueError(f"feature dtype {d.get('dtype')!r}, expected 'float32'")
+    raw = base64.b64decode(d["b64"], validate=True)
+    if len(raw) % 4:
+        raise ValueError(f"feature of {len(raw)} bytes, not a multiple of 4")
+    return np.frombuffer(raw, "<f4").astype(np.float32)
+
+
+def _part_dict(p: PartLabel) -> dict:
+    d = {"mask": encode_mask(p.mask), "label": None if p.label is None else int(p.label),
+         "score": float(p.score)}
+    if p.feature is not None:
+        d["feature"] = encode_feature(p.feature)
+    return d
 
 
 @dataclass
@@ -170,9 +203,7 @@ class ImagePseudoLabel:
                     "mask": encode_mask(o.mask),
                     "bbox": [float(v) for v in o.bbox],
                     "score": float(o.score),
-                    "parts": [{"mask": encode_mask(p.mask),
-                               "label": None if p.label is None else int(p.label),
-                               "score": float(p.score)} for p in o.parts],
+                    "parts": [_part_dict(p) for p in o.parts],
                 }
                 for o in self.objects
             ],
@@ -200,7 +231,8 @@ class ImagePseudoLabel:
                     pm = decode_mask(p["mask"])
                     if pm.shape != (h, w):
                         raise PseudoLabelError(f"part mask {pm.shape} != image size {(h, w)}")
-                    parts.append(PartLabel(pm, p.get("label"), float(p.get("score", 1.0))))
+                    feature = decode_feature(p["feature"]) if "feature" in p else None
+                    parts.append(PartLabel(pm, p.get("label"), float(p.get("score", 1.0)), feature))
                 objects.append(ObjectLabel(o["class_name"], m, o.get("class_code", ""),
                                            float(o.get("score", 1.0)), list(o["bbox"]), parts,
                                            int(o.get("class_id", -1))))

@@ -8,6 +8,8 @@ Used by :func:`part_distillation.stages.pipeline.run_pipeline` (``tools/run_part
     <out>/proposal_learning/                 stage 4: detectron2 OUTPUT_DIR (checkpoints, logs)
     <out>/proposal_learning/predictions/     its per-pixel segments on the images (pseudo-labels,
                                              stage "proposal_learning", parts unlabelled)
+    <out>/part_proposals/                    the stage-4 predictor on the stage-1 objects: segments
+                                             and query features (PartProposalStage), stage 5's input
     <out>/part_ranking/                      stage 5 pseudo-labels (PartRankingStage)
     <out>/part_distillation/                 stage 6: detectron2 OUTPUT_DIR
     <out>/part_distillation/predictions/     its labelled segments (stage "part_distillation")
@@ -40,7 +42,8 @@ from ..config import with_overrides
 from ..data.datasets import dataset_name
 from ..data.pseudo_labels import ImagePseudoLabel, ObjectLabel, PartLabel, save_pseudo_label
 from ..utils.io import atomic_write_json
-from .part_ranking import PartRankingStage
+from .part_proposals import PartProposalStage
+from .part_ranking import PROPOSALS_STAGE, PartRankingStage
 
 logger = logging.getLogger(__name__)
 
@@ -181,15 +184,16 @@ def run_learned_stages(cfgs: Dict[str, object], records: List[dict], source: str
         cfgs: frozen configs ``{"proposal_learning": ..., "part_ranking": ..., "part_distillation":
             ...}`` (e.g. the tiny CPU YAMLs + overrides). The main job sets: OUTPUT_DIR, the
             training folders (PROPOSAL_LEARNING / PART_DISTILLATION.DATASET_PATH), TEST.EVAL_PERIOD
-            0; stage 5 runs the stage-4 network (its MODEL node and test sizes, MODEL.WEIGHTS = the
-            stage-4 checkpoint); stage 6 starts from the stage-4 checkpoint when its MODEL.WEIGHTS
+            0; the stage-4 predictor and stage 5 run the stage-4 network (its MODEL node and test
+            sizes, MODEL.WEIGHTS = the stage-4 checkpoint) with the "part_ranking" config, stage 5
+            on the predictor's folder (features from disk, one network pass per image); stage 6 starts from the stage-4 checkpoint when its MODEL.WEIGHTS
             is empty (the class head never loads: shape) and predicts PART_RANKING.NUM_CLUSTERS
             labels.
         records: the dataset dicts of the images (ground truth used only for evaluation).
         source: the dataset's name or folder (for its metadata).
         output_dir: the main job's output folder.
         stage1_dir / stage3_dir: the object-mask and dense-CRF folders of stages 1 and 3.
-        summaries: the main job's run summaries, extended in place (stage 5 runner summary,
+        summaries: the main job's run summaries, extended in place (predictor and stage 5 runner summaries,
             trainer evaluation results of stages 4 and 6, and ``timings``: wall and process-CPU
             seconds of each step of this call; a resumed step takes ~0).
 
@@ -216,8 +220,11 @@ def run_learned_stages(cfgs: Dict[str, object], records: List[dict], source: str
     cfg5.MODEL.WEIGHTS = weights4
     cfg5.INPUT.MIN_SIZE_TEST, cfg5.INPUT.MAX_SIZE_TEST = cfg4.INPUT.MIN_SIZE_TEST, cfg4.INPUT.MAX_SIZE_TEST
     cfg5.freeze()
+    proposals_dir = os.path.join(output_dir, PROPOSALS_STAGE)
+    with _timed(timings, PROPOSALS_STAGE):
+        summaries[PROPOSALS_STAGE] = PartProposalStage(cfg5, proposals_dir).run(stage1_dir).as_dict()
     with _timed(timings, STAGE5):
-        summaries[STAGE5] = PartRankingStage(cfg5, s5_dir).run(stage1_dir).as_dict()
+        summaries[STAGE5] = PartRankingStage(cfg5, s5_dir).run(proposals_dir).as_dict()
 
     s6_dir = os.path.join(output_dir, STAGE6)
     cfg6 = cfgs[STAGE6]

@@ -2,7 +2,11 @@
 labels 0..K-1 for every object of every image, from the stage-4 part-proposal model.
 
 Input: a folder of pseudo-labels with object masks (stage 1 ``object_masks`` or any later stage;
-``--input-dir`` or PART_RANKING.DATASET_PATH); the images they name. Output: ``part_ranking``
+``--input-dir`` or PART_RANKING.DATASET_PATH); the images they name. Given the folder of the
+stage-4 predictor (stage ``part_proposals``, :mod:`part_distillation.stages.part_proposals`: the
+same objects with each kept segment's query feature), pass 1 reads the features from the files
+instead of running the network, after checking that they were made with the same pass-1 settings
+and weights; the outputs are the same. Output: ``part_ranking``
 pseudo-labels in the official ``<class_dir>/<image_id>.json`` layout, each object's parts with
 ``label`` (its cluster id) and ``score``. Objects keep their stage-1 identity; an object that
 cannot be labelled stays without parts and is listed in ``skipped_objects`` with the reason.
@@ -12,7 +16,7 @@ The three phases of the framework's gather -> reduce -> map form
 "class": each job owns every image of its classes, so each class is clustered by one job):
 
 1. **gather** (pass 1, :func:`~part_distillation.modeling.meta_arch.part_ranking_model.clustering_segments`):
-   per image, one forward pass of the stage-4 network (PartRankingModel, INPUT.MIN_SIZE_TEST /
+   per image (unless the input holds the predictor's features), one forward pass of the stage-4 network (PartRankingModel, INPUT.MIN_SIZE_TEST /
    MAX_SIZE_TEST fit, TEST.DETECTIONS_PER_IMAGE = 200 queries); per object of area ratio >
    MIN_OBJECT_AREA_RATIO, the ``decoder_output`` features of its kept segments, returned as
    ``{object class code: float32 (S, 256)}``. The framework streams them to
@@ -47,6 +51,7 @@ Per object, the ratios the official labeller records for stage 6's filters are i
 ``config["RATIOS"]`` of each file: ``object_ratio`` = sum of part areas / image area and
 ``part_ratios`` = each part's area / image area (see :func:`part_ratios`).
 """
+import json
 import logging
 from typing import Dict, List, Mapping, Optional, Tuple
 
@@ -61,9 +66,12 @@ from ..modeling.meta_arch.part_ranking_model import PartRankingModel
 from ..modeling.part_clustering import CLASSIFIER_METRICS, cluster_classes
 from ..utils.sharding import SkipItem
 from ..config import plain_config
-from .base import RUN_KEYS, PseudoLabelInputStage, WorkItem, register_stage
+from .base import (RUN_KEYS, PseudoLabelInputStage, StageConfigMismatch, WorkItem, register_stage,
+                   weights_identity)
 
 logger = logging.getLogger(__name__)
+
+PROPOSALS_STAGE = "part_proposals"  # the stage-4 predictor's files (stages/part_proposals.py)
 
 
 def object_class(obj: ObjectLabel) -> str:
@@ -78,13 +86,13 @@ def part_ratios(parts: List[PartLabel], height: int, width: int) -> Tuple[float,
     return sum(areas) / float(height * width), [a / float(height * width) for a in areas]
 
 
-@register_stage
-class PartRankingStage(PseudoLabelInputStage):
-    """Stage 5 (see the module docstring). Config: ``PART_RANKING.*``, the stage-4 model's
-    ``MODEL.*`` (``MODEL.WEIGHTS`` = the stage-4 checkpoint), ``INPUT.MIN_SIZE_TEST`` /
-    ``MAX_SIZE_TEST`` and ``TEST.DETECTIONS_PER_IMAGE``."""
+class RankingNetworkStage(PseudoLabelInputStage):
+    """What the stages that run the stage-4 network on object masks share (the stage-4 predictor
+    :class:`~part_distillation.stages.part_proposals.PartProposalStage` and stage 5): config
+    ``PART_RANKING.*``, the stage-4 model's ``MODEL.*`` (``MODEL.WEIGHTS`` = the stage-4
+    checkpoint), ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST`` and ``TEST.DETECTIONS_PER_IMAGE``;
+    partitioned by object class; input: any pseudo-labels with object masks."""
 
-    NAME = "part_ranking"
     CONFIG_NAMESPACE = "PART_RANKING"
     PARTITION_BY = "class"
     INPUT_STAGE = ""  # any stage's objects
@@ -95,6 +103,7 @@ class PartRankingStage(PseudoLabelInputStage):
         super().__init__(cfg, output_dir)
         self.gather_buffer_bytes = int(cfg.PART_RANKING.FEATURE_BUFFER_MB) << 20
         self._model: Optional[PartRankingModel] = None
+        self._pass1_settings: Optional[dict] = None
 
     @classmethod
     def validate_config(cls, cfg) -> None:
@@ -142,15 +151,16 @@ class PartRankingStage(PseudoLabelInputStage):
         return self._model
 
     # ---- shared by both passes ----
-    def _inputs(self, item: WorkItem) -> Tuple[ImagePseudoLabel, List[int], Dict]:
-        """The item's input pseudo-label, the indices of the objects to rank (area ratio >
-        MIN_OBJECT_AREA_RATIO; others are skipped) and the model input dict (image resized to the
-        network input, object masks resized alike).
+    def _inputs(self, item: WorkItem, label: Optional[ImagePseudoLabel] = None
+                ) -> Tuple[ImagePseudoLabel, List[int], Dict]:
+        """The item's input pseudo-label (``label`` when already loaded), the indices of the
+        objects to rank (area ratio > MIN_OBJECT_AREA_RATIO; others are skipped) and the model
+        input dict (image resized to the network input, object masks resized alike).
 
         Raises:
             SkipItem: no object to rank, or the image cannot be read.
         """
-        label = self.load_input(item)
+        label = self.load_input(item) if label is None else label
         area = float(label.height * label.width)
         kept = [i for i, o in enumerate(label.objects)
                 if o.mask.sum() / area > self.cfg.PART_RANKING.MIN_OBJECT_AREA_RATIO]
@@ -172,16 +182,62 @@ class PartRankingStage(PseudoLabelInputStage):
              "height": label.height, "width": label.width}
         return label, kept, x
 
+    def pass1_settings(self) -> dict:
+        """What determines pass 1's segments and features (JSON-ready, computed once): the
+        PART_RANKING / INPUT / TEST keys it reads and the weights' identity. A ``part_proposals``
+        file records it; stage 5 compares it before using the file's features."""
+        if self._pass1_settings is None:
+            self._pass1_settings = json.loads(json.dumps(self._pass1_settings_now()))
+        return self._pass1_settings
+
+    def _pass1_settings_now(self) -> dict:
+        pr = self.cfg.PART_RANKING
+        keys = ("PROPOSAL_KEY", "PROPOSAL_FEATURE_NORM", "MIN_OBJECT_AREA_RATIO", "MIN_AREA_RATIO_1",
+                "MIN_SCORE_1", "USE_PER_PIXEL_LABEL_DURING_CLUSTERING", "APPLY_MASKING_WITH_OBJECT_MASK")
+        out = {k: pr[k] for k in keys}
+        out.update({k: self.cfg[a][b] for k, (a, b) in (
+            ("MIN_SIZE_TEST", ("INPUT", "MIN_SIZE_TEST")), ("MAX_SIZE_TEST", ("INPUT", "MAX_SIZE_TEST")),
+            ("DETECTIONS_PER_IMAGE", ("TEST", "DETECTIONS_PER_IMAGE")))})
+        out["WEIGHTS_IDENTITY"] = [weights_identity(p) for p in self.weight_files()]
+        return out
+
+
+@register_stage
+class PartRankingStage(RankingNetworkStage):
+    """Stage 5 (see the module docstring)."""
+
+    NAME = "part_ranking"
+
     # ---- gather: pass 1 ----
     def gather(self, item: WorkItem) -> Dict[str, np.ndarray]:
         """``{object class: float32 (S, D)}`` query features of the kept segments of the item's
-        objects (classes with no feature are left out)."""
-        label, kept, x = self._inputs(item)
-        feats = self.model([x])[0]["features"]
+        objects (classes with no feature are left out). From a ``part_proposals`` input file,
+        the features it holds (no network pass).
+
+        Raises:
+            StageConfigMismatch: the ``part_proposals`` file was made with other pass-1 settings
+                or weights (:meth:`pass1_settings`).
+        """
+        label = self.load_input(item)
+        if label.stage == PROPOSALS_STAGE:
+            recorded = label.config.get("PASS1")
+            if self.pass1_settings() != recorded:
+                raise StageConfigMismatch(
+                    f"{item.source}: part_proposals made with pass-1 settings {recorded}, this run "
+                    f"has {self.pass1_settings()}; rerun the predictor or match PART_RANKING / "
+                    "INPUT / TEST / MODEL.WEIGHTS")
+            area = float(label.height * label.width)
+            per_object = [(o, [p.feature for p in o.parts if p.feature is not None])
+                          for o in label.objects
+                          if o.mask.sum() / area > self.cfg.PART_RANKING.MIN_OBJECT_AREA_RATIO]
+        else:
+            label, kept, x = self._inputs(item, label)
+            feats = self.model([x])[0]["features"]
+            per_object = [(label.objects[i], list(f.numpy())) for i, f in zip(kept, feats)]
         out: Dict[str, List[np.ndarray]] = {}
-        for i, f in zip(kept, feats):
-            if len(f):
-                out.setdefault(object_class(label.objects[i]), []).append(f.numpy().astype(np.float32))
+        for obj, feats in per_object:
+            if len(feats):
+                out.setdefault(object_class(obj), []).append(np.stack(feats).astype(np.float32))
         return {c: np.concatenate(v) for c, v in out.items()}
 
     # ---- reduce: clustering ----
@@ -228,6 +284,8 @@ class PartRankingStage(PseudoLabelInputStage):
             ratios.append(part_ratios(parts, label.height, label.width))
         config = {"PART_RANKING": plain_config(self.cfg.PART_RANKING, RUN_KEYS),  # no partition keys
                   "RATIOS": {"object_ratio": [r[0] for r in ratios], "part_ratios": [r[1] for r in ratios]}}
+        # the predictor's skips are this stage's own (same MIN_OBJECT_AREA_RATIO, checked in gather)
+        inherited = [e for e in label.skipped_objects if e.get("stage") != PROPOSALS_STAGE]
         out = ImagePseudoLabel(label.file_name, label.image_id, label.height, label.width, self.NAME,
-                               objects, list(label.skipped_objects) + skipped, config, item.class_code)
+                               objects, inherited + skipped, config, item.class_code)
         return out

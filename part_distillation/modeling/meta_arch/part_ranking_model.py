@@ -191,6 +191,9 @@ class PartRankingModel(ProposalModel):
 
     * pass 1 (no ``centroids`` key): ``{"features": [(S_o, C) float32 CPU per object]}``, the
       ``PROPOSAL_KEY`` features of the kept segments, L2-normalised with PROPOSAL_FEATURE_NORM;
+      with ``with_segments: True`` in the input also ``"segments": [{"masks": (S_o, H, W) bool at
+      the original size, "scores": (S_o,)} per object]``, the kept segments themselves (what the
+      stage-4 predictor, :class:`~part_distillation.stages.part_ranking.PartProposalStage`, writes);
     * pass 2: ``{"parts": [per object None (no centroids) or {"masks": (L, H, W) bool at the
       original size, "scores": (L,), "labels": (L,) int64}]}`` (CPU). Masks are computed at the
       input resolution and upsampled bilinearly (> 0.5); callers clip them to the full-resolution
@@ -274,15 +277,17 @@ class PartRankingModel(ProposalModel):
             if objects.shape[-2:] != out["mask_logits"].shape[-2:]:
                 raise ValueError(f"object_masks {tuple(objects.shape)} do not match the input "
                                  f"size {tuple(out['mask_logits'].shape[-2:])}")
+            size = (int(x.get("height", objects.shape[1])), int(x.get("width", objects.shape[2])))
             if "centroids" not in x:
-                results.append({"features": [
-                    out["features"][clustering_segments(out["part_prob"], out["mask_logits"], obj,
-                                                        **self.pass1)[2]].cpu()
-                    for obj in objects]})
+                segs = [clustering_segments(out["part_prob"], out["mask_logits"], obj, **self.pass1)
+                        for obj in objects]
+                results.append({"features": [out["features"][q].cpu() for _, _, q in segs]})
+                if x.get("with_segments", False):
+                    results[-1]["segments"] = [{"masks": _upsample(m, size).cpu(), "scores": sc.cpu()}
+                                               for m, sc, _ in segs]
                 continue
             if len(x["centroids"]) != len(objects):
                 raise ValueError(f"{len(x['centroids'])} centroid sets for {len(objects)} objects")
-            size = (int(x.get("height", objects.shape[1])), int(x.get("width", objects.shape[2])))
             results.append({"parts": [self._label_object(out, obj, c, size)
                                       for obj, c in zip(objects, x["centroids"])]})
         return results
@@ -295,9 +300,13 @@ class PartRankingModel(ProposalModel):
         logits_k = cluster_logits(out["features"], centroids.to(self.device), self.classifier_metric)
         masks, scores, labels = labelling_segments(out["part_prob"], out["mask_logits"], logits_k,
                                                    obj, **self.pass2)
-        if masks.shape[-2:] != size and masks.shape[0]:
-            masks = F.interpolate(masks[None].float(), size=size, mode="bilinear",
-                                  align_corners=False)[0] > 0.5
-        elif masks.shape[0] == 0:
-            masks = masks.new_zeros((0,) + size)
-        return {"masks": masks.cpu(), "scores": scores.cpu(), "labels": labels.cpu()}
+        return {"masks": _upsample(masks, size).cpu(), "scores": scores.cpu(), "labels": labels.cpu()}
+
+
+def _upsample(masks: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """(S, h, w) bool masks at the input resolution -> (S, H, W) bool at ``size`` (bilinear, > 0.5)."""
+    if masks.shape[0] == 0:
+        return masks.new_zeros((0,) + tuple(size))
+    if tuple(masks.shape[-2:]) == tuple(size):
+        return masks
+    return F.interpolate(masks[None].float(), size=size, mode="bilinear", align_corners=False)[0] > 0.5
