@@ -158,6 +158,7 @@ def batched_kmeans(
     iters: int = 50,
     tol: float = 1e-4,
     restarts: int = 1,
+    sample_points: int = 0,
 ) -> KMeansResult:
     """Cluster each row of ``x`` into ``k`` clusters.
 
@@ -171,6 +172,13 @@ def batched_kmeans(
             variance of the row (scikit-learn's relative tolerance).
         restarts: independent k-means++ seedings per row; after ``SELECT_AFTER_STEPS`` Lloyd
             steps only the lowest-inertia one is run on (ties: the first).
+        sample_points: when > 0, rows with more valid points are first clustered (seedings,
+            selection, Lloyd to convergence) on ``sample_points`` of their points drawn uniformly
+            from the row's seed, and those centres start the Lloyd steps on all points (which
+            then converge in a few steps). 0: every step on all points.
+
+    Returns:
+        :class:`KMeansResult`; ``iterations`` counts the Lloyd steps on all points.
 
     Raises:
         ValueError: a row has fewer than ``k`` valid points, or ``len(seeds) != B``.
@@ -185,6 +193,16 @@ def batched_kmeans(
         empty = x.new_zeros(0, n, dtype=torch.long)
         return KMeansResult(x.new_zeros(0, k, d), empty, x.new_zeros(0), empty[:, 0])
     x = x.float().contiguous()
+    if sample_points > 0 and int(counts.max()) > sample_points:
+        idx = _subsample(valid, sample_points, seeds)
+        rows = torch.arange(b, device=x.device)[:, None]
+        sub = batched_kmeans(x[rows, idx.clamp_min(0)], idx >= 0, k, seeds, iters, tol, restarts)
+        centers = sub.centers[:, None].clone()
+        # a row whose sample is all its points is done: same points, same order, same result
+        moving = (counts > sample_points)[:, None]
+        n_iter = torch.where(moving, 0, sub.iterations[:, None])
+    else:
+        centers = None
     xx = (x * x).sum(-1)
     valid_f = valid.float()
     # mean per-dimension variance of the valid points, (E||x||^2 - ||E x||^2) / D, without a
@@ -193,6 +211,9 @@ def batched_kmeans(
     mean = torch.bmm(valid_f[:, None, :], x)[:, 0] / cnt[:, None]
     var = ((xx * valid_f).sum(1) / cnt - (mean * mean).sum(1)).clamp_min(0) / d
     thresh = tol * var  # (B,)
+    if centers is not None:  # seeded by the subsample's centres
+        centers, n_iter = _lloyd(x, valid, thresh, centers, moving, n_iter, iters)
+        return _result(x, xx, valid, valid_f, centers, n_iter)
     rr, trials = restarts, 2 + int(math.log(k))
     u = torch.stack([
         torch.rand(k, trials, generator=torch.Generator().manual_seed(int(s) * 1009 + r))
@@ -210,11 +231,17 @@ def batched_kmeans(
     if rr > 1:  # only each object's lowest-inertia seeding goes on (first wins ties)
         best = _inertia(xx, valid_f, *_assign(x, centers)).argmin(1)
         centers, moving, n_iter = (t[rows, best][:, None] for t in (centers, moving, n_iter))
-    # phase 2: Lloyd steps of the objects still moving. Converged objects are dropped from the
-    # batch (one copy of their rows) once they are a quarter of it; until then they are masked.
+    centers, n_iter = _lloyd(x, valid, thresh, centers, moving, n_iter, iters - phase1)
+    return _result(x, xx, valid, valid_f, centers, n_iter)
+
+
+def _lloyd(x, valid, thresh, centers, moving, n_iter, steps):
+    """Up to ``steps`` Lloyd steps of one seeding per row (``centers`` (B, 1, K, D), ``moving``
+    and ``n_iter`` (B, 1)) -> final centres and iteration counts. Converged rows are dropped from
+    the batch (one copy of their rows) once they are a quarter of it; until then they are masked."""
     active = moving[:, 0].nonzero()[:, 0]
     xa, va, ta, ca, mv, ia = (t[active] for t in (x, valid, thresh, centers, moving, n_iter))
-    for _ in range(iters - phase1):
+    for _ in range(steps):
         if not len(active):
             break
         ia += mv.long()
@@ -224,7 +251,23 @@ def batched_kmeans(
             centers[active], n_iter[active] = ca, ia
             active, xa, va, ta, ca, mv, ia = (t[going] for t in (active, xa, va, ta, ca, mv, ia))
     centers[active], n_iter[active] = ca, ia
+    return centers, n_iter
+
+
+def _result(x, xx, valid, valid_f, centers, n_iter) -> KMeansResult:
     labels, part = _assign(x, centers)
     inertia = _inertia(xx, valid_f, labels, part)[:, 0]
     labels = torch.where(valid, labels[..., 0], torch.full_like(labels[..., 0], -1))
     return KMeansResult(centers[:, 0], labels, inertia, n_iter[:, 0])
+
+
+def _subsample(valid: torch.Tensor, size: int, seeds: Sequence[int]) -> torch.Tensor:
+    """(B, size) indices of ``min(n_i, size)`` distinct valid points per row, drawn uniformly from
+    the row's own seed (-1 pads rows with fewer valid points)."""
+    out = torch.full((valid.shape[0], size), -1, dtype=torch.long)
+    for i, s in enumerate(seeds):
+        idx = valid[i].nonzero()[:, 0].cpu()
+        if len(idx) > size:
+            idx = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(int(s) * 1009 + 7))[:size]]
+        out[i, : len(idx)] = idx.sort().values
+    return out.to(valid.device)
