@@ -15,7 +15,7 @@ from part_distillation.data.datasets import (configure_datasets, few_shot_subset
                                              register_builtin, register_dataset)
 from part_distillation.data.ground_truth import GroundTruthError, GTObject, gt_objects, validate_record
 from part_distillation.data.image_folder import load_image_folder, unique_image_ids
-from part_distillation.data.images import ImageReadError, read_image_rgb
+from part_distillation.data.images import ImageReadError, read_image_resized, read_image_rgb
 from part_distillation.data.load_report import LoadReport
 from part_distillation.data.pascal_part import (PASCAL_CLASSES, PASCAL_PART_CLASSES, PASCAL_PART_DEFINITIONS,
                                                 load_part_annotation, load_pascal_part, merge_part_name,
@@ -234,6 +234,38 @@ def test_image_modes_become_rgb_and_bad_files_raise(tmp_path):
         read_image_rgb(str(corrupt))
     with pytest.raises(ImageReadError, match="no such"):
         read_image_rgb(str(tmp_path / "missing.jpg"))
+
+
+def test_read_image_resized_gives_the_resize_transforms_pixels(tmp_path):
+    from detectron2.data import transforms as T
+
+    def size_fn(h, w):
+        return T.ResizeShortestEdge.get_output_shape(h, w, 24, 40)
+
+    rng = np.random.default_rng(0)
+    noise = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).resize((160, 120), Image.BILINEAR)
+    deep = Image.fromarray((np.arange(90 * 70, dtype=np.uint32).reshape(70, 90) * 9).astype(np.uint16))
+    # under 8x the output (160 x 120 -> 32 x 24): exactly what detectron2's resize gives, every mode
+    for name, im in [("rgb.jpg", noise), ("rgb.png", noise), ("l.jpg", noise.convert("L")),
+                     ("cmyk.jpg", noise.convert("CMYK")), ("rgba.png", noise.convert("RGBA")),
+                     ("p.png", noise.convert("P")), ("deep.png", deep), ("small.jpg", noise.resize((30, 20)))]:
+        im.save(tmp_path / name)
+        full = read_image_rgb(str(tmp_path / name))
+        expected = T.ResizeShortestEdge(24, 40).get_transform(full).apply_image(full)
+        got = read_image_resized(str(tmp_path / name), size_fn)
+        assert got.dtype == np.uint8 and np.array_equal(got, expected), name
+    # a JPEG 10x the output is decoded at reduced scale: close to, not equal to, the full decode
+    noise.resize((400, 300), Image.BILINEAR).save(tmp_path / "big.jpg", quality=95)
+    full = read_image_rgb(str(tmp_path / "big.jpg"))
+    expected = T.ResizeShortestEdge(24, 40).get_transform(full).apply_image(full).astype(int)
+    got = read_image_resized(str(tmp_path / "big.jpg"), size_fn)
+    assert got.shape == (24, 32, 3) and 0 < np.abs(got - expected).mean() < 1  # 0.16 when written
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(ImageReadError, match="0-byte"):
+        read_image_resized(str(tmp_path / "empty.jpg"), size_fn)
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "big.jpg").read_bytes()[:200])
+    with pytest.raises(ImageReadError, match="cut.jpg"):
+        read_image_resized(str(tmp_path / "cut.jpg"), size_fn)
 
 
 def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, PartLabel, PseudoLabelError,
-                                                  is_complete, list_pseudo_labels, load_pseudo_label,
-                                                  read_header, save_pseudo_label)
+                                                  decode_mask, encode_mask, is_complete, list_pseudo_labels,
+                                                  load_pseudo_label, mask_area, mask_to_box, read_header,
+                                                  save_pseudo_label)
 from part_distillation.utils.io import atomic_write_json
 
 
@@ -77,6 +78,24 @@ def test_wrong_mask_size_is_rejected(tmp_path):
     p.write_text(json.dumps(d))
     with pytest.raises(PseudoLabelError, match="!= image size"):
         load_pseudo_label(str(p))
+
+
+def test_undecoded_masks_stay_rle_and_write_back_the_same_file(tmp_path):
+    label = _label()
+    label.class_code = ""  # the folder then comes from the largest object's area
+    path = save_pseudo_label(str(tmp_path), label)
+    rle = load_pseudo_label(path, decode=False)
+    o = rle.objects[0]
+    assert isinstance(o.mask, dict) and isinstance(o.parts[1].mask["counts"], str)
+    assert np.array_equal(decode_mask(o.parts[1].mask), label.objects[0].parts[1].mask)
+    assert mask_area(o.mask) == 20 and mask_to_box(o.mask) == mask_to_box(label.objects[0].mask) == [2.0, 1.0, 7.0, 5.0]
+    assert mask_to_box(encode_mask(np.zeros((3, 4), bool))) == [0.0, 0.0, 0.0, 0.0]
+    again = save_pseudo_label(str(tmp_path / "again"), rle)
+    assert open(again, "rb").read() == open(path, "rb").read()
+    d = rle.to_dict()
+    d["image"]["height"] = 7
+    with pytest.raises(PseudoLabelError, match=r"object mask \(6, 8\) != image size \(7, 8\)"):
+        ImagePseudoLabel.from_dict(d, decode=False)
 
 
 def test_is_complete_checks_stage(tmp_path):

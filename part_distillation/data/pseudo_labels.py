@@ -63,18 +63,33 @@ class PseudoLabelError(ValueError):
     """A pseudo-label file is missing, corrupt, truncated or does not follow the schema."""
 
 
-def encode_mask(mask: np.ndarray) -> dict:
-    """Binary mask (H, W) bool/uint8 -> COCO compressed RLE dict with str ``counts``."""
+def encode_mask(mask) -> dict:
+    """Binary mask (H, W) bool/uint8 -> COCO compressed RLE dict with str ``counts``. A mask
+    that is already such a dict (str or bytes ``counts``) is returned in that stored form.
+    A Fortran-ordered uint8 mask is encoded without a copy."""
+    if isinstance(mask, dict):
+        return {"size": [int(v) for v in mask["size"]], "counts": _coco_rle(mask)["counts"].decode("ascii")}
     if mask.ndim != 2:
         raise ValueError(f"expected an (H, W) mask, got shape {mask.shape}")
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle = mask_util.encode(np.asfortranarray(mask, dtype=np.uint8))
     rle["counts"] = rle["counts"].decode("ascii")
     return rle
 
 
 def decode_mask(rle: dict) -> np.ndarray:
-    """COCO RLE dict (str or bytes ``counts``) -> bool mask (H, W)."""
-    return mask_util.decode(_coco_rle(rle)).astype(bool)
+    """COCO RLE dict (str or bytes ``counts``) -> bool mask (H, W) (Fortran order: a view of
+    pycocotools' 0/1 uint8 output, no second full-size copy)."""
+    return mask_util.decode(_coco_rle(rle)).view(bool)
+
+
+def mask_area(mask) -> int:
+    """Pixels set in a bool (H, W) mask or in a COCO RLE dict (counted from the RLE)."""
+    return int(mask_util.area(_coco_rle(mask))) if isinstance(mask, dict) else int(mask.sum())
+
+
+def mask_shape(mask) -> Tuple[int, int]:
+    """``(H, W)`` of a mask array or of a COCO RLE dict (its ``size``)."""
+    return tuple(int(v) for v in mask["size"]) if isinstance(mask, dict) else tuple(mask.shape)
 
 
 def mask_box_slices(mask: np.ndarray, margin: int = 0) -> Tuple[slice, slice]:
@@ -87,8 +102,12 @@ def mask_box_slices(mask: np.ndarray, margin: int = 0) -> Tuple[slice, slice]:
             slice(max(int(cols[0]) - margin, 0), min(int(cols[-1]) + 1 + margin, mask.shape[1])))
 
 
-def mask_to_box(mask: np.ndarray) -> List[float]:
-    """Tight ``XYXY`` box (absolute pixels, exclusive max) of a bool mask; zeros if empty."""
+def mask_to_box(mask) -> List[float]:
+    """Tight ``XYXY`` box (absolute pixels, exclusive max) of a bool mask or a COCO RLE dict;
+    zeros if empty."""
+    if isinstance(mask, dict):
+        x, y, w, h = (float(v) for v in mask_util.toBbox(_coco_rle(mask)))
+        return [x, y, x + w, y + h] if w > 0 and h > 0 else [0.0, 0.0, 0.0, 0.0]
     if not mask.any():
         return [0.0, 0.0, 0.0, 0.0]
     ys, xs = mask_box_slices(mask)
@@ -97,8 +116,9 @@ def mask_to_box(mask: np.ndarray) -> List[float]:
 
 @dataclass
 class PartLabel:
-    """One part segment of an object. ``mask``: bool (H, W) at image resolution; ``feature``:
-    float32 (D,) query feature of the segment, or None (see the module docstring)."""
+    """One part segment of an object. ``mask``: bool (H, W) at image resolution, or its COCO RLE
+    dict as stored (labels loaded with ``decode=False``, or built by a stage only to be written);
+    ``feature``: float32 (D,) query feature of the segment, or None (see the module docstring)."""
 
     mask: np.ndarray
     label: Optional[int] = None
@@ -133,7 +153,8 @@ def _part_dict(p: PartLabel) -> dict:
 
 @dataclass
 class ObjectLabel:
-    """One object instance. ``mask``: bool (H, W); ``bbox``: XYXY absolute pixels."""
+    """One object instance. ``mask``: bool (H, W) or its COCO RLE dict (as for
+    :class:`PartLabel`); ``bbox``: XYXY absolute pixels."""
 
     class_name: str
     mask: np.ndarray
@@ -148,7 +169,8 @@ class ObjectLabel:
             self.bbox = mask_to_box(self.mask)
 
     def part_label_map(self) -> np.ndarray:
-        """int32 (H, W): 0 outside parts, ``i + 1`` on part ``i`` (later parts win overlaps)."""
+        """int32 (H, W): 0 outside parts, ``i + 1`` on part ``i`` (later parts win overlaps).
+        Needs decoded (array) masks."""
         out = np.zeros(self.mask.shape, np.int32)
         for i, p in enumerate(self.parts):
             out[p.mask] = i + 1
@@ -174,7 +196,7 @@ class ImagePseudoLabel:
         largest object, else ``""``."""
         if self.class_code:
             return self.class_code
-        return primary_class_code([(o.class_code or o.class_name, int(o.mask.sum())) for o in self.objects])
+        return primary_class_code([(o.class_code or o.class_name, mask_area(o.mask)) for o in self.objects])
 
     def object_indices(self) -> List[int]:
         """For each of ``objects``, its index in the stage-1 labeler's output (the ``index`` of
@@ -212,8 +234,9 @@ class ImagePseudoLabel:
         }
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "<dict>") -> "ImagePseudoLabel":
-        """Validate and decode. Raises :class:`PseudoLabelError` naming ``source``."""
+    def from_dict(cls, d: dict, source: str = "<dict>", decode: bool = True) -> "ImagePseudoLabel":
+        """Validate and decode (``decode=False``: masks stay COCO RLE dicts with str ``counts``,
+        their sizes checked from the RLE). Raises :class:`PseudoLabelError` naming ``source``."""
         try:
             if d.get("schema") != SCHEMA:
                 raise PseudoLabelError(f"not a pseudo-label file (schema={d.get('schema')!r})")
@@ -221,16 +244,17 @@ class ImagePseudoLabel:
                 raise PseudoLabelError(f"unsupported version {d.get('version')!r}")
             img = d["image"]
             h, w = int(img["height"]), int(img["width"])
+            read_mask = decode_mask if decode else encode_mask
             objects = []
             for o in d["objects"]:
-                m = decode_mask(o["mask"])
-                if m.shape != (h, w):
-                    raise PseudoLabelError(f"object mask {m.shape} != image size {(h, w)}")
+                m = read_mask(o["mask"])
+                if mask_shape(m) != (h, w):
+                    raise PseudoLabelError(f"object mask {mask_shape(m)} != image size {(h, w)}")
                 parts = []
                 for p in o["parts"]:
-                    pm = decode_mask(p["mask"])
-                    if pm.shape != (h, w):
-                        raise PseudoLabelError(f"part mask {pm.shape} != image size {(h, w)}")
+                    pm = read_mask(p["mask"])
+                    if mask_shape(pm) != (h, w):
+                        raise PseudoLabelError(f"part mask {mask_shape(pm)} != image size {(h, w)}")
                     feature = decode_feature(p["feature"]) if "feature" in p else None
                     parts.append(PartLabel(pm, p.get("label"), float(p.get("score", 1.0)), feature))
                 objects.append(ObjectLabel(o["class_name"], m, o.get("class_code", ""),
@@ -293,10 +317,12 @@ def save_pseudo_label(output_dir: str, label: ImagePseudoLabel) -> str:
     return path
 
 
-def load_pseudo_label(path: str, stage: Optional[str] = None) -> ImagePseudoLabel:
+def load_pseudo_label(path: str, stage: Optional[str] = None, decode: bool = True) -> ImagePseudoLabel:
     """Read and validate one file: schema, masks' sizes, the image id equal to the file name,
-    and (when given) the producing ``stage``. Raises :class:`PseudoLabelError` naming ``path``."""
-    label = ImagePseudoLabel.from_dict(_json_file(path), source=path)
+    and (when given) the producing ``stage``. ``decode=False`` keeps every mask as its COCO RLE
+    dict (no full-resolution array; :func:`decode_mask` one when needed). Raises
+    :class:`PseudoLabelError` naming ``path``."""
+    label = ImagePseudoLabel.from_dict(_json_file(path), source=path, decode=decode)
     _check_identity(path, label.image_id, label.stage, stage)
     return label
 

@@ -16,17 +16,28 @@ official PartDistillation parameters (config defaults).
 Results are upsampled (nearest) to the image resolution and stored as ``dense_crf`` pseudo-labels;
 with ``keep_parts`` the CRF grid covers every cell an object pixel reads back from and the result
 is cut to the full-resolution object mask, so every object pixel has a part and no other pixel has.
+
+Memory per worker (one image at a time): the image is decoded straight to the CRF size
+(:func:`~part_distillation.data.images.read_image_resized`; JPEGs at least 8x that size at
+reduced scale), the stage-2 masks stay COCO RLE until their object's turn, and then at most one
+object mask (bool), one decoded part mask (uint8) and one output buffer plus the upsampled
+window of the object's CRF box (uint8) exist at full resolution; parts are RLE-encoded as they
+are cut. The peak is thus a few bytes per image pixel whatever the number of objects and parts:
+``bench/bench_crf_memory.py`` (3 objects x 4 parts, one thread) measures 258 MiB above the
+imports (which take ~960 MiB: torch, detectron2) and 4 s for an 80 MP JPEG, 321 MiB for an
+80 MP PNG (Pillow decodes other formats at full size, 4 bytes per pixel, before resizing),
+167 MiB and 3 s at 48 MP; before this bound 2,408 MiB and 24 s at 80 MP (1,433 MiB at 48 MP).
 """
 import dataclasses
-from typing import Tuple
+from typing import List, Tuple
 
 import numpy as np
 from detectron2.data import transforms as T
 
 from ..data.images import read_image_or_skip
-from ..data.pseudo_labels import PseudoLabelError, load_pseudo_label, mask_box_slices
+from ..data.pseudo_labels import (PartLabel, PseudoLabelError, decode_mask, encode_mask, load_pseudo_label,
+                                   mask_box_slices)
 from .base import PseudoLabelInputStage, register_stage
-from .pixel_grouping import segments_to_parts
 
 MODES = ("keep_parts", "official")
 
@@ -72,50 +83,91 @@ def _nearest_index(n_in: int, n_out: int) -> np.ndarray:
     return np.minimum(((np.arange(n_out) + 0.5) * n_in / n_out).astype(int), n_in - 1)
 
 
-def _resize_nearest(a: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of an integer/bool (H, W) array to ``size`` (h, w)."""
-    return a[_nearest_index(a.shape[0], size[0])[:, None], _nearest_index(a.shape[1], size[1])]
-
-
 def _cells_of(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """bool (h, w): the cells of a ``size`` grid that some pixel of the (H, W) ``mask`` takes its
-    value from when a ``size`` map is resized back to (H, W) by :func:`_resize_nearest`."""
+    """bool (h, w): the cells of a ``size`` grid that some pixel of the (H, W) bool ``mask`` takes
+    its value from when a ``size`` map is resized back to (H, W) by nearest neighbour
+    (:func:`_nearest_index`). Reduces the mask over each cell's block of rows, then of columns,
+    so the only temporaries are (h, W) and (h, w)."""
     cells = np.zeros(size, bool)
-    ys, xs = np.nonzero(mask)
-    cells[_nearest_index(size[0], mask.shape[0])[ys], _nearest_index(size[1], mask.shape[1])[xs]] = True
+    rows = _nearest_index(size[0], mask.shape[0])  # the cell row of every mask row, non-decreasing
+    cols = _nearest_index(size[1], mask.shape[1])
+    row_cells, row_starts = np.unique(rows, return_index=True)
+    col_cells, col_starts = np.unique(cols, return_index=True)
+    by_rows = np.logical_or.reduceat(mask, row_starts, axis=0)
+    cells[np.ix_(row_cells, col_cells)] = np.logical_or.reduceat(by_rows, col_starts, axis=1)
     return cells
+
+
+def _part_rles(refined: np.ndarray, box: Tuple[slice, slice], object_mask: np.ndarray,
+               keep_parts: bool) -> List[dict]:
+    """The parts of a CRF label map, upsampled (nearest) to full resolution and COCO-RLE encoded.
+
+    Args:
+        refined: uint8/int32 (h, w), 0 outside ``box``; ``i`` = part ``i``.
+        box: row and column slices of ``refined`` the CRF ran on.
+        object_mask: bool (H, W), the object at full resolution.
+        keep_parts: cut the parts to ``object_mask``.
+
+    Returns: one stored RLE dict (str ``counts``) per id 1..max present after the cut, in id
+    order: ``encode_mask`` of each of ``segments_to_parts`` of the full (H, W) upsampled map.
+    Only the full-resolution rows and columns that read from ``box`` are built (uint8), and the
+    parts are encoded one at a time from one reused Fortran uint8 (H, W) buffer.
+    """
+    (h, w), (H, W) = refined.shape, object_mask.shape
+    rows, cols = _nearest_index(h, H), _nearest_index(w, W)  # the cell of each full-res row/column
+    y0, y1 = np.searchsorted(rows, [box[0].start, box[0].stop])  # rows is non-decreasing
+    x0, x1 = np.searchsorted(cols, [box[1].start, box[1].stop])
+    crop = refined[rows[y0:y1]][:, cols[x0:x1]]
+    if keep_parts:  # the cells' labels, cut back to the object's pixels
+        crop *= object_mask[y0:y1, x0:x1]
+    buf = np.zeros((H, W), np.uint8, order="F")
+    window = buf[y0:y1, x0:x1]
+    out = []
+    for i in range(1, int(crop.max(initial=0)) + 1):
+        np.equal(crop, i, out=window, casting="unsafe")
+        if window.any():  # ids the cut (or the CRF) emptied are skipped
+            out.append(encode_mask(buf))
+    return out
 
 
 class CRFImageWorker:
     """Picklable per-image job for the worker pool: stage-2 file -> stage-3 pseudo-label. The CRF
-    runs at stage 2's network input size, read from the file (``config["INPUT_SIZE"]``)."""
+    runs at stage 2's network input size, read from the file (``config["INPUT_SIZE"]``).
+
+    Memory: the image is decoded straight to that size (JPEGs at reduced scale:
+    :func:`~part_distillation.data.images.read_image_resized`); masks stay COCO RLE until their
+    object is processed, and then one object mask, one part mask and one uint8 output buffer
+    exist at full resolution at a time (module docstring)."""
 
     def __init__(self, params: dict, mode: str, margin: int = 16):
         self.params, self.mode, self.margin = params, mode, margin
 
     def __call__(self, path: str):
-        """``(ImagePseudoLabel, counters)``. Raises PseudoLabelError (not a stage-2 file, or one
-        without ``INPUT_SIZE``) and SkipItem (unreadable image)."""
-        label = load_pseudo_label(path, "pixel_grouping")
+        """``(ImagePseudoLabel, counters)``; the label's masks are COCO RLE dicts (stored form).
+        Raises PseudoLabelError (not a stage-2 file, or one without ``INPUT_SIZE``) and SkipItem
+        (unreadable image)."""
+        label = load_pseudo_label(path, "pixel_grouping", decode=False)
         if "INPUT_SIZE" not in label.config:
             raise PseudoLabelError(f"{path}: no INPUT_SIZE (stage 2's network input size) in its config")
         min_size, max_size = label.config["INPUT_SIZE"]
-        image = read_image_or_skip(label.file_name)
-        small = T.ResizeShortestEdge(min_size, max_size).get_transform(image).apply_image(image)
+        # the pixels T.ResizeShortestEdge(min_size, max_size) gives the decoded image
+        small = read_image_or_skip(label.file_name, lambda height, width: T.ResizeShortestEdge.get_output_shape(
+            height, width, min_size, max_size))
         size = small.shape[:2]
         objects, moved, total = [], 0, 0
         for obj in label.objects:
             if not obj.parts:
                 objects.append(obj)
                 continue
-            # the part label map sampled at the CRF grid's nearest pixels, without building it at
-            # full resolution (at 80 MP an int32 map is 320 MB)
-            iy, ix = _nearest_index(obj.mask.shape[0], size[0]), _nearest_index(obj.mask.shape[1], size[1])
+            mask = decode_mask(obj.mask)  # bool (H, W), the object's only full-resolution copy
+            # the part label map sampled at the CRF grid's nearest pixels, decoding one part at a
+            # time and never building the map at full resolution
+            iy, ix = _nearest_index(mask.shape[0], size[0]), _nearest_index(mask.shape[1], size[1])
             seg = np.zeros(size, np.int32)
             for i, p in enumerate(obj.parts):
-                seg[p.mask[iy][:, ix]] = i + 1
+                seg[decode_mask(p.mask)[iy][:, ix]] = i + 1
             # every cell an object pixel reads back from, so that keep_parts labels all of them
-            omask = _cells_of(obj.mask, size)
+            omask = _cells_of(mask, size)
             ys, xs = mask_box_slices(omask, self.margin)
             n = int(seg.max()) + 1
             refined = np.zeros(size, np.uint8 if n <= 256 else np.int32)
@@ -123,10 +175,9 @@ class CRFImageWorker:
                                                     self.params, self.mode)
             total += int(omask.sum())
             moved += obj_moved
-            full = _resize_nearest(refined, obj.mask.shape)  # uint8 at full resolution (K < 256)
-            if self.mode == "keep_parts":  # the cells' labels, cut back to the object's pixels
-                full[~obj.mask] = 0
-            objects.append(dataclasses.replace(obj, parts=segments_to_parts(full)))  # absent ids skipped
+            parts = _part_rles(refined, (ys, xs), mask, self.mode == "keep_parts")
+            objects.append(dataclasses.replace(obj, parts=[PartLabel(rle, None, 1.0) for rle in parts]))
+            del mask
         out = dataclasses.replace(label, stage="dense_crf", objects=objects,
                                   config={**label.config, "DENSE_CRF": {**self.params, "OBJECT_PIXELS": self.mode}})
         # official: those pixels became background; keep_parts: they stayed on their best part
