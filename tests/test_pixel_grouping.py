@@ -188,17 +188,24 @@ def test_empty_object_mask_and_image_below_stride_are_counted_not_lost(tmp_path)
 
 
 _PEAK_SCRIPT = """
-import resource, sys, numpy as np, torch
+import sys, numpy as np, torch
 from part_distillation.stages.pixel_grouping import assign_segments
+
+def mib(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) // 1024 for line in f if line.startswith(key + ":"))
+
 H, W = 6000, 8000  # 48 MP
 mask = torch.zeros(H, W, dtype=torch.bool)
 mask[500:5500, 1000:7000] = True  # a 30 MP object
 feats, centers = torch.randn(8, 48, 64), torch.randn(4, 8)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # VmHWM := VmRSS (ru_maxrss would carry pytest's own peak across exec)
+before = mib("VmRSS")
 seg = assign_segments(feats, centers, mask, (384, 512), "l2", 8)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = mib("VmHWM")
 assert seg.shape == (H, W) and seg.dtype == np.int32 and ((seg > 0) == mask.numpy()).all()
-print((after - before) // 1024)  # MiB above the peak before the call (ru_maxrss is KiB on Linux)
+print(peak - before)  # MiB of peak resident memory above that before the call
 """
 
 
@@ -212,4 +219,5 @@ def test_assignment_memory_is_bounded_by_the_box_chunks_not_k_full_size_maps():
     out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT], capture_output=True, text=True, cwd=root,
                          env={**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert int(out.stdout.split()[-1]) < 600, out.stdout
+    extra = int(out.stdout.split()[-1])
+    assert 192 <= extra < 600, out.stdout  # at least the int32 output map itself: the figure is real
