@@ -151,3 +151,16 @@ def test_pseudo_label_folder_both_protocols(tmp_path):
     assert res["clean"]["C-mIoU"] == pytest.approx(100.0)
     # body: TP 16, GT 16, Pred 20 -> 80; head 100
     assert res["official"]["per_class"]["cat"] == pytest.approx({"head": 100.0, "body": 80.0})
+
+
+def test_evaluation_vocabulary_uses_metadata_only_when_it_names_every_gt_part():
+    from part_distillation.evaluation.unsupervised import evaluation_vocabulary
+
+    recs = [{"objects": [{"class_name": "car", "parts": [{"name": "door"}, {"name": "wheel"}]}]},
+            {"objects": [{"class_name": "person", "parts": [{"name": "head"}]}]}]
+    # Pascal-like: the official vocabulary names every GT part -> its ids (order) are kept
+    official = ["wheel", "head", "door", "tail"]
+    assert evaluation_vocabulary(official, ["car", "person", "dog"], recs) == (official, 3)
+    # ADE20K-like: "object's part" metadata names do not match the bare GT names -> the records'
+    assert evaluation_vocabulary(["car's door", "car's wheel"], None, recs) == (["door", "head", "wheel"], 2)
+    assert evaluation_vocabulary(None, None, [{"objects": []}]) == ([""], 0)

@@ -46,7 +46,7 @@ from part_distillation.data.supervised_dataset import (
 )
 from part_distillation.engine.hooks import IterationSeedHook
 from part_distillation.evaluation.evaluators import PartProposalEvaluator, PartSegmentEvaluator
-from part_distillation.evaluation.unsupervised import UnsupervisedPartEvaluator, part_vocabulary
+from part_distillation.evaluation.unsupervised import UnsupervisedPartEvaluator, evaluation_vocabulary
 from part_distillation.evaluation.supervised import SupervisedPartEvaluator
 import part_distillation.modeling  # noqa: F401  (registers backbones, heads and ProposalModel)
 from part_distillation.modeling.meta_arch.proposal_model import output_mode_for
@@ -291,8 +291,8 @@ class Trainer(DefaultTrainer):
         """Proposal AR@K (:class:`PartProposalEvaluator`) and per-object segment metrics
         (:class:`PartSegmentEvaluator`) for datasets with ``evaluator_type == "part"``; stage 6 adds
         the official unsupervised C-mIoU / A-mIoU under both protocols
-        (:class:`UnsupervisedPartEvaluator`, with the dataset's ``part_classes`` and
-        ``thing_classes`` metadata, else the names found in its records); the per-class
+        (:class:`UnsupervisedPartEvaluator`, vocabulary of :func:`evaluation_vocabulary`: the
+        dataset's ``part_classes`` when they name its GT parts, else the names in its records); the per-class
         SupervisedModel (:func:`training_task` ``"supervised"``) gets the part-class mIoU of
         :class:`SupervisedPartEvaluator` over :func:`evaluation_part_classes`.
 
@@ -309,10 +309,10 @@ class Trainer(DefaultTrainer):
         evaluators = [PartProposalEvaluator(), PartSegmentEvaluator()]
         if task == "part_distillation":
             meta = MetadataCatalog.get(dataset_name)
-            parts = meta.get("part_classes", None) or part_vocabulary(DatasetCatalog.get(dataset_name))
-            objects = meta.get("thing_classes", None) or sorted(
-                {o["class_name"] for r in DatasetCatalog.get(dataset_name) for o in r["objects"]})
-            evaluators.append(UnsupervisedPartEvaluator(parts or [""], len(objects)))
+            parts, num_objects = evaluation_vocabulary(meta.get("part_classes", None),
+                                                       meta.get("thing_classes", None),
+                                                       DatasetCatalog.get(dataset_name))
+            evaluators.append(UnsupervisedPartEvaluator(parts, num_objects))
         return DatasetEvaluators(evaluators)
 
     def build_hooks(self):

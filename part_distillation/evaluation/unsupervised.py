@@ -42,7 +42,7 @@ Ground-truth part ids index a fixed part vocabulary (``part_classes``; :func:`pa
 builds one from dataset dicts when the dataset has none). Where GT parts overlap, the later part
 labels the pixel; where predicted segments overlap, the later segment does (official order).
 """
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from detectron2.evaluation import DatasetEvaluator
@@ -57,6 +57,20 @@ METRICS = ("mIoU", "mACC", "mIoPred")
 def part_vocabulary(records: Iterable[dict]) -> List[str]:
     """Sorted distinct GT part names of dataset dicts (``objects[*].parts[*].name``)."""
     return sorted({p["name"] for r in records for o in r["objects"] for p in o["parts"]})
+
+
+def evaluation_vocabulary(part_classes: Optional[Sequence[str]], thing_classes: Optional[Sequence[str]],
+                          records: Sequence[dict]) -> Tuple[List[str], int]:
+    """``(part vocabulary, number of object classes)`` of the unsupervised evaluation of dataset
+    dicts ``records``: the dataset's ``part_classes`` metadata when it names every GT part of the
+    records (official ids, e.g. the 50 merged Pascal-Part parts), else the sorted GT part names
+    (:func:`part_vocabulary`; e.g. ADE20K-Part, whose ``part_classes`` are the 234 "object's part"
+    names of OV-PARTS while its GT parts carry bare names such as "door"); ``thing_classes``
+    (when given) else the records' object class names count the object classes."""
+    names = part_vocabulary(records)
+    vocab = list(part_classes) if part_classes and set(names) <= set(part_classes) else names
+    objects = thing_classes or sorted({o["class_name"] for r in records for o in r["objects"]})
+    return vocab or [""], len(objects)
 
 
 class UnsupervisedPartMetric:

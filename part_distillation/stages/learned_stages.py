@@ -117,7 +117,9 @@ def train(cfg) -> str:
         logger.info("%s exists: training not rerun", final)
         return final
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    trainer = Trainer(cfg)
+    # no evaluation inside training (detectron2's EvalHook evaluates after the last iteration
+    # even with EVAL_PERIOD 0): predict() evaluates the final checkpoint once
+    trainer = Trainer(with_overrides(cfg, ["DATASETS.TEST", ()]))
     trainer.resume_or_load(resume=True)
     trainer.train()
     if not os.path.isfile(final):
