@@ -161,9 +161,10 @@ def test_point_counts_and_query_feature_normalize_from_config():
     assert predictor.query_feature_normalize
     # pixel j's mask feature is the basis vector e_j, so pixel j's mask logit is the j-th entry of
     # the query's mask embedding: unit norm over the pixels when the embedding is normalised
-    mask_features = torch.eye(64).reshape(1, 64, 1, 64)
+    d = predictor.query_feat.weight.shape[1]  # HIDDEN_DIM = MASK_DIM of the tiny config
+    mask_features = torch.eye(d).reshape(1, d, 1, d)
     with torch.no_grad():
-        out = predictor([torch.randn(1, 64, s, s) for s in (2, 4, 8)], mask_features, torch.tensor([0]))
+        out = predictor([torch.randn(1, d, s, s) for s in (2, 4, 8)], mask_features, torch.tensor([0]))
     norms = out["pred_masks"][0, :, 0, :].norm(dim=-1)
     torch.testing.assert_close(norms, torch.ones_like(norms))
 
@@ -402,7 +403,7 @@ def test_init_from_stage4_or_model_zoo_checkpoint_skips_class_embed_and_freezes(
         assert torch.equal(own[key], value), key
     assert model.criterion.empty_weight.tolist() == pytest.approx([1.0] * K + [0.1])
     assert torch.equal(model.sem_seg_head.predictor.class_embed.weight, fresh)
-    assert model.sem_seg_head.predictor.class_embed.weight.shape == (K * 100 + 1, 64)
+    assert model.sem_seg_head.predictor.class_embed.weight.shape == (K * 100 + 1, 128)
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     assert frozen and all(n.startswith(("backbone.", "sem_seg_head.pixel_decoder.transformer."))
                           for n in frozen)

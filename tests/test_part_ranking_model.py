@@ -84,7 +84,7 @@ def test_model_two_passes_random_init():
     x = {"image": torch.randint(0, 255, (3, 64, 96), dtype=torch.uint8), "object_masks": obj,
          "height": 128, "width": 192}
     feats = model([x])[0]["features"]
-    assert len(feats) == 2 and feats[0].shape[1] == 64
+    assert len(feats) == 2 and feats[0].shape[1] == 128  # HIDDEN_DIM
     assert torch.allclose(feats[0].norm(dim=1), torch.ones(len(feats[0])), atol=1e-5)
     cents = [feats[0][:3], None]
     parts = model([dict(x, centroids=cents)])[0]["parts"]

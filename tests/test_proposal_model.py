@@ -217,7 +217,7 @@ def test_inference_proposals(tiny_model):
     object_full = torch.from_numpy(_box(48, 64, 10, 40, 15, 50))
     for proposals, seg in zip(out["proposals"][:1], out["part_seg"][:1]):
         assert proposals["pred_masks"].shape == (20, 48, 64) and proposals["pred_masks"].dtype == torch.bool
-        assert proposals["scores"].shape == (20,) and proposals["decoder_output"].shape == (20, 64)
+        assert proposals["scores"].shape == (20,) and proposals["decoder_output"].shape == (20, 128)
         assert torch.all(proposals["scores"][:-1] >= proposals["scores"][1:])
         assert not (proposals["pred_masks"] & ~object_full).any()  # masked by the object
         assert seg.shape == (48, 64) and seg.dtype == torch.int64
@@ -242,7 +242,7 @@ def test_inference_per_pixel_mode(tiny_model):
     assert masks.sum(0).max() <= 1  # non-overlapping
     assert torch.equal(masks.sum((1, 2)), torch.bincount(seg.flatten(), minlength=masks.shape[0] + 1)[1:])
     assert bool((masks.sum((1, 2)) >= 0.2 * 48 * 48).all())
-    assert out["proposals"][0]["decoder_output"].shape == (masks.shape[0], 64)
+    assert out["proposals"][0]["decoder_output"].shape == (masks.shape[0], 128)
 
 
 def test_per_pixel_filters_exact(tiny_model):
@@ -321,7 +321,7 @@ def test_load_official_pkl_layout(tmp_path, tiny_model):
     torch.manual_seed(1)
     source = build_model(tiny_cfg())
     state = {k: v.numpy().copy() for k, v in source.state_dict().items()}
-    state["sem_seg_head.predictor.class_embed.weight"] = np.zeros((81, 64), np.float32)
+    state["sem_seg_head.predictor.class_embed.weight"] = np.zeros((81, 128), np.float32)
     state["sem_seg_head.predictor.class_embed.bias"] = np.zeros((81,), np.float32)
     state["criterion.empty_weight"] = np.ones((81,), np.float32)
     state["sem_seg_head.predictor.extra.weight"] = np.ones(3, np.float32)
@@ -335,7 +335,7 @@ def test_load_official_pkl_layout(tmp_path, tiny_model):
     report = load_weights(target, str(path))
     assert sorted(report.incorrect_shapes) == [("criterion.empty_weight", (81,), (2,)),
                                                ("sem_seg_head.predictor.class_embed.bias", (81,), (2,)),
-                                               ("sem_seg_head.predictor.class_embed.weight", (81, 64), (2, 64))]
+                                               ("sem_seg_head.predictor.class_embed.weight", (81, 128), (2, 128))]
     assert report.unexpected_keys == ["sem_seg_head.predictor.extra.weight"]
     mismatched = [k for k, _, _ in report.incorrect_shapes]
     assert sorted(report.missing_keys) == sorted(mismatched + ["sem_seg_head.predictor.query_feat.weight"])
@@ -348,7 +348,7 @@ def test_load_official_pkl_layout(tmp_path, tiny_model):
             assert torch.equal(after[k], src[k]), k
     text = format_incompatible_keys(report)
     assert text.startswith("1 missing, 1 unexpected, 3 shape-mismatched")
-    assert "class_embed.weight: checkpoint [81, 64] vs model [2, 64]" in text
+    assert "class_embed.weight: checkpoint [81, 128] vs model [2, 128]" in text
     assert "sem_seg_head.predictor.extra.weight" in text and "query_feat.weight" in text
 
 

@@ -173,7 +173,9 @@ def test_semantic_inference_known_answer(tmp_path):
 def test_mask2former_weights_with_other_class_count_load(tmp_path):
     """A 1-class checkpoint (ProposalModel / Mask2Former layout) loads into a 5-class
     SupervisedModel: everything but class_embed is copied, class_embed keeps its initialisation."""
-    source = build_model(setup_cfg("configs/part_proposal/tiny_cpu.yaml", ["MODEL.EFFICIENTNET.PRETRAINED", False]))
+    source = build_model(setup_cfg("configs/part_proposal/tiny_cpu.yaml", [  # at the supervised width
+        "MODEL.EFFICIENTNET.PRETRAINED", False, "MODEL.MASK_FORMER.HIDDEN_DIM", 64,
+        "MODEL.SEM_SEG_HEAD.CONVS_DIM", 64, "MODEL.SEM_SEG_HEAD.MASK_DIM", 64]))
     path = str(tmp_path / "proposal.pth")
     torch.save({"model": source.state_dict()}, path)
     model = build_model(_tiny(tmp_path, "MODEL.SEM_SEG_HEAD.NUM_CLASSES", 5))
