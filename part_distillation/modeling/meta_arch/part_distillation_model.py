@@ -185,11 +185,11 @@ class PartDistillationModel(ProposalModel):
         for i, x in enumerate(batched_inputs):
             h, w = images.image_sizes[i]
             out_size = (int(x.get("height", h)), int(x.get("width", w)))
-            object_masks = x["object_masks"].to(self.device, dtype=torch.bool)
+            object_masks = self.input_object_masks(x, (h, w))
             classes = torch.as_tensor(x["object_classes"], dtype=torch.int64)
-            if object_masks.shape[-2:] != (h, w) or len(classes) != len(object_masks):
-                raise ValueError(f"object_masks {tuple(object_masks.shape)} / object_classes "
-                                 f"{tuple(classes.shape)} do not match the input image {(h, w)}")
+            if len(classes) != len(object_masks):
+                raise ValueError(f"object_classes {tuple(classes.shape)} do not match object_masks "
+                                 f"{tuple(object_masks.shape)}")
             queries = outputs["decoder_output"][i]
             part_seg, proposals = [], []
             for n, (obj, cls) in enumerate(zip(object_masks, classes.tolist())):

@@ -273,10 +273,7 @@ class PartRankingModel(ProposalModel):
             raise RuntimeError("PartRankingModel is inference-only; call .eval() first")
         results = []
         for x, out in zip(batched_inputs, self.head_outputs(batched_inputs)):
-            objects = x["object_masks"].to(self.device, dtype=torch.bool)
-            if objects.shape[-2:] != out["mask_logits"].shape[-2:]:
-                raise ValueError(f"object_masks {tuple(objects.shape)} do not match the input "
-                                 f"size {tuple(out['mask_logits'].shape[-2:])}")
+            objects = self.input_object_masks(x, out["mask_logits"].shape[-2:])
             size = (int(x.get("height", objects.shape[1])), int(x.get("width", objects.shape[2])))
             if "centroids" not in x:
                 segs = [clustering_segments(out["part_prob"], out["mask_logits"], obj, **self.pass1)

@@ -123,6 +123,22 @@ class ProposalModel(MaskFormer):
         """Class-agnostic: every part mask is class 0 ("part"); (T,) int64 zeros."""
         return torch.zeros(count, dtype=torch.int64, device=self.device)
 
+    def input_object_masks(self, x: Dict, size) -> torch.Tensor:
+        """``x["object_masks"]`` (O, h, w) as bool on the model's device, checked to be at the
+        network input size ``size`` = (h, w) (the image without padding).
+
+        Raises:
+            KeyError: ``x`` has no ``object_masks``; ValueError: their size is not ``size``.
+        """
+        if "object_masks" not in x:
+            raise KeyError(f"{type(self).__name__} inference needs 'object_masks' (O, h, w) bool in "
+                           "every input dict")
+        object_masks = x["object_masks"].to(self.device, dtype=torch.bool)
+        if tuple(object_masks.shape[-2:]) != tuple(size):
+            raise ValueError(f"object_masks {tuple(object_masks.shape)} do not match the input "
+                             f"image size {tuple(size)}")
+        return object_masks
+
     @staticmethod
     def foreground_probs(pred_logits: torch.Tensor) -> torch.Tensor:
         """(B, Q, K + 1) class logits -> (B, Q) float probability of any foreground class
@@ -142,16 +158,10 @@ class ProposalModel(MaskFormer):
         part_probs = self.foreground_probs(outputs["pred_logits"])  # (B, Q)
         results = []
         for i, x in enumerate(batched_inputs):
-            if "object_masks" not in x:
-                raise KeyError("ProposalModel inference needs 'object_masks' (O, h, w) bool in "
-                               "every input dict")
             h, w = images.image_sizes[i]
+            object_masks = self.input_object_masks(x, (h, w))
             out_size = (int(x.get("height", h)), int(x.get("width", w)))
             probs = mask_logits[i, :, :h, :w].float().sigmoid()  # (Q, h, w)
-            object_masks = x["object_masks"].to(self.device, dtype=torch.bool)
-            if object_masks.shape[-2:] != (h, w):
-                raise ValueError(f"object_masks {tuple(object_masks.shape)} do not match the input "
-                                 f"image size {(h, w)}")
             per_object = [self._object_inference(part_probs[i], probs, outputs["decoder_output"][i].float(),
                                                  obj, out_size) for obj in object_masks]
             results.append({"proposals": [p for p, _ in per_object],

@@ -115,15 +115,9 @@ class SupervisedModel(ProposalModel):
         class_probs = outputs["pred_logits"].float().softmax(-1)[..., :-1]  # (B, Q, K)
         results = []
         for i, x in enumerate(batched_inputs):
-            if "object_masks" not in x:
-                raise KeyError("SupervisedModel inference needs 'object_masks' (O, h, w) bool in "
-                               "every input dict")
             h, w = images.image_sizes[i]
+            object_masks = self.input_object_masks(x, (h, w))
             out_size = (int(x.get("height", h)), int(x.get("width", w)))
-            object_masks = x["object_masks"].to(self.device, dtype=torch.bool)
-            if object_masks.shape[-2:] != (h, w):
-                raise ValueError(f"object_masks {tuple(object_masks.shape)} do not match the input "
-                                 f"image size {(h, w)}")
             # mask logits: (Q, h', w') at 1/4 of the padded input -> padded input -> crop -> original
             logits = F.interpolate(outputs["pred_masks"][i: i + 1].float(), size=images.tensor.shape[-2:],
                                    mode="bilinear", align_corners=False)[:, :, :h, :w]
