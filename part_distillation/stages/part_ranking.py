@@ -16,7 +16,8 @@ The three phases of the framework's gather -> reduce -> map form
 "class": each job owns every image of its classes, so each class is clustered by one job):
 
 1. **gather** (pass 1, :func:`~part_distillation.modeling.meta_arch.part_ranking_model.clustering_segments`):
-   per image (unless the input holds the predictor's features), one forward pass of the stage-4 network (PartRankingModel, INPUT.MIN_SIZE_TEST /
+   per image (unless the input holds the predictor's features), one forward pass of the stage-4
+   network (PartRankingModel, INPUT.MIN_SIZE_TEST /
    MAX_SIZE_TEST fit, TEST.DETECTIONS_PER_IMAGE = 200 queries); per object of area ratio >
    MIN_OBJECT_AREA_RATIO, the ``decoder_output`` features of its kept segments, returned as
    ``{object class code: float32 (S, 256)}``. The framework streams them to
@@ -151,6 +152,12 @@ class RankingNetworkStage(PseudoLabelInputStage):
         return self._model
 
     # ---- shared by both passes ----
+    def _kept_objects(self, label: ImagePseudoLabel) -> List[int]:
+        """Indices of the objects whose area ratio is > PART_RANKING.MIN_OBJECT_AREA_RATIO."""
+        area = float(label.height * label.width)
+        return [i for i, o in enumerate(label.objects)
+                if o.mask.sum() / area > self.cfg.PART_RANKING.MIN_OBJECT_AREA_RATIO]
+
     def _inputs(self, item: WorkItem, label: Optional[ImagePseudoLabel] = None
                 ) -> Tuple[ImagePseudoLabel, List[int], Dict]:
         """The item's input pseudo-label (``label`` when already loaded), the indices of the
@@ -161,9 +168,7 @@ class RankingNetworkStage(PseudoLabelInputStage):
             SkipItem: no object to rank, or the image cannot be read.
         """
         label = self.load_input(item) if label is None else label
-        area = float(label.height * label.width)
-        kept = [i for i, o in enumerate(label.objects)
-                if o.mask.sum() / area > self.cfg.PART_RANKING.MIN_OBJECT_AREA_RATIO]
+        kept = self._kept_objects(label)
         if not kept:
             raise SkipItem("no object above MIN_OBJECT_AREA_RATIO")
         try:
@@ -226,18 +231,16 @@ class PartRankingStage(RankingNetworkStage):
                     f"{item.source}: part_proposals made with pass-1 settings {recorded}, this run "
                     f"has {self.pass1_settings()}; rerun the predictor or match PART_RANKING / "
                     "INPUT / TEST / MODEL.WEIGHTS")
-            area = float(label.height * label.width)
-            per_object = [(o, [p.feature for p in o.parts if p.feature is not None])
-                          for o in label.objects
-                          if o.mask.sum() / area > self.cfg.PART_RANKING.MIN_OBJECT_AREA_RATIO]
+            objs = [label.objects[i] for i in self._kept_objects(label)]
+            per_object = [(o, [p.feature for p in o.parts if p.feature is not None]) for o in objs]
         else:
             label, kept, x = self._inputs(item, label)
             feats = self.model([x])[0]["features"]
-            per_object = [(label.objects[i], list(f.numpy())) for i, f in zip(kept, feats)]
+            per_object = [(label.objects[i], f.numpy()) for i, f in zip(kept, feats)]
         out: Dict[str, List[np.ndarray]] = {}
         for obj, feats in per_object:
-            if len(feats):
-                out.setdefault(object_class(obj), []).append(np.stack(feats).astype(np.float32))
+            if len(feats):  # (S, D) rows, as one array or a list of (D,) arrays
+                out.setdefault(object_class(obj), []).append(np.asarray(feats, dtype=np.float32))
         return {c: np.concatenate(v) for c, v in out.items()}
 
     # ---- reduce: clustering ----
