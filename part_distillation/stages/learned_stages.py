@@ -110,6 +110,7 @@ def train(cfg) -> str:
     Raises:
         FileNotFoundError: training ended without writing ``model_final.pth``.
     """
+    from ..engine.hooks import seed_training
     from ..engine.trainer import Trainer
 
     final = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
@@ -117,6 +118,7 @@ def train(cfg) -> str:
         logger.info("%s exists: training not rerun", final)
         return final
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    seed_training(cfg.SEED)
     # no evaluation inside training (detectron2's EvalHook evaluates after the last iteration
     # even with EVAL_PERIOD 0): predict() evaluates the final checkpoint once
     trainer = Trainer(with_overrides(cfg, ["DATASETS.TEST", ()]))
