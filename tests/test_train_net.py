@@ -16,6 +16,7 @@ from part_distillation.config import setup_cfg
 from part_distillation.data import resolve_dataset
 from part_distillation.data.pseudo_labels import ImagePseudoLabel, ObjectLabel, PartLabel, save_pseudo_label
 from part_distillation.engine.checkpoint import AtomicCheckpointer, CorruptCheckpointError
+from part_distillation.modeling.weights import IncompleteWeightsError
 from part_distillation.engine.trainer import (
     Trainer,
     build_lr_scheduler,
@@ -394,3 +395,32 @@ def test_official_mask2former_yaml_merges():
                  "official/swinL_train_single.yaml"):
         part = setup_cfg(os.path.join("configs/part_proposal", name))
         assert part.MODEL.META_ARCHITECTURE == "ProposalModel" and part.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 1
+
+
+def test_eval_only_refuses_a_checkpoint_of_another_model_naming_the_missing_keys(tmp_path):
+    """fvcore only logs keys that did not load; --eval-only would then score a random model.
+    Keys outside MODEL.WEIGHTS_ALLOWED_MISSING are an error naming the file and the keys."""
+    cfg = setup_cfg(TINY, ["MODEL.EFFICIENTNET.PRETRAINED", False])
+    state = Trainer.build_model(cfg).state_dict()
+    # another model's checkpoint: its head under other names, one tensor of another shape
+    other = {("decoder." + k[len("sem_seg_head.predictor."):] if k.startswith("sem_seg_head.predictor.") else k): v
+             for k, v in state.items()}
+    other["sem_seg_head.pixel_decoder.mask_features.bias"] = torch.zeros(3)
+    bad = tmp_path / "other_model.pth"
+    torch.save({"model": other}, bad)
+    opts = ["--config-file", TINY, "--eval-only", "MODEL.EFFICIENTNET.PRETRAINED", "False",
+            "MODEL.WEIGHTS", str(bad), "DATASETS.TEST", "()", "OUTPUT_DIR", str(tmp_path / "eval")]
+    with pytest.raises(IncompleteWeightsError) as e:
+        main(default_argument_parser().parse_args(opts))
+    msg = str(e.value)
+    assert str(bad) in msg and "MODEL.WEIGHTS_ALLOWED_MISSING" in msg
+    assert "sem_seg_head.predictor.class_embed.weight" in msg
+    assert "sem_seg_head.pixel_decoder.mask_features.bias (checkpoint [3]" in msg
+    # the allow-list accepts exactly what it names
+    allow = "['criterion.*', 'sem_seg_head.predictor.*', 'sem_seg_head.pixel_decoder.mask_features.*']"
+    main(default_argument_parser().parse_args(opts + ["MODEL.WEIGHTS_ALLOWED_MISSING", allow]))
+    # a complete checkpoint loads (criterion buffers may be absent by default)
+    good = tmp_path / "same_model.pth"
+    torch.save({"model": {k: v for k, v in state.items() if not k.startswith("criterion.")}}, good)
+    opts[opts.index(str(bad))] = str(good)
+    main(default_argument_parser().parse_args(opts))

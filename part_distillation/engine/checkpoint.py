@@ -10,6 +10,8 @@ resume that survives truncated files).
   ``model_*.pth`` of the folder, newest iteration first; each unreadable one is renamed to
   ``<file>.corrupt`` (kept for inspection, and so that training writes it again) with a warning.
   When none is readable, training starts from MODEL.WEIGHTS at iteration 0.
+* ``loaded`` holds ``(file, fvcore incompatible-keys report)`` of the last file loaded into the
+  model, for :func:`~part_distillation.modeling.weights.check_complete_weights`.
 """
 import glob
 import logging
@@ -44,6 +46,18 @@ class AtomicCheckpointer(DetectionCheckpointer):
     """``DetectionCheckpointer`` whose saves are atomic and whose resume skips unreadable files
     (see module docstring). Same constructor and file layout (``model_XXXXXXX.pth``,
     ``model_final.pth``, ``last_checkpoint`` in ``save_dir``)."""
+
+    loaded = None  # (path, _IncompatibleKeys) of the last file loaded into the model
+
+    def load(self, path: str, *args: Any, **kwargs: Any) -> Dict[str, Any]:
+        """detectron2's ``load``, recording ``loaded`` (``None`` when ``path`` is empty)."""
+        self._loading, self.loaded = path, None
+        return super().load(path, *args, **kwargs)
+
+    def _load_model(self, checkpoint: Dict[str, Any]):
+        incompatible = super()._load_model(checkpoint)
+        self.loaded = (getattr(self, "_loading", ""), incompatible)
+        return incompatible
 
     def save(self, name: str, **kwargs: Any) -> None:
         """Write ``{"model": state_dict, <checkpointables>..., **kwargs}`` to ``<save_dir>/<name>.pth``
@@ -122,6 +136,7 @@ class AtomicCheckpointer(DetectionCheckpointer):
     def _restore(self, path: str, checkpoint: Dict[str, Any]) -> Dict[str, Any]:
         """fvcore ``load`` for an already-read checkpoint: model, then every checkpointable."""
         self.logger.info("[Checkpointer] Resuming from %s ...", path)
+        self._loading = path
         incompatible = self._load_model(checkpoint)
         if incompatible is not None:
             self._log_incompatible_keys(incompatible)

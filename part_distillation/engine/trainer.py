@@ -50,6 +50,7 @@ from part_distillation.evaluation.unsupervised import UnsupervisedPartEvaluator,
 from part_distillation.evaluation.supervised import SupervisedPartEvaluator
 import part_distillation.modeling  # noqa: F401  (registers backbones, heads and ProposalModel)
 from part_distillation.modeling.meta_arch.proposal_model import output_mode_for
+from part_distillation.modeling.weights import check_complete_weights
 from .checkpoint import AtomicCheckpointer
 from .wandb_writer import WandbWriter
 
@@ -384,6 +385,23 @@ def setup(args):
     return cfg
 
 
+def load_eval_weights(cfg, model: nn.Module, weights: str, resume: bool = False) -> None:
+    """Load ``weights`` (with ``resume``: the newest readable checkpoint of OUTPUT_DIR, else
+    ``weights``) into ``model`` for evaluation, refusing a checkpoint that leaves parameters at
+    their initialisation (:func:`~part_distillation.modeling.weights.check_complete_weights`,
+    allow-list MODEL.WEIGHTS_ALLOWED_MISSING). An empty ``weights`` evaluates the initialised model
+    (logged by fvcore).
+
+    Raises:
+        CorruptCheckpointError: the file is unreadable; IncompleteWeightsError: keys missing.
+    """
+    checkpointer = AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+    checkpointer.resume_or_load(weights, resume=resume)
+    if checkpointer.loaded is not None:
+        path, incompatible = checkpointer.loaded
+        check_complete_weights(incompatible, path, cfg.MODEL.WEIGHTS_ALLOWED_MISSING)
+
+
 def main(args):
     """``--eval-only``: load MODEL.WEIGHTS (or, with ``--resume``, the newest readable checkpoint
     of OUTPUT_DIR) and return the evaluation results; otherwise train (resuming with ``--resume``)
@@ -391,12 +409,13 @@ def main(args):
 
     Raises:
         CorruptCheckpointError: ``--eval-only`` on an unreadable MODEL.WEIGHTS (names the file).
+        IncompleteWeightsError: ``--eval-only`` on a checkpoint that lacks parameters of the model
+            outside MODEL.WEIGHTS_ALLOWED_MISSING (names the file and the keys).
     """
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume)
+        load_eval_weights(cfg, model, cfg.MODEL.WEIGHTS, resume=args.resume)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
