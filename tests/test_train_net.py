@@ -424,3 +424,58 @@ def test_eval_only_refuses_a_checkpoint_of_another_model_naming_the_missing_keys
     torch.save({"model": {k: v for k, v in state.items() if not k.startswith("criterion.")}}, good)
     opts[opts.index(str(bad))] = str(good)
     main(default_argument_parser().parse_args(opts))
+
+
+def test_resume_at_max_iter_writes_the_missing_final_checkpoint(tmp_path):
+    """MAX_ITER a multiple of CHECKPOINT_PERIOD, killed while model_final.pth was written: the
+    last periodic checkpoint is the last iteration, so --resume runs no step; it still writes
+    model_final.pth (the weights of that checkpoint)."""
+    labels = _synthetic_labels(str(tmp_path / "labels"), n=1)
+    cfg = _cfg(tmp_path, labels, "SOLVER.MAX_ITER", 2, "SOLVER.CHECKPOINT_PERIOD", 2,
+               "MODEL.MASK_FORMER.DEC_LAYERS", 1, "SOLVER.IMS_PER_BATCH", 1)
+    trainer = _trainer(cfg, _Record())
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    out = cfg.OUTPUT_DIR
+    os.remove(os.path.join(out, "model_final.pth"))  # the kill: final never renamed, tag not moved
+    with open(os.path.join(out, "last_checkpoint"), "w") as f:
+        f.write("model_0000001.pth")
+    resumed = _Record()
+    trainer = _trainer(cfg, resumed)
+    trainer.resume_or_load(resume=True)
+    assert trainer.start_iter == 2
+    trainer.train()
+    assert resumed.steps == []
+    final = torch.load(os.path.join(out, "model_final.pth"), map_location="cpu", weights_only=False)
+    last = torch.load(os.path.join(out, "model_0000001.pth"), map_location="cpu", weights_only=False)
+    assert final["iteration"] == 1
+    assert all(torch.equal(v, last["model"][k]) for k, v in final["model"].items())
+
+
+def test_training_start_removes_only_its_own_stale_checkpoint_temp_files(tmp_path):
+    """Temp files of killed checkpoint writes (``.model_*.pth.<rand>.tmp``) older than the process
+    are removed when training starts; newer ones and other files' temp files stay."""
+    labels = _synthetic_labels(str(tmp_path / "labels"), n=1)
+    cfg = _cfg(tmp_path, labels, "SOLVER.MAX_ITER", 1, "SOLVER.WARMUP_ITERS", 0, "MODEL.MASK_FORMER.DEC_LAYERS", 1,
+               "SOLVER.IMS_PER_BATCH", 1)
+    out = cfg.OUTPUT_DIR
+    os.makedirs(out)
+    names = {".model_0000099.pth.k1x8.tmp": True, ".model_final.pth.a2b3.tmp": True,
+             ".last_checkpoint.zz.tmp": True, ".model_final.pth.new.tmp": False,  # newer than the process
+             ".metrics.json.q.tmp": False, "model_0000099.pth.tmp": False}
+    for name in names:
+        with open(os.path.join(out, name), "wb") as f:
+            f.write(b"x" * 10)
+        if name != ".model_final.pth.new.tmp":
+            os.utime(os.path.join(out, name), (1e9, 1e9))  # 2001
+    trainer = _trainer(cfg, _Record())
+    trainer.resume_or_load(resume=True)
+    trainer.train()
+    left = set(os.listdir(out))
+    assert not {n for n, stale in names.items() if stale} & left
+    assert {n for n, stale in names.items() if not stale} <= left
+    # a second training into the same OUTPUT_DIR (here: the lock held by this test) is refused
+    from part_distillation.utils.process import OutputLock, OutputLockHeld
+    with OutputLock(os.path.join(out, ".train.lock")):
+        with pytest.raises(OutputLockHeld, match=f"pid {os.getpid()}"):
+            _trainer(cfg, _Record()).train()

@@ -10,6 +10,8 @@ resume that survives truncated files).
   ``model_*.pth`` of the folder, newest iteration first; each unreadable one is renamed to
   ``<file>.corrupt`` (kept for inspection, and so that training writes it again) with a warning.
   When none is readable, training starts from MODEL.WEIGHTS at iteration 0.
+* :meth:`AtomicCheckpointer.remove_stale_temp_files` deletes the temp files of checkpoint writes
+  killed before this process started (``.model_*.pth.*.tmp``, ``.last_checkpoint.*.tmp``).
 * ``loaded`` holds ``(file, fvcore incompatible-keys report)`` of the last file loaded into the
   model, for :func:`~part_distillation.modeling.weights.check_complete_weights`.
 """
@@ -23,6 +25,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from ..utils.io import atomic_write
+from ..utils.process import remove_stale_temp_files
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +76,15 @@ class AtomicCheckpointer(DetectionCheckpointer):
         self.logger.info("Saving checkpoint to %s", save_file)
         atomic_write(save_file, lambda f: torch.save(data, f), mode="wb")
         self.tag_last_checkpoint(basename)
+
+    def remove_stale_temp_files(self) -> int:
+        """Delete the temp files that killed saves of this checkpointer's files left in
+        ``save_dir`` (``.model_*.pth.<random>.tmp``, ``.last_checkpoint.<random>.tmp``), only those
+        older than this process (:func:`part_distillation.utils.process.remove_stale_temp_files`).
+        No-op without ``save_dir`` or on non-saving ranks. Returns the count."""
+        if not self.save_dir or not self.save_to_disk:
+            return 0
+        return remove_stale_temp_files(self.save_dir, ["model_*.pth", LAST_CHECKPOINT])
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         """Atomically record ``last_filename_basename`` in ``<save_dir>/last_checkpoint``."""

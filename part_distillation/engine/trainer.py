@@ -12,6 +12,7 @@ iteration from the last checkpoint there, so a killed run continues with the sam
 """
 import itertools
 import logging
+import os
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Type
 
@@ -51,6 +52,7 @@ from part_distillation.evaluation.supervised import SupervisedPartEvaluator
 import part_distillation.modeling  # noqa: F401  (registers backbones, heads and ProposalModel)
 from part_distillation.modeling.meta_arch.proposal_model import output_mode_for
 from part_distillation.modeling.weights import check_complete_weights
+from part_distillation.utils.process import OutputLock
 from .checkpoint import AtomicCheckpointer
 from .wandb_writer import WandbWriter
 
@@ -328,6 +330,32 @@ class Trainer(DefaultTrainer):
         if self.cfg.SEED_EACH_ITERATION:
             hooks.insert(0, IterationSeedHook(self.cfg.SEED))
         return hooks
+
+    def train(self):
+        """detectron2's training loop, holding OUTPUT_DIR alone (:class:`OutputLock` on
+        ``OUTPUT_DIR/.train.lock`` in the main process: a second training into the same folder
+        is refused with the holder's pid), after removing the temp files of checkpoint writes
+        killed before this process (:meth:`AtomicCheckpointer.remove_stale_temp_files`).
+
+        A run resumed at MAX_ITER (its last periodic checkpoint is the last iteration, e.g. a kill
+        while ``model_final.pth`` was written) runs no step and writes ``model_final.pth`` from
+        the resumed state when it is missing.
+
+        Raises:
+            OutputLockHeld: another process trains into OUTPUT_DIR.
+        """
+        lock = OutputLock(os.path.join(self.cfg.OUTPUT_DIR, ".train.lock"), f"OUTPUT_DIR {self.cfg.OUTPUT_DIR}")
+        if comm.is_main_process():
+            lock.acquire()
+        try:
+            self.checkpointer.remove_stale_temp_files()
+            final = os.path.join(self.cfg.OUTPUT_DIR, "model_final.pth")
+            if self.start_iter >= self.max_iter and not os.path.isfile(final):
+                logger.info("resumed at MAX_ITER %d without model_final.pth: writing it", self.max_iter)
+                self.checkpointer.save("model_final", iteration=self.max_iter - 1)
+            return super().train()
+        finally:
+            lock.release()
 
     def build_writers(self):
         """detectron2's writers (console, metrics.json, TensorBoard), preceded by a
