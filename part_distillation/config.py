@@ -337,6 +337,11 @@ def add_part_distillation_config(cfg: CN) -> None:
     cfg.MODEL.EFFICIENTNET.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
     cfg.MODEL.EFFICIENTNET.FREEZE_AT = 0
 
+    # Model keys (fnmatch patterns) that may keep their initialisation when MODEL.WEIGHTS is
+    # loaded for --eval-only or stage 5; any other missing key is an error naming it
+    # (modeling/weights.py check_complete_weights).
+    cfg.MODEL.WEIGHTS_ALLOWED_MISSING = ["criterion.*"]
+
     cfg.VIS_OUTPUT_DIR = ""  # where the main job writes collages ("": <output_dir>/collages)
 
 

@@ -34,6 +34,7 @@ Output layout (``part_distillation.data.pseudo_labels``)::
     <output_dir>/logs/config.json                   settings that determine the outputs (resume guard)
     <output_dir>/logs/done/<i>of<n>.tsv             done-manifest of partition i: "<key>\\t<bytes>\\n"
     <output_dir>/logs/summary_<i>of<n>.json         run summary (counts, skips, failures)
+    <output_dir>/logs/lock_<i>of<n>                 held (flock) by the process running partition i
     <output_dir>/logs/gather/<i>of<n>/chunk_<k>.npz gather chunks + manifest.txt (gather form)
     <output_dir>/logs/reduce/<class_dir>.npz        reduced state per class (gather form)
 
@@ -42,6 +43,12 @@ atomically renamed into place; an item is done when its key is in any partition'
 file exists with the recorded size. No file is opened, no mask decoded (100K items: see
 ``bench/bench_resume.py``). A torn last manifest line (kill mid-append) is ignored. Temp files of
 this partition's killed writes (``.<image_id>.json.<rand>.tmp``) are removed at start.
+
+One process per partition: a run holds an exclusive ``fcntl.flock`` on ``logs/lock_<i>of<n>``
+(:class:`~part_distillation.utils.process.OutputLock`, released by the OS when the process dies)
+from before its resume guard to its summary; a second process on the same output folder and
+partition is refused with :class:`~part_distillation.utils.process.OutputLockHeld` naming the
+holder's pid (otherwise its start-up temp cleanup could delete the other's files in flight).
 
 Adding a stage (sketch)::
 
@@ -84,6 +91,7 @@ from ..data.pseudo_labels import (ImagePseudoLabel, class_code_of_dir, class_dir
                                   load_pseudo_label, pseudo_label_path)
 from ..utils.io import atomic_write, atomic_write_json
 from ..utils.class_filter import class_allowed, load_class_filter
+from ..utils.process import OutputLock
 from ..utils.sharding import RunSummary, SkipItem, resolve_partition
 
 logger = logging.getLogger(__name__)
@@ -225,6 +233,7 @@ class Stage:
         Raises:
             ValueError: a bad config value, duplicate image ids, a class filter file missing.
             StageConfigMismatch: ``output_dir`` holds outputs made with other settings.
+            OutputLockHeld: another process runs this partition into ``output_dir``.
         """
         self.validate_config(self.cfg)
         ns = self.ns
@@ -241,12 +250,19 @@ class Stage:
             mine = mine[:DEBUG_ITEMS]
             logger.info("%s.DEBUG: only %d items", self.CONFIG_NAMESPACE, len(mine))
         os.makedirs(self.output_dir, exist_ok=True)
-        check_stage_config(self.output_dir, self.NAME, self.settings())
         tag = f"{index}of{total}"
+        with OutputLock(os.path.join(self.output_dir, "logs", f"lock_{tag}"),
+                        f"stage {self.NAME} output folder {self.output_dir} partition {index + 1}/{total}"):
+            return self._run_locked(mine, owned, index, total, workers)
+
+    def _run_locked(self, mine: List[WorkItem], owned: Optional[set], index: int, total: int,
+                    workers: int) -> RunSummary:
+        """:meth:`run` once the lock of partition ``index`` of ``total`` is held."""
+        tag, desc = f"{index}of{total}", f"{self.NAME} [{index + 1}/{total}]"
+        check_stage_config(self.output_dir, self.NAME, self.settings())
         remove_stale_temp_files(self.output_dir, mine)
         manifest = DoneManifest(self.output_dir, tag)
         done = manifest.done_keys()
-        desc = f"{self.NAME} [{index + 1}/{total}]"
         summary = RunSummary()
         todo = []
         for it in mine:
