@@ -437,9 +437,6 @@ def setup_cfg(config_file: str = "", opts=None, freeze: bool = True) -> CN:
             raise ValueError(f"overrides must be KEY VALUE pairs, got an odd count: {list(opts)}")
         with _named_key_errors(cfg, "command line"):
             cfg.merge_from_list(list(opts))
-    from .data.datasets import configure_datasets  # registered datasets follow CUSTOM_DATASETS.*
-
-    configure_datasets(cfg)
     if freeze:
         cfg.freeze()
     return cfg

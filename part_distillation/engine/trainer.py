@@ -28,7 +28,7 @@ from detectron2.utils.logger import setup_logger
 from torch import nn
 
 import part_distillation.data  # noqa: F401  (registers the built-in datasets)
-from part_distillation.data.datasets import dataset_name
+from part_distillation.data.datasets import dataset_metadata, dataset_name, resolve_dataset
 from part_distillation.config import setup_cfg
 from part_distillation.data.part_distillation_dataset import (
     PartDistillationDatasetMapper,
@@ -286,7 +286,7 @@ class Trainer(DefaultTrainer):
         (stage 6: :class:`PartDistillationEvalDatasetMapper`, which adds the object classes)."""
         mapper = (PartDistillationEvalDatasetMapper(cfg) if training_task(cfg) == "part_distillation"
                   else PartEvalDatasetMapper(cfg))
-        return build_detection_test_loader(DatasetCatalog.get(dataset_name), mapper=mapper,
+        return build_detection_test_loader(resolve_dataset(dataset_name, cfg), mapper=mapper,
                                            num_workers=cfg.DATALOADER.NUM_WORKERS)
 
     @classmethod
@@ -311,10 +311,10 @@ class Trainer(DefaultTrainer):
             return SupervisedPartEvaluator(evaluation_part_classes(cfg, dataset_name))
         evaluators = [PartProposalEvaluator(), PartSegmentEvaluator()]
         if task == "part_distillation":
-            meta = MetadataCatalog.get(dataset_name)
+            meta = dataset_metadata(dataset_name, cfg)
             parts, num_objects = evaluation_vocabulary(meta.get("part_classes", None),
                                                        meta.get("thing_classes", None),
-                                                       DatasetCatalog.get(dataset_name))
+                                                       resolve_dataset(dataset_name, cfg))
             evaluators.append(UnsupervisedPartEvaluator(parts, num_objects))
         return DatasetEvaluators(evaluators)
 
