@@ -187,8 +187,14 @@ class Stage:
         unfinished ones (in processing order); e.g. to start batched inference. Default: nothing."""
 
     def gather(self, item: WorkItem) -> Dict[str, np.ndarray]:
-        """Gather form: ``{class_code: float32 (N, D)}`` features of one item (may be empty)."""
+        """Gather form: ``{class_code: float32 (N, D)}`` features of one item (may be empty), or
+        ``(features, counters dict)``; raise :class:`SkipItem` to skip with a counted reason.
+        Every feature of a run has the same D and is finite (checked by the runner)."""
         raise NotImplementedError
+
+    def check_gathered(self, summary: RunSummary) -> None:
+        """Gather form: called once the partition's features are gathered, before clustering,
+        with the run summary (gather counters included); raise to stop the run. Default: nothing."""
 
     def reduce(self, class_code: str, features: np.ndarray) -> Dict[str, np.ndarray]:
         """Gather form: the state of one class from all its features (N, D) float32."""
@@ -288,14 +294,20 @@ class Stage:
                            summary: RunSummary) -> "ReducedStates":
         store = GatherStore(os.path.join(self.output_dir, "logs", "gather", tag), self.gather_buffer_bytes)
         gathered = store.gathered_keys()
+        dims = store.feature_dims()
         for it in tqdm([it for it in mine if it.key not in gathered], desc=desc + " gather", dynamic_ncols=True):
             try:
                 feats = self.gather(it)
             except SkipItem as e:
                 summary.add_skip(it.key, e)
                 feats = {}
-            store.add(it.key, {c: _check_features(c, f) for c, f in feats.items()})
+            if isinstance(feats, tuple):
+                feats, counters = feats
+                summary.extra.update(counters)
+            feats = {c: _check_features(it, c, f, dims) for c, f in feats.items()}
+            store.add(it.key, feats)
         store.flush()
+        self.check_gathered(summary)
         reduce_dir = os.path.join(self.output_dir, "logs", "reduce")
         counts = store.feature_counts()
         classes = sorted(c for c in counts if owned is None or c in owned)
@@ -526,10 +538,28 @@ def _map(fn, todo: List[WorkItem], desc: str, workers: int, summary: RunSummary,
             pool.join()
 
 
-def _check_features(class_code: str, f) -> np.ndarray:
+def _check_features(item: WorkItem, class_code: str, f, dims: set) -> np.ndarray:
+    """``f`` as gathered features of ``item``: float32 (N, D), finite, D the dimension of every
+    feature gathered before into this partition (``dims``: the dimensions seen, extended in place).
+
+    Raises:
+        ValueError: another type or shape (a stage bug), or non-finite values or another D (a bad
+            input: the message names the item's file and what to do).
+    """
     f = np.asarray(f)
     if f.ndim != 2 or f.dtype != np.float32:
         raise ValueError(f"gather must return float32 (N, D) arrays, got {f.dtype} {f.shape} for {class_code!r}")
+    if not len(f):
+        return f
+    if not np.isfinite(f).all():
+        raise ValueError(f"{_name(item.source)}: {int((~np.isfinite(f)).any(1).sum())} of its {len(f)} "
+                         f"features of class {class_code!r} are NaN or infinite; rerun the stage that "
+                         "wrote it (or its model, if the network produced them)")
+    if dims and f.shape[1] not in dims:
+        raise ValueError(f"{_name(item.source)}: features of dimension {f.shape[1]} (class {class_code!r}), "
+                         f"but {sorted(dims)} in the items gathered before; every input must come from "
+                         "the same model (rerun the stage that wrote it)")
+    dims.add(f.shape[1])
     return f
 
 
@@ -596,6 +626,10 @@ class GatherStore:
                                                              z["dims"].tolist())):
                         self._index[cls].append((c, f"f{j}", rows, rows * dim * 4))
         return self._index
+
+    def feature_dims(self) -> set:
+        """The feature dimensions D of the chunks written so far (one, or none when empty)."""
+        return {e[3] // (4 * e[2]) for v in self._chunk_index().values() for e in v if e[2]}
 
     def feature_counts(self) -> Dict[str, int]:
         return {c: sum(e[2] for e in v) for c, v in self._chunk_index().items()}
