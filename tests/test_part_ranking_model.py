@@ -5,7 +5,7 @@ from part_distillation.config import setup_cfg
 from part_distillation.modeling.meta_arch.part_ranking_model import (
     PartRankingModel, clustering_segments, filter_if_any, labelling_segments, per_pixel_segments)
 
-TINY = "configs/part_proposal/tiny_cpu.yaml"
+TINY = "configs/proposal_learning/tiny_cpu.yaml"
 
 
 def halves(h=8, w=8):
