@@ -54,6 +54,7 @@ Per object, the ratios the official labeller records for stage 6's filters are i
 """
 import json
 import logging
+import os
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -121,21 +122,31 @@ class RankingNetworkStage(PseudoLabelInputStage):
             if int(pr[key]) < 1:
                 raise ValueError(f"PART_RANKING.{key} must be >= 1, got {pr[key]}")
 
+    @staticmethod
+    def default_input(cfg) -> Optional[List[str]]:
+        """The folders PART_RANKING.DATASET_PATH_LIST and DATASET_PATH (the official keys), the
+        input when the command line names none; None when both are empty."""
+        pr = cfg.PART_RANKING
+        folders = list(pr.DATASET_PATH_LIST) + ([pr.DATASET_PATH] if pr.DATASET_PATH else [])
+        return folders or None
+
     def list_items(self, inputs) -> List[WorkItem]:
-        """Items of ``inputs`` (a folder or a list of files); when empty, of the folders
-        PART_RANKING.DATASET_PATH_LIST and DATASET_PATH.
+        """Items of ``inputs`` (a folder, a list of folders or a list of files); when empty, of
+        :meth:`default_input`.
 
         Raises:
             ValueError: no input given at all.
         """
-        if inputs:
-            return super().list_items(inputs)
-        pr = self.cfg.PART_RANKING
-        folders = list(pr.DATASET_PATH_LIST) + ([pr.DATASET_PATH] if pr.DATASET_PATH else [])
-        if not folders:
+        inputs = inputs or self.default_input(self.cfg)
+        if not inputs:
             raise ValueError("part ranking needs an input folder: --input-dir, "
                              "PART_RANKING.DATASET_PATH or PART_RANKING.DATASET_PATH_LIST")
-        return [it for folder in folders for it in super().list_items(folder)]
+        if isinstance(inputs, str) or not all(os.path.isdir(p) for p in inputs):
+            return super().list_items(inputs)
+        items = []
+        for folder in inputs:  # (zero-argument super() does not work inside a comprehension)
+            items += super().list_items(folder)
+        return items
 
     def prepare(self, mine: List[WorkItem], todo: List[WorkItem]) -> None:
         """Build the network (and check MODEL.WEIGHTS, see :attr:`model`) before any item, so that
