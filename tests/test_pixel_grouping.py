@@ -9,11 +9,11 @@ from part_distillation.config import setup_cfg
 from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, encode_mask, list_pseudo_labels,
                                                   load_pseudo_label, save_pseudo_label)
 from part_distillation.modeling.feature_extractor import BackboneFeatures, RGBXYFeatures
-from part_distillation.stages.base import StageConfigMismatch
+from part_distillation.stages.resume import StageConfigMismatch
 from part_distillation.stages.object_masks import ObjectMasksStage
 from part_distillation.stages.pixel_grouping import (PixelGrouper, PixelGroupingStage, build_segmenter,
                                                      grid_segments, score_maps, upsample_scores)
-from part_distillation.stages.base import WorkItem, partition_items
+from part_distillation.stages.partition import WorkItem, partition_items
 from part_distillation.utils.sharding import resolve_partition
 
 from .helpers import EFFNET_CFG
