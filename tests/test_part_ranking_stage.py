@@ -215,3 +215,22 @@ def test_stage4_predictor_features_feed_stage5_with_identical_outputs(stage1, tm
     with pytest.raises(StageConfigMismatch, match="pass-1 settings"):
         PartRankingStage(_cfg("MODEL.WEIGHTS", weights, "PART_RANKING.MIN_SCORE_1", "0.5"),
                          str(tmp_path / "other")).run(props)
+
+
+@needs_shared
+def test_stage4_checkpoint_of_another_model_stops_stages_4_and_5_naming_the_keys(stage1, tmp_path):
+    """MODEL.WEIGHTS that leave the stage-4 head at its initialisation (another model's checkpoint)
+    stop the predictor and stage 5 before any item, naming the file and the keys."""
+    from detectron2.modeling import build_model
+
+    from part_distillation.modeling.weights import IncompleteWeightsError
+    from part_distillation.stages.part_proposals import PartProposalStage
+
+    state = build_model(_cfg()).state_dict()
+    weights = str(tmp_path / "other.pth")
+    torch.save({"model": {k: v for k, v in state.items() if "predictor.mask_embed" not in k}}, weights)
+    for stage in (PartProposalStage, PartRankingStage):
+        out = str(tmp_path / stage.NAME)
+        with pytest.raises(IncompleteWeightsError, match="sem_seg_head.predictor.mask_embed.layers.0.weight"):
+            stage(_cfg("MODEL.WEIGHTS", weights), out).run(stage1)
+        assert not list_pseudo_labels(out)

@@ -15,7 +15,7 @@ from .config import (NAMESPACE_CONFIGS, get_part_distillation_cfg, plain_config,
                      with_overrides)
 from .datasets import add_custom_datasets_config  # noqa: F401
 from .maskformer2 import add_maskformer2_config  # noqa: F401
-from .runtime import add_efficientnet_config, add_seed_config, add_wandb_config  # noqa: F401
+from .runtime import add_efficientnet_config, add_seed_config, add_wandb_config, add_weights_config  # noqa: F401
 from .stages import (add_dense_crf_config, add_part_distillation_config, add_part_ranking_config,  # noqa: F401
                      add_pixel_grouping_config, add_proposal_generation_config, add_proposal_learning_config,
                      add_stage_run_keys)

@@ -16,7 +16,7 @@ from detectron2.config import get_cfg
 from .baselines import add_fewshot_learning_config, add_supervised_model_config
 from .datasets import add_custom_datasets_config
 from .maskformer2 import add_maskformer2_config
-from .runtime import add_efficientnet_config, add_seed_config, add_wandb_config
+from .runtime import add_efficientnet_config, add_seed_config, add_wandb_config, add_weights_config
 from .stages import (add_dense_crf_config, add_part_distillation_config, add_part_ranking_config,
                      add_pixel_grouping_config, add_proposal_generation_config, add_proposal_learning_config)
 
@@ -25,7 +25,7 @@ NAMESPACE_CONFIGS = (
     add_maskformer2_config, add_wandb_config, add_proposal_generation_config, add_pixel_grouping_config,
     add_dense_crf_config, add_proposal_learning_config, add_part_ranking_config, add_part_distillation_config,
     add_custom_datasets_config, add_supervised_model_config, add_fewshot_learning_config, add_seed_config,
-    add_efficientnet_config,
+    add_efficientnet_config, add_weights_config,
 )
 
 
@@ -76,9 +76,6 @@ def setup_cfg(config_file: str = "", opts=None, freeze: bool = True) -> CN:
             raise ValueError(f"overrides must be KEY VALUE pairs, got an odd count: {list(opts)}")
         with _named_key_errors(cfg, "command line"):
             cfg.merge_from_list(list(opts))
-    from ..data.datasets import configure_datasets  # registered datasets follow CUSTOM_DATASETS.*
-
-    configure_datasets(cfg)
     if freeze:
         cfg.freeze()
     return cfg

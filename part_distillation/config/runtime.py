@@ -34,3 +34,10 @@ def add_efficientnet_config(cfg: CN) -> None:
     en.PRETRAINED = True
     en.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
     en.FREEZE_AT = 0
+
+
+def add_weights_config(cfg: CN) -> None:
+    """``MODEL.WEIGHTS_ALLOWED_MISSING``: model keys (fnmatch patterns) that may keep their
+    initialisation when ``MODEL.WEIGHTS`` is loaded for ``--eval-only`` or stage 5; any other
+    missing key is an error naming it (``modeling/weights.py`` ``check_complete_weights``)."""
+    cfg.MODEL.WEIGHTS_ALLOWED_MISSING = ["criterion.*"]

@@ -12,6 +12,7 @@ iteration from the last checkpoint there, so a killed run continues with the sam
 """
 import itertools
 import logging
+import os
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Type
 
@@ -27,7 +28,7 @@ from detectron2.utils.logger import setup_logger
 from torch import nn
 
 import part_distillation.data  # noqa: F401  (registers the built-in datasets)
-from part_distillation.data.datasets import dataset_name
+from part_distillation.data.datasets import dataset_metadata, dataset_name, resolve_dataset
 from part_distillation.config import setup_cfg
 from part_distillation.data.part_distillation_dataset import (
     PartDistillationDatasetMapper,
@@ -50,6 +51,8 @@ from part_distillation.evaluation.unsupervised import UnsupervisedPartEvaluator,
 from part_distillation.evaluation.supervised import SupervisedPartEvaluator
 import part_distillation.modeling  # noqa: F401  (registers backbones, heads and ProposalModel)
 from part_distillation.modeling.meta_arch.proposal_model import output_mode_for
+from part_distillation.modeling.weights import check_complete_weights
+from part_distillation.utils.process import OutputLock
 from .checkpoint import AtomicCheckpointer
 from .wandb_writer import WandbWriter
 
@@ -283,7 +286,7 @@ class Trainer(DefaultTrainer):
         (stage 6: :class:`PartDistillationEvalDatasetMapper`, which adds the object classes)."""
         mapper = (PartDistillationEvalDatasetMapper(cfg) if training_task(cfg) == "part_distillation"
                   else PartEvalDatasetMapper(cfg))
-        return build_detection_test_loader(DatasetCatalog.get(dataset_name), mapper=mapper,
+        return build_detection_test_loader(resolve_dataset(dataset_name, cfg), mapper=mapper,
                                            num_workers=cfg.DATALOADER.NUM_WORKERS)
 
     @classmethod
@@ -308,10 +311,10 @@ class Trainer(DefaultTrainer):
             return SupervisedPartEvaluator(evaluation_part_classes(cfg, dataset_name))
         evaluators = [PartProposalEvaluator(), PartSegmentEvaluator()]
         if task == "part_distillation":
-            meta = MetadataCatalog.get(dataset_name)
+            meta = dataset_metadata(dataset_name, cfg)
             parts, num_objects = evaluation_vocabulary(meta.get("part_classes", None),
                                                        meta.get("thing_classes", None),
-                                                       DatasetCatalog.get(dataset_name))
+                                                       resolve_dataset(dataset_name, cfg))
             evaluators.append(UnsupervisedPartEvaluator(parts, num_objects))
         return DatasetEvaluators(evaluators)
 
@@ -327,6 +330,32 @@ class Trainer(DefaultTrainer):
         if self.cfg.SEED_EACH_ITERATION:
             hooks.insert(0, IterationSeedHook(self.cfg.SEED))
         return hooks
+
+    def train(self):
+        """detectron2's training loop, holding OUTPUT_DIR alone (:class:`OutputLock` on
+        ``OUTPUT_DIR/.train.lock`` in the main process: a second training into the same folder
+        is refused with the holder's pid), after removing the temp files of checkpoint writes
+        killed before this process (:meth:`AtomicCheckpointer.remove_stale_temp_files`).
+
+        A run resumed at MAX_ITER (its last periodic checkpoint is the last iteration, e.g. a kill
+        while ``model_final.pth`` was written) runs no step and writes ``model_final.pth`` from
+        the resumed state when it is missing.
+
+        Raises:
+            OutputLockHeld: another process trains into OUTPUT_DIR.
+        """
+        lock = OutputLock(os.path.join(self.cfg.OUTPUT_DIR, ".train.lock"), f"OUTPUT_DIR {self.cfg.OUTPUT_DIR}")
+        if comm.is_main_process():
+            lock.acquire()
+        try:
+            self.checkpointer.remove_stale_temp_files()
+            final = os.path.join(self.cfg.OUTPUT_DIR, "model_final.pth")
+            if self.start_iter >= self.max_iter and not os.path.isfile(final):
+                logger.info("resumed at MAX_ITER %d without model_final.pth: writing it", self.max_iter)
+                self.checkpointer.save("model_final", iteration=self.max_iter - 1)
+            return super().train()
+        finally:
+            lock.release()
 
     def build_writers(self):
         """detectron2's writers (console, metrics.json, TensorBoard), preceded by a
@@ -384,6 +413,23 @@ def setup(args):
     return cfg
 
 
+def load_eval_weights(cfg, model: nn.Module, weights: str, resume: bool = False) -> None:
+    """Load ``weights`` (with ``resume``: the newest readable checkpoint of OUTPUT_DIR, else
+    ``weights``) into ``model`` for evaluation, refusing a checkpoint that leaves parameters at
+    their initialisation (:func:`~part_distillation.modeling.weights.check_complete_weights`,
+    allow-list MODEL.WEIGHTS_ALLOWED_MISSING). An empty ``weights`` evaluates the initialised model
+    (logged by fvcore).
+
+    Raises:
+        CorruptCheckpointError: the file is unreadable; IncompleteWeightsError: keys missing.
+    """
+    checkpointer = AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+    checkpointer.resume_or_load(weights, resume=resume)
+    if checkpointer.loaded is not None:
+        path, incompatible = checkpointer.loaded
+        check_complete_weights(incompatible, path, cfg.MODEL.WEIGHTS_ALLOWED_MISSING)
+
+
 def main(args):
     """``--eval-only``: load MODEL.WEIGHTS (or, with ``--resume``, the newest readable checkpoint
     of OUTPUT_DIR) and return the evaluation results; otherwise train (resuming with ``--resume``)
@@ -391,12 +437,13 @@ def main(args):
 
     Raises:
         CorruptCheckpointError: ``--eval-only`` on an unreadable MODEL.WEIGHTS (names the file).
+        IncompleteWeightsError: ``--eval-only`` on a checkpoint that lacks parameters of the model
+            outside MODEL.WEIGHTS_ALLOWED_MISSING (names the file and the keys).
     """
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume)
+        load_eval_weights(cfg, model, cfg.MODEL.WEIGHTS, resume=args.resume)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)

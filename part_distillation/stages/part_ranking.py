@@ -58,13 +58,13 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import transforms as T
 
 from ..data.proposal_dataset import _transform_masks, read_image
 from ..data.pseudo_labels import ImagePseudoLabel, ObjectLabel, PartLabel
 from ..modeling.meta_arch.part_ranking_model import PartRankingModel
 from ..modeling.part_clustering import CLASSIFIER_METRICS, cluster_classes
+from ..modeling.weights import check_complete_weights, load_weights
 from ..utils.sharding import SkipItem
 from ..config import plain_config
 from ..utils.io import weights_identity
@@ -138,10 +138,24 @@ class RankingNetworkStage(PseudoLabelInputStage):
                              "PART_RANKING.DATASET_PATH or PART_RANKING.DATASET_PATH_LIST")
         return [it for folder in folders for it in super().list_items(folder)]
 
+    def prepare(self, mine: List[WorkItem], todo: List[WorkItem]) -> None:
+        """Build the network (and check MODEL.WEIGHTS, see :attr:`model`) before any item, so that
+        a wrong checkpoint stops the run instead of failing every item."""
+        if todo:
+            self.model  # noqa: B018 - built for its check
+
+    def __getstate__(self) -> dict:
+        """Pickled for worker processes without the network (each worker builds its own)."""
+        return dict(self.__dict__, _model=None)
+
     @property
     def model(self) -> PartRankingModel:
         """The stage-4 network with the ranking passes, weights MODEL.WEIGHTS, in eval mode
-        (built on first use, so worker processes build their own)."""
+        (built on first use, so worker processes build their own).
+
+        Raises:
+            IncompleteWeightsError: MODEL.WEIGHTS lacks parameters of the network outside
+                MODEL.WEIGHTS_ALLOWED_MISSING (e.g. the checkpoint of another model)."""
         if self._model is None:
             if not self.cfg.MODEL.WEIGHTS:
                 # no checkpoint (tests, dry runs): a seeded init, so that reruns resume alike
@@ -150,7 +164,8 @@ class RankingNetworkStage(PseudoLabelInputStage):
                 torch.manual_seed(max(self.cfg.SEED, 0))
             model = PartRankingModel(self.cfg).to(torch.device(self.cfg.MODEL.DEVICE))
             if self.cfg.MODEL.WEIGHTS:
-                DetectionCheckpointer(model).load(self.cfg.MODEL.WEIGHTS)
+                check_complete_weights(load_weights(model, self.cfg.MODEL.WEIGHTS), self.cfg.MODEL.WEIGHTS,
+                                       self.cfg.MODEL.WEIGHTS_ALLOWED_MISSING)
             self._model = model.eval()
         return self._model
 

@@ -33,12 +33,14 @@ def check_unique_ids(items: Sequence[WorkItem]) -> None:
     seen = {}
     for it in items:
         if it.image_id in seen:
-            raise ValueError(f"duplicate image id {it.image_id!r}: {_name(seen[it.image_id])} and "
-                             f"{_name(it.source)}; image ids must be unique in a run (rename one)")
+            raise ValueError(f"duplicate image id {it.image_id!r}: {source_name(seen[it.image_id])} and "
+                             f"{source_name(it.source)}; image ids must be unique in a run (rename one)")
         seen[it.image_id] = it.source
 
 
-def _name(source) -> str:
+def source_name(source) -> str:
+    """How a work item's ``source`` is named in messages: a dataset dict's ``file_name``, else the
+    source itself (a pseudo-label path)."""
     return source.get("file_name", str(source)) if isinstance(source, dict) else str(source)
 
 

@@ -13,8 +13,9 @@ from tqdm import tqdm
 from ..data.pseudo_labels import ImagePseudoLabel, pseudo_label_path
 from ..utils.class_filter import class_allowed, load_class_filter
 from ..utils.io import atomic_write_json
+from ..utils.process import OutputLock
 from ..utils.sharding import RunSummary, SkipItem, resolve_partition
-from .partition import WorkItem, check_unique_ids, partition_items
+from .partition import WorkItem, check_unique_ids, partition_items, source_name
 from .resume import check_stage_config
 from .store import DoneManifest, GatherStore, ReducedStates, remove_stale_temp_files
 
@@ -36,6 +37,7 @@ def run_stage(stage, inputs, workers: int = 1) -> RunSummary:
     Raises:
         ValueError: a bad config value, duplicate image ids, a class filter file missing.
         StageConfigMismatch: ``output_dir`` holds outputs made with other settings.
+        OutputLockHeld: another process runs this partition into ``output_dir``.
     """
     stage.validate_config(stage.cfg)
     ns = stage.ns
@@ -52,12 +54,20 @@ def run_stage(stage, inputs, workers: int = 1) -> RunSummary:
         mine = mine[:DEBUG_ITEMS]
         logger.info("%s.DEBUG: only %d items", stage.CONFIG_NAMESPACE, len(mine))
     os.makedirs(stage.output_dir, exist_ok=True)
-    check_stage_config(stage.output_dir, stage.NAME, stage.settings())
     tag = f"{index}of{total}"
+    with OutputLock(os.path.join(stage.output_dir, "logs", f"lock_{tag}"),
+                    f"stage {stage.NAME} output folder {stage.output_dir} partition {index + 1}/{total}"):
+        return _run_locked(stage, mine, owned, index, total, workers)
+
+
+def _run_locked(stage, mine: List[WorkItem], owned: Optional[set], index: int, total: int,
+                workers: int) -> RunSummary:
+    """:func:`run_stage` once the lock of partition ``index`` of ``total`` is held."""
+    tag, desc = f"{index}of{total}", f"{stage.NAME} [{index + 1}/{total}]"
+    check_stage_config(stage.output_dir, stage.NAME, stage.settings())
     remove_stale_temp_files(stage.output_dir, mine)
     manifest = DoneManifest(stage.output_dir, tag)
     done = manifest.done_keys()
-    desc = f"{stage.NAME} [{index + 1}/{total}]"
     summary = RunSummary()
     todo = []
     for it in mine:
@@ -87,14 +97,20 @@ def gather_and_reduce(stage, mine: List[WorkItem], owned: Optional[set], tag: st
     reduced from another feature count, classes batched up to ``stage.gather_buffer_bytes``."""
     store = GatherStore(os.path.join(stage.output_dir, "logs", "gather", tag), stage.gather_buffer_bytes)
     gathered = store.gathered_keys()
+    dims = store.feature_dims()
     for it in tqdm([it for it in mine if it.key not in gathered], desc=desc + " gather", dynamic_ncols=True):
         try:
             feats = stage.gather(it)
         except SkipItem as e:
             summary.add_skip(it.key, e)
             feats = {}
-        store.add(it.key, {c: _check_features(c, f) for c, f in feats.items()})
+        if isinstance(feats, tuple):
+            feats, counters = feats
+            summary.extra.update(counters)
+        feats = {c: _check_features(it, c, f, dims) for c, f in feats.items()}
+        store.add(it.key, feats)
     store.flush()
+    stage.check_gathered(summary)
     reduce_dir = os.path.join(stage.output_dir, "logs", "reduce")
     counts = store.feature_counts()
     classes = sorted(c for c in counts if owned is None or c in owned)
@@ -163,8 +179,26 @@ def _map(fn, todo: List[WorkItem], desc: str, workers: int, summary: RunSummary,
             pool.join()
 
 
-def _check_features(class_code: str, f) -> np.ndarray:
+def _check_features(item: WorkItem, class_code: str, f, dims: set) -> np.ndarray:
+    """``f`` as gathered features of ``item``: float32 (N, D), finite, D the dimension of every
+    feature gathered before into this partition (``dims``: the dimensions seen, extended in place).
+
+    Raises:
+        ValueError: another type or shape (a stage bug), or non-finite values or another D (a bad
+            input: the message names the item's file and what to do).
+    """
     f = np.asarray(f)
     if f.ndim != 2 or f.dtype != np.float32:
         raise ValueError(f"gather must return float32 (N, D) arrays, got {f.dtype} {f.shape} for {class_code!r}")
+    if not len(f):
+        return f
+    if not np.isfinite(f).all():
+        raise ValueError(f"{source_name(item.source)}: {int((~np.isfinite(f)).any(1).sum())} of its {len(f)} "
+                         f"features of class {class_code!r} are NaN or infinite; rerun the stage that "
+                         "wrote it (or its model, if the network produced them)")
+    if dims and f.shape[1] not in dims:
+        raise ValueError(f"{source_name(item.source)}: features of dimension {f.shape[1]} (class {class_code!r}), "
+                         f"but {sorted(dims)} in the items gathered before; every input must come from "
+                         "the same model (rerun the stage that wrote it)")
+    dims.add(f.shape[1])
     return f

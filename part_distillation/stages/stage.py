@@ -37,6 +37,12 @@ file exists with the recorded size. No file is opened, no mask decoded (100K ite
 ``bench/bench_resume.py``). A torn last manifest line (kill mid-append) is ignored. Temp files of
 this partition's killed writes (``.<image_id>.json.<rand>.tmp``) are removed at start.
 
+One process per partition: a run holds an exclusive ``fcntl.flock`` on ``logs/lock_<i>of<n>``
+(:class:`~part_distillation.utils.process.OutputLock`, released by the OS when the process dies)
+from before its resume guard to its summary; a second process on the same output folder and
+partition is refused with :class:`~part_distillation.utils.process.OutputLockHeld` naming the
+holder's pid (otherwise its start-up temp cleanup could delete the other's files in flight).
+
 Adding a stage (sketch)::
 
     @register_stage
@@ -126,8 +132,14 @@ class Stage:
         unfinished ones (in processing order); e.g. to start batched inference. Default: nothing."""
 
     def gather(self, item: WorkItem) -> Dict[str, np.ndarray]:
-        """Gather form: ``{class_code: float32 (N, D)}`` features of one item (may be empty)."""
+        """Gather form: ``{class_code: float32 (N, D)}`` features of one item (may be empty), or
+        ``(features, counters dict)``; raise :class:`SkipItem` to skip with a counted reason.
+        Every feature of a run has the same D and is finite (checked by the runner)."""
         raise NotImplementedError
+
+    def check_gathered(self, summary: RunSummary) -> None:
+        """Gather form: called once the partition's features are gathered, before clustering,
+        with the run summary (gather counters included); raise to stop the run. Default: nothing."""
 
     def reduce(self, class_code: str, features: np.ndarray) -> Dict[str, np.ndarray]:
         """Gather form: the state of one class from all its features (N, D) float32."""
@@ -171,6 +183,7 @@ class Stage:
         Raises:
             ValueError: a bad config value, duplicate image ids, a class filter file missing.
             StageConfigMismatch: ``output_dir`` holds outputs made with other settings.
+            OutputLockHeld: another process runs this partition into ``output_dir``.
         """
         return run_stage(self, inputs, workers)
 

@@ -6,6 +6,7 @@ Output layout (``part_distillation.data.pseudo_labels``)::
     <output_dir>/logs/config.json                   settings that determine the outputs (resume guard)
     <output_dir>/logs/done/<i>of<n>.tsv             done-manifest of partition i: "<key>\\t<bytes>\\n"
     <output_dir>/logs/summary_<i>of<n>.json         run summary (counts, skips, failures)
+    <output_dir>/logs/lock_<i>of<n>                 held (flock) by the process running partition i
     <output_dir>/logs/gather/<i>of<n>/chunk_<k>.npz gather chunks + manifest.txt (gather form)
     <output_dir>/logs/reduce/<class_dir>.npz        reduced state per class (gather form)
 """
@@ -150,6 +151,10 @@ class GatherStore:
                                                              z["dims"].tolist())):
                         self._index[cls].append((c, f"f{j}", rows, rows * dim * 4))
         return self._index
+
+    def feature_dims(self) -> set:
+        """The feature dimensions D of the chunks written so far (one, or none when empty)."""
+        return {e[3] // (4 * e[2]) for v in self._chunk_index().values() for e in v if e[2]}
 
     def feature_counts(self) -> Dict[str, int]:
         return {c: sum(e[2] for e in v) for c, v in self._chunk_index().items()}
