@@ -136,7 +136,7 @@ def test_stage_resumes_and_counts_failures(tmp_path):
     assert again["resumed"] == 2 and again["processed"] == 1
     assert load_pseudo_label(files[1]).stage == "pixel_grouping"
     assert not os.path.exists(stale)  # stale temp files of this stage are removed on start
-    assert sorted(os.listdir(os.path.join(out, "logs"))) == ["config.json", "done", "summary_0of1.json"]
+    assert sorted(os.listdir(os.path.join(out, "logs"))) == ["config.json", "done", "lock_0of1", "summary_0of1.json"]
     # resuming with other settings would mix two configs in one folder: refused, naming the key
     other = _cfg(*RGBXY, "PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS", "3")
     with pytest.raises(StageConfigMismatch, match="NUM_SUPERPIXEL_CLUSTERS.*4 -> 3"):

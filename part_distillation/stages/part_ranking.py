@@ -76,6 +76,8 @@ from .stage import PseudoLabelInputStage
 logger = logging.getLogger(__name__)
 
 PROPOSALS_STAGE = "part_proposals"  # the stage-4 predictor's files (stages/part_proposals.py)
+# share of predictor parts without a feature above which stage 5 refuses to cluster
+MAX_PARTS_WITHOUT_FEATURE = 0.05
 
 
 def object_class(obj: ObjectLabel) -> str:
@@ -232,10 +234,11 @@ class PartRankingStage(RankingNetworkStage):
     NAME = "part_ranking"
 
     # ---- gather: pass 1 ----
-    def gather(self, item: WorkItem) -> Dict[str, np.ndarray]:
-        """``{object class: float32 (S, D)}`` query features of the kept segments of the item's
-        objects (classes with no feature are left out). From a ``part_proposals`` input file,
-        the features it holds (no network pass).
+    def gather(self, item: WorkItem) -> Tuple[Dict[str, np.ndarray], Dict[str, int]]:
+        """``({object class: float32 (S, D)}, counters)``: query features of the kept segments
+        of the item's objects (classes with no feature are left out). From a ``part_proposals``
+        input file, the features it holds (no network pass), counters ``parts_with_feature`` /
+        ``parts_without_feature`` (see :meth:`check_gathered`).
 
         Raises:
             StageConfigMismatch: the ``part_proposals`` file was made with other pass-1 settings
@@ -251,15 +254,39 @@ class PartRankingStage(RankingNetworkStage):
                     "INPUT / TEST / MODEL.WEIGHTS")
             objs = [label.objects[i] for i in self._kept_objects(label)]
             per_object = [(o, [p.feature for p in o.parts if p.feature is not None]) for o in objs]
+            counters = {"parts_with_feature": sum(len(f) for _, f in per_object)}
+            counters["parts_without_feature"] = sum(len(o.parts) for o in objs) - counters["parts_with_feature"]
         else:
             label, kept, x = self._inputs(item, label)
             feats = self.model([x])[0]["features"]
             per_object = [(label.objects[i], f.numpy()) for i, f in zip(kept, feats)]
+            counters = {}
         out: Dict[str, List[np.ndarray]] = {}
         for obj, feats in per_object:
             if len(feats):  # (S, D) rows, as one array or a list of (D,) arrays
                 out.setdefault(object_class(obj), []).append(np.asarray(feats, dtype=np.float32))
-        return {c: np.concatenate(v) for c, v in out.items()}
+        return {c: np.concatenate(v) for c, v in out.items()}, counters
+
+    def check_gathered(self, summary) -> None:
+        """Refuse to cluster when more than :data:`MAX_PARTS_WITHOUT_FEATURE` of the
+        ``part_proposals`` parts gathered in this run have no feature (the predictor writes one
+        per part: such files are damaged; the parts would silently leave the clustering and change
+        every label of their class). Counts: ``parts_without_feature`` / ``parts_with_feature`` of
+        the run summary.
+
+        Raises:
+            ValueError: naming the share, the input folder and what to do.
+        """
+        missing, present = summary.extra.get("parts_without_feature", 0), summary.extra.get("parts_with_feature", 0)
+        if missing:
+            share = missing / (missing + present)
+            logger.warning("%d of %d part_proposals parts have no feature: left out of the clustering",
+                           missing, missing + present)
+            if share > MAX_PARTS_WITHOUT_FEATURE:
+                raise ValueError(
+                    f"{missing} of {missing + present} parts ({100 * share:.1f}% > "
+                    f"{100 * MAX_PARTS_WITHOUT_FEATURE:.0f}%) of the part_proposals files have no "
+                    f"feature: the files are damaged; rerun the stage-4 predictor into a fresh folder")
 
     # ---- reduce: clustering ----
     def reduce_many(self, features: Dict[str, np.ndarray]) -> Dict[str, Dict[str, np.ndarray]]:
