@@ -432,3 +432,44 @@ def test_pascal_parts_split_from_voc_lists(tmp_path):
     assert [r["image_id"] for r in DatasetCatalog.get("t_pascal_parts_val")] == [ids[1]]
 
 
+
+
+def test_exif_orientation_is_applied_by_every_reader_as_detectron2_does(tmp_path):
+    """A phone photo stored sideways (EXIF orientation 6 / 8 / 3): pixels, header size and the
+    resized read are those of the displayed image (detectron2's read_image), so masks drawn on the
+    displayed image (here an image-folder mask) line up with the pixels."""
+    from detectron2.data import transforms as T
+    from detectron2.data.detection_utils import read_image as d2_read_image
+
+    from part_distillation.data.images import read_image_size
+
+    stored = np.zeros((40, 64, 3), np.uint8)  # as stored: 64 wide, 40 high, a red left quarter
+    stored[:, :16] = (250, 0, 0)
+    stored[:, 16:] = (0, 0, 250)
+    imgs, masks = tmp_path / "imgs", tmp_path / "masks"
+    imgs.mkdir()
+    masks.mkdir()
+    for orientation in (6, 8, 3):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = str(imgs / f"o{orientation}.jpg")
+        Image.fromarray(stored).save(path, exif=exif.tobytes(), quality=100)
+        img = read_image_rgb(path)
+        assert np.array_equal(img, d2_read_image(path, "RGB")), orientation
+        assert read_image_size(path) == (img.shape[1], img.shape[0])
+        red = img[..., 0] > 128
+        if orientation == 6:  # turned 90 degrees clockwise for display: the red quarter on top
+            assert img.shape[:2] == (64, 40) and red[:14].all() and not red[18:].any()
+        elif orientation == 8:  # counter-clockwise: at the bottom
+            assert img.shape[:2] == (64, 40) and red[-14:].all() and not red[:-18].any()
+        else:  # 180 degrees: on the right
+            assert img.shape[:2] == (40, 64) and red[:, -14:].all() and not red[:, :-18].any()
+        got = read_image_resized(path, lambda h, w: T.ResizeShortestEdge.get_output_shape(h, w, 20, 40))
+        assert np.array_equal(got, T.ResizeShortestEdge(20, 40).get_transform(img).apply_image(img))
+        tiny = read_image_resized(path, lambda h, w: T.ResizeShortestEdge.get_output_shape(h, w, 4, 40))
+        assert tiny.shape[:2] == ((6, 4) if orientation != 3 else (4, 6))  # JPEG draft, then turned
+        Image.fromarray(red.astype(np.uint8)).save(masks / f"o{orientation}.png")  # drawn as displayed
+    recs = load_image_folder(str(imgs), str(masks), "thing")
+    assert [r["image_id"] for r in recs] == ["o3", "o6", "o8"]
+    for r in recs:
+        assert (r["height"], r["width"]) == read_image_rgb(r["file_name"]).shape[:2]
