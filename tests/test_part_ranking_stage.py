@@ -17,7 +17,7 @@ from part_distillation.data import resolve_dataset
 from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, PartLabel, decode_mask,
                                                   list_pseudo_labels, load_pseudo_label,
                                                   save_pseudo_label)
-from part_distillation.stages.base import WorkItem, partition_items
+from part_distillation.stages.partition import WorkItem, partition_items
 from part_distillation.stages.part_ranking import PartRankingStage, part_ratios
 
 from .helpers import REPO, needs_shared
@@ -171,7 +171,7 @@ def test_stage4_predictor_features_feed_stage5_with_identical_outputs(stage1, tm
     masks (two network passes), and refuses predictor files made with other pass-1 settings."""
     from detectron2.modeling import build_model
 
-    from part_distillation.stages.base import StageConfigMismatch
+    from part_distillation.stages.resume import StageConfigMismatch
     from part_distillation.stages.part_proposals import PartProposalStage
 
     torch.manual_seed(2)

@@ -223,12 +223,39 @@ def test_eval_only_reports_ar(tmp_path):
     args = default_argument_parser().parse_args([
         "--config-file", TINY, "--eval-only", "MODEL.EFFICIENTNET.PRETRAINED", "False",
         "DATASETS.TEST", f"('{SUBSET}',)", "INPUT.MIN_SIZE_TEST", "96", "DATALOADER.NUM_WORKERS", "0",
-        "OUTPUT_DIR", str(tmp_path / "eval")])
+        "OUTPUT_DIR", str(tmp_path / "eval"), "VIS_OUTPUT_DIR", str(tmp_path / "vis")])
     results = main(args)
     ar = results["part_proposals"]
     assert {"AR@1", "AR@10"} <= set(ar) and ar["num_objects"] > 0
     assert all(0.0 <= ar[k] <= 100.0 for k in ("AR@1", "AR@10"))
     assert "best_match_mIoU" in results["part_segments"]
+    # detectron2's habit: OUTPUT_DIR/inference/<dataset>/results.json, and a few overlays in VIS_OUTPUT_DIR
+    with open(tmp_path / "eval" / "inference" / SUBSET / "results.json") as f:
+        assert json.load(f)["part_proposals"]["AR@1"] == pytest.approx(ar["AR@1"])
+    overlays = os.listdir(tmp_path / "vis" / SUBSET)
+    assert 1 <= len(overlays) <= 8 and all(f.endswith(".jpg") for f in overlays)
+
+
+def test_task_follows_meta_architecture():
+    """The official YAMLs keep Mask2Former's INPUT.DATASET_MAPPER_NAME; the task (and training
+    mapper) follow MODEL.META_ARCHITECTURE, and the official stage meta-architectures name the tool."""
+    from part_distillation.engine.trainer import train_mapper_name, training_task
+
+    def cfg(arch, *opts):
+        return setup_cfg("", ["MODEL.META_ARCHITECTURE", arch, "INPUT.DATASET_MAPPER_NAME", "coco_instance_lsj", *opts])
+
+    assert training_task(cfg("PartDistillationModel")) == "part_distillation"
+    assert training_task(cfg("ProposalModel")) == "proposal" and train_mapper_name(cfg("ProposalModel")) == "part_proposal"
+    assert training_task(cfg("SupervisedModel")) == "supervised"
+    assert training_task(cfg("SupervisedModel", "SUPERVISED_MODEL.CLASS_AGNOSTIC_LEARNING", True)) == "supervised_agnostic"
+    assert train_mapper_name(cfg("SupervisedModel")) == "part_supervised"
+    for arch, tool in (("PartRankingModel", "tools/part_ranking.py"), ("ProposalGenerationModel", "tools/pixel_grouping.py"),
+                       ("PixelGroupingModel", "tools/run_part_pipeline.py"), ("ClusteringBaseline", "tools/run_part_pipeline.py"),
+                       ("LabelingDetic", "tools/label_objects.py")):
+        with pytest.raises(ValueError, match=f"{arch}.*{tool}"):
+            training_task(cfg(arch))
+    with pytest.raises(ValueError, match="NoSuchModel"):
+        training_task(cfg("NoSuchModel"))
 
 
 def test_postprocess_types_pick_the_output_mode_per_test_set(tmp_path):

@@ -12,7 +12,7 @@ pseudo-labels in the official ``<class_dir>/<image_id>.json`` layout, each objec
 cannot be labelled stays without parts and is listed in ``skipped_objects`` with the reason.
 
 The three phases of the framework's gather -> reduce -> map form
-(:class:`part_distillation.stages.base.Stage`), partitioned by object class (PARTITION_BY
+(:class:`part_distillation.stages.stage.Stage`), partitioned by object class (PARTITION_BY
 "class": each job owns every image of its classes, so each class is clustered by one job):
 
 1. **gather** (pass 1, :func:`~part_distillation.modeling.meta_arch.part_ranking_model.clustering_segments`):
@@ -68,8 +68,11 @@ from ..modeling.part_clustering import CLASSIFIER_METRICS, cluster_classes
 from ..modeling.weights import check_complete_weights, load_weights
 from ..utils.sharding import SkipItem
 from ..config import plain_config
-from .base import (RUN_KEYS, PseudoLabelInputStage, StageConfigMismatch, WorkItem, register_stage,
-                   weights_identity)
+from ..utils.io import weights_identity
+from .build import register_stage
+from .partition import WorkItem
+from .resume import RUN_KEYS, StageConfigMismatch
+from .stage import PseudoLabelInputStage
 
 logger = logging.getLogger(__name__)
 
