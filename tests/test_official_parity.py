@@ -248,3 +248,16 @@ def test_stage6_segmentations_identical(stage6, run):
         masks = results[0]["proposals"][0]["pred_masks"]
         keep, _ = gt_iou_filter(masks, inp["gt_parts"][0])
         assert sorted(results[0]["proposals"][0]["labels"][keep].tolist()) == ref["labels"].tolist()
+
+
+def test_object_area_ratio_rule_is_one_strict_rule():
+    """Stages 4, 5 and 6 use one object-area-ratio rule, the official strict ``>``."""
+    from part_distillation.data import part_distillation_dataset, proposal_dataset
+    from part_distillation.modeling import postprocess
+    from part_distillation.stages import part_ranking
+    from part_distillation.utils.object_filter import object_area_ratio_keep
+
+    for module in (proposal_dataset, part_distillation_dataset, part_ranking, postprocess):
+        assert module.object_area_ratio_keep is object_area_ratio_keep
+    assert not object_area_ratio_keep(10, 1000, 0.01)  # equal: dropped (official >)
+    assert object_area_ratio_keep(11, 1000, 0.01)

@@ -1,17 +1,11 @@
 """Post-processing rules shared by the stages, each written once.
 
-* :func:`object_area_ratio_keep`: the object-area-ratio filter (an object is used when its area /
-  image area passes ``MIN_OBJECT_AREA_RATIO``). The official code writes the inequality
-  differently per stage, and each stage keeps its official one (``inclusive``):
-
-  ============================== ===================================== ===========
-  stage                          official source                       keeps
-  ============================== ===================================== ===========
-  4 proposal learning            ``proposal_dataset_mapper.py``        ratio >= t
-  5 part ranking                 ``imagenet_part_ranking_dataset_mapper.py``  ratio > t
-  6 PartDistillation training    ``part_distillation_dataset_mapper.py``      ratio > t
-  ============================== ===================================== ===========
-
+* :func:`object_area_ratio_keep` (defined in :mod:`part_distillation.utils.object_filter`, below
+  the data layer that also uses it): the object-area-ratio filter: an object is used when its area /
+  image area is > ``MIN_OBJECT_AREA_RATIO``, strictly, in every stage that has one (official:
+  stage 4 ``register_imagenet_with_proposals.py`` and ``proposal_dataset_mapper.py``
+  ``object_ratio > min_object_area_ratio``, stage 5 the same loader, stage 6
+  ``part_distillation_dataset_mapper.py`` ``object_ratio > min_object_area_ratio``).
 * :func:`per_pixel_winner`: the per-pixel "score x sigmoid(mask)" winner of the Mask2Former
   per-pixel part assignment (official ``_unique_assignment_with_classes`` and the part-ranking /
   proposal models' per-pixel modes).
@@ -32,38 +26,26 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
+from ..utils.object_filter import object_area_ratio_keep  # noqa: F401 - the one rule, re-exported
+
 OFFICIAL_MIN_GT_IOU = 0.1  # official fg_score_threshold of match_gt_labels
 
 
-def object_area_ratio_keep(object_area, image_area, min_ratio: float, *, inclusive: bool):
-    """Whether an object is used: ``object_area / image_area >= min_ratio`` (``inclusive``) or
-    ``> min_ratio`` (see the module table for each stage's official choice).
-
-    Args:
-        object_area: pixels of the object (number, numpy array or tensor; elementwise).
-        image_area: pixels of the image (> 0).
-        min_ratio: MIN_OBJECT_AREA_RATIO of the stage.
-        inclusive: True keeps the ratio equal to ``min_ratio``.
-
-    Returns:
-        bool (or bool array / tensor of the inputs' shape).
-    """
-    ratio = object_area / image_area
-    return ratio >= min_ratio if inclusive else ratio > min_ratio
-
-
-def per_pixel_winner(scores: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-    """Index of the candidate with the highest ``score * prob`` at every pixel.
+def per_pixel_winner(scores: torch.Tensor, probs: torch.Tensor
+                     ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The candidate with the highest ``score * prob`` at every pixel.
 
     Args:
         scores: (N,) float, N >= 1.
         probs: (N, H, W) float mask probabilities (sigmoid of the mask logits).
 
     Returns:
-        (H, W) int64 indices into N. Uses ``max(0)`` (one pass; torch's CPU ``argmax`` over the
-        leading dim is several times slower); ties go to one of the tied candidates.
+        ``(best (H, W) float, index (H, W) int64 into N)``. Uses ``max(0)`` (one pass for both;
+        torch's CPU ``argmax`` over the leading dim is several times slower); ties go to one of
+        the tied candidates.
     """
-    return (scores[:, None, None] * probs).max(0).indices
+    best, index = (scores[:, None, None] * probs).max(0)
+    return best, index
 
 
 def area_then_score_keep(areas: torch.Tensor, scores: torch.Tensor, region_area,
@@ -126,7 +108,7 @@ def assign_part_segments(scores: torch.Tensor, labels: torch.Tensor, mask_logits
         return (torch.zeros((0, h, w), dtype=torch.bool, device=mask_logits.device),
                 labels[:0], scores[:0])
     region = (mask_logits > 0).any(0)
-    winner = per_pixel_winner(scores, mask_logits.sigmoid())
+    _, winner = per_pixel_winner(scores, mask_logits.sigmoid())
     winners = torch.unique(winner)
     merged_labels, inverse = torch.unique(labels[winners], return_inverse=True)
     # segment of each pixel's winning label (-1 outside the region), then one mask per label
