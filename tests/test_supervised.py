@@ -19,7 +19,6 @@ from part_distillation.data.ground_truth import GTObject
 from part_distillation.config import setup_cfg
 from part_distillation.data.supervised_dataset import (
     SupervisedDatasetMapper,
-    fewshot_subset,
     load_supervised_train_dicts,
     part_class_names,
     split_dicts,
@@ -47,29 +46,6 @@ def _tiny(tmp_path, *opts, config=TINY):
         "SEED", 0, *opts])
 
 
-def _records(n):
-    return [{"image_id": f"img{i:03d}", "objects": []} for i in range(n)]
-
-
-def test_fewshot_subset_is_deterministic_and_keeps_the_percentage():
-    records = _records(40)
-    ten = fewshot_subset(records, 10)
-    assert len(ten) == 4 and len(fewshot_subset(records, 50)) == 20
-    assert len(fewshot_subset(records, 1)) == 1  # at least one image
-    assert len(fewshot_subset(records, 12)) == 5  # ceil(4.8)
-    assert fewshot_subset(records, 100) != records and len(fewshot_subset(records, 100)) == 40
-    # same ids whatever the input order; smaller percentages are prefixes of larger ones
-    shuffled = [records[i] for i in np.random.default_rng(3).permutation(40)]
-    ids = [r["image_id"] for r in ten]
-    assert [r["image_id"] for r in fewshot_subset(shuffled, 10)] == ids
-    assert [r["image_id"] for r in fewshot_subset(records, 50)][:4] == ids
-    assert ids != [r["image_id"] for r in fewshot_subset(records, 10, seed=1)]
-    assert ids != [r["image_id"] for r in records[:4]]  # shuffled, not the first ids
-    for bad in (0, -5, 101):
-        with pytest.raises(ValueError, match="LABEL_PERCENTAGE"):
-            fewshot_subset(records, bad)
-
-
 @needs_shared
 def test_split_rule_and_shared_taxonomy():
     full = DatasetCatalog.get("pascal_part_examples")
@@ -91,8 +67,8 @@ def test_fewshot_ids_are_written(tmp_path):
     kept = load_supervised_train_dicts(cfg)
     with open(os.path.join(cfg.OUTPUT_DIR, "fewshot_image_ids.json")) as f:
         log = json.load(f)
-    # 14 train images, one of which (a chair, no parts) is dropped: 13 -> ceil(6.5) = 7
-    assert log["num_images"] == 13 and len(kept) == 7 == len(log["image_ids"])
+    # 14 train images, one of which (a chair, no parts) is dropped: 13 -> int(6.5) = 6 (official rule)
+    assert log["num_images"] == 13 and len(kept) == 6 == len(log["image_ids"])
     assert log["image_ids"] == [r["image_id"] for r in kept] and log["label_percentage"] == 50
     assert all(any(o["parts"] for o in r["objects"]) for r in kept)
 

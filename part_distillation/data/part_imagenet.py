@@ -161,17 +161,16 @@ class PartImageNetLoader(DatasetLoader):
 
 
 def builtin_datasets(d2: str, cfg=None) -> Dict[str, dict]:
-    """``part_imagenet_{train,val,test,valtest}`` and the official unsupervised-evaluation pairs
-    ``part_imagenet_{match,evaluate}_{val,test,valtest}``."""
+    """Official names ``part_imagenet_{train,val,test,valtest}`` and the evaluation names
+    ``part_imagenet_{pre_labeling,match,evaluate}_{val,test,valtest}``, with ``cfg``'s
+    ``CUSTOM_DATASETS.*`` (``None``: defaults)."""
     pi = cfg.CUSTOM_DATASETS.PART_IMAGENET if cfg is not None else None
     merge = bool(cfg.CUSTOM_DATASETS.USE_MERGED_GT) if cfg is not None else True
     base = dict(loader_name="PartImageNetLoader", merge=merge, debug=bool(pi and pi.DEBUG),
                 annotations_dirname=(pi and pi.ANNOTATIONS_DIRNAME) or os.path.join(d2, "part_imagenet"),
                 images_dirname=(pi and pi.IMAGES_DIRNAME) or os.path.join(d2, "imagenet_1k", "train"))
-    pct = float(cfg.FEWSHOT_LEARNING.LABEL_PERCENTAGE) if cfg is not None else 100.0
-    out = {f"part_imagenet_{s}": dict(base, split=s, label_percentage=pct if s == "train" else 100.0)
-           for s in PART_IMAGENET_SPLITS}
+    out = {f"part_imagenet_{s}": dict(base, split=s) for s in PART_IMAGENET_SPLITS}
     for s in ("val", "test", "valtest"):
-        for mode in ("match", "evaluate"):
+        for mode in ("pre_labeling", "match", "evaluate"):
             out[f"part_imagenet_{mode}_{s}"] = dict(base, split=s, eval_mode=mode)
     return out

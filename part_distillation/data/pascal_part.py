@@ -7,7 +7,7 @@ Two layouts are read:
     <root>/JPEGImages/<id>.jpg
     <root>/Annotations_Part/<id>.mat
 
-* official PartDistillation layout (``pascal_parts_{train,val}`` and the ``{match,evaluate}``
+* official PartDistillation layout (``pascal_part_{train,val,valtest}`` and the ``{match,evaluate}``
   pairs; defaults of ``CUSTOM_DATASETS.PASCAL_PARTS.{IMAGES,ANNOTATIONS}_DIRNAME``)::
 
     <images_dirname>/JPEGImages/<id>.jpg              # a VOC2010 devkit folder
@@ -276,6 +276,20 @@ def read_split_list(path: str) -> List[str]:
         return [line.split()[0] for line in f if line.strip()]
 
 
+# official split names (the dataset name's last "_" field) and evaluation modes of the names
+PASCAL_PART_SPLITS = ("train", "val", "valtest")
+EVAL_MODES = ("pre_labeling", "match", "evaluate")
+
+
+def split_list_path(images_dirname: str, split: str) -> str:
+    """``<images_dirname>/ImageSets/Main/<split>.txt``; for ``valtest`` without such a list,
+    ``val.txt``."""
+    path = os.path.join(images_dirname, "ImageSets", "Main", f"{split}.txt")
+    if split == "valtest" and not os.path.isfile(path):
+        return os.path.join(images_dirname, "ImageSets", "Main", "val.txt")
+    return path
+
+
 def load_pascal_parts_split(images_dirname: str, annotations_dirname: str, split: str,
                             merge: bool = True, class_names: Optional[Sequence[str]] = None,
                             report: Optional[LoadReport] = None) -> List[dict]:
@@ -287,8 +301,8 @@ def load_pascal_parts_split(images_dirname: str, annotations_dirname: str, split
     Raises:
         FileNotFoundError: the split list is missing.
     """
-    report = report if report is not None else LoadReport(f"pascal_parts_{split}")
-    ids = read_split_list(os.path.join(images_dirname, "ImageSets", "Main", f"{split}.txt"))
+    report = report if report is not None else LoadReport(f"pascal_part_{split}")
+    ids = read_split_list(split_list_path(images_dirname, split))
     return _load_ids(ids, os.path.join(images_dirname, "JPEGImages"), annotations_dirname, report,
                      merge=merge, class_names=class_names, pascal_vocabulary=True)
 
@@ -321,8 +335,8 @@ class PascalPartLoader(DatasetLoader):
 
 @DATASET_LOADER_REGISTRY.register()
 class PascalPartsSplitLoader(DatasetLoader):
-    """Official layout with VOC split lists (``pascal_parts_{train,val}`` and their
-    ``{match,evaluate}`` pairs). Options: ``images_dirname``, ``annotations_dirname``, ``split``,
+    """Official layout with VOC split lists (``pascal_part_{train,val,valtest}`` and their
+    evaluation names). Options: ``images_dirname``, ``annotations_dirname``, ``split``,
     ``merge``, ``class_names`` (see :func:`load_pascal_parts_split`)."""
 
     LAYOUT = ("<images_dirname>/JPEGImages/<id>.jpg            (VOC2010 devkit folder)\n"
@@ -334,7 +348,7 @@ class PascalPartsSplitLoader(DatasetLoader):
     def paths(self) -> List[str]:
         o = self.options
         return [os.path.join(o["images_dirname"], "JPEGImages"),
-                os.path.join(o["images_dirname"], "ImageSets", "Main", o["split"] + ".txt"),
+                split_list_path(o["images_dirname"], o["split"]),
                 o["annotations_dirname"]]
 
     def metadata(self) -> dict:
@@ -349,21 +363,22 @@ class PascalPartsSplitLoader(DatasetLoader):
 
 
 def builtin_datasets(d2: str, cfg=None) -> Dict[str, dict]:
-    """``pascal_parts_{train,val}`` (the training split keeps ``FEWSHOT_LEARNING.LABEL_PERCENTAGE``)
-    and the official unsupervised-evaluation pairs ``pascal_parts_{match,evaluate}_{train,val}``,
-    with ``cfg``'s ``CUSTOM_DATASETS.USE_MERGED_GT`` and ``CUSTOM_DATASETS.PASCAL_PARTS.*``."""
+    """Official names ``pascal_part_{train,val,valtest}`` and the evaluation names
+    ``pascal_part_{pre_labeling,match,evaluate}_{train,val,valtest}``, with ``cfg``'s
+    ``CUSTOM_DATASETS.USE_MERGED_GT`` and ``CUSTOM_DATASETS.PASCAL_PARTS.*`` (``None``: defaults).
+    ``valtest`` reads ``ImageSets/Main/valtest.txt``, or ``val.txt`` when there is none (the VOC
+    devkit has no valtest list; the official configs evaluate on ``pascal_part_valtest``)."""
     pp = cfg.CUSTOM_DATASETS.PASCAL_PARTS if cfg is not None else None
     root = os.path.join(d2, "pascal_parts")
     base = dict(loader_name="PascalPartsSplitLoader",
                 merge=bool(cfg.CUSTOM_DATASETS.USE_MERGED_GT) if cfg is not None else True,
                 images_dirname=(pp and pp.IMAGES_DIRNAME) or os.path.join(root, "images"),
                 annotations_dirname=(pp and pp.ANNOTATIONS_DIRNAME) or os.path.join(root, "annotations"),
-                class_names=list(pp.SUBSET_CLASS_NAMES) if pp is not None else None,
+                class_names=list(pp.SUBSET_CLASS_NAMES) if pp is not None and pp.SUBSET_CLASS_NAMES else None,
                 debug=bool(pp and pp.DEBUG))
-    pct = float(cfg.FEWSHOT_LEARNING.LABEL_PERCENTAGE) if cfg is not None else 100.0
-    out = {"pascal_parts_train": dict(base, split="train", label_percentage=pct),
-           "pascal_parts_val": dict(base, split="val")}
-    for split in ("train", "val"):
-        for mode in ("match", "evaluate"):
-            out[f"pascal_parts_{mode}_{split}"] = dict(base, split=split, eval_mode=mode)
+    out = {}
+    for split in PASCAL_PART_SPLITS:
+        out[f"pascal_part_{split}"] = dict(base, split=split)
+        for mode in EVAL_MODES:
+            out[f"pascal_part_{mode}_{split}"] = dict(base, split=split, eval_mode=mode)
     return out

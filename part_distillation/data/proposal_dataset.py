@@ -38,6 +38,7 @@ from detectron2.structures import BitMasks, Instances
 from detectron2.utils.registry import Registry
 
 from .ground_truth import gt_objects
+from .datasets import few_shot_training_dicts
 from .images import read_image_rgb
 from ..utils.class_filter import class_allowed, load_class_filter
 from ..utils.object_filter import object_area_ratio_keep
@@ -65,8 +66,9 @@ def load_pseudo_label_dataset(folder: str, min_object_area_ratio: float = 0.0,
             (PROPOSAL_LEARNING.MIN_OBJECT_AREA_RATIO).
         min_area_ratio: drop parts covering less than this fraction of their object
             (PROPOSAL_LEARNING.MIN_AREA_RATIO).
-        label_percentage: keep the first ``label_percentage`` percent of the usable images, by
-            image id, at least one (PROPOSAL_LEARNING.LABEL_PERCENTAGE; 100 = all).
+        label_percentage: keep this percent of the usable images by the one few-shot rule
+            (:func:`~part_distillation.data.datasets.few_shot_subset`;
+            PROPOSAL_LEARNING.LABEL_PERCENTAGE; 100 = all).
         class_filter: ``(keep, exclude)`` class codes (:func:`~part_distillation.utils.class_filter.
             load_class_filter` of PROPOSAL_LEARNING), applied to each file's class folder.
 
@@ -111,12 +113,7 @@ def load_pseudo_label_dataset(folder: str, min_object_area_ratio: float = 0.0,
     logger.info("pseudo-labels %s: %d files -> %d images; %s", folder, len(paths), len(dicts), counts)
     if not dicts:
         raise ValueError(f"no usable pseudo-label in {folder} ({len(paths)} files; {counts})")
-    if not 0 < label_percentage <= 100:
-        raise ValueError(f"PROPOSAL_LEARNING.LABEL_PERCENTAGE must be in (0, 100], got {label_percentage}")
-    if label_percentage < 100:
-        dicts = sorted(dicts, key=lambda d: d["image_id"])[: max(1, int(len(dicts) * label_percentage / 100))]
-        logger.info("LABEL_PERCENTAGE %s: %d images used", label_percentage, len(dicts))
-    return dicts
+    return few_shot_training_dicts(dicts, label_percentage, key="PROPOSAL_LEARNING.LABEL_PERCENTAGE")
 
 
 def register_pseudo_label_dataset(name: str, folder: str, min_object_area_ratio: float = 0.0,

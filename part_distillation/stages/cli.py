@@ -39,11 +39,12 @@ def stage_parser(description: str, stage: Optional[str] = None) -> argparse.Argu
 
 
 def _stage_class(name: str):
-    from . import STAGE_REGISTRY
+    from . import build
 
-    if name not in STAGE_REGISTRY:
-        raise SystemExit(f"unknown stage {name!r}; registered: {sorted(k for k, _ in STAGE_REGISTRY)}")
-    return STAGE_REGISTRY.get(name)
+    try:
+        return build.stage_class(name)
+    except KeyError as e:
+        raise SystemExit(e.args[0]) from None
 
 
 def setup(args):

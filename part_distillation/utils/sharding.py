@@ -1,6 +1,6 @@
 """Partition resolution, the skip exception and the counted run summary of every stage (the
-runner and :func:`~part_distillation.stages.base.partition_items` are in
-:mod:`part_distillation.stages.base`).
+runner and :func:`~part_distillation.stages.partition.partition_items` are in
+:mod:`part_distillation.stages.runner`).
 
 Sharding follows the official keys ``*.TOTAL_PARTITIONS`` / ``*.PARTITION_INDEX``: the item list is
 sorted by key and item ``i`` belongs to partition ``i % TOTAL_PARTITIONS``. When the index is -1
