@@ -66,6 +66,7 @@ from ..data.pseudo_labels import ImagePseudoLabel, ObjectLabel, PartLabel
 from ..modeling.meta_arch.part_ranking_model import PartRankingModel
 from ..modeling.part_clustering import CLASSIFIER_METRICS, cluster_classes
 from ..modeling.weights import check_complete_weights, load_weights
+from ..utils.object_filter import object_area_ratio_keep
 from ..utils.sharding import SkipItem
 from ..config import plain_config
 from ..utils.io import weights_identity
@@ -187,7 +188,7 @@ class RankingNetworkStage(PseudoLabelInputStage):
         """Indices of the objects whose area ratio is > PART_RANKING.MIN_OBJECT_AREA_RATIO."""
         area = float(label.height * label.width)
         return [i for i, o in enumerate(label.objects)
-                if o.mask.sum() / area > self.cfg.PART_RANKING.MIN_OBJECT_AREA_RATIO]
+                if object_area_ratio_keep(float(o.mask.sum()), area, self.cfg.PART_RANKING.MIN_OBJECT_AREA_RATIO)]
 
     def _inputs(self, item: WorkItem, label: Optional[ImagePseudoLabel] = None
                 ) -> Tuple[ImagePseudoLabel, List[int], Dict]:
