@@ -32,7 +32,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from . import cityscapes_part, image_folder, imagenet, ov_parts, part_imagenet, pascal_part  # noqa: F401
 from ..utils.io import atomic_write_json
 from .ground_truth import GroundTruthError, validate_record
-from .load_report import LoadReport
+from .load_report import ANNOTATION_REASONS, LoadReport
 from .loader_registry import DATASET_LOADER_REGISTRY
 
 logger = logging.getLogger(__name__)
@@ -311,10 +311,11 @@ class TooManySkippedError(ValueError):
 
 
 def format_load_skips(report: dict) -> str:
-    """One line for summaries and ``metrics.md``: ``"<n> loaded, <m> skipped (reason: count, ...)"``
-    of a :func:`load_report`."""
+    """One line for summaries and ``metrics.md``: ``"<n> images loaded, <m> skipped (reason:
+    count, ...)"`` of a :func:`load_report` (the reasons include part-annotation skips)."""
     skipped = report.get("skipped", {})
-    text = f"{report['num_loaded']} images loaded, {sum(skipped.values())} skipped"
+    images = sum(n for r, n in skipped.items() if r not in ANNOTATION_REASONS)
+    text = f"{report['num_loaded']} images loaded, {images} skipped"
     if skipped:
         text += " (" + ", ".join(f"{r}: {n}" for r, n in sorted(skipped.items())) + ")"
     if report.get("vocabulary"):
@@ -325,7 +326,8 @@ def format_load_skips(report: dict) -> str:
 def check_load_skips(spec: str, accept: bool = False, max_share: float = MAX_SKIPPED_SHARE,
                      option: str = "--accept-skips") -> dict:
     """The :func:`load_report` of ``spec``'s last load, refused when it skipped more than
-    ``max_share`` of its images (skipped / (loaded + skipped)) unless ``accept``: a run on the rest
+    ``max_share`` of its images (skipped / (loaded + skipped); part-annotation skips of
+    :data:`~part_distillation.data.load_report.ANNOTATION_REASONS` do not count) unless ``accept``: a run on the rest
     would report metrics on a fraction of the data as if it were all of it.
 
     Raises:
@@ -333,7 +335,7 @@ def check_load_skips(spec: str, accept: bool = False, max_share: float = MAX_SKI
             ``option`` (the flag that accepts it).
     """
     report = load_report(spec)
-    skipped = sum(report["skipped"].values())
+    skipped = sum(n for r, n in report["skipped"].items() if r not in ANNOTATION_REASONS)
     total = skipped + report["num_loaded"]
     if total and skipped / total > max_share:
         examples = "; ".join(f"{r}: {', '.join(files[:2])}" for r, files in sorted(report["skipped_files"].items()))

@@ -13,7 +13,9 @@ for stage summaries / ``metrics.json``::
 Reasons used by the loaders: ``unreadable_image`` (missing / corrupt / 16-bit out of range /
 over Pillow's decompression-bomb limit), ``no_annotation`` (image without annotation file),
 ``no_image`` (annotation without image), ``bad_annotation`` (unparsable file, masks whose size
-differs from the image's, names the vocabulary does not know), ``no_mask`` (image folder with masks: image without mask PNG).
+differs from the image's, names the vocabulary does not know, no usable part left), ``no_mask`` (image folder with masks: image without mask PNG). Reasons of
+:data:`ANNOTATION_REASONS` count single part annotations (the image is kept with its other parts):
+``bad_part_annotation`` (unknown category, malformed segmentation), ``empty_part`` (zero area).
 """
 import logging
 from collections import Counter
@@ -22,6 +24,8 @@ from typing import Dict, List
 logger = logging.getLogger(__name__)
 
 MAX_FILES_PER_REASON = 100
+# reasons that count part annotations, not images
+ANNOTATION_REASONS = ("bad_part_annotation", "empty_part")
 
 
 class LoadReport:
@@ -67,7 +71,8 @@ class LoadReport:
 
     @property
     def num_skipped(self) -> int:
-        return sum(self.skipped.values())
+        """Images skipped (the counts of :data:`ANNOTATION_REASONS` are part annotations)."""
+        return sum(n for r, n in self.skipped.items() if r not in ANNOTATION_REASONS)
 
     def log_summary(self) -> None:
         """One log line: loaded count and skips per reason."""
