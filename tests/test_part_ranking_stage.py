@@ -17,7 +17,7 @@ from part_distillation.data import resolve_dataset
 from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, PartLabel, decode_mask,
                                                   list_pseudo_labels, load_pseudo_label,
                                                   save_pseudo_label)
-from part_distillation.stages.base import WorkItem, partition_items
+from part_distillation.stages.partition import WorkItem, partition_items
 from part_distillation.stages.part_ranking import PartRankingStage, part_ratios
 
 from .helpers import REPO, needs_shared
@@ -171,7 +171,7 @@ def test_stage4_predictor_features_feed_stage5_with_identical_outputs(stage1, tm
     masks (two network passes), and refuses predictor files made with other pass-1 settings."""
     from detectron2.modeling import build_model
 
-    from part_distillation.stages.base import StageConfigMismatch
+    from part_distillation.stages.resume import StageConfigMismatch
     from part_distillation.stages.part_proposals import PartProposalStage
 
     torch.manual_seed(2)
@@ -292,3 +292,24 @@ def test_stage5_refuses_bad_features_naming_the_file_and_counts_parts_without_on
     nan[5] = np.nan
     with pytest.raises(PseudoLabelError, match=r"bird/im0.json: object 0 part 2: feature with 1 NaN or infinite"):
         run("nan", lambda i, j: nan if (i, j) == (0, 2) else good[i, j])
+
+
+@needs_shared
+def test_sh_file_stage5_step_reads_its_input_from_part_ranking_dataset_path(stage1, tmp_path):
+    """sh_files/part_ranking/run.sh (outside SLURM: one partition) passes its input folder as the
+    official PART_RANKING.DATASET_PATH, not --input-dir; the stage takes it from there."""
+    from detectron2.modeling import build_model
+
+    torch.manual_seed(1)
+    weights = str(tmp_path / "stage4.pth")
+    torch.save({"model": build_model(_cfg()).state_dict()}, weights)
+    out = str(tmp_path / "ranked")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    run = subprocess.run(["bash", "sh_files/part_ranking/run.sh"], cwd=REPO, capture_output=True, text=True,
+                         env={**env, "PY": sys.executable, "CONFIG": "configs/part_ranking/tiny_cpu.yaml",
+                              "WEIGHTS": weights, "INPUT_DIR": stage1, "OUTPUT_DIR": out, "OMP_NUM_THREADS": "1",
+                              "EXTRA_OPTS": f"MODEL.EFFICIENTNET.PRETRAINED False PART_RANKING.NUM_CLUSTERS {K} "
+                                            "INPUT.MIN_SIZE_TEST 128 INPUT.MAX_SIZE_TEST 128"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.load(open(os.path.join(out, "logs", "summary_0of1.json")))
+    assert summary["processed"] == 4 and len(list_pseudo_labels(out)) == 4

@@ -10,8 +10,11 @@ from PIL import Image
 from part_distillation.config import setup_cfg
 from part_distillation.data.pseudo_labels import (ImagePseudoLabel, class_code_of_dir, class_dir,
                                                   encode_mask, list_pseudo_labels, load_pseudo_label)
-from part_distillation.stages.base import (DoneManifest, Stage, StageConfigMismatch, WorkItem, assign_classes,
-                                          partition_items, register_stage)
+from part_distillation.stages.build import register_stage
+from part_distillation.stages.partition import WorkItem, assign_classes, partition_items
+from part_distillation.stages.resume import StageConfigMismatch
+from part_distillation.stages.stage import Stage
+from part_distillation.stages.store import DoneManifest
 from part_distillation.stages.dense_crf import DenseCRFStage
 from part_distillation.stages.object_masks import ObjectMasksStage
 from part_distillation.stages.pixel_grouping import PixelGroupingStage, grid_segments

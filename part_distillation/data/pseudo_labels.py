@@ -416,7 +416,7 @@ def _check_identity(path: str, image_id: str, found_stage: str, stage: Optional[
 def is_complete(path: str, stage: Optional[str] = None) -> bool:
     """True when ``path`` holds a valid pseudo-label (of ``stage`` when given) whose image id is
     its file name. Decodes every mask: the stage runner's resume uses the cheap done-manifest of
-    :mod:`part_distillation.stages.base` instead."""
+    :mod:`part_distillation.stages.store` instead."""
     try:
         load_pseudo_label(path, stage)
     except PseudoLabelError:

@@ -12,7 +12,7 @@ pseudo-labels in the official ``<class_dir>/<image_id>.json`` layout, each objec
 cannot be labelled stays without parts and is listed in ``skipped_objects`` with the reason.
 
 The three phases of the framework's gather -> reduce -> map form
-(:class:`part_distillation.stages.base.Stage`), partitioned by object class (PARTITION_BY
+(:class:`part_distillation.stages.stage.Stage`), partitioned by object class (PARTITION_BY
 "class": each job owns every image of its classes, so each class is clustered by one job):
 
 1. **gather** (pass 1, :func:`~part_distillation.modeling.meta_arch.part_ranking_model.clustering_segments`):
@@ -54,6 +54,7 @@ Per object, the ratios the official labeller records for stage 6's filters are i
 """
 import json
 import logging
+import os
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -65,10 +66,14 @@ from ..data.pseudo_labels import ImagePseudoLabel, ObjectLabel, PartLabel
 from ..modeling.meta_arch.part_ranking_model import PartRankingModel
 from ..modeling.part_clustering import CLASSIFIER_METRICS, cluster_classes
 from ..modeling.weights import check_complete_weights, load_weights
+from ..utils.object_filter import object_area_ratio_keep
 from ..utils.sharding import SkipItem
 from ..config import plain_config
-from .base import (RUN_KEYS, PseudoLabelInputStage, StageConfigMismatch, WorkItem, register_stage,
-                   weights_identity)
+from ..utils.io import weights_identity
+from .build import register_stage
+from .partition import WorkItem
+from .resume import RUN_KEYS, StageConfigMismatch
+from .stage import PseudoLabelInputStage
 
 logger = logging.getLogger(__name__)
 
@@ -121,21 +126,31 @@ class RankingNetworkStage(PseudoLabelInputStage):
             if int(pr[key]) < 1:
                 raise ValueError(f"PART_RANKING.{key} must be >= 1, got {pr[key]}")
 
+    @staticmethod
+    def default_input(cfg) -> Optional[List[str]]:
+        """The folders PART_RANKING.DATASET_PATH_LIST and DATASET_PATH (the official keys), the
+        input when the command line names none; None when both are empty."""
+        pr = cfg.PART_RANKING
+        folders = list(pr.DATASET_PATH_LIST) + ([pr.DATASET_PATH] if pr.DATASET_PATH else [])
+        return folders or None
+
     def list_items(self, inputs) -> List[WorkItem]:
-        """Items of ``inputs`` (a folder or a list of files); when empty, of the folders
-        PART_RANKING.DATASET_PATH_LIST and DATASET_PATH.
+        """Items of ``inputs`` (a folder, a list of folders or a list of files); when empty, of
+        :meth:`default_input`.
 
         Raises:
             ValueError: no input given at all.
         """
-        if inputs:
-            return super().list_items(inputs)
-        pr = self.cfg.PART_RANKING
-        folders = list(pr.DATASET_PATH_LIST) + ([pr.DATASET_PATH] if pr.DATASET_PATH else [])
-        if not folders:
+        inputs = inputs or self.default_input(self.cfg)
+        if not inputs:
             raise ValueError("part ranking needs an input folder: --input-dir, "
                              "PART_RANKING.DATASET_PATH or PART_RANKING.DATASET_PATH_LIST")
-        return [it for folder in folders for it in super().list_items(folder)]
+        if isinstance(inputs, str) or not all(os.path.isdir(p) for p in inputs):
+            return super().list_items(inputs)
+        items = []
+        for folder in inputs:  # (zero-argument super() does not work inside a comprehension)
+            items += super().list_items(folder)
+        return items
 
     def prepare(self, mine: List[WorkItem], todo: List[WorkItem]) -> None:
         """Build the network (and check MODEL.WEIGHTS, see :attr:`model`) before any item, so that
@@ -173,7 +188,7 @@ class RankingNetworkStage(PseudoLabelInputStage):
         """Indices of the objects whose area ratio is > PART_RANKING.MIN_OBJECT_AREA_RATIO."""
         area = float(label.height * label.width)
         return [i for i, o in enumerate(label.objects)
-                if o.mask.sum() / area > self.cfg.PART_RANKING.MIN_OBJECT_AREA_RATIO]
+                if object_area_ratio_keep(float(o.mask.sum()), area, self.cfg.PART_RANKING.MIN_OBJECT_AREA_RATIO)]
 
     def _inputs(self, item: WorkItem, label: Optional[ImagePseudoLabel] = None
                 ) -> Tuple[ImagePseudoLabel, List[int], Dict]:
