@@ -13,7 +13,6 @@ iteration from the last checkpoint there, so a killed run continues with the sam
 import itertools
 import logging
 import os
-import os
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Type
 
