@@ -206,3 +206,19 @@ def test_deprecated_config_path_warns_and_merges_as_the_new_one():
     with pytest.warns(FutureWarning, match="configs/proposal_learning/tiny_cpu.yaml"):
         old = setup_cfg(os.path.join(REPO, "configs/part_proposal/tiny_cpu.yaml"))
     assert old == setup_cfg(os.path.join(REPO, "configs/proposal_learning/tiny_cpu.yaml"))
+
+
+def test_official_m2f_weights_path_resolves_to_the_canonical_file(tmp_path, monkeypatch, caplog):
+    """weights/m2f/... (official per-stage configs) and weights/mask2former/... (official docs):
+    one file, the other name accepted with a log line."""
+    canonical = tmp_path / "weights" / "mask2former" / "instance" / "swinL_i21k_q200_e100.pkl"
+    canonical.parent.mkdir(parents=True)
+    canonical.write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level("INFO"):
+        cfg = setup_cfg(os.path.join(REPO, "configs/proposal_learning/swinL_IN21K_384_mask2former.yaml"),
+                        ["MODEL.WEIGHTS", "weights/m2f/instance/swinL_i21k_q200_e100.pkl"])
+    assert cfg.MODEL.WEIGHTS == "weights/mask2former/instance/swinL_i21k_q200_e100.pkl"
+    assert "official path" in caplog.text
+    cfg = setup_cfg("", ["MODEL.WEIGHTS", "weights/m2f/other.pkl"])  # no canonical file: unchanged
+    assert cfg.MODEL.WEIGHTS == "weights/m2f/other.pkl"

@@ -7,6 +7,7 @@ so that a misspelt key in a YAML or on the command line fails with that error na
 """
 import contextlib
 import difflib
+import logging
 import os
 import warnings
 import re
@@ -88,6 +89,27 @@ def warn_deprecated_config_path(config_file: str) -> None:
             return
 
 
+# Official weights paths -> the canonical ones (weights/README.md): the official per-stage configs
+# name weights/m2f/..., the official training docs weights/mask2former/... (one file, two names).
+WEIGHTS_PATH_ALIASES = {"weights/m2f/": "weights/mask2former/"}
+
+
+def canonical_weights_path(path: str) -> str:
+    """``path`` with an official alias prefix (:data:`WEIGHTS_PATH_ALIASES`, at the start or after
+    a ``/``) replaced by the canonical one, when ``path`` itself does not exist and the canonical
+    file does (logged); else ``path`` unchanged."""
+    if not path or os.path.exists(path):
+        return path
+    for alias, canonical in WEIGHTS_PATH_ALIASES.items():
+        i = path.find(alias)
+        if i >= 0 and (i == 0 or path[i - 1] == "/"):
+            new = path[:i] + canonical + path[i + len(alias):]
+            if os.path.exists(new):
+                logging.getLogger(__name__).info("MODEL.WEIGHTS %s: official path, using the canonical %s", path, new)
+                return new
+    return path
+
+
 def setup_cfg(config_file: str = "", opts=None, freeze: bool = True) -> CN:
     """Build the config from a YAML (with ``_BASE_`` inheritance) and ``KEY VALUE`` overrides.
 
@@ -107,6 +129,7 @@ def setup_cfg(config_file: str = "", opts=None, freeze: bool = True) -> CN:
             raise ValueError(f"overrides must be KEY VALUE pairs, got an odd count: {list(opts)}")
         with _named_key_errors(cfg, "command line"):
             cfg.merge_from_list(list(opts))
+    cfg.MODEL.WEIGHTS = canonical_weights_path(cfg.MODEL.WEIGHTS)
     if freeze:
         cfg.freeze()
     return cfg
