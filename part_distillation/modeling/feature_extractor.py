@@ -1,8 +1,8 @@
 """Dense per-pixel features for pixel grouping (stage 2).
 
 :class:`BackboneFeatures` runs a detectron2 backbone chosen by config (``MODEL.BACKBONE.NAME``:
-detectron2 ResNet ``build_resnet_backbone``, Swin ``D2SwinTransformer``, EfficientNet-Lite0
-``build_efficientnet_lite0_backbone``) on the image resized by ``INPUT.MIN_SIZE_TEST`` /
+detectron2 ResNet ``build_resnet_backbone``, Swin ``D2SwinTransformer``, EfficientNet-Lite0/1/2
+``build_efficientnet_lite{0,1,2}_backbone``) on the image resized by ``INPUT.MIN_SIZE_TEST`` /
 ``INPUT.MAX_SIZE_TEST``, resamples the levels named in
 ``PROPOSAL_GENERATION.BACKBONE_FEATURE_KEY_LIST`` (official default res3+res4 here) bilinearly to
 a common grid of stride ``PROPOSAL_GENERATION.FEATURE_STRIDE`` (8), concatenates them along
