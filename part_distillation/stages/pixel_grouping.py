@@ -108,6 +108,7 @@ class PixelGrouper:
         self.iters, self.tol, self.restarts = iters, tol, restarts
         self.objects_per_batch, self.seed, self.device = objects_per_batch, seed, torch.device(device)
         self.last_counts = {"objects_small_fallback": 0}  # of the latest call
+        self.last_inertia: List[Optional[float]] = []  # of the latest call, per object
 
     @classmethod
     def from_config(cls, cfg, feature_fn: Callable, device: str = "cpu") -> "PixelGrouper":
@@ -121,8 +122,11 @@ class PixelGrouper:
         """Segment label maps for each object mask: int32 (H, W), 0 outside the object and 1..K on
         its segments (ids renumbered to be consecutive), or None for an empty mask. Objects with
         <= K feature pixels take the small-object fallback (class docstring) and are counted in
-        ``self.last_counts["objects_small_fallback"]`` (this call's count)."""
+        ``self.last_counts["objects_small_fallback"]`` (this call's count). ``self.last_inertia``
+        holds each object's k-means inertia (sum of squared feature distances to its centre;
+        None for empty masks and objects whose touched cells are the centres)."""
         self.last_counts = {"objects_small_fallback": 0}
+        self.last_inertia = [None] * len(masks)
         if not len(masks):
             return []
         feats, resized = self.feature_fn(image)
@@ -152,6 +156,7 @@ class PixelGrouper:
                                  self.iters, self.tol, self.restarts)
             for row, i in enumerate(idx):
                 out[i] = assign_segments(feats, res.centers[row], full[i], resized, self.metric, self.stride)
+                self.last_inertia[i] = float(res.inertia[row])
         return out
 
 
