@@ -1,3 +1,4 @@
+import pytest
 import json
 import os
 
@@ -89,9 +90,11 @@ def test_evaluation_on_hand_built_parts_is_exact(tmp_path):
     assert full["object_coverage"] == 100.0
     one = ImagePseudoLabel("x.jpg", "x", 20, 30, "dense_crf", [ObjectLabel("thing", obj, parts=[PartLabel(obj)])])
     save_pseudo_label(str(tmp_path / "b"), one)
-    full = evaluate_pseudo_labels(str(tmp_path / "b"), [rec])
+    rows = []
+    full = evaluate_pseudo_labels(str(tmp_path / "b"), [rec], per_object=rows)
     res = full["segments"]
     assert full["largest_segment_share"] == 100.0  # collapsed
+    assert len(rows) == 1 and rows[0][:2] == ("x", 0) and rows[0][2:] == pytest.approx((0.5, 0.25))
     # one segment = whole object: IoU 0.5 with each half; Hungarian can use it only once
     assert abs(res["best_match_mIoU"] - 50.0) < 1e-9 and abs(res["hungarian_mIoU"] - 25.0) < 1e-9
     # the left half only (the right half went to background): half the object is covered

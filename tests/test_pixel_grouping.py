@@ -221,3 +221,36 @@ def test_assignment_memory_is_bounded_by_the_box_chunks_not_k_full_size_maps():
     assert out.returncode == 0, out.stderr
     extra = int(out.stdout.split()[-1])
     assert 192 <= extra < 600, out.stdout  # at least the int32 output map itself: the figure is real
+
+
+def test_last_inertia_is_the_kmeans_inertia_of_each_object():
+    cfg = _cfg()
+    grouper = PixelGrouper(RGBXYFeatures(cfg), k=2, metric="l2")
+    img, mask = _two_tone()
+    segs = grouper(img, [mask, np.zeros_like(mask)], "toy")
+    inertia = grouper.last_inertia
+    assert inertia[1] is None and inertia[0] > 0  # an empty mask has no k-means
+    feats, resized = RGBXYFeatures(cfg)(img)
+    from part_distillation.stages.pixel_grouping import grid_cell_masks
+    cells = grid_cell_masks(torch.from_numpy(mask)[None], resized, feats.shape[1:], 8)[0].view(-1)
+    pts = feats.view(feats.shape[0], -1).T[cells]
+    # two colour halves: the k-means optimum puts one centre per half (segments follow it)
+    assert len(np.unique(segs[0][mask])) == 2
+    d = torch.cdist(pts, torch.stack([pts[pts[:, 0] > 0.5].mean(0), pts[pts[:, 0] <= 0.5].mean(0)]))
+    assert inertia[0] == pytest.approx(float((d.min(1).values ** 2).sum()), rel=1e-4)
+
+
+def test_combine_levels_concat_and_hypercolumn():
+    from part_distillation.modeling.feature_extractor import combine_levels
+
+    g = torch.Generator().manual_seed(0)
+    feats = {"res3": torch.randn(1, 4, 6, 8, generator=g), "res4": 50 * torch.randn(1, 3, 3, 4, generator=g)}
+    cat = combine_levels(feats, ["res3", "res4"], (6, 8), normalize=False)
+    assert cat.shape == (7, 6, 8) and torch.equal(cat[:4], feats["res3"][0])
+    hyper = combine_levels(feats, ["res3", "res4"], (6, 8), normalize=True, per_level=True)
+    a, b = hyper[:, 0, 0], hyper[:, 5, 7]
+    cos = [torch.nn.functional.cosine_similarity(cat[s, 0, 0], cat[s, 5, 7], dim=0) for s in (slice(0, 4), slice(4, 7))]
+    assert float(a @ b) == pytest.approx(float(sum(cos) / 2), abs=1e-5)  # mean of per-level cosines
+    plain = combine_levels(feats, ["res3", "res4"], (6, 8), normalize=True)
+    # without per-level normalisation the 50x larger res4 dominates the affinity
+    assert float(plain[:, 0, 0] @ plain[:, 5, 7]) == pytest.approx(float(cos[1]), abs=0.05)
