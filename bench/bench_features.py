@@ -47,6 +47,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 import warnings
@@ -362,6 +363,9 @@ def main():
     p.add_argument("--ks", nargs="+", default=["5", "6", "elbow"], help="K values of step 2")
     p.add_argument("--k-top", type=int, default=2, help="step 2: best feature settings per dataset")
     p.add_argument("--finalists", type=int, default=2, help="step 3: best candidates per dataset")
+    p.add_argument("--finalist-pattern", default="",
+                   help="step 3: only candidates whose name matches this regex (e.g. the main job's "
+                        "cost: '@384/.*/K4$')")
     p.add_argument("--extra-finalists", nargs="*", default=[], help="step 3: also these candidates")
     p.add_argument("--bootstrap", type=int, default=2000)
     p.add_argument("--no-crf", action="store_true", help="steps 1-2 only")
@@ -400,7 +404,8 @@ def main():
     finalists = [CURRENT_DEFAULT]
     chosen_pre = {}
     for d in datas:
-        ranked = sorted(allc, key=lambda n: -float(np.mean(score(d, n)["best_match"])))
+        ranked = sorted((n for n in allc if re.search(args.finalist_pattern, n)),
+                        key=lambda n: -float(np.mean(score(d, n)["best_match"])))
         chosen_pre[d.name] = ranked[: args.finalists]
         finalists += [n for n in ranked[: args.finalists] if n not in finalists]
     finalists += [n for n in args.extra_finalists if n not in finalists]
