@@ -9,6 +9,8 @@ from functools import lru_cache
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+from detectron2.utils.colormap import colormap
+from detectron2.utils.visualizer import ColorMode, Visualizer
 from PIL import Image, ImageDraw, ImageFont
 
 from .utils.io import atomic_save_image
@@ -187,3 +189,45 @@ def save_collage(path: str, image, rows, height: int = 160,
     """Write :func:`object_collage` to ``path`` (PNG) atomically; returns the path."""
     atomic_save_image(path, object_collage(image, rows, height, legend=legend))
     return path
+
+
+def draw_part_predictions(image: np.ndarray, part_segs: Sequence[np.ndarray],
+                          object_names: Sequence[str], part_names: Optional[Sequence[Sequence[str]]] = None,
+                          alpha: float = 0.5) -> np.ndarray:
+    """Parts of every object drawn over ``image`` with detectron2's ``Visualizer``: each part
+    label filled in a colour of detectron2's colormap (``detectron2.utils.colormap``, fixed per
+    label id, so part ``l`` has one colour in every picture) and captioned ``<object class>:
+    part <l>`` (or ``part_names[i][l - 1]``) at the segment, the caption being the legend.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        part_segs: per object an (H, W) int label map, 0 = no part, ``l >= 1`` = part label
+            (the models' ``part_seg`` outputs).
+        object_names: per object its class name (or ``"object <i>"``).
+        part_names: optional names of each object's part labels.
+    Returns:
+        (H, W, 3) uint8 RGB overlay.
+    Raises:
+        ValueError: a label map whose size differs from the image's, or name count mismatch.
+    """
+    if len(part_segs) != len(object_names):
+        raise ValueError(f"{len(part_segs)} label maps but {len(object_names)} object names")
+    colors = colormap(rgb=True, maximum=1)
+    vis = Visualizer(np.asarray(image), instance_mode=ColorMode.IMAGE)
+    for i, (seg, obj) in enumerate(zip(part_segs, object_names)):
+        seg = np.asarray(seg)
+        if seg.shape != image.shape[:2]:
+            raise ValueError(f"object {i} ({obj}): label map {seg.shape} != image {image.shape[:2]}")
+        for label in np.unique(seg):
+            if label <= 0:
+                continue
+            name = (part_names[i][label - 1] if part_names is not None and label - 1 < len(part_names[i])
+                    else f"part {label}")
+            vis.draw_binary_mask(seg == label, color=colors[(label - 1) % len(colors)],
+                                 text=f"{obj}: {name}", alpha=alpha)
+    return vis.output.get_image()
+
+
+def save_part_predictions(path: str, image: np.ndarray, part_segs, object_names, part_names=None) -> None:
+    """:func:`draw_part_predictions` saved atomically to ``path`` (format from the extension)."""
+    atomic_save_image(path, Image.fromarray(draw_part_predictions(image, part_segs, object_names, part_names)))
