@@ -75,7 +75,7 @@ from part_distillation.stages.object_masks import ObjectMasksStage  # noqa: E402
 from part_distillation.stages.pixel_grouping import PixelGrouper, PixelGroupingStage, grid_segments  # noqa: E402
 from part_distillation.utils.io import atomic_write_json  # noqa: E402
 
-CONFIG = "configs/pixel_grouping/effnet_lite0_cpu.yaml"
+CONFIG = "configs/proposal_generation/effnet_lite0_cpu.yaml"
 LEVELS = ("res3", "res4", "res5", "res3+res4", "res4+res5", "res3+res4+res5",
           "res3+res4/hyper", "res3+res4+res5/hyper")
 CURRENT_DEFAULT = "lite0@384/res3+res4/K4"
