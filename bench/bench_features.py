@@ -45,9 +45,9 @@ Usage::
 """
 import argparse
 import json
-import math
 import os
 import re
+import shlex
 import sys
 import time
 import warnings
@@ -125,7 +125,10 @@ class Cand:
 
 
 def base_cfg(backbone="lite0", res=384, pretrained=True):
+    """The main job's config with this backbone and resolution; levels pinned to the official
+    res3+res4 (each candidate sets its own), so the bench does not move with the config's default."""
     return setup_cfg(CONFIG, ["MODEL.BACKBONE.NAME", f"build_efficientnet_{backbone}_backbone",
+                              "PROPOSAL_GENERATION.BACKBONE_FEATURE_KEY_LIST", ["res3", "res4"],
                               "MODEL.EFFICIENTNET.PRETRAINED", pretrained,
                               "MODEL.EFFICIENTNET.OUT_FEATURES", ["res3", "res4", "res5"],
                               "INPUT.MIN_SIZE_TEST", res, "INPUT.MAX_SIZE_TEST", round(res * 5 / 3)])
@@ -373,7 +376,7 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(1)
     datas = [Data(n, args.out) for n in args.datasets]
-    cmd = "nice -n 10 .venv/bin/python bench/bench_features.py " + " ".join(sys.argv[1:])
+    cmd = "nice -n 10 .venv/bin/python bench/bench_features.py " + shlex.join(sys.argv[1:])
 
     step1 = [f"{bb}@{r}/{lv}/K4" for bb in args.backbones for r in args.resolutions for lv in args.levels]
     if CURRENT_DEFAULT not in step1:
