@@ -2,7 +2,7 @@
 """Evaluate a pseudo-label folder (any stage) against a dataset's ground-truth parts.
 
     .venv/bin/python tools/evaluate_parts.py --dataset pascal_part_examples \
-        --pseudo-labels output/pascal_part_examples/pretrained/dense_crf
+        --pseudo-labels output/pascal_part_examples/pretrained/dcrf
 """
 import argparse
 import json
@@ -20,7 +20,7 @@ if __name__ == "__main__":
     p.add_argument("--dataset", required=True, help="registered dataset name or Pascal-Part-layout folder")
     p.add_argument("--pseudo-labels", required=True, help="pseudo-label folder to evaluate")
     p.add_argument("--stage", default=None,
-                   help="stage the files must come from (object_masks, pixel_grouping, dense_crf, ...); "
+                   help="stage the files must come from (object_masks, proposal_generation, dcrf, ...); "
                         "default: any, but one stage for the whole folder")
     p.add_argument("--output", default="", help="metrics JSON path (default: <pseudo-labels>/logs/metrics.json)")
     args = p.parse_args()

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Main job of stages 1-3 on real input: object masks -> pixel grouping -> dense-CRF -> evaluation,
+"""Main job of stages 1-3 on real input: object masks -> proposal generation -> dense-CRF -> evaluation,
 metrics and collages. Example (18 real Pascal-Part images, a few minutes on 2 CPU cores)::
 
     .venv/bin/python tools/run_part_pipeline.py --dataset pascal_part_examples \

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Run any registered stage, sharded and resumable (the one entry point of the stage tools).
 
-    .venv/bin/python tools/run_stage.py --stage pixel_grouping --input-dir pseudo_labels/object_masks \
-        --output-dir pseudo_labels/pixel_grouping PROPOSAL_GENERATION.TOTAL_PARTITIONS 8
+    .venv/bin/python tools/run_stage.py --stage proposal_generation --input-dir pseudo_labels/object_masks \
+        --output-dir pseudo_labels/proposal_generation PROPOSAL_GENERATION.TOTAL_PARTITIONS 8
 """
 import os
 import sys

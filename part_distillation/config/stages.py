@@ -114,6 +114,12 @@ def add_proposal_learning_config(cfg: CN) -> None:
     pl.PATH_ONLY = False
     pl.LABEL_PERCENTAGE = 100  # percent of the training images used (the first ones by image id)
     pl.DEBUG = False
+    # ours: the stage-4 predictor (stages/proposal_learning.py) writes each segment's query
+    # feature (head output PROPOSAL_KEY, L2-normalised with PROPOSAL_FEATURE_NORM) for stage 5,
+    # and shards by object class (TOTAL_PARTITIONS / PARTITION_INDEX)
+    pl.PROPOSAL_KEY = "decoder_output"
+    pl.PROPOSAL_FEATURE_NORM = True
+    add_stage_run_keys(pl)
 
 
 def add_part_ranking_config(cfg: CN) -> None:

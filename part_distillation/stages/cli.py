@@ -1,6 +1,6 @@
 """The one command line of every stage tool (``tools/run_stage.py --stage NAME``; the tools users
-know, ``tools/label_objects.py``, ``tools/pixel_grouping.py``, ``tools/dense_crf.py``, are this with
-the stage fixed): ``--config-file``, ``--output-dir``, the stage's input (``--dataset`` for a stage
+know, ``tools/label_objects.py``, ``tools/pixel_grouping.py`` (stage ``proposal_generation``),
+``tools/dense_crf.py`` (stage ``dcrf``), are this with the stage fixed): ``--config-file``, ``--output-dir``, the stage's input (``--dataset`` for a stage
 that reads a dataset, ``--input-dir`` for one that reads pseudo-labels) and trailing ``KEY VALUE``
 config overrides. Exit status 1 when some item failed (skips are not failures)."""
 import argparse

@@ -1,4 +1,4 @@
-"""Stage 2: pixel grouping (PartDistillation Sec. 3.1) -> K class-agnostic part segments per object.
+"""Stage 2, proposal generation: pixel grouping (PartDistillation Sec. 3.1) -> K class-agnostic part segments per object.
 
 For each object of a stage-1 pseudo-label: dense features of the image (stride 8, see
 :mod:`part_distillation.modeling.feature_extractor`); the object mask is area-resampled to that
@@ -267,14 +267,14 @@ def segments_to_parts(seg: np.ndarray) -> List[PartLabel]:
 
 
 @register_stage
-class PixelGroupingStage(PseudoLabelInputStage):
+class ProposalGenerationStage(PseudoLabelInputStage):
     """Stage 2 over stage-1 pseudo-labels (``run(folder or files)``): every object split into
     segments by ``segment_fn(image, masks, image_id) -> list of label maps or None`` (default
     :func:`build_segmenter`). Objects that get no segments keep no parts and are listed in
     ``skipped_objects`` (reason ``too_small_for_k``). Records the network input size
     (``config["INPUT_SIZE"]``) that stage 3 reads."""
 
-    NAME = "pixel_grouping"
+    NAME = "proposal_generation"
     CONFIG_NAMESPACE = "PROPOSAL_GENERATION"
     INPUT_STAGE = "object_masks"
     RECORDED_CONFIG = ("PROPOSAL_GENERATION", "MODEL", "INPUT")
