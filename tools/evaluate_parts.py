@@ -7,13 +7,11 @@
 import argparse
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from part_distillation.data import resolve_dataset  # noqa: E402
-from part_distillation.stages.evaluate import evaluate_pseudo_labels  # noqa: E402
-from part_distillation.utils.io import atomic_write_json  # noqa: E402
+from part_distillation.data import resolve_dataset
+from part_distillation.stages.evaluate import evaluate_pseudo_labels
+from part_distillation.utils.io import atomic_write_json
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

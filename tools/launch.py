@@ -19,13 +19,11 @@ checkpoints to the config's OUTPUT_DIR. The job id is printed; watch it with ``s
 """
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import submitit  # noqa: E402
+import submitit
 
-from part_distillation.engine.launch import TrainJob  # noqa: E402
+from part_distillation.engine.launch import TrainJob
 
 
 def parse_args(argv=None):

@@ -5,12 +5,9 @@
         --input-dir pseudo_labels/object_masks --output-dir pseudo_labels/proposal_generation \
         PROPOSAL_GENERATION.TOTAL_PARTITIONS 8 PROPOSAL_GENERATION.PARTITION_INDEX 0
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from part_distillation.stages.cli import main  # noqa: E402
+from part_distillation.stages.cli import main
 
 if __name__ == "__main__":
     sys.exit(main("proposal_generation", description=__doc__.splitlines()[0]))

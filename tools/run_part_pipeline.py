@@ -18,12 +18,10 @@ or a folder (Pascal-Part layout, or any folder of images).
 import json
 import os
 import shlex
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from part_distillation.stages.cli import setup, stage_parser  # noqa: E402
-from part_distillation.stages.pipeline import (BASELINE_VARIANTS, DEFAULT_VARIANT,  # noqa: E402
+from part_distillation.stages.cli import setup, stage_parser
+from part_distillation.stages.pipeline import (BASELINE_VARIANTS, DEFAULT_VARIANT,
                                                OFFICIAL_VARIANTS, run_pipeline)
 
 

@@ -4,12 +4,9 @@
     .venv/bin/python tools/run_stage.py --stage proposal_generation --input-dir pseudo_labels/object_masks \
         --output-dir pseudo_labels/proposal_generation PROPOSAL_GENERATION.TOTAL_PARTITIONS 8
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from part_distillation.stages.cli import main  # noqa: E402
+from part_distillation.stages.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(description=__doc__.splitlines()[0]))

@@ -28,7 +28,7 @@ def add_proposal_generation_config(cfg: CN) -> None:
     pg = cfg.PROPOSAL_GENERATION = CN()
     pg.DATASET_NAME = ""  # stage 1's dataset when the tool gets no --dataset
     # Stage-1 labeler: "given" (the dataset's object masks), or another name registered in
-    # OBJECT_LABELER_REGISTRY (part_distillation.stages.object_masks).
+    # OBJECT_LABELER_REGISTRY (part_distillation.labelers.build).
     pg.OBJECT_MASK_TYPE = "given"
     pg.OBJECT_MASK_PATH = ""  # stage 2's input (stage-1 pseudo-labels) when the tool gets no --input-dir
     # model labelers (part_distillation/labelers): the labeler's own config file (a detectron2

@@ -36,8 +36,8 @@ from part_distillation.data.part_distillation_dataset import (
     PartDistillationEvalDatasetMapper,
     register_part_distillation_train_datasets,
 )
+from part_distillation.data.build import is_mapper_name
 from part_distillation.data.proposal_dataset import (
-    DATASET_MAPPER_REGISTRY,
     PartEvalDatasetMapper,
     build_train_mapper,
     register_proposal_train_datasets,
@@ -251,7 +251,7 @@ def train_mapper_name(cfg) -> str:
     """INPUT.DATASET_MAPPER_NAME when it is a registered mapper of this project, else the task's
     (:func:`training_task`) own training mapper."""
     name = cfg.INPUT.DATASET_MAPPER_NAME
-    return name if name in DATASET_MAPPER_REGISTRY else _TASK_MAPPERS[training_task(cfg)]
+    return name if is_mapper_name(name) else _TASK_MAPPERS[training_task(cfg)]
 
 
 def evaluation_part_classes(cfg, dataset_name: str) -> List[str]:

@@ -8,14 +8,22 @@ Stages register under their official name (``Stage.NAME``: ``object_masks``, ``p
 from detectron2.utils.registry import Registry
 
 from ..data.pseudo_labels import official_stage_name
+from ..utils.registry import get_by_name, has_name
 
 STAGE_REGISTRY = Registry("STAGE")
-STAGE_REGISTRY.__doc__ = """Stages by ``Stage.NAME`` (``object_masks``, ``proposal_generation``, ``dcrf``, ...)."""
+STAGE_REGISTRY.__doc__ = """Stage classes; looked up by ``Stage.NAME`` (``object_masks``, ``proposal_generation``, ``dcrf``, ...)."""
 
 
 def register_stage(cls):
-    """Class decorator: register a :class:`~part_distillation.stages.stage.Stage` subclass under its ``NAME``."""
-    STAGE_REGISTRY._do_register(cls.NAME, cls)
+    """Class decorator: register a :class:`~part_distillation.stages.stage.Stage` subclass
+    (``STAGE_REGISTRY.register``), selectable by its ``NAME``.
+
+    Raises:
+        ValueError: another registered stage has the same ``NAME``.
+    """
+    if has_name(STAGE_REGISTRY, cls.NAME):
+        raise ValueError(f"a stage named {cls.NAME!r} is already registered")
+    STAGE_REGISTRY.register(cls)
     return cls
 
 
@@ -25,10 +33,7 @@ def stage_class(name: str):
     Raises:
         KeyError: ``name`` is not registered (lists the registered names).
     """
-    name = official_stage_name(name)
-    if name not in STAGE_REGISTRY:
-        raise KeyError(f"unknown stage {name!r}; registered: {sorted(k for k, _ in STAGE_REGISTRY)}")
-    return STAGE_REGISTRY.get(name)
+    return get_by_name(STAGE_REGISTRY, official_stage_name(name), what="stage")
 
 
 def build_stage(name: str, cfg, output_dir: str, **kwargs):

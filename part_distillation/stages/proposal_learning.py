@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from detectron2.data import transforms as T
 
-from ..data.proposal_dataset import _transform_masks, read_image
+from ..data.proposal_dataset import transform_masks, read_image
 from ..data.pseudo_labels import ImagePseudoLabel, ObjectLabel, PartLabel
 from ..modeling.meta_arch.part_ranking_model import PartRankingModel
 from ..modeling.weights import check_complete_weights, load_weights
@@ -164,7 +164,7 @@ class ProposalNetworkStage(PseudoLabelInputStage):
                                                               self.cfg.INPUT.MAX_SIZE_TEST)])(aug)
         size = aug.image.shape[:2]
         x = {"image": torch.as_tensor(np.ascontiguousarray(aug.image.transpose(2, 0, 1))),
-             "object_masks": _transform_masks([label.objects[i].mask for i in kept], transforms, size),
+             "object_masks": transform_masks([label.objects[i].mask for i in kept], transforms, size),
              "height": label.height, "width": label.width}
         return label, kept, x
 
