@@ -473,3 +473,57 @@ def test_exif_orientation_is_applied_by_every_reader_as_detectron2_does(tmp_path
     assert [r["image_id"] for r in recs] == ["o3", "o6", "o8"]
     for r in recs:
         assert (r["height"], r["width"]) == read_image_rgb(r["file_name"]).shape[:2]
+
+
+def _own_folder(root, objects_of, n):
+    """A Pascal-Part-layout folder of ``n`` 24 x 32 images; image i's objects: ``objects_of(i)``
+    as (class, class_ind, [part names]) with each part a vertical stripe of the object."""
+    os.makedirs(root / "JPEGImages")
+    os.makedirs(root / "Annotations_Part")
+    h, w = 24, 32
+    for i in range(n):
+        Image.new("RGB", (w, h), (i * 20 % 255, 80, 120)).save(root / "JPEGImages" / f"im{i:02d}.jpg")
+        objects = []
+        for cls, ind, names in objects_of(i):
+            cuts = np.linspace(2, 30, len(names) + 1).astype(int)
+            parts = [(nm, _box(h, w, 2, 22, cuts[j], cuts[j + 1])) for j, nm in enumerate(names)]
+            objects.append((cls, ind, _box(h, w, 2, 22, 2, 30), parts))
+        write_part_mat(str(root / "Annotations_Part" / f"im{i:02d}.mat"), objects)
+    return str(root)
+
+
+def test_own_folders_merged_names_other_vocabularies_and_the_skip_share(tmp_path):
+    """A folder whose names are already merged (Pascal-Part-116 style) loads every image; one of
+    another vocabulary is detected and loaded as-is; a load that skips more than 5% is refused
+    (naming the reasons and --accept-skips) unless accepted."""
+    from part_distillation.data.datasets import TooManySkippedError, check_load_skips, dataset_name
+    from part_distillation.data.datasets import load_report as report_of
+
+    assert merge_part_name("eye", "person") == "eye" and merge_part_name("coach_front", "train") == "coach_front"
+    assert merge_part_name("cfrontside_2", "train") == "coach_front" and merge_part_name("leye", "cat") == "eye"
+    merged = _own_folder(tmp_path / "merged", lambda i: [("person", 15, ["head", "eye", "leye", "leg"]),
+                                                        ("car", 7, ["front", "wheel_1", "license plate"])], 6)
+    recs = resolve_dataset(merged)
+    assert len(recs) == 6 and check_load_skips(merged)["skipped"] == {}
+    assert [p["name"] for p in recs[0]["objects"][0]["parts"]] == ["head", "eye", "leg"]  # eye + leye united
+    assert [p["name"] for p in recs[0]["objects"][1]["parts"]] == ["front", "wheel", "license plate"]
+    assert report_of(merged)["vocabulary"] == "pascal"
+
+    other = _own_folder(tmp_path / "other", lambda i: [("robot", 3, ["antenna", "tread"])], 5)
+    recs = resolve_dataset(other)  # detected: loaded with its own names
+    assert len(recs) == 5 and [p["name"] for p in recs[0]["objects"][0]["parts"]] == ["antenna", "tread"]
+    assert recs[0]["objects"][0]["class_name"] == "robot" and report_of(other)["vocabulary"] == "as-is"
+    dataset_name(other, "pascal")  # --vocabulary pascal: every file is a bad annotation
+    assert resolve_dataset(other) == [] and report_of(other)["skipped"] == {"bad_annotation": 5}
+    with pytest.raises(TooManySkippedError, match=r"5 of 5 images skipped \(100% > 5%\).*bad_annotation: 5") as e:
+        check_load_skips(other)
+    assert "im00.mat" in str(e.value) and "--accept-skips" in str(e.value) and "--vocabulary as-is" in str(e.value)
+    assert check_load_skips(other, accept=True)["skipped"] == {"bad_annotation": 5}
+    dataset_name(other, "as-is")
+    assert len(resolve_dataset(other)) == 5
+
+    # mostly Pascal names with one unknown: Pascal vocabulary, the odd file a counted skip
+    mixed = _own_folder(tmp_path / "mixed", lambda i: [("person", 15, ["head", "tentacle" if i == 0 else "hair"])], 4)
+    assert len(resolve_dataset(mixed)) == 3 and report_of(mixed)["skipped"] == {"bad_annotation": 1}
+    with pytest.raises(TooManySkippedError, match="1 of 4 images skipped"):
+        check_load_skips(mixed)

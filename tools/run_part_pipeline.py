@@ -13,14 +13,18 @@ All six stages (stages 4-6 with the tiny CPU configs, trained and evaluated on t
         --proposal-opts "SOLVER.MAX_ITER 300" --distillation-opts "SOLVER.MAX_ITER 300"
 
 ``--dataset`` takes a registered name (pascal_part, pascal_part_examples, ade20k_part_subset, ...)
-or a folder (Pascal-Part layout, or any folder of images).
+or a folder (Pascal-Part layout, or any folder of images). A Pascal-Part-layout folder's names are
+mapped to the Pascal-Part vocabulary, or kept when they come from another one (``--vocabulary
+auto``, the default; ``pascal`` / ``as-is`` force either). When the load skips more than 5% of the
+images the job stops before computing anything; ``--accept-skips`` runs on the rest (the skips are
+in metrics.json, metrics.md and the stage-1 summary either way).
 """
 import json
 import os
 import shlex
 
 
-from part_distillation.stages.cli import setup, stage_parser
+from part_distillation.stages.cli import add_dataset_load_args, setup, stage_parser
 from part_distillation.stages.pipeline import (BASELINE_VARIANTS, DEFAULT_VARIANT,
                                                OFFICIAL_VARIANTS, run_pipeline)
 
@@ -28,6 +32,7 @@ from part_distillation.stages.pipeline import (BASELINE_VARIANTS, DEFAULT_VARIAN
 def main():
     p = stage_parser(__doc__.splitlines()[0])
     p.add_argument("--dataset", default="pascal_part_examples", help="registered dataset name or folder")
+    add_dataset_load_args(p)
     p.add_argument("--baselines", action="store_true", help="also run random-init, RGB+XY k-means and 2x2 grid")
     p.add_argument("--official-variants", action="store_true",
                    help="also run the official dot-metric / un-normalised feature settings")
@@ -56,7 +61,7 @@ def main():
         variants.update(BASELINE_VARIANTS)
     metrics = run_pipeline(cfg, args.dataset, args.output_dir, variants, args.num_collages, args.max_images,
                            config_file=args.config_file,
-                           learned_cfgs=learned)
+                           learned_cfgs=learned, vocabulary=args.vocabulary, accept_skips=args.accept_skips)
     print(json.dumps({k: v["segments"] for k, v in metrics["results"].items()}, indent=1))
     print(f"wrote {os.path.join(args.output_dir, 'metrics.json')} and collages/")
 

@@ -32,7 +32,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from . import cityscapes_part, image_folder, imagenet, ov_parts, part_imagenet, pascal_part  # noqa: F401
 from ..utils.io import atomic_write_json
 from .ground_truth import GroundTruthError, validate_record
-from .load_report import LoadReport
+from .load_report import ANNOTATION_REASONS, LoadReport
 from .loader_registry import DATASET_LOADER_REGISTRY
 
 logger = logging.getLogger(__name__)
@@ -214,14 +214,23 @@ def configured_options(name: str, cfg) -> Optional[dict]:
     return None if kwargs is None or kwargs == _REGISTERED_BUILTIN[name] else kwargs
 
 
-def _folder_dataset(folder: str) -> str:
+def _folder_dataset(folder: str, vocabulary: str = "") -> str:
     """Register a folder (Pascal-Part release layout, ``images/`` + ``masks/``, or plain images)
-    as ``folder:<abspath>`` and return that name."""
+    as ``folder:<abspath>`` and return that name. A Pascal-Part-layout folder is read with
+    ``vocabulary`` (``"auto"`` when empty, see
+    :func:`~part_distillation.data.pascal_part.load_pascal_part`); a given ``vocabulary`` other than
+    the registered one re-registers the folder."""
     folder = os.path.abspath(folder)
     name = _FOLDER_PREFIX + folder
+    pascal_layout = os.path.isdir(os.path.join(folder, "Annotations_Part"))
+    if name in DatasetCatalog.list() and pascal_layout and vocabulary \
+            and MetadataCatalog.get(name).get("vocabulary_option", "auto") != vocabulary:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
     if name not in DatasetCatalog.list():
-        if os.path.isdir(os.path.join(folder, "Annotations_Part")):
-            register_dataset(name, "PascalPartLoader", root=folder)
+        if pascal_layout:
+            register_dataset(name, "PascalPartLoader", root=folder, vocabulary=vocabulary or "auto")
+            MetadataCatalog.get(name).set(vocabulary_option=vocabulary or "auto")
         else:
             images, masks = os.path.join(folder, "images"), os.path.join(folder, "masks")
             if os.path.isdir(images) and os.path.isdir(masks):
@@ -231,16 +240,17 @@ def _folder_dataset(folder: str) -> str:
     return name
 
 
-def dataset_name(spec: str) -> str:
+def dataset_name(spec: str, vocabulary: str = "") -> str:
     """The ``DatasetCatalog`` name of ``spec``: a registered name, or a folder (registered on the
-    fly as ``folder:<abspath>``). A deprecated name (:data:`DEPRECATED_DATASET_NAMES`) gives its
-    official name, with a ``FutureWarning``.
+    fly as ``folder:<abspath>``, a Pascal-Part-layout one with ``vocabulary``: ``--vocabulary`` of
+    the tools, see :func:`_folder_dataset`). A deprecated name (:data:`DEPRECATED_DATASET_NAMES`)
+    gives its official name, with a ``FutureWarning``.
 
     Raises:
         KeyError: ``spec`` is neither a folder nor a registered name (lists registered names).
     """
     if os.path.isdir(spec):
-        return _folder_dataset(spec)
+        return _folder_dataset(spec, vocabulary)
     if spec in DEPRECATED_DATASET_NAMES:
         warnings.warn(f"dataset name '{spec}' is deprecated: use '{DEPRECATED_DATASET_NAMES[spec]}'",
                       FutureWarning, stacklevel=2)
@@ -289,6 +299,54 @@ def load_report(spec: str) -> dict:
     summaries and ``metrics.json``: ``{"dataset", "num_loaded", "skipped": {reason: n},
     "skipped_files": {reason: [paths]}}``."""
     return MetadataCatalog.get(dataset_name(spec)).load_report.to_dict()
+
+
+# share of a dataset's images a load may skip before a run stops (check_load_skips)
+MAX_SKIPPED_SHARE = 0.05
+
+
+class TooManySkippedError(ValueError):
+    """A dataset load skipped more than the accepted share of its images; the message names the
+    reasons, example files and the option that accepts it."""
+
+
+def format_load_skips(report: dict) -> str:
+    """One line for summaries and ``metrics.md``: ``"<n> images loaded, <m> skipped (reason:
+    count, ...)"`` of a :func:`load_report` (the reasons include part-annotation skips)."""
+    skipped = report.get("skipped", {})
+    images = sum(n for r, n in skipped.items() if r not in ANNOTATION_REASONS)
+    text = f"{report['num_loaded']} images loaded, {images} skipped"
+    if skipped:
+        text += " (" + ", ".join(f"{r}: {n}" for r, n in sorted(skipped.items())) + ")"
+    if report.get("vocabulary"):
+        text += f"; vocabulary {report['vocabulary']}"
+    return text
+
+
+def check_load_skips(spec: str, accept: bool = False, max_share: float = MAX_SKIPPED_SHARE,
+                     option: str = "--accept-skips") -> dict:
+    """The :func:`load_report` of ``spec``'s last load, refused when it skipped more than
+    ``max_share`` of its images (skipped / (loaded + skipped); part-annotation skips of
+    :data:`~part_distillation.data.load_report.ANNOTATION_REASONS` do not count) unless ``accept``: a run on the rest
+    would report metrics on a fraction of the data as if it were all of it.
+
+    Raises:
+        TooManySkippedError: naming the dataset, the counts per reason, example files and
+            ``option`` (the flag that accepts it).
+    """
+    report = load_report(spec)
+    skipped = sum(n for r, n in report["skipped"].items() if r not in ANNOTATION_REASONS)
+    total = skipped + report["num_loaded"]
+    if total and skipped / total > max_share:
+        examples = "; ".join(f"{r}: {', '.join(files[:2])}" for r, files in sorted(report["skipped_files"].items()))
+        if not accept:
+            raise TooManySkippedError(
+                f"dataset {spec}: {skipped} of {total} images skipped ({100 * skipped / total:.0f}% > "
+                f"{100 * max_share:.0f}%): {format_load_skips(report)}; e.g. {examples}. Fix the files "
+                f"(a folder of another part vocabulary: --vocabulary as-is), or pass {option} to run "
+                "on the loaded images only")
+        logger.warning("dataset %s: %s (%s: accepted)", spec, format_load_skips(report), option)
+    return report
 
 
 def has_part_annotations(spec: str) -> bool:

@@ -44,6 +44,7 @@ from detectron2.structures import BitMasks, Instances
 from .proposal_dataset import PartEvalDatasetMapper, transform_masks, build_train_augmentations, read_image
 from ..utils.class_filter import load_class_filter
 from .pseudo_labels import PseudoLabelError, class_code_of_dir, list_pseudo_labels, load_pseudo_label
+from ..utils.object_filter import object_area_ratio_keep
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class PseudoLabelFilter:
                 count("objects_dropped_class")
                 continue
             object_area = float(obj.mask.sum())
-            if object_area / image_area <= self.min_object_area_ratio:
+            if not object_area_ratio_keep(object_area, image_area, self.min_object_area_ratio):
                 count("objects_dropped_area")
                 continue
             parts = []

@@ -369,7 +369,8 @@ class Trainer(DefaultTrainer):
             parts, num_objects = evaluation_vocabulary(meta.get("part_classes", None),
                                                        meta.get("thing_classes", None),
                                                        resolve_dataset(dataset_name, cfg))
-            evaluators.append(UnsupervisedPartEvaluator(parts, num_objects))
+            evaluators.append(UnsupervisedPartEvaluator(parts, num_objects,
+                                                        num_labels=cfg.PART_DISTILLATION.NUM_PART_CLASSES))
         return DatasetEvaluators(evaluators)
 
     def build_hooks(self):

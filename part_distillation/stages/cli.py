@@ -26,6 +26,8 @@ def stage_parser(description: str, stage: Optional[str] = None) -> argparse.Argu
     elif stage is not None and _stage_class(stage).INPUT_KIND == "dataset":
         p.add_argument("--dataset", help="registered dataset name or folder (default: the stage's config key, "
                                          "e.g. PROPOSAL_GENERATION.DATASET_NAME)")
+    if stage == "*" or (stage is not None and _stage_class(stage).INPUT_KIND == "dataset"):
+        add_dataset_load_args(p)
     if stage == "*" or stage == "object_masks":
         p.add_argument("--labeler-config", default=None,
                        help="stage 1: the labeler's own config (PROPOSAL_GENERATION.LABELER_CONFIG): a "
@@ -36,6 +38,30 @@ def stage_parser(description: str, stage: Optional[str] = None) -> argparse.Argu
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                    help="config overrides as KEY VALUE pairs, e.g. PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS 5")
     return p
+
+
+def add_dataset_load_args(p: argparse.ArgumentParser) -> None:
+    """``--vocabulary`` and ``--accept-skips``: how a ``--dataset`` folder is read and how many of
+    its images a load may skip (see :func:`~part_distillation.data.datasets.check_load_skips`)."""
+    p.add_argument("--vocabulary", choices=("auto", "pascal", "as-is"), default="",
+                   help="a Pascal-Part-layout --dataset folder: its part names mapped to the Pascal-Part "
+                        "vocabulary (pascal), kept as they are (as-is), or detected (auto, the default)")
+    p.add_argument("--accept-skips", action="store_true",
+                   help="run even when the dataset load skipped more than 5%% of its images")
+
+
+def load_dataset(spec: str, args) -> tuple:
+    """``(dataset dicts, load report)`` of ``--dataset`` ``spec`` with ``args.vocabulary``,
+    refused when the load skipped too much (unless ``args.accept_skips``).
+
+    Raises:
+        TooManySkippedError: see :func:`~part_distillation.data.datasets.check_load_skips`.
+    """
+    from ..data.datasets import check_load_skips, dataset_name, resolve_dataset
+
+    dataset_name(spec, getattr(args, "vocabulary", "") or "")
+    records = resolve_dataset(spec)
+    return records, check_load_skips(spec, getattr(args, "accept_skips", False))
 
 
 def _stage_class(name: str):
@@ -76,14 +102,15 @@ def main(stage: Optional[str] = None, argv: Optional[Sequence[str]] = None, desc
         spec = getattr(args, "dataset", None) or cls.default_input(cfg)
         if not spec:
             raise SystemExit(f"stage {name} reads a dataset: pass --dataset")
-        from ..data import resolve_dataset
-
-        inputs = resolve_dataset(spec)
+        inputs, report = load_dataset(spec, args)
     else:
+        report = None
         inputs = getattr(args, "input_dir", None) or cls.default_input(cfg)
         if not inputs:
             raise SystemExit(f"stage {name} reads {cls.INPUT_STAGE} pseudo-labels: pass --input-dir")
-    summary = cls(cfg, args.output_dir).run(inputs)
+    stage_obj = cls(cfg, args.output_dir)
+    stage_obj.input_report = report
+    summary = stage_obj.run(inputs)
     return 1 if summary.failed else 0
 
 

@@ -43,6 +43,7 @@ from ..data.pseudo_labels import ImagePseudoLabel, ObjectLabel, PartLabel
 from ..modeling.meta_arch.part_ranking_model import PartRankingModel
 from ..modeling.weights import check_complete_weights, load_weights
 from ..utils.io import weights_identity
+from ..utils.object_filter import object_area_ratio_keep
 from ..utils.sharding import SkipItem
 from .build import register_stage
 from .partition import WorkItem
@@ -137,7 +138,7 @@ class ProposalNetworkStage(PseudoLabelInputStage):
         """Indices of the objects whose area ratio is > the namespace's MIN_OBJECT_AREA_RATIO."""
         area = float(label.height * label.width)
         min_ratio = self.segment_settings(self.cfg)["min_object_area_ratio"]
-        return [i for i, o in enumerate(label.objects) if o.mask.sum() / area > min_ratio]
+        return [i for i, o in enumerate(label.objects) if object_area_ratio_keep(float(o.mask.sum()), area, min_ratio)]
 
     def _inputs(self, item: WorkItem, label: Optional[ImagePseudoLabel] = None
                 ) -> Tuple[ImagePseudoLabel, List[int], Dict]:

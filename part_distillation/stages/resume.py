@@ -7,8 +7,9 @@ import os
 from ..utils.io import atomic_write_json, weights_identity  # noqa: F401  (weights_identity: re-exported)
 
 # keys of a stage namespace that decide how the run is split or filtered, not what an output holds
+# (MODEL.WEIGHTS_ALLOWED_MISSING only decides whether a checkpoint is accepted)
 RUN_KEYS = ("TOTAL_PARTITIONS", "PARTITION_INDEX", "NUM_WORKERS", "OBJECTS_PER_BATCH", "DEBUG",
-            "FILTERED_CODE_PATH_LIST", "EXCLUDE_CODE_PATH", "PATH_ONLY", "DEVICE")
+            "FILTERED_CODE_PATH_LIST", "EXCLUDE_CODE_PATH", "PATH_ONLY", "DEVICE", "WEIGHTS_ALLOWED_MISSING")
 
 
 class StageConfigMismatch(ValueError):

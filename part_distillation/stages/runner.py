@@ -69,6 +69,10 @@ def _run_locked(stage, mine: List[WorkItem], owned: Optional[set], index: int, t
     manifest = DoneManifest(stage.output_dir, tag)
     done = manifest.done_keys()
     summary = RunSummary()
+    if stage.input_report:  # what the dataset load skipped, before this stage saw any image
+        summary.dataset_load = stage.input_report
+        for reason, n in stage.input_report.get("skipped", {}).items():
+            summary.skipped[f"load {reason}"] += n
     todo = []
     for it in mine:
         if manifest.is_done(it, done):

@@ -63,7 +63,7 @@ of the weight files :meth:`Stage.weight_files` names; a later run with other set
 anything is recorded.
 """
 import os
-from typing import Dict, List, Mapping, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -90,6 +90,9 @@ class Stage:
     INPUT_KIND = "dataset"  # what run() takes: "dataset" (dataset dicts) or "pseudo_labels" (a folder)
     RECORDED_CONFIG: Tuple[str, ...] = ()  # config subtrees / keys whose values determine the outputs
     gather_buffer_bytes = 256 << 20
+    # a dataset stage's input: the load report of its dataset (data.datasets.load_report), set by
+    # the caller; the runner adds its skips to the summary ("load <reason>" and "dataset_load")
+    input_report: Optional[dict] = None
 
     def __init__(self, cfg, output_dir: str):
         self.cfg, self.output_dir = cfg, output_dir
