@@ -237,10 +237,10 @@ def test_ov_parts_ade_instances_json(tmp_path):
 
 
 def test_part_imagenet_bad_annotations_are_counted_skips_naming_file_and_id(tmp_path):
-    """One bad part annotation (polygon [[]], 2 points, unknown category, wrong-size RLE) used to
-    abort the whole load; an empty polygon gave a zero-area part, and an image whose only part is
-    empty an object with an empty mask. Each is now a counted skip naming the JSON file and the
-    annotation id; a damaged JSON file is named."""
+    """A bad part annotation (polygon [[]], 2 points, unknown category, wrong-size RLE) is a counted
+    skip naming the JSON file and the annotation id, the image keeps its other parts; an empty
+    polygon is an empty_part skip, and an image whose only part is empty is skipped (not loaded as
+    an object with an empty mask); a damaged JSON file is named."""
     ann, img, fin, body = _part_imagenet(tmp_path)
     val = json.loads((ann / "val.json").read_text())
     h, w = 12, 16

@@ -40,7 +40,7 @@ def main():
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--stages", choices=("1-3", "1-6"), default="1-3",
                    help="1-6: also train stage 4 on the stage-3 labels, rank parts (5), train stage 6")
-    for flag, default in (("proposal", "configs/part_proposal/tiny_cpu.yaml"),
+    for flag, default in (("proposal", "configs/proposal_learning/tiny_cpu.yaml"),
                           ("ranking", "configs/part_ranking/tiny_cpu.yaml"),
                           ("distillation", "configs/part_distillation/tiny_cpu.yaml")):
         p.add_argument(f"--{flag}-config", default=default, help=f"--stages 1-6: the {flag} config")

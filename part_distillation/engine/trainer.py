@@ -13,7 +13,6 @@ iteration from the last checkpoint there, so a killed run continues with the sam
 import itertools
 import logging
 import os
-import os
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Type
 
@@ -195,7 +194,7 @@ META_ARCHITECTURE_TASKS = {
 # runs the stage for the first three; the evaluation baselines raise the message.
 STAGE_META_ARCHITECTURES = {
     "LabelingDetic": ("object_masks", "tools/label_objects.py --labeler-config "
-                      "configs/labelers/Detic_LCOCOI21k_CLIP_SwinB_896b32_4x_ft4x_max-size.yaml"),
+                      "configs/detic/Detic_LCOCOI21k_CLIP_SwinB_896b32_4x_ft4x_max-size.yaml"),
     "ProposalGenerationModel": ("proposal_generation", "tools/pixel_grouping.py --input-dir <stage-1 folder>"),
     "PartRankingModel": ("part_ranking", "tools/part_ranking.py --input-dir <stage-4 folder> "
                          "(or PART_RANKING.DATASET_PATH)"),
