@@ -10,6 +10,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from scipy.ndimage import binary_erosion
 
 from .utils.io import atomic_save_image
 
@@ -187,3 +188,53 @@ def save_collage(path: str, image, rows, height: int = 160,
     """Write :func:`object_collage` to ``path`` (PNG) atomically; returns the path."""
     atomic_save_image(path, object_collage(image, rows, height, legend=legend))
     return path
+
+
+def labeled_parts_panel(image: np.ndarray, label_map: np.ndarray, names: Sequence[str],
+                        object_mask: Optional[np.ndarray] = None, height: int = 240,
+                        margin: float = 0.1, pad: int = 4) -> Image.Image:
+    """Parts coloured by label, with a legend: ``image`` cropped to the object (its box grown by
+    ``margin`` of its size; the whole image when ``object_mask`` is None) with each label's colour
+    blended over its pixels (:func:`overlay`, white segment boundaries), and beside it a legend
+    (:func:`legend_panel`) naming every label. The renderer of predictions for people: the demo's
+    labelled output and the manual-evaluation panels.
+
+    Args:
+        image: uint8 RGB (H, W, 3).
+        label_map: int (H, W) at the image's resolution; 0 = no part, ``k`` = label ``k`` drawn in
+            ``PALETTE[(k - 1) % len(PALETTE)]`` and named ``names[k - 1]``.
+        names: one legend entry per label ``1..len(names)``.
+        object_mask: optional bool (H, W); the panel shows its box only.
+        height: panel height in pixels (the legend is as tall; the width follows the crop's aspect).
+
+    Returns:
+        PIL RGB image ``[crop | legend]`` of height ``height``.
+
+    Raises:
+        ValueError: ``label_map`` (or ``object_mask``) not of the image's (H, W), or a label above
+            ``len(names)``.
+    """
+    if label_map.shape != image.shape[:2] or (object_mask is not None and object_mask.shape != image.shape[:2]):
+        raise ValueError(f"label map {label_map.shape} / object mask "
+                         f"{None if object_mask is None else object_mask.shape} != image {image.shape[:2]}")
+    if label_map.size and int(label_map.max()) > len(names):
+        raise ValueError(f"label {int(label_map.max())} has no legend name ({len(names)} names)")
+    ys, xs = _crop(object_mask, margin) if object_mask is not None else (slice(None), slice(None))
+    body = _panel(overlay(image[ys, xs], label_map[ys, xs].astype(np.int32)), height)
+    legend = legend_panel(list(names), height)
+    out = Image.new("RGB", (body.width + pad + legend.width, height), (255, 255, 255))
+    out.paste(body, (0, 0))
+    out.paste(legend, (body.width + pad, 0))
+    return out
+
+
+def outline_object(image: np.ndarray, mask: np.ndarray, color: Tuple[int, int, int] = (255, 255, 0),
+                   width: int = 3) -> np.ndarray:
+    """``image`` with the boundary of ``mask`` drawn ``width`` px thick (inside the mask) in ``color``.
+    ``image`` uint8 (H, W, 3), ``mask`` bool (H, W); returns a new uint8 (H, W, 3)."""
+    if mask.shape != image.shape[:2]:
+        raise ValueError(f"mask {mask.shape} != image {image.shape[:2]}")
+    edge = mask & ~binary_erosion(mask, iterations=max(1, width), border_value=0)
+    out = image.copy()
+    out[edge] = color
+    return out
