@@ -25,7 +25,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from part_distillation.config import setup_cfg  # noqa: E402
 from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, PartLabel,  # noqa: E402
                                                   is_complete, pseudo_label_path)
-from part_distillation.stages.base import DoneManifest, Stage, WorkItem  # noqa: E402
+from part_distillation.stages.partition import WorkItem  # noqa: E402
+from part_distillation.stages.stage import Stage  # noqa: E402
+from part_distillation.stages.store import DoneManifest  # noqa: E402
 
 
 class FinishedStage(Stage):

@@ -9,6 +9,8 @@ from functools import lru_cache
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+from detectron2.utils.colormap import colormap
+from detectron2.utils.visualizer import ColorMode, Visualizer
 from PIL import Image, ImageDraw, ImageFont
 from scipy.ndimage import binary_erosion
 
@@ -190,42 +192,46 @@ def save_collage(path: str, image, rows, height: int = 160,
     return path
 
 
-def labeled_parts_panel(image: np.ndarray, label_map: np.ndarray, names: Sequence[str],
-                        object_mask: Optional[np.ndarray] = None, height: int = 240,
-                        margin: float = 0.1, pad: int = 4) -> Image.Image:
-    """Parts coloured by label, with a legend: ``image`` cropped to the object (its box grown by
-    ``margin`` of its size; the whole image when ``object_mask`` is None) with each label's colour
-    blended over its pixels (:func:`overlay`, white segment boundaries), and beside it a legend
-    (:func:`legend_panel`) naming every label. The renderer of predictions for people: the demo's
-    labelled output and the manual-evaluation panels.
+def draw_part_predictions(image: np.ndarray, part_segs: Sequence[np.ndarray],
+                          object_names: Sequence[str], part_names: Optional[Sequence[Sequence[str]]] = None,
+                          alpha: float = 0.5) -> np.ndarray:
+    """Parts of every object drawn over ``image`` with detectron2's ``Visualizer``: each part
+    label filled in a colour of detectron2's colormap (``detectron2.utils.colormap``, fixed per
+    label id, so part ``l`` has one colour in every picture) and captioned ``<object class>:
+    part <l>`` (or ``part_names[i][l - 1]``) at the segment, the caption being the legend.
 
     Args:
-        image: uint8 RGB (H, W, 3).
-        label_map: int (H, W) at the image's resolution; 0 = no part, ``k`` = label ``k`` drawn in
-            ``PALETTE[(k - 1) % len(PALETTE)]`` and named ``names[k - 1]``.
-        names: one legend entry per label ``1..len(names)``.
-        object_mask: optional bool (H, W); the panel shows its box only.
-        height: panel height in pixels (the legend is as tall; the width follows the crop's aspect).
-
+        image: (H, W, 3) uint8 RGB.
+        part_segs: per object an (H, W) int label map, 0 = no part, ``l >= 1`` = part label
+            (the models' ``part_seg`` outputs).
+        object_names: per object its class name (or ``"object <i>"``).
+        part_names: optional names of each object's part labels.
     Returns:
-        PIL RGB image ``[crop | legend]`` of height ``height``.
-
+        (H, W, 3) uint8 RGB overlay.
     Raises:
-        ValueError: ``label_map`` (or ``object_mask``) not of the image's (H, W), or a label above
-            ``len(names)``.
+        ValueError: a label map whose size differs from the image's, or name count mismatch.
     """
-    if label_map.shape != image.shape[:2] or (object_mask is not None and object_mask.shape != image.shape[:2]):
-        raise ValueError(f"label map {label_map.shape} / object mask "
-                         f"{None if object_mask is None else object_mask.shape} != image {image.shape[:2]}")
-    if label_map.size and int(label_map.max()) > len(names):
-        raise ValueError(f"label {int(label_map.max())} has no legend name ({len(names)} names)")
-    ys, xs = _crop(object_mask, margin) if object_mask is not None else (slice(None), slice(None))
-    body = _panel(overlay(image[ys, xs], label_map[ys, xs].astype(np.int32)), height)
-    legend = legend_panel(list(names), height)
-    out = Image.new("RGB", (body.width + pad + legend.width, height), (255, 255, 255))
-    out.paste(body, (0, 0))
-    out.paste(legend, (body.width + pad, 0))
-    return out
+    if len(part_segs) != len(object_names):
+        raise ValueError(f"{len(part_segs)} label maps but {len(object_names)} object names")
+    colors = colormap(rgb=True, maximum=1)
+    vis = Visualizer(np.asarray(image), instance_mode=ColorMode.IMAGE)
+    for i, (seg, obj) in enumerate(zip(part_segs, object_names)):
+        seg = np.asarray(seg)
+        if seg.shape != image.shape[:2]:
+            raise ValueError(f"object {i} ({obj}): label map {seg.shape} != image {image.shape[:2]}")
+        for label in np.unique(seg):
+            if label <= 0:
+                continue
+            name = (part_names[i][label - 1] if part_names is not None and label - 1 < len(part_names[i])
+                    else f"part {label}")
+            vis.draw_binary_mask(seg == label, color=colors[(label - 1) % len(colors)],
+                                 text=f"{obj}: {name}", alpha=alpha)
+    return vis.output.get_image()
+
+
+def save_part_predictions(path: str, image: np.ndarray, part_segs, object_names, part_names=None) -> None:
+    """:func:`draw_part_predictions` saved atomically to ``path`` (format from the extension)."""
+    atomic_save_image(path, Image.fromarray(draw_part_predictions(image, part_segs, object_names, part_names)))
 
 
 def outline_object(image: np.ndarray, mask: np.ndarray, color: Tuple[int, int, int] = (255, 255, 0),

@@ -3,7 +3,7 @@
 
 A key counts as read when its leaf name is loaded as an attribute (``cfg.X.NAME``), used as a
 string subscript (``node["NAME"]``) or listed in a tuple/list of key names (``for k in ("NAME",
-...): node[k]``) somewhere in ``part_distillation/`` or ``tools/`` outside ``config.py``.
+...): node[k]``) somewhere in ``part_distillation/`` or ``tools/`` outside the ``config/`` package.
 """
 import ast
 import os
@@ -13,6 +13,8 @@ from detectron2.config import CfgNode, get_cfg
 from part_distillation.config import ACCEPTED_UNREAD_KEYS, get_part_distillation_cfg
 
 from .helpers import REPO
+
+CONFIG_PACKAGE = os.path.join(REPO, "part_distillation", "config")
 
 def _leaves(node, prefix=""):
     for k, v in node.items():
@@ -32,8 +34,7 @@ def read_names():
     for top in ("part_distillation", "tools"):
         for root, _, files in os.walk(os.path.join(REPO, top)):
             for f in files:
-                if not f.endswith(".py") or (top == "part_distillation" and root.endswith("part_distillation")
-                                             and f == "config.py"):
+                if not f.endswith(".py") or os.path.normpath(root) == CONFIG_PACKAGE:
                     continue
                 tree = ast.parse(open(os.path.join(root, f)).read())
                 for n in ast.walk(tree):

@@ -234,3 +234,35 @@ def test_ov_parts_ade_instances_json(tmp_path):
     assert left.class_name == right.class_name == "car" and meta.thing_classes[left.class_id] == "car"
     assert left.part_names == right.part_names == ["wheel"] and left.part_ids == [wheel]
     assert left.parts[0].sum() == right.parts[0].sum() == 8  # each instance keeps its own wheel pixels
+
+
+def test_part_imagenet_bad_annotations_are_counted_skips_naming_file_and_id(tmp_path):
+    """A bad part annotation (polygon [[]], 2 points, unknown category, wrong-size RLE) is a counted
+    skip naming the JSON file and the annotation id, the image keeps its other parts; an empty
+    polygon is an empty_part skip, and an image whose only part is empty is skipped (not loaded as
+    an object with an empty mask); a damaged JSON file is named."""
+    ann, img, fin, body = _part_imagenet(tmp_path)
+    val = json.loads((ann / "val.json").read_text())
+    h, w = 12, 16
+    bad = [{"segmentation": [[]]}, {"segmentation": [[0, 0, 4, 4]]}, {"segmentation": [[0, 0, 4, 0, 4, 4]],
+                                                                       "category_id": 77},
+           {"segmentation": {"size": [5, 5], "counts": "00"}}, {"segmentation": []}]
+    for i, extra in enumerate(bad):  # on the dog image, beside its three good annotations
+        val["annotations"].append(dict({"id": 100 + i, "image_id": 1, "category_id": 1, "iscrowd": 0}, **extra))
+    val["annotations"].append({"id": 200, "image_id": 2, "category_id": 2, "iscrowd": 0, "segmentation": []})
+    val["annotations"] = [a for a in val["annotations"] if a["id"] != 4]  # the fish: only an empty part
+    (ann / "val.json").write_text(json.dumps(val))
+    register_dataset("t_pi_bad", "PartImageNetLoader", annotations_dirname=str(ann), images_dirname=str(img),
+                     split="val", merge=True)
+    recs = DatasetCatalog.get("t_pi_bad")
+    assert [r["image_id"] for r in recs] == ["n02085620/n02085620_7"]
+    g = gt_objects(recs[0])[0]
+    assert g.part_names == ["Quadruped Head", "Quadruped Body"] and (g.parts[1] == body).all()
+    report = MetadataCatalog.get("t_pi_bad").load_report
+    assert report.skipped == {"bad_part_annotation": 4, "empty_part": 2, "bad_annotation": 1}
+    files = report.skipped_files["bad_part_annotation"]
+    assert files == [f"{ann / 'val.json'} annotation id {i}" for i in (100, 101, 102, 103)]
+    assert report.num_skipped == 1 and report.num_loaded == 1
+    (ann / "val.json").write_text(json.dumps(val)[:200])
+    with pytest.raises(ValueError, match=r"val.json: not valid JSON"):
+        DatasetCatalog.get("t_pi_bad")

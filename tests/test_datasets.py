@@ -11,8 +11,8 @@ from PIL import Image
 
 from part_distillation.config import setup_cfg
 from part_distillation.data import resolve_dataset
-from part_distillation.data.datasets import (configure_datasets, few_shot_subset, load_report,
-                                             register_builtin, register_dataset)
+from part_distillation.data.datasets import (dataset_metadata, dataset_name, load_report,
+                                             register_dataset)
 from part_distillation.data.ground_truth import GroundTruthError, GTObject, gt_objects, validate_record
 from part_distillation.data.image_folder import load_image_folder, unique_image_ids
 from part_distillation.data.images import ImageReadError, read_image_resized, read_image_rgb
@@ -141,14 +141,12 @@ def test_pascal_part_examples_counts_and_merge():
 
 
 @needs_shared
-def test_use_merged_gt_false_reaches_the_registered_datasets():
-    try:
-        setup_cfg(opts=["CUSTOM_DATASETS.USE_MERGED_GT", "False"])
-        recs = resolve_dataset("pascal_part_examples")
-        assert sum(len(o["parts"]) for r in recs for o in r["objects"]) == 398
-        assert "lear" in {p["name"] for r in recs for o in r["objects"] for p in o["parts"]}
-    finally:
-        setup_cfg()  # defaults again for the other tests
+def test_use_merged_gt_false_applies_when_loading_for_the_config():
+    cfg = setup_cfg(opts=["CUSTOM_DATASETS.USE_MERGED_GT", "False"])
+    recs = resolve_dataset("pascal_part_examples", cfg)
+    assert sum(len(o["parts"]) for r in recs for o in r["objects"]) == 398
+    assert "lear" in {p["name"] for r in recs for o in r["objects"] for p in o["parts"]}
+    # building that config changed nothing registered
     assert sum(len(o["parts"]) for r in resolve_dataset("pascal_part_examples") for o in r["objects"]) == 279
 
 
@@ -376,30 +374,40 @@ def test_unknown_dataset_lists_registered_names():
         resolve_dataset("no_such_dataset")
 
 
-def test_registered_names_metadata_and_missing_folder_error(tmp_path, monkeypatch):
+def test_registered_names_metadata_and_missing_folder_error(tmp_path):
     names = set(DatasetCatalog.list())
-    for n in ("pascal_parts_train", "pascal_parts_val", "pascal_parts_match_val", "pascal_parts_evaluate_val",
-              "part_imagenet_valtest", "part_imagenet_match_valtest", "part_imagenet_evaluate_valtest",
-              "imagenet_1k_train", "imagenet_22k_train", "cityscapes_part_train", "cityscapes_part_val",
-              "pascal_part_116_val", "ade20k_part_234_val", "pascal_part_examples", "ade20k_part_subset"):
+    for n in ("pascal_part_train", "pascal_part_val", "pascal_part_valtest", "pascal_part_match_val",
+              "pascal_part_evaluate_val", "part_imagenet_train", "part_imagenet_valtest",
+              "part_imagenet_match_val", "part_imagenet_evaluate_val", "part_imagenet_pre_labeling_val",
+              "imagenet_1k_train", "imagenet_1k_val", "imagenet_22k_train", "imagenet_1k_pre_labeling_train",
+              "imagenet_1k_post_labeling_train", "cityscapes_part_train", "cityscapes_part_val",
+              "cityscapes_part_match_val", "pascal_part_116_val", "ade20k_part_234_val",
+              "pascal_part_examples", "ade20k_part_subset"):
         assert n in names, n
         meta = MetadataCatalog.get(n)
         assert meta.evaluator_type in ("part", "none") and meta.layout and isinstance(meta.load_report, LoadReport)
-    assert MetadataCatalog.get("pascal_parts_match_val").eval_mode == "match"
-    assert len(MetadataCatalog.get("pascal_parts_val").part_classes) == 50
+    assert MetadataCatalog.get("pascal_part_match_val").eval_mode == "match"
+    assert len(MetadataCatalog.get("pascal_part_val").part_classes) == 50
     assert len(MetadataCatalog.get("cityscapes_part_val").part_classes) == 23
     assert len(MetadataCatalog.get("pascal_part_116_val").part_classes) == 116
     assert len(MetadataCatalog.get("ade20k_part_234_val").part_classes) == 234
-    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "d2"))
-    configure_datasets(setup_cfg(freeze=False).clone())
-    try:
-        assert MetadataCatalog.get("pascal_parts_val").images_dirname.startswith(str(tmp_path / "d2"))
-        with pytest.raises(FileNotFoundError, match=r"(?s)pascal_parts_val.*ImageSets/Main/\{train,val\}.txt"):
-            DatasetCatalog.get("pascal_parts_val")
-    finally:
-        monkeypatch.delenv("DETECTRON2_DATASETS")
-        setup_cfg()
-    register_builtin()  # idempotent
+    # a config's folders apply when data is loaded for it; the catalog is never re-registered
+    before = MetadataCatalog.get("pascal_part_val").images_dirname
+    cfg = setup_cfg("", ["CUSTOM_DATASETS.PASCAL_PARTS.IMAGES_DIRNAME", str(tmp_path / "voc"),
+                         "CUSTOM_DATASETS.PASCAL_PARTS.SUBSET_CLASS_NAMES", "['cat', 'dog']"])
+    assert MetadataCatalog.get("pascal_part_val").images_dirname == before
+    with pytest.raises(FileNotFoundError, match=r"(?s)pascal_part_val.*voc/JPEGImages"):
+        resolve_dataset("pascal_part_val", cfg)
+    assert dataset_metadata("pascal_part_val", cfg)["thing_classes"] == ["cat", "dog"]
+    assert len(dataset_metadata("pascal_part_val", cfg)["part_classes"]) < 50
+    with pytest.raises(FileNotFoundError, match=r"(?s)pascal_part_val.*datasets/pascal_parts/images/JPEGImages"):
+        resolve_dataset("pascal_part_val")
+
+
+def test_deprecated_pascal_parts_names_warn():
+    assert MetadataCatalog.get("pascal_parts_val").deprecated_alias_of == "pascal_part_val"
+    with pytest.warns(FutureWarning, match="pascal_parts_val.*pascal_part_val"):
+        assert dataset_name("pascal_parts_val") == "pascal_part_val"
 
 
 @needs_shared
@@ -424,13 +432,98 @@ def test_pascal_parts_split_from_voc_lists(tmp_path):
     assert [r["image_id"] for r in DatasetCatalog.get("t_pascal_parts_val")] == [ids[1]]
 
 
-def test_few_shot_subset_is_the_official_seeded_prefix():
-    dicts = [{"image_id": str(i)} for i in range(40)]
-    sub = few_shot_subset(dicts, 10)
-    official = list(dicts)
-    np.random.seed(1234)
-    np.random.shuffle(official)
-    assert sub == official[:4] and few_shot_subset(dicts, 10) == sub
-    assert few_shot_subset(dicts, 100) == dicts
-    with pytest.raises(ValueError):
-        few_shot_subset(dicts, 0)
+
+
+def test_exif_orientation_is_applied_by_every_reader_as_detectron2_does(tmp_path):
+    """A phone photo stored sideways (EXIF orientation 6 / 8 / 3): pixels, header size and the
+    resized read are those of the displayed image (detectron2's read_image), so masks drawn on the
+    displayed image (here an image-folder mask) line up with the pixels."""
+    from detectron2.data import transforms as T
+    from detectron2.data.detection_utils import read_image as d2_read_image
+
+    from part_distillation.data.images import read_image_size
+
+    stored = np.zeros((40, 64, 3), np.uint8)  # as stored: 64 wide, 40 high, a red left quarter
+    stored[:, :16] = (250, 0, 0)
+    stored[:, 16:] = (0, 0, 250)
+    imgs, masks = tmp_path / "imgs", tmp_path / "masks"
+    imgs.mkdir()
+    masks.mkdir()
+    for orientation in (6, 8, 3):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = str(imgs / f"o{orientation}.jpg")
+        Image.fromarray(stored).save(path, exif=exif.tobytes(), quality=100)
+        img = read_image_rgb(path)
+        assert np.array_equal(img, d2_read_image(path, "RGB")), orientation
+        assert read_image_size(path) == (img.shape[1], img.shape[0])
+        red = img[..., 0] > 128
+        if orientation == 6:  # turned 90 degrees clockwise for display: the red quarter on top
+            assert img.shape[:2] == (64, 40) and red[:14].all() and not red[18:].any()
+        elif orientation == 8:  # counter-clockwise: at the bottom
+            assert img.shape[:2] == (64, 40) and red[-14:].all() and not red[:-18].any()
+        else:  # 180 degrees: on the right
+            assert img.shape[:2] == (40, 64) and red[:, -14:].all() and not red[:, :-18].any()
+        got = read_image_resized(path, lambda h, w: T.ResizeShortestEdge.get_output_shape(h, w, 20, 40))
+        assert np.array_equal(got, T.ResizeShortestEdge(20, 40).get_transform(img).apply_image(img))
+        tiny = read_image_resized(path, lambda h, w: T.ResizeShortestEdge.get_output_shape(h, w, 4, 40))
+        assert tiny.shape[:2] == ((6, 4) if orientation != 3 else (4, 6))  # JPEG draft, then turned
+        Image.fromarray(red.astype(np.uint8)).save(masks / f"o{orientation}.png")  # drawn as displayed
+    recs = load_image_folder(str(imgs), str(masks), "thing")
+    assert [r["image_id"] for r in recs] == ["o3", "o6", "o8"]
+    for r in recs:
+        assert (r["height"], r["width"]) == read_image_rgb(r["file_name"]).shape[:2]
+
+
+def _own_folder(root, objects_of, n):
+    """A Pascal-Part-layout folder of ``n`` 24 x 32 images; image i's objects: ``objects_of(i)``
+    as (class, class_ind, [part names]) with each part a vertical stripe of the object."""
+    os.makedirs(root / "JPEGImages")
+    os.makedirs(root / "Annotations_Part")
+    h, w = 24, 32
+    for i in range(n):
+        Image.new("RGB", (w, h), (i * 20 % 255, 80, 120)).save(root / "JPEGImages" / f"im{i:02d}.jpg")
+        objects = []
+        for cls, ind, names in objects_of(i):
+            cuts = np.linspace(2, 30, len(names) + 1).astype(int)
+            parts = [(nm, _box(h, w, 2, 22, cuts[j], cuts[j + 1])) for j, nm in enumerate(names)]
+            objects.append((cls, ind, _box(h, w, 2, 22, 2, 30), parts))
+        write_part_mat(str(root / "Annotations_Part" / f"im{i:02d}.mat"), objects)
+    return str(root)
+
+
+def test_own_folders_merged_names_other_vocabularies_and_the_skip_share(tmp_path):
+    """A folder whose names are already merged (Pascal-Part-116 style) loads every image; one of
+    another vocabulary is detected and loaded as-is; a load that skips more than 5% is refused
+    (naming the reasons and --accept-skips) unless accepted."""
+    from part_distillation.data.datasets import TooManySkippedError, check_load_skips, dataset_name
+    from part_distillation.data.datasets import load_report as report_of
+
+    assert merge_part_name("eye", "person") == "eye" and merge_part_name("coach_front", "train") == "coach_front"
+    assert merge_part_name("cfrontside_2", "train") == "coach_front" and merge_part_name("leye", "cat") == "eye"
+    merged = _own_folder(tmp_path / "merged", lambda i: [("person", 15, ["head", "eye", "leye", "leg"]),
+                                                        ("car", 7, ["front", "wheel_1", "license plate"])], 6)
+    recs = resolve_dataset(merged)
+    assert len(recs) == 6 and check_load_skips(merged)["skipped"] == {}
+    assert [p["name"] for p in recs[0]["objects"][0]["parts"]] == ["head", "eye", "leg"]  # eye + leye united
+    assert [p["name"] for p in recs[0]["objects"][1]["parts"]] == ["front", "wheel", "license plate"]
+    assert report_of(merged)["vocabulary"] == "pascal"
+
+    other = _own_folder(tmp_path / "other", lambda i: [("robot", 3, ["antenna", "tread"])], 5)
+    recs = resolve_dataset(other)  # detected: loaded with its own names
+    assert len(recs) == 5 and [p["name"] for p in recs[0]["objects"][0]["parts"]] == ["antenna", "tread"]
+    assert recs[0]["objects"][0]["class_name"] == "robot" and report_of(other)["vocabulary"] == "as-is"
+    dataset_name(other, "pascal")  # --vocabulary pascal: every file is a bad annotation
+    assert resolve_dataset(other) == [] and report_of(other)["skipped"] == {"bad_annotation": 5}
+    with pytest.raises(TooManySkippedError, match=r"5 of 5 images skipped \(100% > 5%\).*bad_annotation: 5") as e:
+        check_load_skips(other)
+    assert "im00.mat" in str(e.value) and "--accept-skips" in str(e.value) and "--vocabulary as-is" in str(e.value)
+    assert check_load_skips(other, accept=True)["skipped"] == {"bad_annotation": 5}
+    dataset_name(other, "as-is")
+    assert len(resolve_dataset(other)) == 5
+
+    # mostly Pascal names with one unknown: Pascal vocabulary, the odd file a counted skip
+    mixed = _own_folder(tmp_path / "mixed", lambda i: [("person", 15, ["head", "tentacle" if i == 0 else "hair"])], 4)
+    assert len(resolve_dataset(mixed)) == 3 and report_of(mixed)["skipped"] == {"bad_annotation": 1}
+    with pytest.raises(TooManySkippedError, match="1 of 4 images skipped"):
+        check_load_skips(mixed)

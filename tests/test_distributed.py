@@ -12,7 +12,7 @@ from part_distillation.engine.launch import launch
 from part_distillation.engine.trainer import Trainer, setup
 from tests.test_train_net import _Record, _synthetic_labels
 
-TINY = "configs/part_proposal/tiny_cpu.yaml"
+TINY = "configs/proposal_learning/tiny_cpu.yaml"
 
 
 def tiny_train_opts(labels: str, output_dir: str, max_iter: int, *extra) -> list:
@@ -89,3 +89,59 @@ def test_resume_with_seed_each_iteration_gives_same_weights(tmp_path):
     with pytest.raises(ValueError, match="SEED >= 0"):
         from part_distillation.engine.hooks import IterationSeedHook
         IterationSeedHook(-1)
+
+
+def test_sigkill_inside_a_periodic_checkpoint_write_resumes_to_the_same_final_weights(tmp_path):
+    """A real SIGKILL while model_0000003.pth is written (half of it on disk as the temp file):
+    --resume removes the stale temp file, continues from model_0000001.pth and ends with the
+    uninterrupted run's final weights, bitwise (one image, SEED_EACH_ITERATION)."""
+    import signal
+    import subprocess
+    import sys
+
+    labels = _synthetic_labels(str(tmp_path / "labels"), n=1)
+
+    def opts(out):
+        return tiny_train_opts(labels, str(out), 6, "SOLVER.IMS_PER_BATCH", 1, "SOLVER.CHECKPOINT_PERIOD", 2,
+                               "SEED_EACH_ITERATION", True)
+
+    def train(out, resume):
+        args = default_argument_parser().parse_args(["--config-file", TINY] + (["--resume"] if resume else [])
+                                                    + opts(out))
+        trainer = Trainer(setup(args))
+        trainer.resume_or_load(resume=resume)
+        trainer.train()
+        return trainer
+
+    full = train(tmp_path / "full", False).model.state_dict()
+    cut = tmp_path / "cut"
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    killer = ("import os, signal, sys, torch\n"
+              "real = torch.save\n"
+              "def dying(obj, f, *a, **k):\n"
+              "    path = os.readlink(f'/proc/self/fd/{f.fileno()}') if hasattr(f, 'fileno') else ''\n"
+              "    if path.endswith('.tmp') and '.model_0000003.pth.' in path:\n"
+              "        real(obj, f, *a, **k); f.flush(); f.truncate(f.tell() // 2); f.flush()\n"
+              "        os.kill(os.getpid(), signal.SIGKILL)\n"
+              "    return real(obj, f, *a, **k)\n"
+              "torch.save = dying\n"
+              "from detectron2.engine import default_argument_parser\n"
+              "from part_distillation.engine.trainer import main\n"
+              f"main(default_argument_parser().parse_args({['--config-file', TINY] + opts(cut)!r}))\n")
+    proc = subprocess.run([sys.executable, "-c", killer], cwd=repo, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": repo, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    left = sorted(os.listdir(cut))
+    assert any(n.startswith(".model_0000003.pth.") and n.endswith(".tmp") for n in left), left
+    assert "model_0000003.pth" not in left and "model_0000001.pth" in left
+    # the resume runs in this (older) process: date the temp file before it, as a new process sees it
+    from part_distillation.utils.process import process_start_time
+    old = process_start_time() - 60
+    for n in left:
+        if n.endswith(".tmp"):
+            os.utime(cut / n, (old, old))
+    resumed = train(cut, True)
+    assert resumed.start_iter == 2
+    assert not [n for n in os.listdir(cut) if n.endswith(".tmp")]
+    b = resumed.model.state_dict()
+    assert all(torch.equal(full[k], b[k]) for k in full)

@@ -32,9 +32,11 @@ from part_distillation.data.pseudo_labels import (
     decode_mask,
     save_pseudo_label,
 )
+from part_distillation.data.ground_truth import GTObject
 from part_distillation.engine.trainer import Trainer, main
+from part_distillation.modeling.postprocess import area_then_score_keep, resize_object_mask
 from part_distillation.modeling.meta_arch.part_distillation_model import (
-    filter_segments,
+    _finish,
     merge_by_label,
 )
 from part_distillation.modeling.transformer_decoder.part_distillation_transformer_decoder import (
@@ -185,7 +187,7 @@ def test_images_without_parts_give_zero_mask_losses():
 
 # ---------------------------------------------------------------- inference
 
-def test_merge_and_filter_segments():
+def test_merge_and_area_then_score_filter():
     masks = torch.zeros((4, 4, 4), dtype=torch.bool)
     masks[0, :2] = True  # label 1
     masks[1, 2:, :2] = True  # label 1
@@ -196,10 +198,11 @@ def test_merge_and_filter_segments():
     assert labels.tolist() == [0, 1]
     assert scores.tolist() == pytest.approx([0.3, 0.9])
     assert merged[1].sum() == 12 and merged[0].sum() == 4
-    kept = filter_segments(merged, labels, scores, 16, min_area_ratio=0.5, min_score=-1)
-    assert kept[1].tolist() == [1]  # 4/16 <= 0.5 dropped
-    kept = filter_segments(merged, labels, scores, 16, min_area_ratio=0.9, min_score=0.95)
-    assert kept[1].tolist() == [0, 1]  # a filter that would remove everything is skipped
+    areas = merged.flatten(1).sum(1)
+    assert area_then_score_keep(areas, scores, 16, 0.5, -1).tolist() == [1]  # 4/16 <= 0.5 dropped
+    assert area_then_score_keep(areas, scores, 16, 0.25, -1).tolist() == [1]  # strict >
+    # a filter that would remove everything is skipped
+    assert area_then_score_keep(areas, scores, 16, 0.9, 0.95).tolist() == [0, 1]
 
 
 def _inference_model(*opts):
@@ -220,7 +223,8 @@ def test_object_inference_per_pixel_winner_merge_and_object_mask():
     logits[1, :2, :] = 5  # q1 also claims the top rows, but q0's 0.9 wins its columns there
     obj = torch.zeros((h, w), dtype=torch.bool)
     obj[:, :7] = True  # the object ends before column 7
-    seg, props = model._object_inference(probs, logits, obj, (h, w))
+    masks, labels, scores = model._object_inference(probs, logits, obj, (h, w))
+    seg, props = _finish(masks, labels, scores, (h, w))
     assert seg.dtype == torch.int64 and seg.shape == (h, w)
     expected = torch.zeros((h, w), dtype=torch.int64)
     expected[:, :3] = 3  # part 2 -> 3
@@ -229,35 +233,36 @@ def test_object_inference_per_pixel_winner_merge_and_object_mask():
     expected[2:, 6] = 3  # q2, inside the object
     assert torch.equal(seg, expected)
     assert props["labels"].tolist() == [2, 5] and props["scores"].dtype == torch.float32
+    # official: a label's score is the best of its winning pairs; the best pair of every query wins
+    # a pixel somewhere in the image (here outside the object), so part 2 scores 0.9
     assert props["scores"].tolist() == pytest.approx([0.9, 0.8])
     assert torch.equal(props["pred_masks"][0], seg == 3)
     # without object masking the right column belongs to the prediction too
     model.apply_object_mask = False
-    seg, _ = model._object_inference(probs, logits, obj, (h, w))
-    assert (seg[:, 7] > 0).all()
+    masks, labels, scores = model._object_inference(probs, logits, obj, (h, w))
+    assert (_finish(masks, labels, scores, (h, w))[0][:, 7] > 0).all()
 
 
-def test_oracle_relabels_by_best_gt_part():
+def test_oracle_labels_by_best_gt_part_id():
     model = _inference_model("PART_DISTILLATION.USE_ORACLE_CLASSIFIER", True)
     masks = torch.zeros((3, 4, 4), dtype=torch.bool)
     masks[0, :2], masks[1, 2:], masks[2, 0, 0] = True, True, True
-    props = {"pred_masks": masks, "labels": torch.tensor([0, 1, 2]), "scores": torch.tensor([0.9, 0.8, 0.7])}
+    labels, scores = torch.tensor([0, 1, 2]), torch.tensor([0.9, 0.8, 0.7])
     gt = np.zeros((2, 4, 4), bool)
     gt[0, 2:], gt[1, :2] = True, True  # "leg" bottom, "head" top
-    seg, out = model._oracle(props, gt, ["leg", "head"], "dog", (4, 4))
-    # ids by first appearance among kept segments: segment 0 (top) -> head = 0, segment 1 -> leg = 1;
-    # segment 2 (one pixel of the head, IoU 1/8 > 0.1) is merged into head
-    assert model._oracle_part_ids["dog"] == ["head", "leg"]
-    assert out["labels"].tolist() == [0, 1] and out["scores"].tolist() == pytest.approx([0.9, 0.8])
-    assert (seg[:2] == 1).all() and (seg[2:] == 2).all()
-    # a later object of the class keeps the ids: "leg" first here, still id 1
-    seg, out = model._oracle({"pred_masks": masks[1:2], "labels": torch.tensor([4]),
-                              "scores": torch.tensor([0.5])}, gt[:1], ["leg"], "dog", (4, 4))
-    assert out["labels"].tolist() == [1] and (seg[2:] == 2).all() and (seg[:2] == 0).all()
+    obj = GTObject("dog", "dog", 0, np.ones((4, 4), bool), gt, ["leg", "head"], [7, 3])
+    kept, ids, kept_scores = model._gt_filter(masks, labels, scores, obj)
+    # official: the dataset part ids of the best GT part, no merging (segment 2: IoU 1/8 > 0.1)
+    assert ids.tolist() == [3, 7, 3] and kept_scores.tolist() == pytest.approx([0.9, 0.8, 0.7])
     # a segment overlapping no GT part (IoU 0 <= 0.1) is dropped
-    seg, out = model._oracle({"pred_masks": masks[:1], "labels": torch.tensor([0]),
-                              "scores": torch.tensor([0.5])}, gt[:1], ["leg"], "dog", (4, 4))
-    assert len(out["labels"]) == 0 and not seg.any()
+    empty = torch.zeros((1, 4, 4), dtype=torch.bool)
+    assert len(model._gt_filter(empty, labels[:1], scores[:1], obj)[1]) == 0
+    with pytest.raises(ValueError, match="part_classes"):
+        model._gt_filter(masks, labels, scores, GTObject("dog", "dog", 0, np.ones((4, 4), bool), gt,
+                                                          ["leg", "head"], [7, -1]))
+    # official evaluation mode without the oracle: labels kept (already mapped), same filter
+    model.use_oracle_classifier = False
+    assert model._gt_filter(masks, labels, scores, obj)[1].tolist() == [0, 1, 2]
 
 
 # ---------------------------------------------------------------- data
@@ -383,7 +388,7 @@ def test_init_from_stage4_or_model_zoo_checkpoint_skips_class_embed_and_freezes(
     """A stage-4 checkpoint (.pth) or a Mask2Former model-zoo style .pkl (numpy arrays, other
     class count): everything but the class head loads."""
     torch.manual_seed(0)
-    stage4 = build_model(setup_cfg("configs/part_proposal/tiny_cpu.yaml",
+    stage4 = build_model(setup_cfg("configs/proposal_learning/tiny_cpu.yaml",
                                    ["MODEL.EFFICIENTNET.PRETRAINED", False]))
     path = str(tmp_path / f"init.{fmt}")
     if fmt == "pth":
@@ -456,8 +461,7 @@ def test_tiny_training_resume_and_eval_only_part_label_maps(tmp_path, pascal):
     seg_map, props = result["part_seg"][0], result["proposals"][0]
     assert seg_map.shape == (record["height"], record["width"]) and seg_map.dtype == torch.int64
     assert int(seg_map.min()) >= 0 and int(seg_map.max()) <= K
-    object_mask = torch.nn.functional.interpolate(x["object_masks"][None, :1].float(),
-                                                  size=seg_map.shape, mode="nearest")[0, 0] > 0.5
+    object_mask = resize_object_mask(x["object_masks"][0], tuple(seg_map.shape))
     assert not seg_map[~object_mask].any()  # parts only inside the (model-resolution) object
     assert {l + 1 for l in props["labels"].tolist()} == set(seg_map.unique().tolist()) - {0}
     assert all(0 <= l < K for l in props["labels"].tolist())

@@ -3,9 +3,10 @@ from detectron2.modeling import build_model
 
 from part_distillation.config import setup_cfg
 from part_distillation.modeling.meta_arch.part_ranking_model import (
-    PartRankingModel, clustering_segments, filter_if_any, labelling_segments, per_pixel_segments)
+    PartRankingModel, clustering_segments, labelling_segments, per_pixel_segments)
+from part_distillation.modeling.postprocess import area_then_score_keep
 
-TINY = "configs/part_proposal/tiny_cpu.yaml"
+TINY = "configs/proposal_learning/tiny_cpu.yaml"
 
 
 def halves(h=8, w=8):
@@ -17,9 +18,12 @@ def halves(h=8, w=8):
     return logits
 
 
-def test_filter_if_any():
-    assert filter_if_any(torch.tensor([False, True])).tolist() == [False, True]
-    assert filter_if_any(torch.tensor([False, False])).tolist() == [True, True]
+def test_area_then_score_filter_applies_only_if_something_survives():
+    areas, scores = torch.tensor([2, 6]), torch.tensor([0.9, 0.2])
+    assert area_then_score_keep(areas, scores, 8, 0.5, -1).tolist() == [1]
+    assert area_then_score_keep(areas, scores, 8, 0.9, -1).tolist() == [0, 1]
+    assert area_then_score_keep(areas, scores, 8, 0.0, 0.5).tolist() == [0]
+    assert area_then_score_keep(areas, scores, 8, 0.5, 0.5).tolist() == [1]  # score filter skipped
 
 
 def test_per_pixel_winner_and_region():

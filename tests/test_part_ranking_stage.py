@@ -9,14 +9,15 @@ import sys
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import part_distillation.modeling  # noqa: F401
 from part_distillation.config import setup_cfg
 from part_distillation.data import resolve_dataset
-from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, decode_mask,
+from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, PartLabel, decode_mask,
                                                   list_pseudo_labels, load_pseudo_label,
                                                   save_pseudo_label)
-from part_distillation.stages.base import WorkItem, partition_items
+from part_distillation.stages.partition import WorkItem, partition_items
 from part_distillation.stages.part_ranking import PartRankingStage, part_ratios
 
 from .helpers import REPO, needs_shared
@@ -170,7 +171,7 @@ def test_stage4_predictor_features_feed_stage5_with_identical_outputs(stage1, tm
     masks (two network passes), and refuses predictor files made with other pass-1 settings."""
     from detectron2.modeling import build_model
 
-    from part_distillation.stages.base import StageConfigMismatch
+    from part_distillation.stages.resume import StageConfigMismatch
     from part_distillation.stages.part_proposals import PartProposalStage
 
     torch.manual_seed(2)
@@ -215,3 +216,100 @@ def test_stage4_predictor_features_feed_stage5_with_identical_outputs(stage1, tm
     with pytest.raises(StageConfigMismatch, match="pass-1 settings"):
         PartRankingStage(_cfg("MODEL.WEIGHTS", weights, "PART_RANKING.MIN_SCORE_1", "0.5"),
                          str(tmp_path / "other")).run(props)
+
+
+@needs_shared
+def test_stage4_checkpoint_of_another_model_stops_stages_4_and_5_naming_the_keys(stage1, tmp_path):
+    """MODEL.WEIGHTS that leave the stage-4 head at its initialisation (another model's checkpoint)
+    stop the predictor and stage 5 before any item, naming the file and the keys."""
+    from detectron2.modeling import build_model
+
+    from part_distillation.modeling.weights import IncompleteWeightsError
+    from part_distillation.stages.part_proposals import PartProposalStage
+
+    state = build_model(_cfg()).state_dict()
+    weights = str(tmp_path / "other.pth")
+    torch.save({"model": {k: v for k, v in state.items() if "predictor.mask_embed" not in k}}, weights)
+    for stage in (PartProposalStage, PartRankingStage):
+        out = str(tmp_path / stage.NAME)
+        with pytest.raises(IncompleteWeightsError, match="sem_seg_head.predictor.mask_embed.layers.0.weight"):
+            stage(_cfg("MODEL.WEIGHTS", weights), out).run(stage1)
+        assert not list_pseudo_labels(out)
+
+
+def _proposals(folder, images, cfg, parts_per_image, feature_of):
+    """Hand-built ``part_proposals`` files (one 'bird' object per image, parts = vertical stripes)
+    whose part j of image i has the feature ``feature_of(i, j)`` ((D,) float32 or None)."""
+    stage = PartRankingStage(cfg, folder + "_unused")
+    obj = np.zeros((40, 48), bool)
+    obj[4:36, 4:44] = True
+    for i, path in enumerate(images):
+        cuts = np.linspace(4, 44, parts_per_image + 1).astype(int)
+        parts = []
+        for j in range(parts_per_image):
+            m = np.zeros_like(obj)
+            m[4:36, cuts[j]:cuts[j + 1]] = True
+            parts.append(PartLabel(m, None, 0.9, feature_of(i, j)))
+        save_pseudo_label(folder, ImagePseudoLabel(path, f"im{i}", 40, 48, "part_proposals",
+                                                   [ObjectLabel("bird", obj, "bird", parts=parts)],
+                                                   config={"PASS1": stage.pass1_settings()}))
+    return folder
+
+
+def test_stage5_refuses_bad_features_naming_the_file_and_counts_parts_without_one(tmp_path):
+    """Predictor features that are NaN, of another dimension (a whole file or one part) or missing
+    for many parts stop stage 5 naming the file (a NaN centroid would give every part of the class
+    one label); a few missing ones are counted in the summary."""
+    from part_distillation.data.pseudo_labels import PseudoLabelError
+
+    rng = np.random.default_rng(0)
+    images = []
+    for i in range(3):
+        images.append(str(tmp_path / f"im{i}.png"))
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(images[-1])
+    cfg = _cfg("PART_RANKING.MIN_OBJECT_AREA_RATIO", "0.0")
+    good = {(i, j): rng.standard_normal(128).astype(np.float32) for i in range(3) for j in range(9)}
+
+    def run(name, feature_of):
+        folder = _proposals(str(tmp_path / name), images, cfg, 9, feature_of)
+        return folder, PartRankingStage(cfg, str(tmp_path / (name + "_out"))).run(folder)
+
+    # 1 of 27 parts without a feature: counted, the run goes on
+    _, summary = run("one_missing", lambda i, j: None if (i, j) == (1, 4) else good[i, j])
+    assert summary.processed == 3 and not summary.failed
+    assert summary.extra["parts_without_feature"] == 1 and summary.extra["parts_with_feature"] == 26
+    # 3 of 27 (11%): refused
+    with pytest.raises(ValueError, match=r"3 of 27 parts \(11.1% > 5%\).*no feature"):
+        run("many_missing", lambda i, j: None if j == 0 else good[i, j])
+    # a whole file of another dimension: named, with the dimension seen before
+    with pytest.raises(ValueError, match=r"bird/im2.json: features of dimension 6 .* but \[128\]"):
+        run("other_dim", lambda i, j: good[i, j][:6] if i == 2 else good[i, j])
+    # one part of another dimension, and a NaN feature: refused at decode, file and part named
+    with pytest.raises(PseudoLabelError, match=r"bird/im1.json: features of different dimensions.*"
+                                               r"128 \(object 0 part 0\), 7 \(object 0 part 3\)"):
+        run("one_part_dim", lambda i, j: good[i, j][:7] if (i, j) == (1, 3) else good[i, j])
+    nan = good[0, 2].copy()
+    nan[5] = np.nan
+    with pytest.raises(PseudoLabelError, match=r"bird/im0.json: object 0 part 2: feature with 1 NaN or infinite"):
+        run("nan", lambda i, j: nan if (i, j) == (0, 2) else good[i, j])
+
+
+@needs_shared
+def test_sh_file_stage5_step_reads_its_input_from_part_ranking_dataset_path(stage1, tmp_path):
+    """sh_files/part_ranking/run.sh (outside SLURM: one partition) passes its input folder as the
+    official PART_RANKING.DATASET_PATH, not --input-dir; the stage takes it from there."""
+    from detectron2.modeling import build_model
+
+    torch.manual_seed(1)
+    weights = str(tmp_path / "stage4.pth")
+    torch.save({"model": build_model(_cfg()).state_dict()}, weights)
+    out = str(tmp_path / "ranked")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    run = subprocess.run(["bash", "sh_files/part_ranking/run.sh"], cwd=REPO, capture_output=True, text=True,
+                         env={**env, "PY": sys.executable, "CONFIG": "configs/part_ranking/tiny_cpu.yaml",
+                              "WEIGHTS": weights, "INPUT_DIR": stage1, "OUTPUT_DIR": out, "OMP_NUM_THREADS": "1",
+                              "EXTRA_OPTS": f"MODEL.EFFICIENTNET.PRETRAINED False PART_RANKING.NUM_CLUSTERS {K} "
+                                            "INPUT.MIN_SIZE_TEST 128 INPUT.MAX_SIZE_TEST 128"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.load(open(os.path.join(out, "logs", "summary_0of1.json")))
+    assert summary["processed"] == 4 and len(list_pseudo_labels(out)) == 4

@@ -99,3 +99,32 @@ def test_evaluation_on_hand_built_parts_is_exact(tmp_path):
     save_pseudo_label(str(tmp_path / "c"), half)
     full = evaluate_pseudo_labels(str(tmp_path / "c"), [rec])
     assert full["object_coverage"] == 50.0 and full["segments"]["best_match_mIoU"] == 50.0
+
+
+def test_dataset_load_skips_stop_the_run_or_reach_every_summary(tmp_path):
+    """A folder whose load skips 1 of 4 images: the main job and the stage-1 tool stop before
+    computing anything (naming the reason and --accept-skips); accepted, the skips are in the
+    stage-1 summary, metrics.json and the first lines of metrics.md."""
+    import pytest
+
+    from part_distillation.data.datasets import TooManySkippedError
+    from part_distillation.stages.cli import main as stage_main
+
+    from .test_datasets import _own_folder
+
+    folder = _own_folder(tmp_path / "mine", lambda i: [("person", 15, ["head", "tentacle" if i == 0 else "hair"])], 4)
+    cfg = setup_cfg(EFFNET_CFG, ["INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
+                                 "DENSE_CRF.NUM_WORKERS", "1", "MODEL.EFFICIENTNET.PRETRAINED", "False"])
+    out = str(tmp_path / "run")
+    with pytest.raises(TooManySkippedError, match=r"1 of 4 images skipped.*bad_annotation: 1.*--accept-skips"):
+        run_pipeline(cfg, folder, out, {"pretrained": ([], False)}, num_collages=0)
+    assert not os.path.exists(os.path.join(out, "object_masks"))
+    with pytest.raises(TooManySkippedError, match="--accept-skips"):
+        stage_main("object_masks", ["--config-file", EFFNET_CFG, "--dataset", folder, "--output-dir", out])
+    metrics = run_pipeline(cfg, folder, out, {"pretrained": ([], False)}, num_collages=0, accept_skips=True)
+    assert metrics["num_images"] == 3 and metrics["dataset_load"]["skipped"] == {"bad_annotation": 1}
+    s1 = metrics["run_summaries"]["object_masks"]
+    assert s1["skipped"] == {"load bad_annotation": 1} and s1["dataset_load"]["num_loaded"] == 3
+    assert json.load(open(os.path.join(out, "metrics.json")))["dataset_load"]["skipped"] == {"bad_annotation": 1}
+    head = open(os.path.join(out, "metrics.md")).read().splitlines()[:4]
+    assert "Dataset load: 3 images loaded, 1 skipped (bad_annotation: 1); vocabulary pascal." in head

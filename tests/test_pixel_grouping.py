@@ -9,11 +9,11 @@ from part_distillation.config import setup_cfg
 from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, encode_mask, list_pseudo_labels,
                                                   load_pseudo_label, save_pseudo_label)
 from part_distillation.modeling.feature_extractor import BackboneFeatures, RGBXYFeatures
-from part_distillation.stages.base import StageConfigMismatch
+from part_distillation.stages.resume import StageConfigMismatch
 from part_distillation.stages.object_masks import ObjectMasksStage
 from part_distillation.stages.pixel_grouping import (PixelGrouper, PixelGroupingStage, build_segmenter,
                                                      grid_segments, score_maps, upsample_scores)
-from part_distillation.stages.base import WorkItem, partition_items
+from part_distillation.stages.partition import WorkItem, partition_items
 from part_distillation.utils.sharding import resolve_partition
 
 from .helpers import EFFNET_CFG
@@ -136,7 +136,7 @@ def test_stage_resumes_and_counts_failures(tmp_path):
     assert again["resumed"] == 2 and again["processed"] == 1
     assert load_pseudo_label(files[1]).stage == "pixel_grouping"
     assert not os.path.exists(stale)  # stale temp files of this stage are removed on start
-    assert sorted(os.listdir(os.path.join(out, "logs"))) == ["config.json", "done", "summary_0of1.json"]
+    assert sorted(os.listdir(os.path.join(out, "logs"))) == ["config.json", "done", "lock_0of1", "summary_0of1.json"]
     # resuming with other settings would mix two configs in one folder: refused, naming the key
     other = _cfg(*RGBXY, "PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS", "3")
     with pytest.raises(StageConfigMismatch, match="NUM_SUPERPIXEL_CLUSTERS.*4 -> 3"):

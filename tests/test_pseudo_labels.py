@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import stat
 
 import numpy as np
@@ -128,3 +129,19 @@ def test_layout_class_id_header_and_object_indices(tmp_path):
     with pytest.raises(PseudoLabelError, match="holds image id 'img', not the file's name 'other'"):
         read_header(str(moved))
     assert not is_complete(str(moved))
+
+
+def test_non_integer_part_labels_are_refused_not_truncated(tmp_path):
+    """A stage-5 label 2.7, "3" or true would become part 2 / 3 / 1 of stage 6 without a word."""
+    path = save_pseudo_label(str(tmp_path), _label("part_ranking"))
+    d = json.load(open(path))
+    for bad in (2.7, "3", True, 3.0, [1]):
+        d["objects"][0]["parts"][1]["label"] = bad
+        atomic_write_json(path, d)
+        with pytest.raises(PseudoLabelError, match=rf"img.json: object 0 part 1: part label {re.escape(repr(bad))} is not an integer"):
+            load_pseudo_label(path)
+        with pytest.raises(PseudoLabelError, match="not an integer"):
+            load_pseudo_label(path, decode=False)
+    d["objects"][0]["parts"][1]["label"] = 3
+    atomic_write_json(path, d)
+    assert [p.label for p in load_pseudo_label(path).objects[0].parts] == [None, 3]

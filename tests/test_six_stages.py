@@ -2,8 +2,10 @@
 --stages 1-6``), the label-consistency measure and the per-class label collages."""
 import json
 import os
+import random
 
 import numpy as np
+import torch
 from PIL import Image
 
 from part_distillation.config import setup_cfg
@@ -24,7 +26,7 @@ _TRAIN = ["SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "(1,)", "SOLVER.WARMUP_ITERS",
 
 def _learned_cfgs():
     cfg = lambda f, o: setup_cfg(os.path.join(REPO, "configs", f), o)  # noqa: E731
-    return {STAGE4: cfg("part_proposal/tiny_cpu.yaml", _TRAIN + ["MODEL.MASK_FORMER.TRAIN_NUM_POINTS", "256"]),
+    return {STAGE4: cfg("proposal_learning/tiny_cpu.yaml", _TRAIN + ["MODEL.MASK_FORMER.TRAIN_NUM_POINTS", "256"]),
             # no score / area filters: a 2-iteration model still labels every object
             STAGE5: cfg("part_ranking/tiny_cpu.yaml", ["PART_RANKING.NUM_CLUSTERS", "4",
                                                        "PART_RANKING.MIN_SCORE_1", "0.0", "PART_RANKING.MIN_SCORE_2", "0.0",
@@ -142,3 +144,31 @@ def test_collage_rows_from_several_images_with_a_legend():
     else:
         raise AssertionError("one image for two rows must be refused")
     Image.fromarray(np.asarray(legend))  # a valid picture
+
+
+def _weights(path):
+    return torch.load(path, map_location="cpu")["model"]
+
+
+@needs_shared
+def test_six_stage_runs_into_fresh_folders_give_bitwise_equal_checkpoints(tmp_path):
+    """Every training of the main job is seeded from SEED (as ``train_net.py``'s ``default_setup``),
+    so two runs of the same command, whatever the process's random state before, end with the same
+    stage-4 and stage-6 weights."""
+    cfg = setup_cfg(EFFNET_CFG, ["INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "192",
+                                 "DENSE_CRF.NUM_WORKERS", "1"])
+    learned = _learned_cfgs()
+    runs = []
+    for i in range(2):
+        torch.manual_seed(i)  # a different global random state before each run
+        np.random.seed(100 + i)
+        random.seed(100 + i)
+        out = str(tmp_path / f"run{i}")
+        run_pipeline(cfg, "pascal_part_examples", out, {"pretrained": ([], False)}, num_collages=0,
+                     max_images=3, learned_cfgs=learned)
+        runs.append({s: _weights(os.path.join(out, s, "model_final.pth")) for s in (STAGE4, STAGE6)})
+    for stage in (STAGE4, STAGE6):
+        a, b = runs[0][stage], runs[1][stage]
+        assert list(a) == list(b)
+        differ = [k for k in a if not torch.equal(a[k], b[k])]
+        assert not differ, f"{stage}: {len(differ)} of {len(a)} tensors differ, e.g. {differ[:3]}"

@@ -10,8 +10,11 @@ from PIL import Image
 from part_distillation.config import setup_cfg
 from part_distillation.data.pseudo_labels import (ImagePseudoLabel, class_code_of_dir, class_dir,
                                                   encode_mask, list_pseudo_labels, load_pseudo_label)
-from part_distillation.stages.base import (DoneManifest, Stage, StageConfigMismatch, WorkItem, assign_classes,
-                                          partition_items, register_stage)
+from part_distillation.stages.build import register_stage
+from part_distillation.stages.partition import WorkItem, assign_classes, partition_items
+from part_distillation.stages.resume import StageConfigMismatch
+from part_distillation.stages.stage import Stage
+from part_distillation.stages.store import DoneManifest
 from part_distillation.stages.dense_crf import DenseCRFStage
 from part_distillation.stages.object_masks import ObjectMasksStage
 from part_distillation.stages.pixel_grouping import PixelGroupingStage, grid_segments
@@ -352,3 +355,50 @@ def test_kill_9_mid_stage_then_rerun_gives_identical_files(tmp_path):
     assert summary["resumed"] == done_before and summary["processed"] == 16 - done_before
     DenseCRFStage(_cfg("DENSE_CRF.NUM_ITERS", "20"), str(tmp_path / "ref")).run(s2, workers=1)
     assert _tree(killed) == _tree(str(tmp_path / "ref")) and len(_tree(killed)) == 16
+
+
+def test_a_second_process_on_the_same_partition_is_refused_naming_the_holder(tmp_path):
+    """Two real processes of the stage-3 runner on one output folder and partition: the second
+    (the tool) is refused with the first one's pid; a SIGKILL of the first releases the lock."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from part_distillation.data.pseudo_labels import ObjectLabel, PartLabel, save_pseudo_label
+    from part_distillation.utils.process import OutputLock
+
+    obj = np.zeros((24, 32), bool)
+    obj[4:20, 4:28] = True
+    s2 = str(tmp_path / "s2")
+    save_pseudo_label(s2, ImagePseudoLabel(str(tmp_path / "im.png"), "im", 24, 32, "pixel_grouping",
+                                           [ObjectLabel("thing", obj, parts=[PartLabel(obj)])],
+                                           config={"INPUT_SIZE": [24, 32]}))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = str(tmp_path / "out")
+    args = ["--input-dir", s2, "--output-dir", out, "DENSE_CRF.NUM_WORKERS", "1"]
+    # the first process: the stage runner whose item never ends (as a long image would)
+    holder = ("import sys, time; from part_distillation.stages import cli; "
+              "from part_distillation.stages.dense_crf import DenseCRFStage; "
+              "DenseCRFStage.process = lambda self, item: time.sleep(600); "
+              f"cli.main('dense_crf', {args!r})")
+    first = subprocess.Popen([sys.executable, "-c", holder], cwd=repo, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": repo})
+    lock = os.path.join(out, "logs", "lock_0of1")
+    deadline = time.time() + 120
+    while time.time() < deadline and first.poll() is None:
+        if os.path.isfile(lock) and f"pid {first.pid}" in open(lock).read():
+            break
+        time.sleep(0.05)
+    try:
+        assert first.poll() is None, "the first process must still hold the lock"
+        second = subprocess.run([sys.executable, os.path.join(repo, "tools", "dense_crf.py"), *args],
+                                cwd=repo, capture_output=True, text=True, timeout=300)
+        assert second.returncode != 0, second.stderr[-3000:]
+        assert f"pid {first.pid}" in second.stderr and "partition 1/1" in second.stderr
+        assert not os.path.exists(os.path.join(out, "logs", "summary_0of1.json"))
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    with OutputLock(lock):  # released by the OS at the kill
+        pass

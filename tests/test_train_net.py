@@ -16,6 +16,7 @@ from part_distillation.config import setup_cfg
 from part_distillation.data import resolve_dataset
 from part_distillation.data.pseudo_labels import ImagePseudoLabel, ObjectLabel, PartLabel, save_pseudo_label
 from part_distillation.engine.checkpoint import AtomicCheckpointer, CorruptCheckpointError
+from part_distillation.modeling.weights import IncompleteWeightsError
 from part_distillation.engine.trainer import (
     Trainer,
     build_lr_scheduler,
@@ -28,7 +29,7 @@ from part_distillation.engine.trainer import (
 
 from .helpers import PASCAL_EXAMPLES, needs_shared
 
-TINY = "configs/part_proposal/tiny_cpu.yaml"
+TINY = "configs/proposal_learning/tiny_cpu.yaml"
 SUBSET = "pascal_part_examples_first2"
 if SUBSET not in DatasetCatalog.list():
     DatasetCatalog.register(SUBSET, lambda: DatasetCatalog.get("pascal_part_examples")[:2])
@@ -222,12 +223,39 @@ def test_eval_only_reports_ar(tmp_path):
     args = default_argument_parser().parse_args([
         "--config-file", TINY, "--eval-only", "MODEL.EFFICIENTNET.PRETRAINED", "False",
         "DATASETS.TEST", f"('{SUBSET}',)", "INPUT.MIN_SIZE_TEST", "96", "DATALOADER.NUM_WORKERS", "0",
-        "OUTPUT_DIR", str(tmp_path / "eval")])
+        "OUTPUT_DIR", str(tmp_path / "eval"), "VIS_OUTPUT_DIR", str(tmp_path / "vis")])
     results = main(args)
     ar = results["part_proposals"]
     assert {"AR@1", "AR@10"} <= set(ar) and ar["num_objects"] > 0
     assert all(0.0 <= ar[k] <= 100.0 for k in ("AR@1", "AR@10"))
     assert "best_match_mIoU" in results["part_segments"]
+    # detectron2's habit: OUTPUT_DIR/inference/<dataset>/results.json, and a few overlays in VIS_OUTPUT_DIR
+    with open(tmp_path / "eval" / "inference" / SUBSET / "results.json") as f:
+        assert json.load(f)["part_proposals"]["AR@1"] == pytest.approx(ar["AR@1"])
+    overlays = os.listdir(tmp_path / "vis" / SUBSET)
+    assert 1 <= len(overlays) <= 8 and all(f.endswith(".jpg") for f in overlays)
+
+
+def test_task_follows_meta_architecture():
+    """The official YAMLs keep Mask2Former's INPUT.DATASET_MAPPER_NAME; the task (and training
+    mapper) follow MODEL.META_ARCHITECTURE, and the official stage meta-architectures name the tool."""
+    from part_distillation.engine.trainer import train_mapper_name, training_task
+
+    def cfg(arch, *opts):
+        return setup_cfg("", ["MODEL.META_ARCHITECTURE", arch, "INPUT.DATASET_MAPPER_NAME", "coco_instance_lsj", *opts])
+
+    assert training_task(cfg("PartDistillationModel")) == "part_distillation"
+    assert training_task(cfg("ProposalModel")) == "proposal" and train_mapper_name(cfg("ProposalModel")) == "part_proposal"
+    assert training_task(cfg("SupervisedModel")) == "supervised"
+    assert training_task(cfg("SupervisedModel", "SUPERVISED_MODEL.CLASS_AGNOSTIC_LEARNING", True)) == "supervised_agnostic"
+    assert train_mapper_name(cfg("SupervisedModel")) == "part_supervised"
+    for arch, tool in (("PartRankingModel", "tools/part_ranking.py"), ("ProposalGenerationModel", "tools/pixel_grouping.py"),
+                       ("PixelGroupingModel", "tools/run_part_pipeline.py"), ("ClusteringBaseline", "tools/run_part_pipeline.py"),
+                       ("LabelingDetic", "tools/label_objects.py")):
+        with pytest.raises(ValueError, match=f"{arch}.*{tool}"):
+            training_task(cfg(arch))
+    with pytest.raises(ValueError, match="NoSuchModel"):
+        training_task(cfg("NoSuchModel"))
 
 
 def test_postprocess_types_pick_the_output_mode_per_test_set(tmp_path):
@@ -389,8 +417,92 @@ def test_official_mask2former_yaml_merges():
     assert cfg.MODEL.MASK_FORMER.DEC_LAYERS == 10 and cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES == 100
     assert cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE == "full_model" and cfg.INPUT.IMAGE_SIZE == 1024
     assert cfg.MODEL.RESNETS.STEM_TYPE == "basic" and cfg.MODEL.META_ARCHITECTURE == "ProposalModel"
-    for name in ("Base-PartProposal.yaml", "R50.yaml", "swin_L.yaml", "tiny_cpu.yaml",
+    for name in ("Base-ProposalLearning.yaml", "R50.yaml", "swin_L.yaml", "tiny_cpu.yaml",
                  "official/swinL_IN21K_384_mask2former.yaml", "official/swinL_train_multi.yaml",
                  "official/swinL_train_single.yaml"):
-        part = setup_cfg(os.path.join("configs/part_proposal", name))
+        part = setup_cfg(os.path.join("configs/proposal_learning", name))
         assert part.MODEL.META_ARCHITECTURE == "ProposalModel" and part.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 1
+
+
+def test_eval_only_refuses_a_checkpoint_of_another_model_naming_the_missing_keys(tmp_path):
+    """fvcore only logs keys that did not load; --eval-only would then score a random model.
+    Keys outside MODEL.WEIGHTS_ALLOWED_MISSING are an error naming the file and the keys."""
+    cfg = setup_cfg(TINY, ["MODEL.EFFICIENTNET.PRETRAINED", False])
+    state = Trainer.build_model(cfg).state_dict()
+    # another model's checkpoint: its head under other names, one tensor of another shape
+    other = {("decoder." + k[len("sem_seg_head.predictor."):] if k.startswith("sem_seg_head.predictor.") else k): v
+             for k, v in state.items()}
+    other["sem_seg_head.pixel_decoder.mask_features.bias"] = torch.zeros(3)
+    bad = tmp_path / "other_model.pth"
+    torch.save({"model": other}, bad)
+    opts = ["--config-file", TINY, "--eval-only", "MODEL.EFFICIENTNET.PRETRAINED", "False",
+            "MODEL.WEIGHTS", str(bad), "DATASETS.TEST", "()", "OUTPUT_DIR", str(tmp_path / "eval")]
+    with pytest.raises(IncompleteWeightsError) as e:
+        main(default_argument_parser().parse_args(opts))
+    msg = str(e.value)
+    assert str(bad) in msg and "MODEL.WEIGHTS_ALLOWED_MISSING" in msg
+    assert "sem_seg_head.predictor.class_embed.weight" in msg
+    assert "sem_seg_head.pixel_decoder.mask_features.bias (checkpoint [3]" in msg
+    # the allow-list accepts exactly what it names
+    allow = "['criterion.*', 'sem_seg_head.predictor.*', 'sem_seg_head.pixel_decoder.mask_features.*']"
+    main(default_argument_parser().parse_args(opts + ["MODEL.WEIGHTS_ALLOWED_MISSING", allow]))
+    # a complete checkpoint loads (criterion buffers may be absent by default)
+    good = tmp_path / "same_model.pth"
+    torch.save({"model": {k: v for k, v in state.items() if not k.startswith("criterion.")}}, good)
+    opts[opts.index(str(bad))] = str(good)
+    main(default_argument_parser().parse_args(opts))
+
+
+def test_resume_at_max_iter_writes_the_missing_final_checkpoint(tmp_path):
+    """MAX_ITER a multiple of CHECKPOINT_PERIOD, killed while model_final.pth was written: the
+    last periodic checkpoint is the last iteration, so --resume runs no step; it still writes
+    model_final.pth (the weights of that checkpoint)."""
+    labels = _synthetic_labels(str(tmp_path / "labels"), n=1)
+    cfg = _cfg(tmp_path, labels, "SOLVER.MAX_ITER", 2, "SOLVER.CHECKPOINT_PERIOD", 2,
+               "MODEL.MASK_FORMER.DEC_LAYERS", 1, "SOLVER.IMS_PER_BATCH", 1)
+    trainer = _trainer(cfg, _Record())
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    out = cfg.OUTPUT_DIR
+    os.remove(os.path.join(out, "model_final.pth"))  # the kill: final never renamed, tag not moved
+    with open(os.path.join(out, "last_checkpoint"), "w") as f:
+        f.write("model_0000001.pth")
+    resumed = _Record()
+    trainer = _trainer(cfg, resumed)
+    trainer.resume_or_load(resume=True)
+    assert trainer.start_iter == 2
+    trainer.train()
+    assert resumed.steps == []
+    final = torch.load(os.path.join(out, "model_final.pth"), map_location="cpu", weights_only=False)
+    last = torch.load(os.path.join(out, "model_0000001.pth"), map_location="cpu", weights_only=False)
+    assert final["iteration"] == 1
+    assert all(torch.equal(v, last["model"][k]) for k, v in final["model"].items())
+
+
+def test_training_start_removes_only_its_own_stale_checkpoint_temp_files(tmp_path):
+    """Temp files of killed checkpoint writes (``.model_*.pth.<rand>.tmp``) older than the process
+    are removed when training starts; newer ones and other files' temp files stay."""
+    labels = _synthetic_labels(str(tmp_path / "labels"), n=1)
+    cfg = _cfg(tmp_path, labels, "SOLVER.MAX_ITER", 1, "SOLVER.WARMUP_ITERS", 0, "MODEL.MASK_FORMER.DEC_LAYERS", 1,
+               "SOLVER.IMS_PER_BATCH", 1)
+    out = cfg.OUTPUT_DIR
+    os.makedirs(out)
+    names = {".model_0000099.pth.k1x8.tmp": True, ".model_final.pth.a2b3.tmp": True,
+             ".last_checkpoint.zz.tmp": True, ".model_final.pth.new.tmp": False,  # newer than the process
+             ".metrics.json.q.tmp": False, "model_0000099.pth.tmp": False}
+    for name in names:
+        with open(os.path.join(out, name), "wb") as f:
+            f.write(b"x" * 10)
+        if name != ".model_final.pth.new.tmp":
+            os.utime(os.path.join(out, name), (1e9, 1e9))  # 2001
+    trainer = _trainer(cfg, _Record())
+    trainer.resume_or_load(resume=True)
+    trainer.train()
+    left = set(os.listdir(out))
+    assert not {n for n, stale in names.items() if stale} & left
+    assert {n for n, stale in names.items() if not stale} <= left
+    # a second training into the same OUTPUT_DIR (here: the lock held by this test) is refused
+    from part_distillation.utils.process import OutputLock, OutputLockHeld
+    with OutputLock(os.path.join(out, ".train.lock")):
+        with pytest.raises(OutputLockHeld, match=f"pid {os.getpid()}"):
+            _trainer(cfg, _Record()).train()

@@ -40,24 +40,44 @@ def add_all(metric):
 def test_official_protocol_hand_values():
     m = UnsupervisedPartMetric(VOCAB, num_object_classes=2, protocol="official")
     add_all(m)
-    # cat confusion (label x [head, body, tail, bg]): L0 = (4, 1, 0, 0), L1 = (0, 3, 2, 1);
-    # label 2's segment was filtered (IoU 0 with every GT part); pixel 5 of image 2 -> bg/bg
-    assert m.num_filtered_segments == 1
-    assert m.matching()["cat"].tolist() == [0, 1]  # label 2 filtered away: no row
-    # dog: L0 = (2, 2, 0, 0) -> head (first maximum)
-    assert m.matching()["dog"].tolist() == [0]
+    # match pass: label 2 (pixel 5 only, IoU 0 with every GT part) is filtered; its zero row maps
+    # to part 0 (official K rows); cat L0 = (4, 1, 0, 0), L1 = (0, 3, 2, 1)
+    assert m.matching()["cat"].tolist() == [0, 1, 0]
+    assert m.matching()["dog"].tolist() == [0, 0, 0]  # (2, 2, 0, 0) -> head (first maximum); K = 3
     s = m.summarize()
-    cat = {"head": 80.0, "body": 100 * 3 / 7, "tail": 0.0}  # body: TP 3, GT 4, Pred 6
+    # evaluate pass: image 2's label 2 is mapped to head and merged with label 0 BEFORE the filter:
+    # the union {0, 1, 2, 5} has IoU 2/4 with head and survives, so pixel 5 counts as head
+    assert m.num_filtered_segments == 0
+    cat = {"head": 100 * 4 / 6, "body": 100 * 3 / 7, "tail": 0.0}  # head: TP 4, GT 4, Pred 6
     dog = {"head": 50.0, "body": 0.0}
     assert s["per_class"]["cat"] == pytest.approx(cat)
     assert s["per_class"]["dog"] == pytest.approx(dog)
     assert s["C-mIoU"] == pytest.approx((sum(cat.values()) / 3 + 25.0) / 2)
     # official quirk: tail (id 2 >= 2 object classes) is left out of the A-metrics
-    assert s["A-mIoU"] == pytest.approx((80 + 100 * 3 / 7 + 50 + 0) / 4)
+    assert s["A-mIoU"] == pytest.approx((cat["head"] + cat["body"] + 50 + 0) / 4)
     assert s["C-mACC"] == pytest.approx(((100 + 75 + 0) / 3 + (100 + 0) / 2) / 2)
-    # IoPred: cat head 4/5, body 3/6; dog head 2/4
-    assert s["C-mIoPred"] == pytest.approx(((80 + 50) / 2 + 50) / 2)
-    assert s["A-mIoPred"] == pytest.approx((80 + 50 + 50) / 3)
+    # IoPred: cat head 4/6, body 3/6 (tail: no prediction); dog head 2/4
+    assert s["C-mIoPred"] == pytest.approx(((400 / 6 + 50) / 2 + 50) / 2)
+    assert s["A-mIoPred"] == pytest.approx((400 / 6 + 50 + 50) / 3)
+    # the filtered-per-cluster reading keeps pixel 5 out
+    per_cluster = UnsupervisedPartMetric(VOCAB, 2, "official", gt_filter="per_cluster")
+    add_all(per_cluster)
+    assert per_cluster.summarize()["per_class"]["cat"]["head"] == pytest.approx(80.0)
+    assert per_cluster.num_filtered_segments == 1
+
+
+def test_official_nan_class_mean():
+    m = UnsupervisedPartMetric(VOCAB, 2, "official")
+    gt = masks(row(0, 1, width=4), row(2, 3, width=4))
+    m.add("dog", masks(row(0, 1, width=4)), [0], gt, ["head", "body"])
+    m.add("cat", np.zeros((0, 1, 4), bool), [], gt, ["head", "body"])  # no prediction at all
+    s = m.summarize()
+    assert math.isnan(s["C-mIoPred"]) and s["nan_classes"]["C-mIoPred"] == ["cat"]
+    clean = UnsupervisedPartMetric(VOCAB, 2, "clean")
+    clean.add("dog", masks(row(0, 1, width=4)), [0], gt, ["head", "body"])
+    clean.add("cat", np.zeros((0, 1, 4), bool), [], gt, ["head", "body"])
+    s = clean.summarize()
+    assert s["C-mIoPred"] == pytest.approx(100.0) and s["nan_classes"]["C-mIoPred"] == ["cat"]
 
 
 def test_clean_protocol_hand_values():
@@ -85,8 +105,13 @@ def test_separate_match_split_and_merge():
     other = UnsupervisedPartMetric(VOCAB, 2, "official")
     other.add("dog", masks(row(0, 1, width=w)), [3], gt, ["head", "body"])
     ev.merge(other)
-    assert ev.confusion["dog"].shape == (5, 4)
+    assert len(ev.objects) == 2
+    # official: K rows; label 2 never seen maps to part 0 like label 3 (head)
     assert ev.matching()["dog"].tolist() == [0, 1, 0, 0]
+    clean = UnsupervisedPartMetric(VOCAB, 2, "clean")
+    clean.add("dog", masks(row(0, 1, width=w)), [3], gt, ["head", "body"])
+    assert clean.confusion["dog"].shape == (5, 4)
+    assert clean.matching()["dog"].tolist() == [3, 3, 3, 0]  # unseen labels 0-2: background
     with pytest.raises(ValueError):
         ev.merge(UnsupervisedPartMetric(VOCAB, 2, "clean"))
 

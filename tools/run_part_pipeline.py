@@ -13,7 +13,11 @@ All six stages (stages 4-6 with the tiny CPU configs, trained and evaluated on t
         --proposal-opts "SOLVER.MAX_ITER 300" --distillation-opts "SOLVER.MAX_ITER 300"
 
 ``--dataset`` takes a registered name (pascal_part, pascal_part_examples, ade20k_part_subset, ...)
-or a folder (Pascal-Part layout, or any folder of images).
+or a folder (Pascal-Part layout, or any folder of images). A Pascal-Part-layout folder's names are
+mapped to the Pascal-Part vocabulary, or kept when they come from another one (``--vocabulary
+auto``, the default; ``pascal`` / ``as-is`` force either). When the load skips more than 5% of the
+images the job stops before computing anything; ``--accept-skips`` runs on the rest (the skips are
+in metrics.json, metrics.md and the stage-1 summary either way).
 """
 import json
 import os
@@ -22,7 +26,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from part_distillation.stages.cli import setup, stage_parser  # noqa: E402
+from part_distillation.stages.cli import add_dataset_load_args, setup, stage_parser  # noqa: E402
 from part_distillation.stages.pipeline import (BASELINE_VARIANTS, DEFAULT_VARIANT,  # noqa: E402
                                                OFFICIAL_VARIANTS, run_pipeline)
 
@@ -30,6 +34,7 @@ from part_distillation.stages.pipeline import (BASELINE_VARIANTS, DEFAULT_VARIAN
 def main():
     p = stage_parser(__doc__.splitlines()[0])
     p.add_argument("--dataset", default="pascal_part_examples", help="registered dataset name or folder")
+    add_dataset_load_args(p)
     p.add_argument("--baselines", action="store_true", help="also run random-init, RGB+XY k-means and 2x2 grid")
     p.add_argument("--official-variants", action="store_true",
                    help="also run the official dot-metric / un-normalised feature settings")
@@ -37,7 +42,7 @@ def main():
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--stages", choices=("1-3", "1-6"), default="1-3",
                    help="1-6: also train stage 4 on the stage-3 labels, rank parts (5), train stage 6")
-    for flag, default in (("proposal", "configs/part_proposal/tiny_cpu.yaml"),
+    for flag, default in (("proposal", "configs/proposal_learning/tiny_cpu.yaml"),
                           ("ranking", "configs/part_ranking/tiny_cpu.yaml"),
                           ("distillation", "configs/part_distillation/tiny_cpu.yaml")):
         p.add_argument(f"--{flag}-config", default=default, help=f"--stages 1-6: the {flag} config")
@@ -58,7 +63,7 @@ def main():
         variants.update(BASELINE_VARIANTS)
     metrics = run_pipeline(cfg, args.dataset, args.output_dir, variants, args.num_collages, args.max_images,
                            config_file=args.config_file,
-                           learned_cfgs=learned)
+                           learned_cfgs=learned, vocabulary=args.vocabulary, accept_skips=args.accept_skips)
     print(json.dumps({k: v["segments"] for k, v in metrics["results"].items()}, indent=1))
     print(f"wrote {os.path.join(args.output_dir, 'metrics.json')} and collages/")
 

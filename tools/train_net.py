@@ -1,12 +1,15 @@
 #!/usr/bin/env python
-"""Train or evaluate the part-proposal model (PartDistillation stage 4) or the PartDistillation
-self-training model (stage 6, configs/part_distillation/*, chosen by INPUT.DATASET_MAPPER_NAME
-"part_distillation") with detectron2.
+"""Train or evaluate with detectron2: the task follows MODEL.META_ARCHITECTURE (official names):
+``ProposalModel`` (stage 4), ``PartDistillationModel`` (stage 6), ``SupervisedModel`` (supervised /
+few-shot baselines); ``PartRankingModel``, ``ProposalGenerationModel`` and ``LabelingDetic`` (the
+official stage scripts) run their stage tool with the same config, writing to OUTPUT_DIR.
+``--eval-only`` writes OUTPUT_DIR/inference/<dataset>/results.json; VIS_OUTPUT_DIR gets a few
+prediction overlays per evaluated dataset.
 
 Examples::
 
     # train the CPU slice on stage-3 pseudo-labels
-    .venv/bin/python tools/train_net.py --config-file configs/part_proposal/tiny_cpu.yaml \
+    .venv/bin/python tools/train_net.py --config-file configs/proposal_learning/tiny_cpu.yaml \
         PROPOSAL_LEARNING.DATASET_PATH /tmp/pd/s3_keep_parts OUTPUT_DIR output/tiny
     # continue a killed run from OUTPUT_DIR/last_checkpoint (same iteration, LR, optimizer state)
     .venv/bin/python tools/train_net.py --config-file ... --resume OUTPUT_DIR output/tiny ...
@@ -31,10 +34,26 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detectron2.engine import default_argument_parser  # noqa: E402
 
+from part_distillation.config import setup_cfg  # noqa: E402
 from part_distillation.engine.launch import launch  # noqa: E402
-from part_distillation.engine.trainer import main  # noqa: E402
+from part_distillation.engine.trainer import STAGE_META_ARCHITECTURES, main  # noqa: E402
+from part_distillation.stages import cli  # noqa: E402
+
+
+def stage_of(args):
+    """The stage (STAGE_REGISTRY name) that runs the config of ``args`` when its
+    MODEL.META_ARCHITECTURE is an official stage script's (``PartRankingModel``,
+    ``ProposalGenerationModel``, ``LabelingDetic``), else ``None``."""
+    cfg = setup_cfg(args.config_file, args.opts)
+    return STAGE_META_ARCHITECTURES.get(cfg.MODEL.META_ARCHITECTURE, ("",))[0] or None, cfg
+
 
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
+    stage, cfg = stage_of(args)
+    if stage:
+        # official part_ranking_train_net.py / proposal_generation_net.py / detic_labeling_net.py:
+        # the stage tool with this config, writing to OUTPUT_DIR
+        sys.exit(cli.main(stage, ["--config-file", args.config_file, "--output-dir", cfg.OUTPUT_DIR, *args.opts]))
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))

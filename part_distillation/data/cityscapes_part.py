@@ -132,8 +132,9 @@ class CityscapesPartLoader(DatasetLoader):
 
 
 def builtin_datasets(d2: str, cfg=None) -> Dict[str, dict]:
-    """``cityscapes_part_{train,val}`` (training split few-shot subset by
-    ``FEWSHOT_LEARNING.LABEL_PERCENTAGE``) and ``cityscapes_part_{match,evaluate}_val``."""
+    """Official names ``cityscapes_part_{train,val}`` and the evaluation names
+    ``cityscapes_part_{pre_labeling,match,evaluate}_val``, with ``cfg``'s
+    ``CUSTOM_DATASETS.CITYSCAPES_PART.*`` (``None``: defaults)."""
     cp = cfg.CUSTOM_DATASETS.CITYSCAPES_PART if cfg is not None else None
     root = os.path.join(d2, "cityscapes_part")
     ann = (cp and cp.ANNOTATIONS_DIRNAME) or os.path.join(root, "gtFine")
@@ -141,9 +142,8 @@ def builtin_datasets(d2: str, cfg=None) -> Dict[str, dict]:
                 images_dirname=(cp and cp.IMAGES_DIRNAME) or os.path.join(root, "leftImg8bit"),
                 annotations_dirname=ann,
                 parts_dirname=os.path.join(os.path.dirname(ann.rstrip("/")), "gtFinePanopticParts"))
-    pct = float(cfg.FEWSHOT_LEARNING.LABEL_PERCENTAGE) if cfg is not None else 100.0
-    out = {"cityscapes_part_train": dict(base, split="train", label_percentage=pct),
+    out = {"cityscapes_part_train": dict(base, split="train"),
            "cityscapes_part_val": dict(base, split="val")}
-    for mode in ("match", "evaluate"):
+    for mode in ("pre_labeling", "match", "evaluate"):
         out[f"cityscapes_part_{mode}_val"] = dict(base, split="val", eval_mode=mode)
     return out

@@ -173,11 +173,16 @@ class ImageNetLoader(DatasetLoader):
 
 
 def builtin_datasets(d2: str) -> Dict[str, dict]:
-    """Built-in names: ``imagenet_1k_{train,val}``, ``imagenet_22k_train`` (official names)."""
+    """Official names ``imagenet_1k_{train,val}``, ``imagenet_22k_train`` and the stage-5
+    names ``imagenet_{1k,22k}_{pre_labeling,post_labeling}_train`` (the same images; official
+    ``configs/PartRanking.yaml``)."""
     one_k, tt_k = os.path.join(d2, "imagenet_1k"), os.path.join(d2, "imagenet_22k")
     out = {f"imagenet_1k_{s}": dict(loader_name="ImageNetLoader", root=os.path.join(one_k, s),
                                      words_file=os.path.join(one_k, "words.txt")) for s in ("train", "val")}
     out["imagenet_22k_train"] = dict(loader_name="ImageNetLoader", root=tt_k,
                                      synsets_file=os.path.join(tt_k, "synsets.dat"),
                                      words_file=os.path.join(tt_k, "words.txt"))
+    for size in ("1k", "22k"):
+        for mode in ("pre_labeling", "post_labeling"):
+            out[f"imagenet_{size}_{mode}_train"] = dict(out[f"imagenet_{size}_train"], eval_mode=mode)
     return out

@@ -1,8 +1,10 @@
 """Robust image reading: every stage reads pixels through here.
 
-Grayscale, palette, CMYK and RGBA images are converted to 3-channel RGB (alpha dropped); EXIF
-orientation is NOT applied, so pixels stay aligned with dataset masks stored in file order (as in
-Pascal-Part/ADE20K). 16-bit grayscale images (Pillow modes ``I;16*`` / ``I``, e.g. 16-bit PNGs) are
+Grayscale, palette, CMYK and RGBA images are converted to 3-channel RGB (alpha dropped). The EXIF
+orientation tag (0x0112, values 2-8: a phone photo stored sideways) is applied, by every reader
+here including :func:`read_image_size`, as detectron2's ``read_image`` (used by the official
+mappers) does: pixels and sizes are those of the image as displayed, the frame that dataset
+annotations are drawn in. Files without the tag (Pascal-Part, ADE20K) are unchanged. 16-bit grayscale images (Pillow modes ``I;16*`` / ``I``, e.g. 16-bit PNGs) are
 scaled to 8 bit by ``v * 255 / 65535`` (Pillow's own conversion clips them to 255, giving an
 almost white image); values outside 0..65535 and float images are refused. Unreadable files raise
 :class:`ImageReadError` naming the file, including images over Pillow's decompression-bomb limit
@@ -13,7 +15,7 @@ import os
 from typing import Callable, Tuple
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
@@ -33,12 +35,32 @@ def _open_errors(path: str, e: Exception) -> ImageReadError:
 _ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
+_ORIENTATION = 0x0112  # EXIF tag; 5-8 swap width and height
+_TRANSPOSED = (5, 6, 7, 8)
+
+
+def _orientation(im: Image.Image) -> int:
+    """The image's EXIF orientation (1 = as stored; 1 when absent or unreadable)."""
+    try:
+        value = im.getexif().get(_ORIENTATION, 1)
+        return int(value) if int(value) in range(1, 9) else 1
+    except (AttributeError, TypeError, ValueError, OSError, SyntaxError):
+        return 1
+
+
+def _displayed(im: Image.Image, orientation: int) -> Image.Image:
+    """``im`` turned as its EXIF orientation says (``ImageOps.exif_transpose``); ``im`` when 1."""
+    return ImageOps.exif_transpose(im) if orientation != 1 else im
+
+
 def read_image_size(path: str) -> Tuple[int, int]:
-    """``(width, height)`` from the header only. Raises :class:`ImageReadError`."""
+    """``(width, height)`` as displayed (EXIF orientation applied), from the header only. Raises
+    :class:`ImageReadError`."""
     _check_file(path)
     try:
         with Image.open(path) as im:
-            return im.size
+            width, height = im.size
+            return (height, width) if _orientation(im) in _TRANSPOSED else (width, height)
     except _ERRORS as e:
         raise _open_errors(path, e) from None
 
@@ -72,18 +94,20 @@ def _decode(path: str, convert: Callable[[Image.Image], np.ndarray]) -> np.ndarr
 
 
 def read_image_rgb(path: str) -> np.ndarray:
-    """Decode ``path`` to uint8 RGB (H, W, 3). Raises :class:`ImageReadError` on bad files."""
+    """Decode ``path`` to uint8 RGB (H, W, 3) as displayed (EXIF orientation applied: the pixels
+    of detectron2's ``read_image(path, "RGB")``). Raises :class:`ImageReadError` on bad files."""
 
     def convert(im):
+        orientation = _orientation(im)
         im.load()
-        return _to_uint8_rgb(im, path)
+        return _to_uint8_rgb(_displayed(im, orientation), path)
 
     return _decode(path, convert)
 
 
 def read_image_resized(path: str, size_fn: Callable[[int, int], Tuple[int, int]]) -> np.ndarray:
-    """Decode ``path`` straight to uint8 RGB (h, w, 3), ``(h, w) = size_fn(H, W)`` of the file's
-    size, resized with Pillow's bilinear filter: the pixels of
+    """Decode ``path`` straight to uint8 RGB (h, w, 3), ``(h, w) = size_fn(H, W)`` of the image's
+    displayed size (EXIF orientation applied), resized with Pillow's bilinear filter: the pixels of
     ``Image.fromarray(read_image_rgb(path)).resize((w, h), Image.BILINEAR)``, what detectron2's
     ``ResizeTransform.apply_image`` does to a uint8 image, without the full-size numpy copies.
 
@@ -96,11 +120,15 @@ def read_image_resized(path: str, size_fn: Callable[[int, int], Tuple[int, int]]
     :class:`ImageReadError` on bad files."""
 
     def convert(im):
-        width, height = im.size
-        h, w = size_fn(height, width)
-        if min(width // (4 * w), height // (4 * h)) >= 2:
-            im.draft(im.mode, (4 * w, 4 * h))  # a no-op for formats other than JPEG
+        orientation = _orientation(im)
+        width, height = im.size  # as stored
+        turned = orientation in _TRANSPOSED
+        h, w = size_fn(width, height) if turned else size_fn(height, width)  # as displayed
+        fw, fh = (h, w) if turned else (w, h)  # the output size in the stored frame
+        if min(width // (4 * fw), height // (4 * fh)) >= 2:
+            im.draft(im.mode, (4 * fw, 4 * fh))  # a no-op for formats other than JPEG
         im.load()
+        im = _displayed(im, orientation)
         if im.mode in _SIXTEEN_BIT_MODES or im.mode == "F":  # scaled (or refused) as read_image_rgb does
             im = Image.fromarray(_to_uint8_rgb(im, path))
         elif im.mode != "RGB":

@@ -7,12 +7,15 @@ for stage summaries / ``metrics.json``::
 
     {"dataset": str, "num_loaded": int,
      "skipped": {reason: count},                  # reason keys are fixed words, never paths
-     "skipped_files": {reason: [path, ...]}}      # the first MAX_FILES_PER_REASON files
+     "skipped_files": {reason: [path, ...]},      # the first MAX_FILES_PER_REASON files
+     "vocabulary": "pascal" | "as-is"}            # Pascal-Part-schema folders only
 
 Reasons used by the loaders: ``unreadable_image`` (missing / corrupt / 16-bit out of range /
 over Pillow's decompression-bomb limit), ``no_annotation`` (image without annotation file),
-``no_image`` (annotation without image), ``bad_annotation`` (unparsable file, or masks whose size
-differs from the image's), ``no_mask`` (image folder with masks: image without mask PNG).
+``no_image`` (annotation without image), ``bad_annotation`` (unparsable file, masks whose size
+differs from the image's, names the vocabulary does not know, no usable part left), ``no_mask`` (image folder with masks: image without mask PNG). Reasons of
+:data:`ANNOTATION_REASONS` count single part annotations (the image is kept with its other parts):
+``bad_part_annotation`` (unknown category, malformed segmentation), ``empty_part`` (zero area).
 """
 import logging
 from collections import Counter
@@ -21,6 +24,8 @@ from typing import Dict, List
 logger = logging.getLogger(__name__)
 
 MAX_FILES_PER_REASON = 100
+# reasons that count part annotations, not images
+ANNOTATION_REASONS = ("bad_part_annotation", "empty_part")
 
 
 class LoadReport:
@@ -31,6 +36,7 @@ class LoadReport:
         num_loaded: dataset dicts returned.
         skipped: ``Counter`` reason -> count.
         skipped_files: reason -> the first :data:`MAX_FILES_PER_REASON` skipped paths.
+        vocabulary: the vocabulary a Pascal-Part-schema load used ("" for other formats).
     """
 
     def __init__(self, dataset: str):
@@ -42,6 +48,7 @@ class LoadReport:
         self.num_loaded = 0
         self.skipped: Counter = Counter()
         self.skipped_files: Dict[str, List[str]] = {}
+        self.vocabulary = ""  # Pascal-Part-schema folders: "pascal" or "as-is" (the files' names)
 
     def skip(self, reason: str, path: str, message: str = "") -> None:
         """Count one skipped file under ``reason`` and log a warning naming it."""
@@ -64,7 +71,8 @@ class LoadReport:
 
     @property
     def num_skipped(self) -> int:
-        return sum(self.skipped.values())
+        """Images skipped (the counts of :data:`ANNOTATION_REASONS` are part annotations)."""
+        return sum(n for r, n in self.skipped.items() if r not in ANNOTATION_REASONS)
 
     def log_summary(self) -> None:
         """One log line: loaded count and skips per reason."""
@@ -76,5 +84,8 @@ class LoadReport:
 
     def to_dict(self) -> dict:
         """JSON-serialisable form (see the module docstring)."""
-        return {"dataset": self.dataset, "num_loaded": self.num_loaded, "skipped": dict(self.skipped),
-                "skipped_files": {k: list(v) for k, v in self.skipped_files.items()}}
+        out = {"dataset": self.dataset, "num_loaded": self.num_loaded, "skipped": dict(self.skipped),
+               "skipped_files": {k: list(v) for k, v in self.skipped_files.items()}}
+        if self.vocabulary:
+            out["vocabulary"] = self.vocabulary
+        return out

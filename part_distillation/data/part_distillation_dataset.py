@@ -42,8 +42,9 @@ from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances
 
 from .proposal_dataset import PartEvalDatasetMapper, _transform_masks, build_train_augmentations, read_image
-from ..stages.base import load_class_filter
+from ..utils.class_filter import load_class_filter
 from .pseudo_labels import PseudoLabelError, class_code_of_dir, list_pseudo_labels, load_pseudo_label
+from ..utils.object_filter import object_area_ratio_keep
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class PseudoLabelFilter:
                 count("objects_dropped_class")
                 continue
             object_area = float(obj.mask.sum())
-            if object_area / image_area <= self.min_object_area_ratio:
+            if not object_area_ratio_keep(object_area, image_area, self.min_object_area_ratio):
                 count("objects_dropped_area")
                 continue
             parts = []
@@ -209,7 +210,7 @@ def load_part_distillation_dataset(folders: Tuple[str, ...], filt: PseudoLabelFi
 
 def pseudo_label_filter(cfg) -> PseudoLabelFilter:
     """:class:`PseudoLabelFilter` of PART_DISTILLATION; the class-code lists are read by the stage
-    framework's :func:`~part_distillation.stages.base.load_class_filter` (union of the
+    framework's :func:`~part_distillation.utils.class_filter.load_class_filter` (union of the
     FILTERED_CODE_PATH_LIST files; with PATH_ONLY their lines may be paths ending in the code)."""
     pd = cfg.PART_DISTILLATION
     keep, exclude = load_class_filter(pd)
@@ -245,9 +246,12 @@ def register_part_distillation_train_datasets(cfg) -> List[str]:
                              "PART_DISTILLATION.DATASET_PATH or DATASETS.TRAIN")
         return list(cfg.DATASETS.TRAIN)
     name = "part_distillation:" + ",".join(args[0])
+    debug = bool(cfg.PART_DISTILLATION.DEBUG)  # official: the first 100 images only
 
     def load() -> List[dict]:
         dicts, codes, source = load_part_distillation_dataset(*args)
+        if debug:
+            dicts = dicts[:100]
         meta = MetadataCatalog.get(name)
         if meta.get("class_codes", None) != codes:
             meta.set(class_codes=codes, class_id_source=source)

@@ -21,7 +21,8 @@ ImageNet-1K class list when that folder exists, else -1; :func:`imagenet_1k_to_2
 ImageNet-22K ids for a 22K-class head. Parts: merged (``CUSTOM_DATASETS.USE_MERGED_GT True``)
 unites the annotations of one category (official mapper), raw keeps one part per annotation;
 ``name`` = category name, ``part_id`` = index into ``part_classes`` (categories by id).
-Images without part annotations are ``no_annotation`` skips, missing image files ``no_image``.
+Images without part annotations are ``no_annotation`` skips, missing image files ``no_image``,
+bad part annotations per-annotation skips (:func:`load_part_imagenet`).
 """
 import json
 import os
@@ -48,22 +49,51 @@ def _read_split(annotations_dirname: str, split: str) -> dict:
                 "categories": parts[0]["categories"]}
     if not os.path.isfile(path):
         raise FileNotFoundError(f"PartImageNet annotation file not found: {path}")
-    with open(path) as f:
-        data = json.load(f)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); truncated or damaged: download it again") from None
     for key in ("images", "annotations", "categories"):
-        if key not in data:
+        if not isinstance(data, dict) or key not in data:
             raise ValueError(f"{path}: not a COCO-style file (no '{key}')")
     return data
 
 
+def _check_polygons(segm: list) -> None:
+    """Raise ValueError unless ``segm`` is a list of COCO polygons: flat lists of an even number
+    (>= 6: three points) of finite coordinates."""
+    for poly in segm:
+        if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2 or \
+                not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in poly):
+            shown = poly if len(str(poly)) < 60 else str(poly)[:60] + "..."
+            raise ValueError(f"polygon {shown} is not a list of >= 3 (x, y) points")
+
+
 def segmentation_to_mask(segm, height: int, width: int) -> np.ndarray:
-    """COCO ``segmentation`` (polygon list, uncompressed or compressed RLE) -> bool (H, W)."""
-    if isinstance(segm, list):
-        rle = mask_util.merge(mask_util.frPyObjects(segm, height, width)) if segm else None
-        return mask_util.decode(rle).astype(bool) if rle else np.zeros((height, width), bool)
-    if isinstance(segm["counts"], list):
-        segm = mask_util.frPyObjects(segm, height, width)
-    return decode_mask(segm)
+    """COCO ``segmentation`` (polygon list, uncompressed or compressed RLE) -> bool (H, W); an
+    empty polygon list gives an empty mask.
+
+    Raises:
+        ValueError: a malformed polygon (``[[]]``, fewer than 3 points, odd or non-numeric
+            coordinates), an RLE of another size, or anything else pycocotools cannot decode.
+    """
+    try:
+        if isinstance(segm, list):
+            _check_polygons(segm)
+            rle = mask_util.merge(mask_util.frPyObjects(segm, height, width)) if segm else None
+            return mask_util.decode(rle).astype(bool) if rle else np.zeros((height, width), bool)
+        if not isinstance(segm, dict) or "counts" not in segm or "size" not in segm:
+            raise ValueError(f"segmentation of type {type(segm).__name__} is neither polygons nor an RLE")
+        if [int(v) for v in segm["size"]] != [height, width]:
+            raise ValueError(f"RLE of size {segm['size']} in an image of {[height, width]}")
+        if isinstance(segm["counts"], list):
+            segm = mask_util.frPyObjects(segm, height, width)
+        return decode_mask(segm)
+    except ValueError:
+        raise
+    except Exception as e:  # noqa: BLE001 - pycocotools raises bare Exception / TypeError
+        raise ValueError(f"undecodable segmentation ({type(e).__name__}: {e})") from None
 
 
 def imagenet_1k_to_22k(codes_1k: Sequence[str], codes_22k: Sequence[str]) -> List[int]:
@@ -76,9 +106,13 @@ def imagenet_1k_to_22k(codes_1k: Sequence[str], codes_22k: Sequence[str]) -> Lis
 def load_part_imagenet(annotations_dirname: str, images_dirname: str, split: str, merge: bool = True,
                        report: LoadReport = None) -> List[dict]:
     """Dataset dicts of one split (contract: :mod:`part_distillation.data.ground_truth`; module
-    docstring for the fields). Raises FileNotFoundError / ValueError naming a missing or
-    malformed JSON file."""
+    docstring for the fields). A part annotation with an unknown ``category_id`` or a malformed
+    segmentation is a counted ``bad_part_annotation`` skip, one of zero area an ``empty_part``
+    skip (both name the JSON file and the annotation id; the image keeps its other parts); an
+    image left without parts is a ``bad_annotation`` skip. Raises FileNotFoundError / ValueError
+    naming a missing or malformed JSON file."""
     report = report if report is not None else LoadReport(f"part_imagenet_{split}")
+    json_path = os.path.join(annotations_dirname, split + ".json")
     data = _read_split(annotations_dirname, split)
     cats = sorted(data["categories"], key=lambda c: c["id"])
     part_index = {c["id"]: i for i, c in enumerate(cats)}
@@ -103,7 +137,19 @@ def load_part_imagenet(annotations_dirname: str, images_dirname: str, split: str
         h, w = int(im["height"]), int(im["width"])
         parts: Dict = {}
         for k, a in enumerate(annos):
-            m = segmentation_to_mask(a["segmentation"], h, w)
+            where = f"{json_path} annotation id {a.get('id')}"
+            if a.get("category_id") not in part_index:
+                report.skip("bad_part_annotation", where, f"unknown category_id {a.get('category_id')!r} "
+                            f"(categories: {sorted(part_index)})")
+                continue
+            try:
+                m = segmentation_to_mask(a.get("segmentation", []), h, w)
+            except ValueError as e:
+                report.skip("bad_part_annotation", where, str(e))
+                continue
+            if not m.any():
+                report.skip("empty_part", where, "segmentation of zero area")
+                continue
             key = a["category_id"] if merge else k
             if key in parts:
                 parts[key]["mask"] |= m
@@ -111,10 +157,13 @@ def load_part_imagenet(annotations_dirname: str, images_dirname: str, split: str
                 cat = cats[part_index[a["category_id"]]]
                 parts[key] = {"name": cat["name"], "raw_name": cat["name"],
                               "part_id": part_index[a["category_id"]], "mask": m}
+        if not parts:
+            report.skip("bad_annotation", file_name, f"no usable part annotation in {json_path}")
+            continue
         obj_mask = np.any([p["mask"] for p in parts.values()], axis=0)
         dicts.append({
             "file_name": file_name, "image_id": f"{wnid}/{os.path.splitext(base)[0]}", "height": h, "width": w,
-            "annotation_file": os.path.join(annotations_dirname, split + ".json"),
+            "annotation_file": json_path,
             "objects": [object_record(wnid, wnid, wnids.index(wnid), obj_mask,
                                       [dict(p, mask=encode_mask(p["mask"])) for p in parts.values()],
                                       imagenet_1k_class_id=one_k.get(wnid, -1))]})
@@ -161,17 +210,16 @@ class PartImageNetLoader(DatasetLoader):
 
 
 def builtin_datasets(d2: str, cfg=None) -> Dict[str, dict]:
-    """``part_imagenet_{train,val,test,valtest}`` and the official unsupervised-evaluation pairs
-    ``part_imagenet_{match,evaluate}_{val,test,valtest}``."""
+    """Official names ``part_imagenet_{train,val,test,valtest}`` and the evaluation names
+    ``part_imagenet_{pre_labeling,match,evaluate}_{val,test,valtest}``, with ``cfg``'s
+    ``CUSTOM_DATASETS.*`` (``None``: defaults)."""
     pi = cfg.CUSTOM_DATASETS.PART_IMAGENET if cfg is not None else None
     merge = bool(cfg.CUSTOM_DATASETS.USE_MERGED_GT) if cfg is not None else True
     base = dict(loader_name="PartImageNetLoader", merge=merge, debug=bool(pi and pi.DEBUG),
                 annotations_dirname=(pi and pi.ANNOTATIONS_DIRNAME) or os.path.join(d2, "part_imagenet"),
                 images_dirname=(pi and pi.IMAGES_DIRNAME) or os.path.join(d2, "imagenet_1k", "train"))
-    pct = float(cfg.FEWSHOT_LEARNING.LABEL_PERCENTAGE) if cfg is not None else 100.0
-    out = {f"part_imagenet_{s}": dict(base, split=s, label_percentage=pct if s == "train" else 100.0)
-           for s in PART_IMAGENET_SPLITS}
+    out = {f"part_imagenet_{s}": dict(base, split=s) for s in PART_IMAGENET_SPLITS}
     for s in ("val", "test", "valtest"):
-        for mode in ("match", "evaluate"):
+        for mode in ("pre_labeling", "match", "evaluate"):
             out[f"part_imagenet_{mode}_{s}"] = dict(base, split=s, eval_mode=mode)
     return out

@@ -7,7 +7,7 @@ Two layouts are read:
     <root>/JPEGImages/<id>.jpg
     <root>/Annotations_Part/<id>.mat
 
-* official PartDistillation layout (``pascal_parts_{train,val}`` and the ``{match,evaluate}``
+* official PartDistillation layout (``pascal_part_{train,val,valtest}`` and the ``{match,evaluate}``
   pairs; defaults of ``CUSTOM_DATASETS.PASCAL_PARTS.{IMAGES,ANNOTATIONS}_DIRNAME``)::
 
     <images_dirname>/JPEGImages/<id>.jpg              # a VOC2010 devkit folder
@@ -28,12 +28,14 @@ are renumbered over it, as officially. The object class ``table`` is renamed ``d
 Merged (``CUSTOM_DATASETS.USE_MERGED_GT True``): parts of one object with the same merged name
 are united into one mask named by the merged name. Raw (``False``): one part per raw annotation,
 named by its raw name (``cfrontside_1``); ``part_id`` is still its merged id, as officially.
-A raw name the vocabulary does not know for its class makes the annotation file a counted
-``bad_annotation`` skip. Datasets stored in this schema with other names (the ADE20K subset) are
+A name the vocabulary does not know for its class (neither a raw name nor a merged one: merging is
+idempotent) makes the annotation file a counted ``bad_annotation`` skip; a folder given as
+``--dataset`` is read with ``vocabulary="auto"`` (see :func:`load_pascal_part`). Datasets stored in this schema with other names (the ADE20K subset) are
 loaded with ``pascal_vocabulary=False``: names pass through unchanged; ``part_id`` indexes the
 given ``part_classes`` (OV-PARTS style ``"<object>'s <part>"`` names, e.g. ADE20K-Part-234's) or
 is -1.
 """
+import logging
 import os
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -44,6 +46,8 @@ from .ground_truth import object_record
 from .load_report import LoadReport
 from .loader_registry import DATASET_LOADER_REGISTRY, DatasetLoader
 from .pseudo_labels import encode_mask
+
+logger = logging.getLogger(__name__)
 
 # The 20 PASCAL VOC classes in the official order (detectron2 / PartDistillation CLASS_NAMES).
 PASCAL_CLASSES: Tuple[str, ...] = (
@@ -126,16 +130,28 @@ def pascal_part_classes(class_names: Optional[Sequence[str]] = None) -> List[str
 PASCAL_PART_CLASSES: List[str] = pascal_part_classes()
 
 
+class UnknownNameError(ValueError):
+    """An annotation file names an object class or part that the Pascal-Part vocabulary does not
+    know (the file comes from another vocabulary, or is damaged)."""
+
+
 def merge_part_name(raw: str, class_name: str) -> str:
-    """Merged name of raw Pascal-Part part ``raw`` of an object of ``class_name``
-    (``("cfrontside_2", "train")`` -> ``"coach_front"``).
+    """Merged name of Pascal-Part part ``raw`` of an object of ``class_name``
+    (``("cfrontside_2", "train")`` -> ``"coach_front"``). Idempotent: an already-merged name of the
+    class (``"eye"`` of a person, ``"coach_front"`` of a train: what converted datasets such as
+    Pascal-Part-116 store) is its own merged name.
 
     Raises:
         KeyError: the class has no part named ``raw`` (after dropping ``_<n>``) in the official
-            definitions.
+            definitions, nor a merged part of that name (or the class is not a Pascal class).
     """
+    definitions = PASCAL_PART_DEFINITIONS.get(canonical_class_name(class_name))
+    if definitions is None:
+        raise KeyError(f"'{class_name}' is not a Pascal-Part object class")
+    if any(raw == merged for _, merged in definitions):
+        return raw
     base = raw.split("_")[0]
-    for name, merged in PASCAL_PART_DEFINITIONS[canonical_class_name(class_name)]:
+    for name, merged in definitions:
         if name == base:
             return merged
     raise KeyError(f"'{raw}' is not a Pascal-Part part of class '{class_name}'")
@@ -169,8 +185,9 @@ def load_part_annotation(mat_path: str, merge: bool = True, pascal_vocabulary: b
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a Pascal-Part annotation, or a part name is not in the
-            vocabulary of its class (message names the file).
+        ValueError: the file is not a Pascal-Part annotation (message names the file).
+        UnknownNameError: with the Pascal vocabulary and no class subset, an object class or a
+            part name (raw or merged) that it does not know (message names the file).
     """
     if not os.path.isfile(mat_path):
         raise FileNotFoundError(f"annotation file not found: {mat_path}")
@@ -188,6 +205,8 @@ def load_part_annotation(mat_path: str, merge: bool = True, pascal_vocabulary: b
         if pascal_vocabulary:
             class_name = canonical_class_name(class_name)
             if class_name not in classes:
+                if not class_names:  # not a subset: a class the vocabulary does not know
+                    raise UnknownNameError(f"{mat_path}: '{class_name}' is not a Pascal-Part object class")
                 continue
             class_id = classes.index(class_name)
         else:
@@ -202,7 +221,7 @@ def load_part_annotation(mat_path: str, merge: bool = True, pascal_vocabulary: b
                 try:
                     merged = merge_part_name(raw, class_name)
                 except KeyError as e:
-                    raise ValueError(f"{mat_path}: {e.args[0]}") from None
+                    raise UnknownNameError(f"{mat_path}: {e.args[0]}") from None
                 name, pid = (merged if merge else raw), part_ids[merged]
             else:
                 name, pid = raw, ov_ids.get(f"{class_name}'s {raw}", -1)
@@ -217,8 +236,16 @@ def load_part_annotation(mat_path: str, merge: bool = True, pascal_vocabulary: b
     return objects
 
 
+VOCABULARIES = ("pascal", "as-is", "auto")
+# "auto": the folder is read as-is when more than this share of its annotation files name classes
+# or parts the Pascal-Part vocabulary does not know
+AUTO_AS_IS_SHARE = 0.5
+
+
 def _load_ids(image_ids: Iterable[str], image_dir: str, ann_dir: str, report: LoadReport,
-              **options) -> List[dict]:
+              unknown: Optional[List[str]] = None, **options) -> List[dict]:
+    """Dataset dicts of ``image_ids``; with ``unknown`` (a list), files that raise
+    :class:`UnknownNameError` are appended there instead of being counted as skips."""
     dicts = []
     for image_id in image_ids:
         file_name = os.path.join(image_dir, image_id + ".jpg")
@@ -235,6 +262,12 @@ def _load_ids(image_ids: Iterable[str], image_dir: str, ann_dir: str, report: Lo
         w, h = size
         try:
             objects = load_part_annotation(ann, **options)
+        except UnknownNameError as e:
+            if unknown is not None:
+                unknown.append(str(e))
+                continue
+            report.skip("bad_annotation", ann, str(e))
+            continue
         except ValueError as e:
             report.skip("bad_annotation", ann, str(e))
             continue
@@ -245,17 +278,24 @@ def _load_ids(image_ids: Iterable[str], image_dir: str, ann_dir: str, report: Lo
 
 def load_pascal_part(root: str, merge: bool = True, class_names: Optional[Sequence[str]] = None,
                      pascal_vocabulary: bool = True, part_classes: Optional[Sequence[str]] = None,
-                     report: Optional[LoadReport] = None) -> List[dict]:
+                     report: Optional[LoadReport] = None, vocabulary: str = "") -> List[dict]:
     """Every image of a release-layout folder (``JPEGImages/`` + ``Annotations_Part/``) as
     dataset dicts (contract: :mod:`part_distillation.data.ground_truth`), sorted by id.
 
     Images without an annotation file, annotations without an image, unreadable images and bad
     annotation files are skipped, logged and counted in ``report`` (see
-    :mod:`part_distillation.data.load_report`). Options as in :func:`load_part_annotation`.
+    :mod:`part_distillation.data.load_report`). Options as in :func:`load_part_annotation`;
+    ``vocabulary`` (``--vocabulary`` of the tools) overrides ``pascal_vocabulary``: ``"pascal"``,
+    ``"as-is"`` (the files' names), or ``"auto"``: Pascal-Part unless more than
+    :data:`AUTO_AS_IS_SHARE` of the annotation files name classes or parts it does not know, then
+    as-is (logged, with the option that forces either); the choice is in ``report.vocabulary``.
 
     Raises:
         FileNotFoundError: ``root`` lacks ``JPEGImages`` or ``Annotations_Part``.
+        ValueError: an unknown ``vocabulary``.
     """
+    if vocabulary and vocabulary not in VOCABULARIES:
+        raise ValueError(f"vocabulary must be one of {VOCABULARIES}, got {vocabulary!r}")
     img_dir, ann_dir = os.path.join(root, "JPEGImages"), os.path.join(root, "Annotations_Part")
     for d in (img_dir, ann_dir):
         if not os.path.isdir(d):
@@ -263,8 +303,27 @@ def load_pascal_part(root: str, merge: bool = True, class_names: Optional[Sequen
     report = report if report is not None else LoadReport(root)
     ids = {os.path.splitext(f)[0] for f in os.listdir(img_dir) if f.lower().endswith(".jpg")}
     ids |= {f[: -len(".mat")] for f in os.listdir(ann_dir) if f.endswith(".mat")}
-    return _load_ids(sorted(ids), img_dir, ann_dir, report, merge=merge, class_names=class_names,
-                     pascal_vocabulary=pascal_vocabulary, part_classes=part_classes)
+    options = dict(merge=merge, class_names=class_names, part_classes=part_classes)
+    if vocabulary in ("pascal", "as-is"):
+        pascal_vocabulary = vocabulary == "pascal"
+    if vocabulary != "auto":
+        report.vocabulary = "pascal" if pascal_vocabulary else "as-is"
+        return _load_ids(sorted(ids), img_dir, ann_dir, report, pascal_vocabulary=pascal_vocabulary, **options)
+    unknown: List[str] = []
+    dicts = _load_ids(sorted(ids), img_dir, ann_dir, report, unknown=unknown, pascal_vocabulary=True, **options)
+    if len(unknown) > AUTO_AS_IS_SHARE * (len(dicts) + len(unknown)):
+        logger.warning("%s: %d of %d annotation files name classes or parts that Pascal-Part does not "
+                       "know (e.g. %s): loaded with their own names (--vocabulary as-is; pass "
+                       "--vocabulary pascal to skip them instead)", root, len(unknown),
+                       len(dicts) + len(unknown), unknown[0])
+        report.reset()
+        report.vocabulary = "as-is"
+        return _load_ids(sorted(ids), img_dir, ann_dir, report, pascal_vocabulary=False, **options)
+    for message in unknown:
+        report.skip("bad_annotation", message.split(": ", 1)[0], message)
+    report.vocabulary = "pascal"
+    logger.info("%s: Pascal-Part vocabulary (--vocabulary auto)", root)
+    return dicts
 
 
 def read_split_list(path: str) -> List[str]:
@@ -274,6 +333,20 @@ def read_split_list(path: str) -> List[str]:
         raise FileNotFoundError(f"VOC split list not found: {path}")
     with open(path) as f:
         return [line.split()[0] for line in f if line.strip()]
+
+
+# official split names (the dataset name's last "_" field) and evaluation modes of the names
+PASCAL_PART_SPLITS = ("train", "val", "valtest")
+EVAL_MODES = ("pre_labeling", "match", "evaluate")
+
+
+def split_list_path(images_dirname: str, split: str) -> str:
+    """``<images_dirname>/ImageSets/Main/<split>.txt``; for ``valtest`` without such a list,
+    ``val.txt``."""
+    path = os.path.join(images_dirname, "ImageSets", "Main", f"{split}.txt")
+    if split == "valtest" and not os.path.isfile(path):
+        return os.path.join(images_dirname, "ImageSets", "Main", "val.txt")
+    return path
 
 
 def load_pascal_parts_split(images_dirname: str, annotations_dirname: str, split: str,
@@ -287,8 +360,8 @@ def load_pascal_parts_split(images_dirname: str, annotations_dirname: str, split
     Raises:
         FileNotFoundError: the split list is missing.
     """
-    report = report if report is not None else LoadReport(f"pascal_parts_{split}")
-    ids = read_split_list(os.path.join(images_dirname, "ImageSets", "Main", f"{split}.txt"))
+    report = report if report is not None else LoadReport(f"pascal_part_{split}")
+    ids = read_split_list(split_list_path(images_dirname, split))
     return _load_ids(ids, os.path.join(images_dirname, "JPEGImages"), annotations_dirname, report,
                      merge=merge, class_names=class_names, pascal_vocabulary=True)
 
@@ -307,7 +380,9 @@ class PascalPartLoader(DatasetLoader):
         return [os.path.join(root, "JPEGImages"), os.path.join(root, "Annotations_Part")]
 
     def metadata(self) -> dict:
-        if not self.options.get("pascal_vocabulary", True):
+        if self.options.get("vocabulary") == "auto":  # class lists known after the load
+            return {"root": self.options["root"]}
+        if not self.options.get("pascal_vocabulary", True) or self.options.get("vocabulary") == "as-is":
             return {"root": self.options["root"], "thing_classes": list(self.options.get("thing_classes") or []),
                     "part_classes": list(self.options.get("part_classes") or [])}
         names = self.options.get("class_names")
@@ -316,13 +391,20 @@ class PascalPartLoader(DatasetLoader):
 
     def load(self, report: LoadReport) -> List[dict]:
         # thing_classes is metadata only: class_id comes from the files' class_ind
-        return load_pascal_part(report=report, **{k: v for k, v in self.options.items() if k != "thing_classes"})
+        dicts = load_pascal_part(report=report, **{k: v for k, v in self.options.items() if k != "thing_classes"})
+        if self.options.get("vocabulary") == "auto":
+            if report.vocabulary == "pascal":
+                self.loaded = dict(PascalPartLoader(**dict(self.options, vocabulary="pascal")).metadata())
+            else:  # the files' own names: no class lists (evaluation takes the records' names)
+                self.loaded = {}
+            self.loaded["vocabulary"] = report.vocabulary
+        return dicts
 
 
 @DATASET_LOADER_REGISTRY.register()
 class PascalPartsSplitLoader(DatasetLoader):
-    """Official layout with VOC split lists (``pascal_parts_{train,val}`` and their
-    ``{match,evaluate}`` pairs). Options: ``images_dirname``, ``annotations_dirname``, ``split``,
+    """Official layout with VOC split lists (``pascal_part_{train,val,valtest}`` and their
+    evaluation names). Options: ``images_dirname``, ``annotations_dirname``, ``split``,
     ``merge``, ``class_names`` (see :func:`load_pascal_parts_split`)."""
 
     LAYOUT = ("<images_dirname>/JPEGImages/<id>.jpg            (VOC2010 devkit folder)\n"
@@ -334,7 +416,7 @@ class PascalPartsSplitLoader(DatasetLoader):
     def paths(self) -> List[str]:
         o = self.options
         return [os.path.join(o["images_dirname"], "JPEGImages"),
-                os.path.join(o["images_dirname"], "ImageSets", "Main", o["split"] + ".txt"),
+                split_list_path(o["images_dirname"], o["split"]),
                 o["annotations_dirname"]]
 
     def metadata(self) -> dict:
@@ -349,21 +431,22 @@ class PascalPartsSplitLoader(DatasetLoader):
 
 
 def builtin_datasets(d2: str, cfg=None) -> Dict[str, dict]:
-    """``pascal_parts_{train,val}`` (the training split keeps ``FEWSHOT_LEARNING.LABEL_PERCENTAGE``)
-    and the official unsupervised-evaluation pairs ``pascal_parts_{match,evaluate}_{train,val}``,
-    with ``cfg``'s ``CUSTOM_DATASETS.USE_MERGED_GT`` and ``CUSTOM_DATASETS.PASCAL_PARTS.*``."""
+    """Official names ``pascal_part_{train,val,valtest}`` and the evaluation names
+    ``pascal_part_{pre_labeling,match,evaluate}_{train,val,valtest}``, with ``cfg``'s
+    ``CUSTOM_DATASETS.USE_MERGED_GT`` and ``CUSTOM_DATASETS.PASCAL_PARTS.*`` (``None``: defaults).
+    ``valtest`` reads ``ImageSets/Main/valtest.txt``, or ``val.txt`` when there is none (the VOC
+    devkit has no valtest list; the official configs evaluate on ``pascal_part_valtest``)."""
     pp = cfg.CUSTOM_DATASETS.PASCAL_PARTS if cfg is not None else None
     root = os.path.join(d2, "pascal_parts")
     base = dict(loader_name="PascalPartsSplitLoader",
                 merge=bool(cfg.CUSTOM_DATASETS.USE_MERGED_GT) if cfg is not None else True,
                 images_dirname=(pp and pp.IMAGES_DIRNAME) or os.path.join(root, "images"),
                 annotations_dirname=(pp and pp.ANNOTATIONS_DIRNAME) or os.path.join(root, "annotations"),
-                class_names=list(pp.SUBSET_CLASS_NAMES) if pp is not None else None,
+                class_names=list(pp.SUBSET_CLASS_NAMES) if pp is not None and pp.SUBSET_CLASS_NAMES else None,
                 debug=bool(pp and pp.DEBUG))
-    pct = float(cfg.FEWSHOT_LEARNING.LABEL_PERCENTAGE) if cfg is not None else 100.0
-    out = {"pascal_parts_train": dict(base, split="train", label_percentage=pct),
-           "pascal_parts_val": dict(base, split="val")}
-    for split in ("train", "val"):
-        for mode in ("match", "evaluate"):
-            out[f"pascal_parts_{mode}_{split}"] = dict(base, split=split, eval_mode=mode)
+    out = {}
+    for split in PASCAL_PART_SPLITS:
+        out[f"pascal_part_{split}"] = dict(base, split=split)
+        for mode in EVAL_MODES:
+            out[f"pascal_part_{mode}_{split}"] = dict(base, split=split, eval_mode=mode)
     return out

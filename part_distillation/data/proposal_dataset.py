@@ -6,7 +6,8 @@ registered lazily in detectron2's ``DatasetCatalog`` by :func:`register_pseudo_l
 Loading it reads every file's header once (RLE areas only, no mask decoding) and applies the official
 PROPOSAL_LEARNING filters:
 
-* an object is dropped when its area / image area < ``MIN_OBJECT_AREA_RATIO``; an image with no
+* an object is dropped unless its area / image area > ``MIN_OBJECT_AREA_RATIO`` (official, strict;
+  :func:`part_distillation.utils.object_filter.object_area_ratio_keep`); an image with no
   object left is dropped;
 * a part is dropped when its area / its object's area < ``MIN_AREA_RATIO``.
 
@@ -37,8 +38,10 @@ from detectron2.structures import BitMasks, Instances
 from detectron2.utils.registry import Registry
 
 from .ground_truth import gt_objects
+from .datasets import few_shot_training_dicts
 from .images import read_image_rgb
 from ..utils.class_filter import class_allowed, load_class_filter
+from ..utils.object_filter import object_area_ratio_keep
 from .pseudo_labels import (PseudoLabelError, class_code_of_dir, list_pseudo_labels, load_pseudo_label,
                             read_header)
 
@@ -59,12 +62,13 @@ def load_pseudo_label_dataset(folder: str, min_object_area_ratio: float = 0.0,
     Args:
         folder: a stage's pseudo-label folder (``<class_dir>/<image_id>.json``, any stage; parts
             are used), read through :func:`~part_distillation.data.pseudo_labels.read_header`.
-        min_object_area_ratio: drop objects covering less than this fraction of the image
+        min_object_area_ratio: keep objects covering more than this fraction of the image
             (PROPOSAL_LEARNING.MIN_OBJECT_AREA_RATIO).
         min_area_ratio: drop parts covering less than this fraction of their object
             (PROPOSAL_LEARNING.MIN_AREA_RATIO).
-        label_percentage: keep the first ``label_percentage`` percent of the usable images, by
-            image id, at least one (PROPOSAL_LEARNING.LABEL_PERCENTAGE; 100 = all).
+        label_percentage: keep this percent of the usable images by the one few-shot rule
+            (:func:`~part_distillation.data.datasets.few_shot_subset`;
+            PROPOSAL_LEARNING.LABEL_PERCENTAGE; 100 = all).
         class_filter: ``(keep, exclude)`` class codes (:func:`~part_distillation.utils.class_filter.
             load_class_filter` of PROPOSAL_LEARNING), applied to each file's class folder.
 
@@ -91,7 +95,8 @@ def load_pseudo_label_dataset(folder: str, min_object_area_ratio: float = 0.0,
             continue
         kept = []
         for oi, (object_area, part_areas) in enumerate(zip(header.object_areas, header.part_areas)):
-            if object_area <= 0 or object_area / (header.height * header.width) < min_object_area_ratio:
+            if object_area <= 0 or not object_area_ratio_keep(object_area, header.height * header.width,
+                                                              min_object_area_ratio):
                 counts["objects_dropped"] += 1
                 continue
             parts = [pi for pi, area in enumerate(part_areas) if area / object_area >= min_area_ratio]
@@ -108,12 +113,7 @@ def load_pseudo_label_dataset(folder: str, min_object_area_ratio: float = 0.0,
     logger.info("pseudo-labels %s: %d files -> %d images; %s", folder, len(paths), len(dicts), counts)
     if not dicts:
         raise ValueError(f"no usable pseudo-label in {folder} ({len(paths)} files; {counts})")
-    if not 0 < label_percentage <= 100:
-        raise ValueError(f"PROPOSAL_LEARNING.LABEL_PERCENTAGE must be in (0, 100], got {label_percentage}")
-    if label_percentage < 100:
-        dicts = sorted(dicts, key=lambda d: d["image_id"])[: max(1, int(len(dicts) * label_percentage / 100))]
-        logger.info("LABEL_PERCENTAGE %s: %d images used", label_percentage, len(dicts))
-    return dicts
+    return few_shot_training_dicts(dicts, label_percentage, key="PROPOSAL_LEARNING.LABEL_PERCENTAGE")
 
 
 def register_pseudo_label_dataset(name: str, folder: str, min_object_area_ratio: float = 0.0,

@@ -32,9 +32,11 @@ that index. ``config["INPUT_SIZE"]`` (stage 2 onwards) is stage 2's network inpu
 
 ``feature`` (only in ``part_proposals`` files, the stage-4 predictor's output) is the part's query
 feature (``decoder_output``, D floats) as base64 of little-endian float32 bytes; stage 5 clusters
-these instead of running the network again. Files without features do not carry the key.
+these instead of running the network again. Files without features do not carry the key. A
+file's features are finite and all of one dimension D (checked at load).
 
-``label`` is ``null`` until part ranking assigns class-consistent part ids (stage 5). Parts of one
+``label`` is ``null`` until part ranking assigns class-consistent part ids (stage 5), then an
+integer (a non-integer label is refused at load, never truncated). Parts of one
 object never overlap in the outputs of stages 2-3 (they partition the object's pixels).
 
 Writes are atomic (:mod:`part_distillation.utils.io`); :func:`load_pseudo_label` validates and raises
@@ -133,14 +135,26 @@ def encode_feature(feature: np.ndarray) -> dict:
 
 
 def decode_feature(d: dict) -> np.ndarray:
-    """Inverse of :func:`encode_feature` -> float32 (D,). Raises ValueError on another dtype or a
-    byte count that is not a multiple of 4."""
+    """Inverse of :func:`encode_feature` -> float32 (D,). Raises ValueError on another dtype, a
+    byte count that is not a multiple of 4, or a NaN / infinite value (k-means would turn it into
+    a NaN centroid and one label for every part of the class)."""
     if d.get("dtype") != "float32":
         raise ValueError(f"feature dtype {d.get('dtype')!r}, expected 'float32'")
     raw = base64.b64decode(d["b64"], validate=True)
     if len(raw) % 4:
         raise ValueError(f"feature of {len(raw)} bytes, not a multiple of 4")
-    return np.frombuffer(raw, "<f4").astype(np.float32)
+    f = np.frombuffer(raw, "<f4").astype(np.float32)
+    if not np.isfinite(f).all():
+        raise ValueError(f"feature with {int((~np.isfinite(f)).sum())} NaN or infinite values of {f.size}")
+    return f
+
+
+def _part_label(value) -> Optional[int]:
+    """A file's part ``label``: null or an integer (``2.7``, ``"3"``, ``true`` are refused, never
+    truncated). Raises ValueError."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise ValueError(f"part label {value!r} is not an integer or null")
 
 
 def _part_dict(p: PartLabel) -> dict:
@@ -245,18 +259,29 @@ class ImagePseudoLabel:
             img = d["image"]
             h, w = int(img["height"]), int(img["width"])
             read_mask = decode_mask if decode else encode_mask
-            objects = []
-            for o in d["objects"]:
+            objects, dims = [], {}
+            for oi, o in enumerate(d["objects"]):
                 m = read_mask(o["mask"])
                 if mask_shape(m) != (h, w):
                     raise PseudoLabelError(f"object mask {mask_shape(m)} != image size {(h, w)}")
                 parts = []
-                for p in o["parts"]:
+                for pi, p in enumerate(o["parts"]):
+                    where = f"object {oi} part {pi}"
                     pm = read_mask(p["mask"])
                     if mask_shape(pm) != (h, w):
-                        raise PseudoLabelError(f"part mask {mask_shape(pm)} != image size {(h, w)}")
-                    feature = decode_feature(p["feature"]) if "feature" in p else None
-                    parts.append(PartLabel(pm, p.get("label"), float(p.get("score", 1.0)), feature))
+                        raise PseudoLabelError(f"{where}: part mask {mask_shape(pm)} != image size {(h, w)}")
+                    try:
+                        label = _part_label(p.get("label"))
+                        feature = decode_feature(p["feature"]) if "feature" in p else None
+                    except ValueError as e:
+                        raise PseudoLabelError(f"{where}: {e}") from None
+                    if feature is not None:
+                        dims.setdefault(feature.size, where)
+                        if len(dims) > 1:
+                            raise PseudoLabelError(
+                                "features of different dimensions in one file: "
+                                + ", ".join(f"{n} ({at})" for n, at in dims.items()))
+                    parts.append(PartLabel(pm, label, float(p.get("score", 1.0)), feature))
                 objects.append(ObjectLabel(o["class_name"], m, o.get("class_code", ""),
                                            float(o.get("score", 1.0)), list(o["bbox"]), parts,
                                            int(o.get("class_id", -1))))
@@ -391,7 +416,7 @@ def _check_identity(path: str, image_id: str, found_stage: str, stage: Optional[
 def is_complete(path: str, stage: Optional[str] = None) -> bool:
     """True when ``path`` holds a valid pseudo-label (of ``stage`` when given) whose image id is
     its file name. Decodes every mask: the stage runner's resume uses the cheap done-manifest of
-    :mod:`part_distillation.stages.base` instead."""
+    :mod:`part_distillation.stages.store` instead."""
     try:
         load_pseudo_label(path, stage)
     except PseudoLabelError:

@@ -11,32 +11,30 @@ CVPR 2023, Sec. 4: "supervised" and "few-shot" rows): ground-truth part datasets
   ``image_id``, every 5th (positions 0, 5, 10, ...) to ``<name>_val``, the rest to
   ``<name>_train``; both splits share the parent's taxonomy. The parent's dicts and found
   taxonomies are cached per process (re-registering a parent under the same name is not seen).
-* Few-shot subsets (:func:`fewshot_subset`, FEWSHOT_LEARNING.LABEL_PERCENTAGE).
+* Few-shot training sets (:func:`load_supervised_train_dicts`, FEWSHOT_LEARNING.LABEL_PERCENTAGE,
+  through the one rule :func:`~part_distillation.data.datasets.few_shot_subset`).
 * :class:`SupervisedDatasetMapper` (``INPUT.DATASET_MAPPER_NAME`` ``"part_supervised"``): the
   training mapper, with the stage-4 augmentation.
 """
 import functools
 import logging
-import math
 import os
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
 from detectron2.config import configurable
-from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_dataset_dicts
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances
 
+from .datasets import few_shot_training_dicts, resolve_dataset
 from .ground_truth import gt_objects
-from part_distillation.utils.io import atomic_write_json
 
 from .proposal_dataset import DATASET_MAPPER_REGISTRY, ProposalDatasetMapper, _transform_masks, read_image
 
 logger = logging.getLogger(__name__)
 
-# Seed of the few-shot shuffle: a constant, so that a percentage always selects the same images.
-FEWSHOT_SEED = 0
 # Every VAL_EVERY-th image (sorted by image_id, starting with the first) goes to the val split.
 VAL_EVERY = 5
 # Parent datasets split by register_split_datasets (names registered by data/datasets.py).
@@ -102,56 +100,31 @@ def register_split_datasets(parents: Sequence[str] = SPLIT_PARENTS) -> None:
                 **meta, split_rule=f"sorted image_id, every {VAL_EVERY}th (from the first) to val")
 
 
-def fewshot_subset(dicts: Sequence[dict], percentage: float, seed: int = FEWSHOT_SEED) -> List[dict]:
-    """Deterministic few-shot subset (FEWSHOT_LEARNING.LABEL_PERCENTAGE): ``dicts`` sorted by
-    ``image_id``, shuffled with ``numpy.random.RandomState(seed)``, first
-    ``ceil(percentage / 100 * N)`` kept (at least one), returned in that shuffled order. The
-    result depends only on the set of image ids, the percentage and the seed; smaller percentages
-    select prefixes of larger ones.
-
-    Raises:
-        ValueError: ``percentage`` outside (0, 100], or ``dicts`` empty.
-    """
-    if not 0 < percentage <= 100:
-        raise ValueError(f"FEWSHOT_LEARNING.LABEL_PERCENTAGE must be in (0, 100], got {percentage}")
-    if not dicts:
-        raise ValueError("few-shot subset of an empty dataset")
-    ordered = sorted(dicts, key=lambda d: str(d["image_id"]))
-    order = np.random.RandomState(seed).permutation(len(ordered))
-    keep = max(1, math.ceil(percentage / 100.0 * len(ordered) - 1e-9))
-    return [ordered[i] for i in order[:keep]]
-
-
 def load_supervised_train_dicts(cfg) -> List[dict]:
     """Training dicts of the supervised / few-shot baselines: DATASETS.TRAIN (ground-truth part
-    datasets), images without any part dropped (counted), then the few-shot subset of
-    FEWSHOT_LEARNING.LABEL_PERCENTAGE (100 = all). The kept image ids are logged and written to
-    ``OUTPUT_DIR/fewshot_image_ids.json`` (``{"label_percentage", "seed", "num_images",
-    "image_ids"}``) so that a run can be reproduced and audited.
+    datasets, loaded with the config's ``CUSTOM_DATASETS.*`` options), images without any part
+    dropped (counted), then the few-shot subset of FEWSHOT_LEARNING.LABEL_PERCENTAGE (100 = all),
+    applied here once (:func:`~part_distillation.data.datasets.few_shot_training_dicts`: the
+    official seed-1234 rule; the kept ids are logged and written to
+    ``OUTPUT_DIR/fewshot_image_ids.json``).
 
     Raises:
         ValueError: DATASETS.TRAIN is empty or has no image with parts.
     """
     if not cfg.DATASETS.TRAIN:
         raise ValueError("SupervisedModel trains on ground-truth part datasets: set DATASETS.TRAIN")
-    dicts = get_detection_dataset_dicts(list(cfg.DATASETS.TRAIN), filter_empty=False)
+    if cfg.CUSTOM_DATASETS.LABEL_PERCENTAGE != 100:
+        raise ValueError(f"CUSTOM_DATASETS.LABEL_PERCENTAGE {cfg.CUSTOM_DATASETS.LABEL_PERCENTAGE} is not "
+                         "supported (the official code declares it but its few-shot runs use "
+                         "FEWSHOT_LEARNING.LABEL_PERCENTAGE): set FEWSHOT_LEARNING.LABEL_PERCENTAGE")
+    dicts = [d for name in cfg.DATASETS.TRAIN for d in resolve_dataset(name, cfg)]
     with_parts = [d for d in dicts if any(o["parts"] for o in d["objects"])]
     if len(with_parts) < len(dicts):
         logger.info("supervised training: dropped %d of %d images without part annotations",
                     len(dicts) - len(with_parts), len(dicts))
     if not with_parts:
         raise ValueError(f"DATASETS.TRAIN {tuple(cfg.DATASETS.TRAIN)} has no image with parts")
-    percentage = cfg.FEWSHOT_LEARNING.LABEL_PERCENTAGE
-    kept = fewshot_subset(with_parts, percentage)
-    ids = [str(d["image_id"]) for d in kept]
-    logger.info("FEWSHOT_LEARNING.LABEL_PERCENTAGE %s: %d of %d images (seed %d): %s",
-                percentage, len(kept), len(with_parts), FEWSHOT_SEED, ids)
-    if cfg.OUTPUT_DIR:
-        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-        atomic_write_json(os.path.join(cfg.OUTPUT_DIR, "fewshot_image_ids.json"),
-                          {"label_percentage": percentage, "seed": FEWSHOT_SEED,
-                           "num_images": len(with_parts), "image_ids": ids}, indent=1)
-    return kept
+    return few_shot_training_dicts(with_parts, cfg.FEWSHOT_LEARNING.LABEL_PERCENTAGE, cfg.OUTPUT_DIR)
 
 
 class SupervisedDatasetMapper(ProposalDatasetMapper):

@@ -10,6 +10,10 @@ resume that survives truncated files).
   ``model_*.pth`` of the folder, newest iteration first; each unreadable one is renamed to
   ``<file>.corrupt`` (kept for inspection, and so that training writes it again) with a warning.
   When none is readable, training starts from MODEL.WEIGHTS at iteration 0.
+* :meth:`AtomicCheckpointer.remove_stale_temp_files` deletes the temp files of checkpoint writes
+  killed before this process started (``.model_*.pth.*.tmp``, ``.last_checkpoint.*.tmp``).
+* ``loaded`` holds ``(file, fvcore incompatible-keys report)`` of the last file loaded into the
+  model, for :func:`~part_distillation.modeling.weights.check_complete_weights`.
 """
 import glob
 import logging
@@ -21,6 +25,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from ..utils.io import atomic_write
+from ..utils.process import remove_stale_temp_files
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +50,18 @@ class AtomicCheckpointer(DetectionCheckpointer):
     (see module docstring). Same constructor and file layout (``model_XXXXXXX.pth``,
     ``model_final.pth``, ``last_checkpoint`` in ``save_dir``)."""
 
+    loaded = None  # (path, _IncompatibleKeys) of the last file loaded into the model
+
+    def load(self, path: str, *args: Any, **kwargs: Any) -> Dict[str, Any]:
+        """detectron2's ``load``, recording ``loaded`` (``None`` when ``path`` is empty)."""
+        self._loading, self.loaded = path, None
+        return super().load(path, *args, **kwargs)
+
+    def _load_model(self, checkpoint: Dict[str, Any]):
+        incompatible = super()._load_model(checkpoint)
+        self.loaded = (getattr(self, "_loading", ""), incompatible)
+        return incompatible
+
     def save(self, name: str, **kwargs: Any) -> None:
         """Write ``{"model": state_dict, <checkpointables>..., **kwargs}`` to ``<save_dir>/<name>.pth``
         atomically, then tag it in ``last_checkpoint`` (also atomically). No-op without
@@ -59,6 +76,15 @@ class AtomicCheckpointer(DetectionCheckpointer):
         self.logger.info("Saving checkpoint to %s", save_file)
         atomic_write(save_file, lambda f: torch.save(data, f), mode="wb")
         self.tag_last_checkpoint(basename)
+
+    def remove_stale_temp_files(self) -> int:
+        """Delete the temp files that killed saves of this checkpointer's files left in
+        ``save_dir`` (``.model_*.pth.<random>.tmp``, ``.last_checkpoint.<random>.tmp``), only those
+        older than this process (:func:`part_distillation.utils.process.remove_stale_temp_files`).
+        No-op without ``save_dir`` or on non-saving ranks. Returns the count."""
+        if not self.save_dir or not self.save_to_disk:
+            return 0
+        return remove_stale_temp_files(self.save_dir, ["model_*.pth", LAST_CHECKPOINT])
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         """Atomically record ``last_filename_basename`` in ``<save_dir>/last_checkpoint``."""
@@ -122,6 +148,7 @@ class AtomicCheckpointer(DetectionCheckpointer):
     def _restore(self, path: str, checkpoint: Dict[str, Any]) -> Dict[str, Any]:
         """fvcore ``load`` for an already-read checkpoint: model, then every checkpointable."""
         self.logger.info("[Checkpointer] Resuming from %s ...", path)
+        self._loading = path
         incompatible = self._load_model(checkpoint)
         if incompatible is not None:
             self._log_incompatible_keys(incompatible)

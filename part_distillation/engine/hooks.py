@@ -1,7 +1,23 @@
-"""Training hooks of our own (detectron2 ``HookBase``)."""
+"""Training hooks of our own (detectron2 ``HookBase``) and the seeding of a training run."""
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
+
+
+def seed_training(seed: int) -> int:
+    """Seed torch / numpy / random for a training run as detectron2's ``default_setup`` does for
+    ``tools/train_net.py``: with ``seed + rank`` when config ``SEED >= 0``, else with a fresh
+    random seed (logged by detectron2). Call it before the trainer is built: model initialisation
+    and the data sampler's order (``comm.shared_random_seed``) draw from these generators.
+
+    Returns:
+        the seed used (``seed + rank``), or -1 when it was drawn at random.
+    """
+    if seed < 0:
+        seed_all_rng(None)
+        return -1
+    seed_all_rng(seed + comm.get_rank())
+    return seed + comm.get_rank()
 
 
 class IterationSeedHook(HookBase):

@@ -12,6 +12,7 @@ iteration from the last checkpoint there, so a killed run continues with the sam
 """
 import itertools
 import logging
+import os
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Type
 
@@ -27,7 +28,7 @@ from detectron2.utils.logger import setup_logger
 from torch import nn
 
 import part_distillation.data  # noqa: F401  (registers the built-in datasets)
-from part_distillation.data.datasets import dataset_name
+from part_distillation.data.datasets import dataset_metadata, dataset_name, resolve_dataset
 from part_distillation.config import setup_cfg
 from part_distillation.data.part_distillation_dataset import (
     PartDistillationDatasetMapper,
@@ -35,6 +36,7 @@ from part_distillation.data.part_distillation_dataset import (
     register_part_distillation_train_datasets,
 )
 from part_distillation.data.proposal_dataset import (
+    DATASET_MAPPER_REGISTRY,
     PartEvalDatasetMapper,
     build_train_mapper,
     register_proposal_train_datasets,
@@ -45,11 +47,14 @@ from part_distillation.data.supervised_dataset import (
     part_class_names,
 )
 from part_distillation.engine.hooks import IterationSeedHook
-from part_distillation.evaluation.evaluators import PartProposalEvaluator, PartSegmentEvaluator
+from part_distillation.evaluation.evaluators import PartProposalEvaluator, PartSegmentEvaluator, PredictionVisualizer
 from part_distillation.evaluation.unsupervised import UnsupervisedPartEvaluator, evaluation_vocabulary
 from part_distillation.evaluation.supervised import SupervisedPartEvaluator
 import part_distillation.modeling  # noqa: F401  (registers backbones, heads and ProposalModel)
 from part_distillation.modeling.meta_arch.proposal_model import output_mode_for
+from part_distillation.modeling.weights import check_complete_weights
+from part_distillation.utils.process import OutputLock
+from part_distillation.utils.io import atomic_write_json
 from .checkpoint import AtomicCheckpointer
 from .wandb_writer import WandbWriter
 
@@ -177,26 +182,75 @@ def _with_test_sets(cfg, names: List[str]):
     return cfg
 
 
+# MODEL.META_ARCHITECTURE -> what tools/train_net.py trains and evaluates (official names)
+META_ARCHITECTURE_TASKS = {
+    "ProposalModel": "proposal",
+    "MaskFormer": "proposal",
+    "PartDistillationModel": "part_distillation",
+    "SupervisedModel": "supervised",
+}
+# Official meta-architectures of the official stage scripts, which this project runs as stage
+# tools: the stage (its STAGE_REGISTRY name), the tool and what to pass it. tools/train_net.py
+# runs the stage for the first three; the evaluation baselines raise the message.
+STAGE_META_ARCHITECTURES = {
+    "LabelingDetic": ("object_masks", "tools/label_objects.py --labeler-config "
+                      "configs/detic/Detic_LCOCOI21k_CLIP_SwinB_896b32_4x_ft4x_max-size.yaml"),
+    "ProposalGenerationModel": ("pixel_grouping", "tools/pixel_grouping.py --input-dir <stage-1 folder>"),
+    "PartRankingModel": ("part_ranking", "tools/part_ranking.py --input-dir <stage-4 folder> "
+                         "(or PART_RANKING.DATASET_PATH)"),
+    "PixelGroupingModel": ("", "tools/run_part_pipeline.py --stop-after dense_crf --dataset <dataset> "
+                           "(stage 2 on the dataset's given object masks, then tools/evaluate_parts.py "
+                           "--stage pixel_grouping for C/A-mIoU)"),
+    "ClusteringBaseline": ("", "tools/run_part_pipeline.py --stop-after dense_crf --dataset <dataset> with "
+                           "PROPOSAL_GENERATION.GROUPING kmeans_rgbxy or a ResNet backbone config "
+                           "(configs/proposal_generation/R50.yaml), then tools/evaluate_parts.py"),
+}
+
+
 def training_task(cfg) -> str:
-    """What the config trains and evaluates; the one place where the trainer's data and
+    """What the config trains and evaluates, chosen from MODEL.META_ARCHITECTURE (as the official
+    ``*_train_net.py`` scripts each fix one); the one place where the trainer's data and
     evaluators are chosen from the config:
 
-    * ``"proposal"``: stage-4 ProposalModel on pseudo-label folders; AR@K + segment evaluators;
-    * ``"part_distillation"``: stage 6 (INPUT.DATASET_MAPPER_NAME "part_distillation"), stage-5
-      folders of PART_DISTILLATION; the stage-4 evaluators plus the unsupervised protocol;
+    * ``"proposal"``: stage-4 ProposalModel (or MaskFormer) on pseudo-label folders; AR@K +
+      segment evaluators; training mapper ``part_proposal``;
+    * ``"part_distillation"``: stage-6 PartDistillationModel on the stage-5 folders of
+      PART_DISTILLATION; the stage-4 evaluators plus the unsupervised protocol;
     * ``"supervised"``: SupervisedModel (per-class) on DATASETS.TRAIN ground truth (few-shot
-      subset); :class:`SupervisedPartEvaluator` (mIoU over the part taxonomy);
+      subset); :class:`SupervisedPartEvaluator` (mIoU over the part taxonomy); mapper
+      ``part_supervised``;
     * ``"supervised_agnostic"``: SupervisedModel with SUPERVISED_MODEL.CLASS_AGNOSTIC_LEARNING or
       CLASS_AGNOSTIC_INFERENCE: ground-truth training data, stage-4 evaluators.
 
-    The training mapper is INPUT.DATASET_MAPPER_NAME (``"part_supervised"`` for SupervisedModel).
+    Raises:
+        ValueError: an official meta-architecture this project runs as a stage tool
+            (:data:`STAGE_META_ARCHITECTURES`; the message names the tool), or an unknown one.
     """
-    if cfg.INPUT.DATASET_MAPPER_NAME == "part_distillation":
-        return "part_distillation"
-    if cfg.MODEL.META_ARCHITECTURE != "SupervisedModel":
-        return "proposal"
+    arch = cfg.MODEL.META_ARCHITECTURE
+    if arch in STAGE_META_ARCHITECTURES:
+        raise ValueError(f"MODEL.META_ARCHITECTURE {arch!r} (an official stage script) is run here by "
+                         f"{STAGE_META_ARCHITECTURES[arch][1]}, with the same --config-file")
+    if arch not in META_ARCHITECTURE_TASKS:
+        raise ValueError(f"MODEL.META_ARCHITECTURE {arch!r}: tools/train_net.py trains "
+                         f"{sorted(META_ARCHITECTURE_TASKS)}; stage tools run {sorted(STAGE_META_ARCHITECTURES)}")
+    task = META_ARCHITECTURE_TASKS[arch]
     sm = cfg.SUPERVISED_MODEL
-    return "supervised_agnostic" if sm.CLASS_AGNOSTIC_LEARNING or sm.CLASS_AGNOSTIC_INFERENCE else "supervised"
+    if task == "supervised" and (sm.CLASS_AGNOSTIC_LEARNING or sm.CLASS_AGNOSTIC_INFERENCE):
+        return "supervised_agnostic"
+    return task
+
+
+# training mapper of each task when INPUT.DATASET_MAPPER_NAME names none of this project's
+# (the official YAMLs inherit Mask2Former's "coco_instance_lsj", which their trainers ignore)
+_TASK_MAPPERS = {"proposal": "part_proposal", "supervised": "part_supervised",
+                 "supervised_agnostic": "part_supervised"}
+
+
+def train_mapper_name(cfg) -> str:
+    """INPUT.DATASET_MAPPER_NAME when it is a registered mapper of this project, else the task's
+    (:func:`training_task`) own training mapper."""
+    name = cfg.INPUT.DATASET_MAPPER_NAME
+    return name if name in DATASET_MAPPER_REGISTRY else _TASK_MAPPERS[training_task(cfg)]
 
 
 def evaluation_part_classes(cfg, dataset_name: str) -> List[str]:
@@ -232,10 +286,10 @@ class Trainer(DefaultTrainer):
             mapper = PartDistillationDatasetMapper(cfg, is_train=True)
         elif task == "proposal":
             dicts = get_detection_dataset_dicts(register_proposal_train_datasets(cfg), filter_empty=False)
-            mapper = build_train_mapper(cfg)
+            mapper = build_train_mapper(cfg, train_mapper_name(cfg))
         else:
             dicts = load_supervised_train_dicts(cfg)
-            mapper = build_train_mapper(cfg)
+            mapper = build_train_mapper(cfg, train_mapper_name(cfg))
         return build_detection_train_loader(dicts, mapper=mapper,
                                             total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
                                             aspect_ratio_grouping=False,
@@ -283,7 +337,7 @@ class Trainer(DefaultTrainer):
         (stage 6: :class:`PartDistillationEvalDatasetMapper`, which adds the object classes)."""
         mapper = (PartDistillationEvalDatasetMapper(cfg) if training_task(cfg) == "part_distillation"
                   else PartEvalDatasetMapper(cfg))
-        return build_detection_test_loader(DatasetCatalog.get(dataset_name), mapper=mapper,
+        return build_detection_test_loader(resolve_dataset(dataset_name, cfg), mapper=mapper,
                                            num_workers=cfg.DATALOADER.NUM_WORKERS)
 
     @classmethod
@@ -307,12 +361,15 @@ class Trainer(DefaultTrainer):
         if task == "supervised":
             return SupervisedPartEvaluator(evaluation_part_classes(cfg, dataset_name))
         evaluators = [PartProposalEvaluator(), PartSegmentEvaluator()]
+        if cfg.VIS_OUTPUT_DIR:
+            evaluators.append(PredictionVisualizer(os.path.join(cfg.VIS_OUTPUT_DIR, dataset_name.replace(os.sep, "_"))))
         if task == "part_distillation":
-            meta = MetadataCatalog.get(dataset_name)
+            meta = dataset_metadata(dataset_name, cfg)
             parts, num_objects = evaluation_vocabulary(meta.get("part_classes", None),
                                                        meta.get("thing_classes", None),
-                                                       DatasetCatalog.get(dataset_name))
-            evaluators.append(UnsupervisedPartEvaluator(parts, num_objects))
+                                                       resolve_dataset(dataset_name, cfg))
+            evaluators.append(UnsupervisedPartEvaluator(parts, num_objects,
+                                                        num_labels=cfg.PART_DISTILLATION.NUM_PART_CLASSES))
         return DatasetEvaluators(evaluators)
 
     def build_hooks(self):
@@ -327,6 +384,32 @@ class Trainer(DefaultTrainer):
         if self.cfg.SEED_EACH_ITERATION:
             hooks.insert(0, IterationSeedHook(self.cfg.SEED))
         return hooks
+
+    def train(self):
+        """detectron2's training loop, holding OUTPUT_DIR alone (:class:`OutputLock` on
+        ``OUTPUT_DIR/.train.lock`` in the main process: a second training into the same folder
+        is refused with the holder's pid), after removing the temp files of checkpoint writes
+        killed before this process (:meth:`AtomicCheckpointer.remove_stale_temp_files`).
+
+        A run resumed at MAX_ITER (its last periodic checkpoint is the last iteration, e.g. a kill
+        while ``model_final.pth`` was written) runs no step and writes ``model_final.pth`` from
+        the resumed state when it is missing.
+
+        Raises:
+            OutputLockHeld: another process trains into OUTPUT_DIR.
+        """
+        lock = OutputLock(os.path.join(self.cfg.OUTPUT_DIR, ".train.lock"), f"OUTPUT_DIR {self.cfg.OUTPUT_DIR}")
+        if comm.is_main_process():
+            lock.acquire()
+        try:
+            self.checkpointer.remove_stale_temp_files()
+            final = os.path.join(self.cfg.OUTPUT_DIR, "model_final.pth")
+            if self.start_iter >= self.max_iter and not os.path.isfile(final):
+                logger.info("resumed at MAX_ITER %d without model_final.pth: writing it", self.max_iter)
+                self.checkpointer.save("model_final", iteration=self.max_iter - 1)
+            return super().train()
+        finally:
+            lock.release()
 
     def build_writers(self):
         """detectron2's writers (console, metrics.json, TensorBoard), preceded by a
@@ -384,6 +467,47 @@ def setup(args):
     return cfg
 
 
+def load_eval_weights(cfg, model: nn.Module, weights: str, resume: bool = False) -> None:
+    """Load ``weights`` (with ``resume``: the newest readable checkpoint of OUTPUT_DIR, else
+    ``weights``) into ``model`` for evaluation, refusing a checkpoint that leaves parameters at
+    their initialisation (:func:`~part_distillation.modeling.weights.check_complete_weights`,
+    allow-list MODEL.WEIGHTS_ALLOWED_MISSING). An empty ``weights`` evaluates the initialised model
+    (logged by fvcore).
+
+    Raises:
+        CorruptCheckpointError: the file is unreadable; IncompleteWeightsError: keys missing.
+    """
+    checkpointer = AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+    checkpointer.resume_or_load(weights, resume=resume)
+    if checkpointer.loaded is not None:
+        path, incompatible = checkpointer.loaded
+        check_complete_weights(incompatible, path, cfg.MODEL.WEIGHTS_ALLOWED_MISSING)
+
+
+def write_results(cfg, results) -> List[str]:
+    """Write evaluation ``results`` as ``OUTPUT_DIR/inference/<dataset>/results.json`` per
+    DATASETS.TEST entry (detectron2's ``inference/`` folder; a folder entry's name has ``/``
+    replaced by ``_``) and all of them as ``OUTPUT_DIR/inference/results.json``; atomic writes.
+    Returns the paths written."""
+    names = [dataset_name(spec) for spec in cfg.DATASETS.TEST]
+    if len(names) == 1:
+        per_set = {names[0]: results}
+    elif isinstance(results, dict) and len(results) == len(names):
+        per_set = dict(results)  # Trainer.test: one entry per set, keyed by its name
+    else:
+        per_set = {"all": results}
+    root = os.path.join(cfg.OUTPUT_DIR, "inference")
+    paths = []
+    for name, value in per_set.items():
+        path = os.path.join(root, str(name).replace(os.sep, "_"), "results.json")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write_json(path, value, indent=1)
+        paths.append(path)
+    atomic_write_json(os.path.join(root, "results.json"), per_set, indent=1)
+    logger.info("evaluation results written to %s", ", ".join(paths))
+    return paths
+
+
 def main(args):
     """``--eval-only``: load MODEL.WEIGHTS (or, with ``--resume``, the newest readable checkpoint
     of OUTPUT_DIR) and return the evaluation results; otherwise train (resuming with ``--resume``)
@@ -391,13 +515,17 @@ def main(args):
 
     Raises:
         CorruptCheckpointError: ``--eval-only`` on an unreadable MODEL.WEIGHTS (names the file).
+        IncompleteWeightsError: ``--eval-only`` on a checkpoint that lacks parameters of the model
+            outside MODEL.WEIGHTS_ALLOWED_MISSING (names the file and the keys).
     """
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume)
-        return Trainer.test(cfg, model)
+        load_eval_weights(cfg, model, cfg.MODEL.WEIGHTS, resume=args.resume)
+        results = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            write_results(cfg, results)
+        return results
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()

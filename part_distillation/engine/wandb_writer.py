@@ -49,7 +49,9 @@ class WandbWriter(EventWriter):
         self._window_size = window_size
         self._last_write = -1
         out = cfg.OUTPUT_DIR
-        os.makedirs(os.path.join(out, "wandb"), exist_ok=True)
+        # wandb's own WANDB_DIR (where its files go) is honoured; default OUTPUT_DIR
+        wandb_dir = os.environ.get("WANDB_DIR") or out
+        os.makedirs(os.path.join(wandb_dir, "wandb"), exist_ok=True)
         id_file = os.path.join(out, RUN_ID_FILE)
         if os.path.isfile(id_file):
             with open(id_file) as f:
@@ -59,7 +61,7 @@ class WandbWriter(EventWriter):
             atomic_write(id_file, lambda f: f.write(run_id))
         self.run = wandb.init(
             project=cfg.WANDB.PROJECT or DEFAULT_PROJECT, group=cfg.WANDB.GROUP, name=cfg.WANDB.RUN_NAME,
-            dir=out, id=run_id, resume="allow", config=plain_config(cfg), reinit="create_new")
+            dir=wandb_dir, id=run_id, resume="allow", config=plain_config(cfg), reinit="create_new")
         self._wandb = wandb
 
     def write(self) -> None:

@@ -11,13 +11,17 @@ numpy arrays or torch tensors. Pixels outside each object mask are ignored. Work
 gathered to the main process with ``detectron2.utils.comm.gather``; ``evaluate`` returns the results
 there (python floats, JSON-serialisable) and ``{}`` on the other processes.
 """
+import os
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
+from PIL import Image
 
 from part_distillation.data.ground_truth import GTObject
+from part_distillation.data.images import read_image_rgb
+from part_distillation.visualization import save_part_predictions
 from part_distillation.evaluation.part_metrics import (
     DEFAULT_IOU_THRESHOLDS,
     DEFAULT_KS,
@@ -165,3 +169,43 @@ class PartSegmentEvaluator(DatasetEvaluator):
         if merged is None:
             return {}
         return {"part_segments": merged[0].summarize()}
+
+
+class PredictionVisualizer(DatasetEvaluator):
+    """Writes part overlays (:func:`part_distillation.visualization.save_part_predictions`) of
+    the first ``num_images`` images of an evaluation to ``<vis_dir>/<image_id>.jpg`` (the
+    ``VIS_OUTPUT_DIR`` of ``tools/train_net.py`` runs); main process only; returns no metric.
+
+    Inputs need ``file_name`` and ``image_id`` (object names from ``objects[i].class_name``,
+    :class:`~part_distillation.data.ground_truth.GTObject` or dict, when present); outputs
+    ``part_seg`` (one (H, W) label map per object).
+    """
+
+    def __init__(self, vis_dir: str, num_images: int = 8):
+        self.vis_dir, self.num_images = vis_dir, num_images
+        self.reset()
+
+    def reset(self) -> None:
+        self._written = 0
+
+    def process(self, inputs: List[Dict], outputs: List[Dict]) -> None:
+        if not comm.is_main_process():
+            return
+        for inp, out in zip(inputs, outputs):
+            if self._written >= self.num_images or "part_seg" not in out:
+                return
+            segs = [_to_numpy(s) for s in out["part_seg"]]
+            if not segs:
+                continue
+            image = read_image_rgb(inp["file_name"])
+            if image.shape[:2] != segs[0].shape:
+                image = np.asarray(Image.fromarray(image).resize(segs[0].shape[::-1], Image.BILINEAR))
+            names = [(o.get("class_name") if isinstance(o, dict) else getattr(o, "class_name", ""))
+                     or f"object {i}" for i, o in enumerate(inp.get("objects", []))]
+            names = (names + [f"object {i}" for i in range(len(names), len(segs))])[: len(segs)]
+            safe = str(inp["image_id"]).replace(os.sep, "_")
+            save_part_predictions(os.path.join(self.vis_dir, f"{safe}.jpg"), image, segs, names)
+            self._written += 1
+
+    def evaluate(self) -> Dict:
+        return {}

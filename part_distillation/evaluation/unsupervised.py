@@ -1,6 +1,7 @@
 """The unsupervised part-segmentation evaluation of PartDistillation (Cho et al., CVPR 2023, Sec. 4;
-official ``mIOU_Matcher`` + ``mIOU_Evaluator`` of facebookresearch/PartDistillation @ a0bb459):
-C-mIoU, A-mIoU, C/A-mACC and C/A-mIoPred of class-consistent part labels.
+official ``mIOU_Matcher`` + ``mIOU_Evaluator`` and the evaluation path of
+``PartDistillationModel.instance_inference_with_classification``, facebookresearch/PartDistillation
+@ a0bb459): C-mIoU, A-mIoU, C/A-mACC and C/A-mIoPred of class-consistent part labels.
 
 Predicted labels (cluster ids 0..K-1 of an object class, from part ranking or the stage-6 model)
 carry no name, so they are first mapped to ground-truth parts, per object class:
@@ -14,11 +15,9 @@ carry no name, so they are first mapped to ground-truth parts, per object class:
   from the GT counts as 0); C-mIoU = mean over classes; A-mIoU = mean over (class, part) IoUs.
   mACC uses ``TP / GT_p``, mIoPred ``TP / Pred_p`` (over parts with GT resp. predicted pixels).
 
-Both passes need the same per-pixel (label, GT part) counts, so :class:`UnsupervisedPartMetric`
-accumulates one confusion per class (rows: labels 0..K-1 + background, columns: part ids 0..G-1 +
-background) and derives the evaluate-pass confusion by adding rows of the same matched part. A
-separate match split (official ``*_match_val`` / ``*_evaluate_val`` dataset names) is supported by
-passing the match split's :meth:`~UnsupervisedPartMetric.matching` to :meth:`summarize`.
+A separate match split (official ``*_match_val`` / ``*_evaluate_val`` dataset names; officially
+both name the same images) is supported by passing the match split's
+:meth:`~UnsupervisedPartMetric.matching` to :meth:`~UnsupervisedPartMetric.summarize`.
 
 Two protocols:
 
@@ -26,31 +25,51 @@ Two protocols:
 
   - pixels: the whole image; pixels in no GT part of the object (also outside the object) are
     background, so a prediction spilling outside the object is a false positive;
-  - predicted segments are kept only when their IoU with some GT part of the object is > 0.1
-    (``min_gt_iou``; official inference's filter, which looks at the GT);
-  - a label that never overlaps a GT part (all-zero row) maps to part id 0 (argmax of zeros),
-    i.e. to the first part of the vocabulary, usually a part of another class;
+  - the GT-IoU filter (:func:`part_distillation.modeling.postprocess.gt_iou_keep`, IoU > 0.1 with
+    some GT part mask of the object) runs where the official model runs it: in the match pass on
+    each label's segment, in the evaluate pass on the segments merged AFTER the labels were mapped
+    to parts (``gt_filter="after_mapping"``). So a cluster on non-part pixels survives once merged
+    into a mapped part, two clusters too small alone can pass as a union, and a cluster that passes
+    alone can fail inside a larger union. ``gt_filter="per_cluster"`` (filter each cluster, then
+    map) and ``"none"`` reproduce the other two readings of the official code;
+  - a label without GT-part pixels in the match split (never seen, or only on background) maps to
+    part id 0 (the official matcher holds K rows; an all-zero row's argmax is 0);
+  - class means use ``np.mean``: a class whose metric is 0/0 (no predicted pixel for mIoPred, no
+    GT pixel for mACC) makes the C-metric NaN; the result names those classes (``nan_classes``);
   - A-mIoU / A-mACC / A-mIoPred keep only part ids < the number of object classes (the official
     code keys the per-part values by the object-class names, so with Pascal's 20 object classes
-    and 50 part ids, ids 20-49 never enter the A-metrics; C-metrics use all ids).
+    and 50 part ids, ids 20-49 never enter the A-metrics; C-metrics use all ids). With more object
+    classes than part ids the official evaluator fails (IndexError); here a ValueError says why.
 
-* ``"clean"`` (ours): pixels outside the object mask are ignored; no GT-based pre-filter; a label
-  with no GT-part overlap maps to background (its pixels count as unlabelled); the A-metrics use
+* ``"clean"`` (ours): pixels outside the object mask are ignored; no GT-based filter; a label
+  with no GT-part overlap maps to background (its pixels count as unlabelled); classes whose
+  metric is 0/0 are skipped in the class mean (and listed in ``nan_classes``); the A-metrics use
   every (class, part) pair.
 
 Ground-truth part ids index a fixed part vocabulary (``part_classes``; :func:`part_vocabulary`
 builds one from dataset dicts when the dataset has none). Where GT parts overlap, the later part
 labels the pixel; where predicted segments overlap, the later segment does (official order).
+
+Official code at a0bb459 and the later public commits 827c35d / 938fd78: ``miou_evaluator.py`` and
+``miou_matcher.py`` are the same in all three (whitespace only), so the metrics above hold for the
+released checkpoints' code as well.
 """
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+
+import logging
 
 import numpy as np
+import torch
 from detectron2.evaluation import DatasetEvaluator
 
 from .evaluators import _gather_merged, _paired_objects, _to_numpy
-from .part_metrics import label_map_to_masks, mask_iou
+from ..modeling.postprocess import OFFICIAL_MIN_GT_IOU, gt_iou_keep
+from .part_metrics import label_map_to_masks
 
 PROTOCOLS = ("official", "clean")
+GT_FILTERS = ("after_mapping", "per_cluster", "none")
+
+logger = logging.getLogger(__name__)
 METRICS = ("mIoU", "mACC", "mIoPred")
 
 
@@ -74,25 +93,35 @@ def evaluation_vocabulary(part_classes: Optional[Sequence[str]], thing_classes: 
 
 
 class UnsupervisedPartMetric:
-    """Accumulator of the official unsupervised evaluation (see the module docstring).
+    """Accumulator of the unsupervised evaluation (see the module docstring for both protocols).
 
-    Results are in percent. Mergeable across workers (:meth:`merge`).
+    Results are in percent. Mergeable across workers (:meth:`merge`). Under ``"official"`` each
+    object is kept as pixel counts (per label: area, intersection with each GT part mask,
+    confusion row over GT part ids), which is all the official match / evaluate passes need.
     """
 
     def __init__(self, part_classes: Sequence[str], num_object_classes: int,
-                 protocol: str = "official", min_gt_iou: float = 0.1):
+                 protocol: str = "official", min_gt_iou: float = OFFICIAL_MIN_GT_IOU,
+                 gt_filter: str = "after_mapping", num_labels: int = 0):
         """
         Args:
             part_classes: the GT part vocabulary; a GT part's id is its name's index.
-            num_object_classes: number of object classes of the dataset (official A-metric quirk).
+            num_object_classes: number of object classes of the dataset (official A-metrics).
             protocol: ``"official"`` or ``"clean"``.
-            min_gt_iou: official pre-filter threshold (used by ``"official"`` only).
+            min_gt_iou: threshold of the official GT-IoU segment filter (``"official"`` only).
+            gt_filter: where ``"official"`` runs that filter: ``"after_mapping"`` (the official
+                pipeline: on the segments merged after mapping), ``"per_cluster"`` (on each label's
+                segment, then mapped) or ``"none"``.
+            num_labels: K, the number of predicted labels (PART_DISTILLATION.NUM_PART_CLASSES);
+                the official matching always has K rows. 0 = the largest label seen + 1.
 
         Raises:
-            ValueError: unknown protocol or an empty vocabulary.
+            ValueError: unknown protocol or filter, or an empty vocabulary.
         """
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        if gt_filter not in GT_FILTERS:
+            raise ValueError(f"gt_filter must be one of {GT_FILTERS}, got {gt_filter!r}")
         if not part_classes:
             raise ValueError("part_classes (the GT part vocabulary) is empty")
         self.part_classes = list(part_classes)
@@ -100,12 +129,18 @@ class UnsupervisedPartMetric:
         self.num_object_classes = int(num_object_classes)
         self.protocol = protocol
         self.min_gt_iou = float(min_gt_iou)
-        self.confusion: Dict[str, np.ndarray] = {}  # class -> (K + 1, G + 1) int64, last = bg
+        self.gt_filter = gt_filter
+        self.num_labels = int(num_labels)
+        self.confusion: Dict[str, np.ndarray] = {}  # clean: class -> (K + 1, G + 1), last = bg
+        self.objects: List[_ObjectCounts] = []  # official
         self.num_filtered_segments = 0
 
     @property
     def num_parts(self) -> int:
         return len(self.part_classes)
+
+    def _settings(self) -> tuple:
+        return (self.part_classes, self.protocol, self.min_gt_iou, self.gt_filter)
 
     def add(self, class_name: str, pred_masks: np.ndarray, pred_labels: Sequence[int],
             gt_parts: np.ndarray, gt_part_names: Sequence[str],
@@ -114,7 +149,8 @@ class UnsupervisedPartMetric:
 
         Args:
             class_name: its object class (matching and metrics are per class).
-            pred_masks: (L, H, W) bool predicted segments; pred_labels: L ints >= 0 (cluster ids).
+            pred_masks: (L, H, W) bool predicted segments (where they overlap the later one labels
+                the pixel); pred_labels: L ints >= 0 (cluster ids).
             gt_parts: (P, H, W) bool GT part masks; gt_part_names: P names in ``part_classes``.
             object_mask: (H, W) bool (used by ``"clean"``; None = whole image).
 
@@ -135,12 +171,6 @@ class UnsupervisedPartMetric:
         if unknown:
             raise ValueError(f"GT part names not in the vocabulary: {sorted(set(unknown))}")
         h, w = gt.shape[1:]
-        if self.protocol == "official" and len(pred):
-            keep = (mask_iou(pred, gt).max(axis=1) > self.min_gt_iou) if len(gt) else \
-                np.zeros(len(pred), bool)
-            self.num_filtered_segments += int((~keep).sum())
-            pred, labels = pred[keep], labels[keep]
-        k = int(labels.max()) + 1 if labels.size else 0
         g = self.num_parts
         pd = np.full((h, w), -1, np.int64)
         for m, lab in zip(pred, labels):
@@ -148,7 +178,21 @@ class UnsupervisedPartMetric:
         gt_map = np.full((h, w), g, np.int64)
         for m, name in zip(gt, gt_part_names):
             gt_map[m] = self.part_ids[name]
-        if self.protocol == "clean" and object_mask is not None:
+        if self.protocol == "official":
+            present = np.unique(pd[pd >= 0])
+            slot = np.searchsorted(present, pd)  # rows 0..L-1 = present labels, L = no label
+            slot[pd < 0] = len(present)
+            seg = slot[None] == np.arange(len(present))[:, None, None]
+            flat_seg = seg.reshape(len(present), h * w).astype(np.float64)
+            flat_gt = gt.reshape(len(gt), h * w).astype(np.float64)
+            conf = np.bincount(slot.reshape(-1) * (g + 1) + gt_map.reshape(-1),
+                               minlength=(len(present) + 1) * (g + 1)).reshape(len(present) + 1, g + 1)
+            self.objects.append(_ObjectCounts(
+                class_name, present, (flat_seg @ flat_gt.T).astype(np.int64),
+                flat_seg.sum(1).astype(np.int64), flat_gt.sum(1).astype(np.int64), conf))
+            return
+        k = int(labels.max()) + 1 if labels.size else 0
+        if object_mask is not None:
             obj = np.asarray(object_mask, dtype=bool)
             if obj.shape != (h, w):
                 raise ValueError(f"object mask {obj.shape} does not match masks {(h, w)}")
@@ -171,9 +215,10 @@ class UnsupervisedPartMetric:
         self.add(class_name, masks, ids - 1, gt_parts, gt_part_names, object_mask)
 
     def merge(self, other: "UnsupervisedPartMetric") -> None:
-        """Add ``other``'s counts. Raises ValueError on different vocabularies or protocols."""
-        if other.part_classes != self.part_classes or other.protocol != self.protocol:
-            raise ValueError("cannot merge metrics with different part vocabularies or protocols")
+        """Add ``other``'s counts. Raises ValueError on different vocabularies or settings."""
+        if other._settings() != self._settings():
+            raise ValueError("cannot merge metrics with different part vocabularies, protocols or "
+                             "filters")
         for name, theirs in other.confusion.items():
             mine = self.confusion.get(name, np.zeros((1, self.num_parts + 1), np.int64))
             k = max(mine.shape[0], theirs.shape[0])
@@ -182,66 +227,143 @@ class UnsupervisedPartMetric:
                 out[: m.shape[0] - 1] += m[:-1]
                 out[-1] += m[-1]
             self.confusion[name] = out
+        self.objects.extend(other.objects)
+        self.num_labels = max(self.num_labels, other.num_labels)
         self.num_filtered_segments += other.num_filtered_segments
 
+    def _kept(self, o: "_ObjectCounts", mapped: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+        """Official filter of one object: ``(row of each present label's pixels (the label, its
+        mapped part, or -1 = dropped), segments dropped)``; ``mapped`` None = match pass."""
+        labels = o.labels if mapped is None else mapped
+        if self.gt_filter == "none" or not len(labels):
+            return labels, 0
+        if self.gt_filter == "per_cluster" or mapped is None:
+            keep, _ = gt_iou_keep(torch.from_numpy(o.inter), torch.from_numpy(o.areas),
+                                  torch.from_numpy(o.gt_areas), self.min_gt_iou)
+            keep = keep.numpy()
+            return np.where(keep, labels, -1), int((~keep).sum())
+        merged, inverse = np.unique(labels, return_inverse=True)
+        inter = np.zeros((len(merged), o.inter.shape[1]), np.int64)
+        np.add.at(inter, inverse, o.inter)
+        areas = np.bincount(inverse, weights=o.areas, minlength=len(merged)).astype(np.int64)
+        keep, _ = gt_iou_keep(torch.from_numpy(inter), torch.from_numpy(areas),
+                              torch.from_numpy(o.gt_areas), self.min_gt_iou)
+        keep = keep.numpy()
+        return np.where(keep[inverse], labels, -1), int((~keep).sum())
+
     def matching(self) -> Dict[str, np.ndarray]:
-        """Match pass: per class, (K,) int64 matched GT part id of each label; ``num_parts``
-        (= background) for a label that ``"clean"`` leaves unmatched."""
-        out = {}
+        """Match pass: per class, (K,) int64 matched GT part id of each label. ``"official"``:
+        the majority vote over the K label rows of the confusion after the match pass's filter; a
+        label without GT-part pixels (never seen, or only on background) gets part 0 (argmax of
+        a zero row). ``"clean"``: such a label gets ``num_parts`` (= background)."""
         g = self.num_parts
-        for name, matrix in self.confusion.items():
-            parts = matrix[:-1, :g]
-            mapping = parts.argmax(axis=1) if g else np.zeros(len(parts), np.int64)
-            if self.protocol == "clean":
-                mapping = np.where(parts.sum(axis=1) > 0, mapping, g)
-            out[name] = mapping.astype(np.int64)
+        if self.protocol == "clean":
+            out = {}
+            for name, matrix in self.confusion.items():
+                parts = matrix[:-1, :g]
+                mapping = parts.argmax(axis=1) if len(parts) else np.zeros(0, np.int64)
+                out[name] = np.where(parts.sum(axis=1) > 0, mapping, g).astype(np.int64)
+            return out
+        k = max([self.num_labels] + [int(o.labels.max()) + 1 for o in self.objects if len(o.labels)])
+        votes: Dict[str, np.ndarray] = {}
+        for o in self.objects:
+            rows, _ = self._kept(o, None)
+            matrix = votes.setdefault(o.class_name, np.zeros((k, g), np.int64))
+            kept = rows >= 0
+            np.add.at(matrix, rows[kept], o.conf[:-1][kept, :g])
+        return {name: matrix.argmax(axis=1).astype(np.int64) for name, matrix in votes.items()}
+
+    def confusion_matrices(self, matching: Optional[Dict[str, np.ndarray]] = None
+                           ) -> Dict[str, np.ndarray]:
+        """Evaluate pass: per class, the (G + 1, G + 1) int64 pixel confusion of mapped
+        prediction (rows) x GT part id (columns), the last row / column = background (official
+        ``mIOU_Evaluator`` layout). ``matching``: from :meth:`matching` of a match split; default:
+        this split's own.
+
+        Raises:
+            KeyError: ``matching`` lacks a class of this split (official: the same).
+        """
+        matching = self.matching() if matching is None else matching
+        g = self.num_parts
+        out: Dict[str, np.ndarray] = {}
+        if self.protocol == "clean":
+            for name, matrix in self.confusion.items():
+                mapping = np.asarray(matching[name], np.int64)
+                labels = matrix.shape[0] - 1
+                if len(mapping) < labels:  # labels the match split never saw: background
+                    mapping = np.concatenate([mapping, np.full(labels - len(mapping), g, np.int64)])
+                merged = np.zeros((g + 1, g + 1), np.int64)
+                np.add.at(merged, np.append(mapping[:labels], g), matrix)
+                out[name] = merged
+            return out
+        self.num_filtered_segments = 0
+        for o in self.objects:
+            if o.class_name not in matching:
+                raise KeyError(f"object class {o.class_name!r} is not in the match split's matching")
+            mapping = np.asarray(matching[o.class_name], np.int64)
+            # official: the matcher holds K rows, so a label it never saw maps to part 0
+            mapped = np.where(o.labels < len(mapping), mapping[np.minimum(o.labels, len(mapping) - 1)], 0) \
+                if len(mapping) else np.zeros(len(o.labels), np.int64)
+            rows, dropped = self._kept(o, mapped)
+            self.num_filtered_segments += dropped
+            matrix = out.setdefault(o.class_name, np.zeros((g + 1, g + 1), np.int64))
+            np.add.at(matrix, np.where(rows >= 0, rows, g), o.conf[:-1])
+            matrix[g] += o.conf[-1]
         return out
 
     def summarize(self, matching: Optional[Dict[str, np.ndarray]] = None) -> Dict[str, object]:
-        """Evaluate pass.
+        """Evaluate pass and metrics.
 
         Args:
             matching: from :meth:`matching` of a match split; default: this split's own.
 
         Returns:
-            ``{"C-mIoU", "A-mIoU", "C-mACC", "A-mACC", "C-mIoPred", "A-mIoPred"}`` floats (percent,
-            NaN when nothing qualifies), ``"per_class"``: ``{class: {part name: IoU}}`` (parts
-            with GT pixels), ``"protocol"`` and ``"num_filtered_segments"``.
+            ``{"C-mIoU", "A-mIoU", "C-mACC", "A-mACC", "C-mIoPred", "A-mIoPred"}`` floats (percent).
+            ``"official"`` averages the classes with ``np.mean`` as the official evaluator does, so
+            one class whose metric is 0/0 (e.g. no predicted pixel for mIoPred) makes the C-metric
+            NaN; ``"nan_classes"`` ``{metric: [classes]}`` names them. ``"clean"`` skips such
+            classes (documented skip; ``nan_classes`` lists the skipped ones). Also
+            ``"per_class"``: ``{class: {part name: IoU}}`` (parts with GT pixels), ``"protocol"``
+            and ``"num_filtered_segments"``.
 
         Raises:
             KeyError: ``matching`` lacks a class of this split.
+            ValueError: ``"official"`` with more object classes than parts: the official evaluator
+                keys the per-part values by the object-class names and fails (IndexError) there.
         """
-        matching = self.matching() if matching is None else matching
         g = self.num_parts
+        official = self.protocol == "official"
+        if official and self.num_object_classes > g:
+            raise ValueError(
+                f"protocol 'official': {self.num_object_classes} object classes but {g} part classes; "
+                "the official evaluator indexes the per-part metrics by object-class names and fails "
+                "(IndexError) when there are more object classes than parts. Use protocol 'clean'.")
         per_class_metric = {m: [] for m in METRICS}
         per_part_metric = {m: [] for m in METRICS}
+        nan_classes: Dict[str, List[str]] = {f"C-{m}": [] for m in METRICS}
         per_class: Dict[str, Dict[str, float]] = {}
-        for name, matrix in sorted(self.confusion.items()):
-            mapping = np.asarray(matching[name], np.int64)
-            labels = matrix.shape[0] - 1
-            if len(mapping) < labels:  # labels never seen by the match split: background
-                mapping = np.concatenate([mapping, np.full(labels - len(mapping), g, np.int64)])
-            merged = np.zeros((g + 1, g + 1), np.int64)
-            np.add.at(merged, np.append(mapping[:labels], g), matrix)
+        a_ids = np.arange(g) < self.num_object_classes if official else np.ones(g, bool)
+        for name, merged in sorted(self.confusion_matrices(matching).items()):
             tp = np.diag(merged)[:g].astype(np.float64)
             gt_px = merged[:, :g].sum(axis=0).astype(np.float64)
             pred_px = merged[:g, :].sum(axis=1).astype(np.float64)
             has_gt, has_pred = gt_px > 0, pred_px > 0
-            if not (has_gt | has_pred).any():
-                continue
             iou = np.where(has_gt, tp / np.maximum(gt_px + pred_px - tp, 1), np.nan)
             acc = np.where(has_gt, tp / np.maximum(gt_px, 1), np.nan)
             iopred = np.where(has_pred, tp / np.maximum(pred_px, 1), np.nan)
-            # official: a class with predictions but no GT pixel has mIoU 0
-            per_class_metric["mIoU"].append(100 * np.nansum(iou) / (has_gt | has_pred).sum())
-            if has_gt.any():
-                per_class_metric["mACC"].append(100 * np.nanmean(acc))
-            if has_pred.any():
-                per_class_metric["mIoPred"].append(100 * np.nanmean(iopred))
-            ids = np.arange(g)
-            a_ids = ids < self.num_object_classes if self.protocol == "official" else ids >= 0
-            for metric, values in (("mIoU", iou), ("mACC", acc), ("mIoPred", iopred)):
-                sel = values[a_ids & ~np.isnan(values)]
+            # official: a part predicted but absent from the GT counts 0 in the class mIoU
+            values = {"mIoU": (np.nansum(iou), (has_gt | has_pred).sum()),
+                      "mACC": (np.nansum(acc), has_gt.sum()),
+                      "mIoPred": (np.nansum(iopred), has_pred.sum())}
+            for metric, (total, count) in values.items():
+                if count:
+                    per_class_metric[metric].append(100 * total / count)
+                else:
+                    nan_classes[f"C-{metric}"].append(name)
+                    if official:
+                        per_class_metric[metric].append(float("nan"))
+            for metric, vals in (("mIoU", iou), ("mACC", acc), ("mIoPred", iopred)):
+                sel = vals[a_ids & ~np.isnan(vals)]
                 per_part_metric[metric].extend((100 * sel).tolist())
             per_class[name] = {self.part_classes[i]: float(100 * iou[i]) for i in np.nonzero(has_gt)[0]}
 
@@ -252,9 +374,22 @@ class UnsupervisedPartMetric:
         for metric in METRICS:
             out[f"C-{metric}"] = mean(per_class_metric[metric])
             out[f"A-{metric}"] = mean(per_part_metric[metric])
-        out.update(per_class=per_class, protocol=self.protocol,
+        out.update(per_class=per_class, protocol=self.protocol, nan_classes=nan_classes,
                    num_filtered_segments=self.num_filtered_segments)
         return out
+
+
+class _ObjectCounts(NamedTuple):
+    """Pixel counts of one object for the official passes: ``labels`` (L,) present labels
+    (ascending), ``inter`` (L, P) pixels shared with each GT part mask, ``areas`` (L,),
+    ``gt_areas`` (P,), ``conf`` (L + 1, G + 1) pixels of each label (last row: no label) per GT
+    part id (last column: background)."""
+    class_name: str
+    labels: np.ndarray
+    inter: np.ndarray
+    areas: np.ndarray
+    gt_areas: np.ndarray
+    conf: np.ndarray
 
 
 class UnsupervisedPartEvaluator(DatasetEvaluator):
@@ -268,22 +403,34 @@ class UnsupervisedPartEvaluator(DatasetEvaluator):
 
     ``evaluate`` returns ``{"unsupervised_official": {...}, "unsupervised_clean": {...}}`` (the
     :meth:`UnsupervisedPartMetric.summarize` dicts without ``per_class``, plus ``IoU-<class>/<part>``
-    keys), or ``{}`` on non-main workers. With ``matching`` (``{protocol: matching dict}`` from a
+    keys and ``<metric>_nan_classes`` counts), or ``{}`` on non-main workers. Where
+    ``"official"`` cannot be computed (more object classes than parts) its metrics are NaN and the
+    reason is logged as an error; ``"clean"`` is still reported. With ``matching`` (``{protocol: matching dict}`` from a
     match split, e.g. the ``matchings`` attribute an evaluator of the match split sets in
     :meth:`evaluate`) the labels are mapped by it instead of this split's own matching.
     """
 
     def __init__(self, part_classes: Sequence[str], num_object_classes: int,
                  output_key: str = "part_seg", distributed: bool = True,
-                 matching: Optional[Dict[str, Dict[str, np.ndarray]]] = None):
+                 matching: Optional[Dict[str, Dict[str, np.ndarray]]] = None, num_labels: int = 0):
+        """
+        Args:
+            part_classes, num_object_classes, num_labels: as :class:`UnsupervisedPartMetric`
+                (``num_labels``: PART_DISTILLATION.NUM_PART_CLASSES).
+            output_key: the outputs' label-map key.
+            distributed: gather the workers' counts.
+            matching: see the class docstring.
+        """
         self._args = (list(part_classes), int(num_object_classes))
+        self._num_labels = int(num_labels)
         self._key = output_key
         self._distributed = distributed
         self._matching = matching or {}
         self.reset()
 
     def reset(self) -> None:
-        self.metrics = {p: UnsupervisedPartMetric(*self._args, protocol=p) for p in PROTOCOLS}
+        self.metrics = {p: UnsupervisedPartMetric(*self._args, protocol=p, num_labels=self._num_labels)
+                        for p in PROTOCOLS}
 
     def process(self, inputs: List[Dict], outputs: List[Dict]) -> None:
         """Raises ValueError when an output's object count differs from the input's."""
@@ -299,9 +446,22 @@ class UnsupervisedPartEvaluator(DatasetEvaluator):
         results = {}
         self.matchings = {p: m.matching() for p, m in zip(PROTOCOLS, merged)}
         for protocol, metric in zip(PROTOCOLS, merged):
-            summary = metric.summarize(self._matching.get(protocol))
+            try:
+                summary = metric.summarize(self._matching.get(protocol))
+            except ValueError as e:  # official: more object classes than parts (the official code fails)
+                logger.error("unsupervised %s: not computed: %s", protocol, e)
+                results[f"unsupervised_{protocol}"] = {f"{a}-{m}": float("nan")
+                                                       for a in "CA" for m in METRICS}
+                continue
             table = summary.pop("per_class")
             summary.pop("protocol", None)  # the key says it; detectron2's CSV printer wants numbers
+            for key, classes in summary.pop("nan_classes").items():
+                summary[f"{key}_nan_classes"] = len(classes)
+                if classes:
+                    logger.warning("unsupervised %s: %s is 0/0 for %d classes (%s); %s", protocol, key,
+                                   len(classes), ", ".join(classes[:10]),
+                                   "the mean is NaN (official np.mean)" if protocol == "official"
+                                   else "skipped in the mean")
             for cls, parts in table.items():
                 summary.update({f"IoU-{cls}/{p}": v for p, v in parts.items()})
             results[f"unsupervised_{protocol}"] = summary

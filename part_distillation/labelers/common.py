@@ -9,6 +9,7 @@ import torch
 
 from ..data.images import read_image_rgb
 from ..data.pseudo_labels import ObjectLabel
+from ..utils.io import weights_identity
 from ..stages.object_masks import ObjectLabeler
 
 logger = logging.getLogger(__name__)
@@ -106,7 +107,6 @@ class BatchedModelLabeler(ObjectLabeler):
     def settings(self) -> dict:
         """The labeler's own config (``self.model_cfg``, a detectron2 CfgNode) and the identity of
         its MODEL.WEIGHTS, for the stage's resume guard."""
-        from ..stages.base import weights_identity
 
         return {"MODEL_CONFIG": json.loads(json.dumps(self.model_cfg, default=str)),
                 "WEIGHTS_IDENTITY": weights_identity(self.model_cfg.MODEL.WEIGHTS)}

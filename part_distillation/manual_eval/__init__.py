@@ -2,7 +2,7 @@
 
 ``prepare`` (:func:`prepare_study`) samples objects present in every compared method's predictions
 (pseudo-label schema) and renders one panel per (object, method) with the shared part renderer
-(:func:`part_distillation.visualization.labeled_parts_panel`); ``serve`` (:mod:`.server`, FastAPI +
+(:func:`part_distillation.visualization.draw_part_predictions`, the demo's); ``serve`` (:mod:`.server`, FastAPI +
 uvicorn, imported only when serving) shows them to annotators in a per-item random order and
 stores every answer in SQLite (:mod:`.store`); ``report`` (:mod:`.report`) computes the figures.
 It reads ``data`` and ``visualization`` only. Protocol and definitions: docs/MANUAL_EVAL.md.

@@ -6,9 +6,9 @@ must come from the same stage-1 object masks (stage 3/5/6 outputs of one run, or
 them); the object masks of the sampled objects are checked to agree (mask IoU >= 0.5).
 
 A panel's *segments* are its object's parts as drawn (the part label map: later parts win
-overlaps), those with at least one visible pixel, numbered 1..n by decreasing area; the panel
-colours segment ``k`` with palette colour ``k`` for every method, so colours say nothing about the
-method. Panel files have random names; the method behind a panel is only in the database.
+overlaps), those with at least one visible pixel, numbered 1..n by decreasing area; panels are
+drawn by the demo's renderer with segment ``k`` in colour ``k`` for every method, so colours say
+nothing about the method. Panel files have random names; the method behind a panel is only in the database.
 """
 import hashlib
 import json
@@ -24,9 +24,9 @@ import pycocotools.mask as mask_util
 from PIL import Image
 
 from ..data.images import read_image_rgb
-from ..data.pseudo_labels import encode_mask, list_pseudo_labels, load_pseudo_label
+from ..data.pseudo_labels import encode_mask, list_pseudo_labels, load_pseudo_label, mask_box_slices
 from ..utils.io import atomic_save_image, atomic_write_json
-from ..visualization import labeled_parts_panel, outline_object
+from ..visualization import draw_part_predictions, outline_object
 from .store import DB_NAME, IMAGES_DIR, SCHEMA, StudyError, connect
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,22 @@ def segment_map(obj) -> np.ndarray:
     for k, i in enumerate(order):
         lut[i + 1] = k + 1
     return lut[drawn]
+
+
+def render_panel(image: np.ndarray, object_mask: np.ndarray, seg: np.ndarray, height: int = 240) -> Image.Image:
+    """One study panel: the object's box (grown by 10% of its size) scaled to ``height`` px, its
+    segments drawn by the demo's renderer (:func:`~part_distillation.visualization.draw_part_predictions`:
+    colour per segment number, caption ``segment: k``). ``image`` uint8 (H, W, 3); ``object_mask``
+    bool (H, W); ``seg`` int (H, W) from :func:`segment_map`. Returns a PIL RGB image."""
+    ys, xs = np.nonzero(object_mask)
+    margin = max(2, int(0.1 * max(ys.max() - ys.min(), xs.max() - xs.min())))
+    rows, cols = mask_box_slices(object_mask, margin)
+    crop, crop_seg = image[rows, cols], seg[rows, cols].astype(np.int32)
+    size = (max(1, round(crop.shape[1] * height / crop.shape[0])), height)
+    crop = np.asarray(Image.fromarray(crop).resize(size, Image.BILINEAR))
+    crop_seg = np.asarray(Image.fromarray(crop_seg, "I").resize(size, Image.NEAREST)).astype(np.int32)
+    n = int(seg.max())
+    return Image.fromarray(draw_part_predictions(crop, [crop_seg], ["segment"], [[str(k) for k in range(1, n + 1)]]))
 
 
 def _choose_classes(common: Dict[str, list], indexes: Dict[str, dict], classes, class_list, rng) -> List[str]:
@@ -179,8 +195,7 @@ def prepare_study(methods: Dict[str, str], out_dir: str, classes: Union[None, in
             seg = segment_map(objs[m])
             n = int(seg.max())
             panel_file = f"{IMAGES_DIR}/{token('panel', position, slot)}.png"
-            atomic_save_image(os.path.join(tmp_dir, panel_file), labeled_parts_panel(
-                image, seg, [str(i) for i in range(1, n + 1)], object_mask=ref.mask, height=panel_height))
+            atomic_save_image(os.path.join(tmp_dir, panel_file), render_panel(image, ref.mask, seg, panel_height))
             pid = conn.execute("INSERT INTO panels (item_id, method_id, slot, image_file, num_segments) "
                                "VALUES (?, ?, ?, ?, ?)", (item_id, method_ids[m], slot, panel_file, n)).lastrowid
             areas = np.bincount(seg.ravel(), minlength=n + 1)[1:]

@@ -10,7 +10,9 @@ skipped by fvcore's loader and keep their initialisation: loading an 80-class CO
 the 1-class ProposalModel skips ``sem_seg_head.predictor.class_embed.{weight,bias}`` and
 ``criterion.empty_weight``.
 """
+import fnmatch
 import os
+from typing import Sequence
 
 from detectron2.checkpoint import DetectionCheckpointer
 from fvcore.common.checkpoint import (
@@ -19,6 +21,15 @@ from fvcore.common.checkpoint import (
     get_unexpected_parameters_message,
 )
 from torch import nn
+
+# Parameters a checkpoint may lack without changing predictions: the loss's class weights
+# (``criterion.empty_weight``, a buffer of the training criterion, unused at inference).
+DEFAULT_ALLOWED_MISSING = ("criterion.*",)
+
+
+class IncompleteWeightsError(ValueError):
+    """Parameters of the model did not load from the given checkpoint (absent or of another
+    shape) and are not allowed to stay initialised; the message names the file and the keys."""
 
 
 def load_weights(model: nn.Module, path: str) -> _IncompatibleKeys:
@@ -55,3 +66,42 @@ def format_incompatible_keys(incompatible: _IncompatibleKeys) -> str:
     if incompatible.unexpected_keys:
         lines.append(get_unexpected_parameters_message(incompatible.unexpected_keys))
     return "\n".join(lines)
+
+
+def not_loaded_keys(incompatible: _IncompatibleKeys, allowed: Sequence[str] = DEFAULT_ALLOWED_MISSING):
+    """Model keys that kept their initialisation: fvcore's ``missing_keys`` (which include the
+    shape-mismatched ones) that match none of the ``fnmatch`` patterns of ``allowed``, sorted."""
+    return sorted(k for k in incompatible.missing_keys
+                  if not any(fnmatch.fnmatchcase(k, p) for p in allowed))
+
+
+def check_complete_weights(incompatible: _IncompatibleKeys, path: str,
+                           allowed: Sequence[str] = DEFAULT_ALLOWED_MISSING,
+                           key: str = "MODEL.WEIGHTS") -> None:
+    """Refuse a checkpoint that leaves model parameters at their random initialisation, e.g. the
+    checkpoint of another model given to ``--eval-only`` or to stage 5 (fvcore only logs
+    "Some model parameters or buffers are not found in the checkpoint").
+
+    Args:
+        incompatible: the report of :func:`load_weights` (or of a checkpointer's ``_load_model``).
+        path: the checkpoint file (named in the message); key: the config key it came from.
+        allowed: ``fnmatch`` patterns of model keys that may stay initialised (config
+            MODEL.WEIGHTS_ALLOWED_MISSING, e.g. ``"sem_seg_head.predictor.class_embed.*"`` for a
+            freshly initialised class head).
+
+    Raises:
+        IncompleteWeightsError: some missing or shape-mismatched key matches no pattern.
+    """
+    bad = not_loaded_keys(incompatible, allowed)
+    if not bad:
+        return
+    shapes = {k: (list(a), list(b)) for k, a, b in incompatible.incorrect_shapes}
+    shown = [f"{k} (checkpoint {shapes[k][0]} vs model {shapes[k][1]})" if k in shapes else k
+             for k in bad[:8]]
+    more = f" and {len(bad) - 8} more" if len(bad) > 8 else ""
+    raise IncompleteWeightsError(
+        f"{key} {path}: {len(bad)} parameter(s) of the model are not in this checkpoint or have "
+        f"another shape, so they would keep their random initialisation: {', '.join(shown)}{more}. "
+        f"Pass a checkpoint of this model (MODEL.META_ARCHITECTURE and head sizes as when it was "
+        f"trained), or list the keys that may stay initialised in MODEL.WEIGHTS_ALLOWED_MISSING "
+        f"(fnmatch patterns; now {list(allowed)}).")

@@ -17,7 +17,7 @@ def stage_parser(description: str, stage: Optional[str] = None) -> argparse.Argu
     ``stage``, also that stage's input argument (without it, ``--stage``, ``--dataset`` and
     ``--input-dir``)."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--config-file", default="configs/pixel_grouping/effnet_lite0_cpu.yaml", metavar="FILE")
+    p.add_argument("--config-file", default="configs/proposal_generation/effnet_lite0_cpu.yaml", metavar="FILE")
     p.add_argument("--output-dir", required=True, help="where this stage writes its pseudo-labels")
     if stage == "*":
         p.add_argument("--stage", required=True, help="registered stage name (STAGE_REGISTRY)")
@@ -26,10 +26,12 @@ def stage_parser(description: str, stage: Optional[str] = None) -> argparse.Argu
     elif stage is not None and _stage_class(stage).INPUT_KIND == "dataset":
         p.add_argument("--dataset", help="registered dataset name or folder (default: the stage's config key, "
                                          "e.g. PROPOSAL_GENERATION.DATASET_NAME)")
+    if stage == "*" or (stage is not None and _stage_class(stage).INPUT_KIND == "dataset"):
+        add_dataset_load_args(p)
     if stage == "*" or stage == "object_masks":
         p.add_argument("--labeler-config", default=None,
                        help="stage 1: the labeler's own config (PROPOSAL_GENERATION.LABELER_CONFIG): a "
-                            "detectron2 model config, or configs/labelers/Detic_*.yaml")
+                            "detectron2 model config, or configs/detic/Detic_*.yaml")
     elif stage is not None:
         p.add_argument("--input-dir", help=f"{_stage_class(stage).INPUT_STAGE} pseudo-label folder (default: the "
                                            "stage's config key, e.g. PROPOSAL_GENERATION.OBJECT_MASK_PATH)")
@@ -38,12 +40,37 @@ def stage_parser(description: str, stage: Optional[str] = None) -> argparse.Argu
     return p
 
 
-def _stage_class(name: str):
-    from . import STAGE_REGISTRY
+def add_dataset_load_args(p: argparse.ArgumentParser) -> None:
+    """``--vocabulary`` and ``--accept-skips``: how a ``--dataset`` folder is read and how many of
+    its images a load may skip (see :func:`~part_distillation.data.datasets.check_load_skips`)."""
+    p.add_argument("--vocabulary", choices=("auto", "pascal", "as-is"), default="",
+                   help="a Pascal-Part-layout --dataset folder: its part names mapped to the Pascal-Part "
+                        "vocabulary (pascal), kept as they are (as-is), or detected (auto, the default)")
+    p.add_argument("--accept-skips", action="store_true",
+                   help="run even when the dataset load skipped more than 5%% of its images")
 
-    if name not in STAGE_REGISTRY:
-        raise SystemExit(f"unknown stage {name!r}; registered: {sorted(k for k, _ in STAGE_REGISTRY)}")
-    return STAGE_REGISTRY.get(name)
+
+def load_dataset(spec: str, args) -> tuple:
+    """``(dataset dicts, load report)`` of ``--dataset`` ``spec`` with ``args.vocabulary``,
+    refused when the load skipped too much (unless ``args.accept_skips``).
+
+    Raises:
+        TooManySkippedError: see :func:`~part_distillation.data.datasets.check_load_skips`.
+    """
+    from ..data.datasets import check_load_skips, dataset_name, resolve_dataset
+
+    dataset_name(spec, getattr(args, "vocabulary", "") or "")
+    records = resolve_dataset(spec)
+    return records, check_load_skips(spec, getattr(args, "accept_skips", False))
+
+
+def _stage_class(name: str):
+    from . import build
+
+    try:
+        return build.stage_class(name)
+    except KeyError as e:
+        raise SystemExit(e.args[0]) from None
 
 
 def setup(args):
@@ -75,14 +102,15 @@ def main(stage: Optional[str] = None, argv: Optional[Sequence[str]] = None, desc
         spec = getattr(args, "dataset", None) or cls.default_input(cfg)
         if not spec:
             raise SystemExit(f"stage {name} reads a dataset: pass --dataset")
-        from ..data import resolve_dataset
-
-        inputs = resolve_dataset(spec)
+        inputs, report = load_dataset(spec, args)
     else:
+        report = None
         inputs = getattr(args, "input_dir", None) or cls.default_input(cfg)
         if not inputs:
             raise SystemExit(f"stage {name} reads {cls.INPUT_STAGE} pseudo-labels: pass --input-dir")
-    summary = cls(cfg, args.output_dir).run(inputs)
+    stage_obj = cls(cfg, args.output_dir)
+    stage_obj.input_report = report
+    summary = stage_obj.run(inputs)
     return 1 if summary.failed else 0
 
 

@@ -37,7 +37,8 @@ from detectron2.data import transforms as T
 from ..data.images import read_image_or_skip
 from ..data.pseudo_labels import (PartLabel, PseudoLabelError, decode_mask, encode_mask, load_pseudo_label,
                                    mask_box_slices)
-from .base import PseudoLabelInputStage, register_stage
+from .build import register_stage
+from .stage import PseudoLabelInputStage
 
 MODES = ("keep_parts", "official")
 

@@ -110,6 +110,7 @@ def train(cfg) -> str:
     Raises:
         FileNotFoundError: training ended without writing ``model_final.pth``.
     """
+    from ..engine.hooks import seed_training
     from ..engine.trainer import Trainer
 
     final = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
@@ -117,6 +118,7 @@ def train(cfg) -> str:
         logger.info("%s exists: training not rerun", final)
         return final
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    seed_training(cfg.SEED)
     # no evaluation inside training (detectron2's EvalHook evaluates after the last iteration
     # even with EVAL_PERIOD 0): predict() evaluates the final checkpoint once
     trainer = Trainer(with_overrides(cfg, ["DATASETS.TEST", ()]))
@@ -138,8 +140,7 @@ def predict(cfg, weights: str, test_set: str, output_dir: str, stage: str, label
     pseudo-labels into ``output_dir`` (:class:`PredictionWriter`). Returns the trainer's evaluation
     results, also stored with the checkpoint's identity in ``<output_dir>/logs/predict.json``; when
     that file names the same checkpoint and image count, nothing is rerun."""
-    from ..engine.checkpoint import AtomicCheckpointer
-    from ..engine.trainer import Trainer
+    from ..engine.trainer import Trainer, load_eval_weights
 
     done_file = os.path.join(output_dir, "logs", "predict.json")
     ident = {"weights": _file_identity(weights), "num_images": len(DatasetCatalog.get(test_set))}
@@ -150,7 +151,7 @@ def predict(cfg, weights: str, test_set: str, output_dir: str, stage: str, label
             logger.info("%s: predictions of this checkpoint exist, not rerun", output_dir)
             return done["results"]
     model = Trainer.build_model(cfg)
-    AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(weights, resume=False)
+    load_eval_weights(cfg, model, weights)
     model.eval()
     writer = PredictionWriter(output_dir, stage, labelled)
     evaluator = DatasetEvaluators([Trainer.build_evaluator(cfg, test_set), writer])

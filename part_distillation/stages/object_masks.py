@@ -18,7 +18,9 @@ from detectron2.utils.registry import Registry
 from ..data.images import read_image_or_skip
 from ..data.pseudo_labels import ImagePseudoLabel, ObjectLabel, decode_mask, primary_class_code
 from ..utils.sharding import SkipItem
-from .base import Stage, WorkItem, register_stage
+from .build import register_stage
+from .partition import WorkItem
+from .stage import Stage
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,8 @@ from typing import List
 import numpy as np
 
 from ..data.pseudo_labels import ImagePseudoLabel, ObjectLabel, PartLabel
-from .base import WorkItem, register_stage
+from .build import register_stage
+from .partition import WorkItem
 from .part_ranking import PROPOSALS_STAGE, RankingNetworkStage
 
 

@@ -12,7 +12,7 @@ pseudo-labels in the official ``<class_dir>/<image_id>.json`` layout, each objec
 cannot be labelled stays without parts and is listed in ``skipped_objects`` with the reason.
 
 The three phases of the framework's gather -> reduce -> map form
-(:class:`part_distillation.stages.base.Stage`), partitioned by object class (PARTITION_BY
+(:class:`part_distillation.stages.stage.Stage`), partitioned by object class (PARTITION_BY
 "class": each job owns every image of its classes, so each class is clustered by one job):
 
 1. **gather** (pass 1, :func:`~part_distillation.modeling.meta_arch.part_ranking_model.clustering_segments`):
@@ -54,25 +54,32 @@ Per object, the ratios the official labeller records for stage 6's filters are i
 """
 import json
 import logging
+import os
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import transforms as T
 
 from ..data.proposal_dataset import _transform_masks, read_image
 from ..data.pseudo_labels import ImagePseudoLabel, ObjectLabel, PartLabel
 from ..modeling.meta_arch.part_ranking_model import PartRankingModel
 from ..modeling.part_clustering import CLASSIFIER_METRICS, cluster_classes
+from ..modeling.weights import check_complete_weights, load_weights
+from ..utils.object_filter import object_area_ratio_keep
 from ..utils.sharding import SkipItem
 from ..config import plain_config
-from .base import (RUN_KEYS, PseudoLabelInputStage, StageConfigMismatch, WorkItem, register_stage,
-                   weights_identity)
+from ..utils.io import weights_identity
+from .build import register_stage
+from .partition import WorkItem
+from .resume import RUN_KEYS, StageConfigMismatch
+from .stage import PseudoLabelInputStage
 
 logger = logging.getLogger(__name__)
 
 PROPOSALS_STAGE = "part_proposals"  # the stage-4 predictor's files (stages/part_proposals.py)
+# share of predictor parts without a feature above which stage 5 refuses to cluster
+MAX_PARTS_WITHOUT_FEATURE = 0.05
 
 
 def object_class(obj: ObjectLabel) -> str:
@@ -119,26 +126,50 @@ class RankingNetworkStage(PseudoLabelInputStage):
             if int(pr[key]) < 1:
                 raise ValueError(f"PART_RANKING.{key} must be >= 1, got {pr[key]}")
 
+    @staticmethod
+    def default_input(cfg) -> Optional[List[str]]:
+        """The folders PART_RANKING.DATASET_PATH_LIST and DATASET_PATH (the official keys), the
+        input when the command line names none; None when both are empty."""
+        pr = cfg.PART_RANKING
+        folders = list(pr.DATASET_PATH_LIST) + ([pr.DATASET_PATH] if pr.DATASET_PATH else [])
+        return folders or None
+
     def list_items(self, inputs) -> List[WorkItem]:
-        """Items of ``inputs`` (a folder or a list of files); when empty, of the folders
-        PART_RANKING.DATASET_PATH_LIST and DATASET_PATH.
+        """Items of ``inputs`` (a folder, a list of folders or a list of files); when empty, of
+        :meth:`default_input`.
 
         Raises:
             ValueError: no input given at all.
         """
-        if inputs:
-            return super().list_items(inputs)
-        pr = self.cfg.PART_RANKING
-        folders = list(pr.DATASET_PATH_LIST) + ([pr.DATASET_PATH] if pr.DATASET_PATH else [])
-        if not folders:
+        inputs = inputs or self.default_input(self.cfg)
+        if not inputs:
             raise ValueError("part ranking needs an input folder: --input-dir, "
                              "PART_RANKING.DATASET_PATH or PART_RANKING.DATASET_PATH_LIST")
-        return [it for folder in folders for it in super().list_items(folder)]
+        if isinstance(inputs, str) or not all(os.path.isdir(p) for p in inputs):
+            return super().list_items(inputs)
+        items = []
+        for folder in inputs:  # (zero-argument super() does not work inside a comprehension)
+            items += super().list_items(folder)
+        return items
+
+    def prepare(self, mine: List[WorkItem], todo: List[WorkItem]) -> None:
+        """Build the network (and check MODEL.WEIGHTS, see :attr:`model`) before any item, so that
+        a wrong checkpoint stops the run instead of failing every item."""
+        if todo:
+            self.model  # noqa: B018 - built for its check
+
+    def __getstate__(self) -> dict:
+        """Pickled for worker processes without the network (each worker builds its own)."""
+        return dict(self.__dict__, _model=None)
 
     @property
     def model(self) -> PartRankingModel:
         """The stage-4 network with the ranking passes, weights MODEL.WEIGHTS, in eval mode
-        (built on first use, so worker processes build their own)."""
+        (built on first use, so worker processes build their own).
+
+        Raises:
+            IncompleteWeightsError: MODEL.WEIGHTS lacks parameters of the network outside
+                MODEL.WEIGHTS_ALLOWED_MISSING (e.g. the checkpoint of another model)."""
         if self._model is None:
             if not self.cfg.MODEL.WEIGHTS:
                 # no checkpoint (tests, dry runs): a seeded init, so that reruns resume alike
@@ -147,7 +178,8 @@ class RankingNetworkStage(PseudoLabelInputStage):
                 torch.manual_seed(max(self.cfg.SEED, 0))
             model = PartRankingModel(self.cfg).to(torch.device(self.cfg.MODEL.DEVICE))
             if self.cfg.MODEL.WEIGHTS:
-                DetectionCheckpointer(model).load(self.cfg.MODEL.WEIGHTS)
+                check_complete_weights(load_weights(model, self.cfg.MODEL.WEIGHTS), self.cfg.MODEL.WEIGHTS,
+                                       self.cfg.MODEL.WEIGHTS_ALLOWED_MISSING)
             self._model = model.eval()
         return self._model
 
@@ -156,7 +188,7 @@ class RankingNetworkStage(PseudoLabelInputStage):
         """Indices of the objects whose area ratio is > PART_RANKING.MIN_OBJECT_AREA_RATIO."""
         area = float(label.height * label.width)
         return [i for i, o in enumerate(label.objects)
-                if o.mask.sum() / area > self.cfg.PART_RANKING.MIN_OBJECT_AREA_RATIO]
+                if object_area_ratio_keep(float(o.mask.sum()), area, self.cfg.PART_RANKING.MIN_OBJECT_AREA_RATIO)]
 
     def _inputs(self, item: WorkItem, label: Optional[ImagePseudoLabel] = None
                 ) -> Tuple[ImagePseudoLabel, List[int], Dict]:
@@ -214,10 +246,11 @@ class PartRankingStage(RankingNetworkStage):
     NAME = "part_ranking"
 
     # ---- gather: pass 1 ----
-    def gather(self, item: WorkItem) -> Dict[str, np.ndarray]:
-        """``{object class: float32 (S, D)}`` query features of the kept segments of the item's
-        objects (classes with no feature are left out). From a ``part_proposals`` input file,
-        the features it holds (no network pass).
+    def gather(self, item: WorkItem) -> Tuple[Dict[str, np.ndarray], Dict[str, int]]:
+        """``({object class: float32 (S, D)}, counters)``: query features of the kept segments
+        of the item's objects (classes with no feature are left out). From a ``part_proposals``
+        input file, the features it holds (no network pass), counters ``parts_with_feature`` /
+        ``parts_without_feature`` (see :meth:`check_gathered`).
 
         Raises:
             StageConfigMismatch: the ``part_proposals`` file was made with other pass-1 settings
@@ -233,15 +266,39 @@ class PartRankingStage(RankingNetworkStage):
                     "INPUT / TEST / MODEL.WEIGHTS")
             objs = [label.objects[i] for i in self._kept_objects(label)]
             per_object = [(o, [p.feature for p in o.parts if p.feature is not None]) for o in objs]
+            counters = {"parts_with_feature": sum(len(f) for _, f in per_object)}
+            counters["parts_without_feature"] = sum(len(o.parts) for o in objs) - counters["parts_with_feature"]
         else:
             label, kept, x = self._inputs(item, label)
             feats = self.model([x])[0]["features"]
             per_object = [(label.objects[i], f.numpy()) for i, f in zip(kept, feats)]
+            counters = {}
         out: Dict[str, List[np.ndarray]] = {}
         for obj, feats in per_object:
             if len(feats):  # (S, D) rows, as one array or a list of (D,) arrays
                 out.setdefault(object_class(obj), []).append(np.asarray(feats, dtype=np.float32))
-        return {c: np.concatenate(v) for c, v in out.items()}
+        return {c: np.concatenate(v) for c, v in out.items()}, counters
+
+    def check_gathered(self, summary) -> None:
+        """Refuse to cluster when more than :data:`MAX_PARTS_WITHOUT_FEATURE` of the
+        ``part_proposals`` parts gathered in this run have no feature (the predictor writes one
+        per part: such files are damaged; the parts would silently leave the clustering and change
+        every label of their class). Counts: ``parts_without_feature`` / ``parts_with_feature`` of
+        the run summary.
+
+        Raises:
+            ValueError: naming the share, the input folder and what to do.
+        """
+        missing, present = summary.extra.get("parts_without_feature", 0), summary.extra.get("parts_with_feature", 0)
+        if missing:
+            share = missing / (missing + present)
+            logger.warning("%d of %d part_proposals parts have no feature: left out of the clustering",
+                           missing, missing + present)
+            if share > MAX_PARTS_WITHOUT_FEATURE:
+                raise ValueError(
+                    f"{missing} of {missing + present} parts ({100 * share:.1f}% > "
+                    f"{100 * MAX_PARTS_WITHOUT_FEATURE:.0f}%) of the part_proposals files have no "
+                    f"feature: the files are damaged; rerun the stage-4 predictor into a fresh folder")
 
     # ---- reduce: clustering ----
     def reduce_many(self, features: Dict[str, np.ndarray]) -> Dict[str, Dict[str, np.ndarray]]:

@@ -26,7 +26,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..config import plain_config, with_overrides
-from ..data.datasets import has_part_annotations, resolve_dataset
+from ..data.datasets import (check_load_skips, dataset_name, format_load_skips, has_part_annotations,
+                             resolve_dataset)
 from ..evaluation.unsupervised import part_vocabulary
 from ..data.images import ImageReadError, read_image_rgb
 from ..data.pseudo_labels import class_dir, load_pseudo_label, pseudo_label_path
@@ -62,7 +63,8 @@ BASELINE_VARIANTS = {
 
 def run_pipeline(cfg, dataset: str, output_dir: str, variants: Dict[str, Tuple[list, bool]] = None,
                  num_collages: int = 8, max_images: Optional[int] = None, config_file: str = "",
-                 learned_cfgs: Optional[Dict[str, object]] = None) -> dict:
+                 learned_cfgs: Optional[Dict[str, object]] = None, vocabulary: str = "",
+                 accept_skips: bool = False) -> dict:
     """Run stages 1-3 for each variant on ``dataset`` (registered name or folder) and evaluate;
     with ``learned_cfgs`` (see :func:`~part_distillation.stages.learned_stages.run_learned_stages`)
     also stages 4-6 on the first variant's labels (``metrics["stages"]``: the summary rows).
@@ -71,16 +73,26 @@ def run_pipeline(cfg, dataset: str, output_dir: str, variants: Dict[str, Tuple[l
     also as ``PROPOSAL_GENERATION.DATASET_NAME`` of the recorded (and used) config.
     Returns the metrics dict also written to ``<output_dir>/metrics.json`` (empty ``results`` when
     the dataset has no part annotations); ``metrics.md`` states what is scored, then the tables.
-    Raises ``KeyError`` for an unknown dataset name.
+    ``vocabulary`` (``--vocabulary``) is how a Pascal-Part-layout folder is read. What the dataset
+    load skipped is in ``metrics["dataset_load"]``, in the stage-1 summary (``"load <reason>"``)
+    and in the first lines of ``metrics.md``; more than 5% of the images skipped stops the run
+    before anything is computed, unless ``accept_skips`` (``--accept-skips``).
+
+    Raises:
+        KeyError: an unknown dataset name; TooManySkippedError: see above.
     """
     variants = variants or DEFAULT_VARIANT
     cfg = with_overrides(cfg, ["PROPOSAL_GENERATION.DATASET_NAME", dataset])
+    dataset_name(dataset, vocabulary)
     records = resolve_dataset(dataset)
+    report = check_load_skips(dataset, accept_skips)
     if max_images:
         records = sorted(records, key=lambda r: str(r["image_id"]))[:max_images]
     evaluate = has_part_annotations(dataset)
     stage1 = os.path.join(output_dir, "object_masks")
-    summaries = {"object_masks": ObjectMasksStage(cfg, stage1).run(records).as_dict()}
+    stage1_run = ObjectMasksStage(cfg, stage1)
+    stage1_run.input_report = report
+    summaries = {"object_masks": stage1_run.run(records).as_dict()}
     results: Dict[str, dict] = {}
     all_outputs: Dict[str, str] = {}  # "<variant>/<stage>" -> folder, in run order (collage columns)
     for name, (overrides, official_crf) in variants.items():
@@ -118,7 +130,7 @@ def run_pipeline(cfg, dataset: str, output_dir: str, variants: Dict[str, Tuple[l
             write_label_collages(records, {"stage 5": folders[STAGE5], "stage 6": folders[STAGE6]},
                                  os.path.join(cfg.VIS_OUTPUT_DIR or os.path.join(output_dir, "collages"), "labels"),
                                  evaluate, num_collages)
-    metrics = {"dataset": dataset, "num_images": len(records), "results": results,
+    metrics = {"dataset": dataset, "num_images": len(records), "dataset_load": report, "results": results,
                "stages": stage_rows, "run_summaries": summaries,
                "config": {"file": config_file, "PROPOSAL_GENERATION": plain_config(cfg.PROPOSAL_GENERATION),
                           "DENSE_CRF": plain_config(cfg.DENSE_CRF), "BACKBONE": cfg.MODEL.BACKBONE.NAME}}
@@ -126,7 +138,8 @@ def run_pipeline(cfg, dataset: str, output_dir: str, variants: Dict[str, Tuple[l
     if results:
         variants = {k: v for k, v in results.items() if k not in (STAGE4, STAGE5, STAGE6)}
         first = next(iter(variants.values()))
-        text = f"# Stages on {dataset}\n\n{describe_scoring(first)}\n\n"
+        text = (f"# Stages on {dataset}\n\nDataset load: {format_load_skips(report)}.\n\n"
+                f"{describe_scoring(first)}\n\n")
         if stage_rows:
             text += "## Stages 2-6\n\n" + format_stage_table(stage_rows) + "\n\n## Stages 2-3 by variant\n\n"
         text += (f"{format_table(variants)}\n\n"

@@ -30,7 +30,8 @@ from detectron2.utils.registry import Registry
 from ..data.images import read_image_or_skip
 from ..data.pseudo_labels import PartLabel, mask_box_slices
 from ..modeling.kmeans import batched_kmeans, pack_rows, size_batches
-from .base import PseudoLabelInputStage, register_stage
+from .build import register_stage
+from .stage import PseudoLabelInputStage
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,10 @@
-"""Atomic file output: write to a temporary file in the target folder, then ``os.replace``.
+"""Atomic file output (write to a temporary file in the target folder, then ``os.replace``), and
+the identity of a weights file.
 
 A reader therefore sees either the old file, no file, or the complete new file; a job killed
 mid-write leaves only a ``.tmp`` file, which resuming ignores and overwrites.
 """
+import hashlib
 import json
 import os
 import tempfile
@@ -54,3 +56,16 @@ def atomic_save_image(path: str, image) -> None:
     """Save a PIL image (format from the extension) to ``path`` atomically."""
     fmt = os.path.splitext(path)[1].lstrip(".").upper().replace("JPG", "JPEG") or "PNG"
     atomic_write(path, lambda f: image.save(f, format=fmt), mode="wb")
+
+
+_HASH_BYTES = 4 << 20
+
+
+def weights_identity(path: str) -> dict:
+    """``{"path", "size", "sha1_4MiB"}`` of a weights file (absolute path; size and hash ``None``
+    when the file does not exist, e.g. a model-zoo URL)."""
+    if not os.path.isfile(path):
+        return {"path": path, "size": None, "sha1_4MiB": None}
+    with open(path, "rb") as f:
+        digest = hashlib.sha1(f.read(_HASH_BYTES)).hexdigest()
+    return {"path": os.path.abspath(path), "size": os.path.getsize(path), "sha1_4MiB": digest}

@@ -1,6 +1,6 @@
 """Partition resolution, the skip exception and the counted run summary of every stage (the
-runner and :func:`~part_distillation.stages.base.partition_items` are in
-:mod:`part_distillation.stages.base`).
+runner and :func:`~part_distillation.stages.partition.partition_items` are in
+:mod:`part_distillation.stages.runner`).
 
 Sharding follows the official keys ``*.TOTAL_PARTITIONS`` / ``*.PARTITION_INDEX``: the item list is
 sorted by key and item ``i`` belongs to partition ``i % TOTAL_PARTITIONS``. When the index is -1
@@ -9,7 +9,7 @@ and ``SLURM_ARRAY_TASK_ID`` is set (an sbatch array job), that id is the partiti
 import collections
 import logging
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,8 @@ def resolve_partition(total: int, index: int) -> Tuple[int, int]:
 
 
 class RunSummary:
-    """Counts of a stage run: processed, resumed (already done), skipped by reason, failed."""
+    """Counts of a stage run: processed, resumed (already done), skipped by reason (for a dataset
+    stage also its dataset load's skips, ``"load <reason>"``, and the load report), failed."""
 
     def __init__(self):
         self.processed = 0
@@ -48,8 +49,10 @@ class RunSummary:
         self.skipped_items: List[Dict[str, str]] = []
         self.failed: List[Tuple[str, str]] = []
         self.extra: Dict[str, int] = collections.Counter()
+        self.dataset_load: Optional[dict] = None  # the input dataset's load report (stage 1)
 
     def as_dict(self) -> dict:
+        load = {"dataset_load": self.dataset_load} if self.dataset_load else {}
         return {
             "processed": self.processed,
             "resumed": self.resumed,
@@ -58,6 +61,7 @@ class RunSummary:
             "failed": len(self.failed),
             "failed_items": [{"item": k, "error": e} for k, e in self.failed],
             **{k: v for k, v in self.extra.items()},
+            **load,
         }
 
     def merge(self, other: "RunSummary") -> None:

@@ -16,7 +16,7 @@
 #SBATCH --signal=B:USR1@120
 REPO=${REPO:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}}
 DATASET=${DATASET:-imagenet_1k}
-CONFIG=${CONFIG:-configs/pixel_grouping/swin_L.yaml}
+CONFIG=${CONFIG:-configs/proposal_generation/swin_L.yaml}
 INPUT_DIR=${INPUT_DIR:-pseudo_labels/${DATASET}/pixel_grouping}    # stage-2 output
 OUTPUT_DIR=${OUTPUT_DIR:-pseudo_labels/${DATASET}/dense_crf}
 PARTITION_NAMESPACE=${PARTITION_NAMESPACE:-DENSE_CRF}    # stage 3 shards by DENSE_CRF.TOTAL_PARTITIONS / PARTITION_INDEX

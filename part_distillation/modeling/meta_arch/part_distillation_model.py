@@ -30,12 +30,12 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 
+from ..postprocess import (area_then_score_keep, gt_iou_filter, part_distillation_segments,
+                          resize_object_mask)
 from .maskformer_model import MaskFormer, build_criterion
 from .proposal_model import ProposalModel
 
 logger = logging.getLogger(__name__)
-
-ORACLE_MIN_IOU = 0.1  # official fg threshold: segments matching no GT part better are dropped
 
 
 @META_ARCH_REGISTRY.register()
@@ -55,22 +55,29 @@ class PartDistillationModel(ProposalModel):
     * ``proposals``: dict with ``pred_masks`` (S, H, W) bool, ``labels`` (S,) int64 in [0, K)
       and ``scores`` (S,) float32, one segment per part class present (descending score).
 
-    How (official instance inference with classification): part probabilities = softmax over the
-    object's K + 1 logits of the last prediction, the ``test_topk`` best (query, part class)
-    pairs, their masks' sigmoid probabilities (times the object mask when ``apply_object_mask``).
-    With ``per_pixel`` (PART_DISTILLATION.USE_PER_PIXEL_LABEL): region = pixels where some pair's
-    probability > 0.5, each region pixel goes to the pair with the highest ``score * prob``;
-    pixels of the same part class are merged (union; score = best winning pair). Without it:
-    each pair's mask is ``prob > 0.5`` and pairs of the same class are merged the same way
-    (masks may overlap across classes; ``part_seg`` paints lower scores first). Then segments
-    with area / region area <= ``min_area_ratio`` are dropped, then those with score <=
-    ``min_score`` (PART_DISTILLATION.MIN_AREA_RATIO, MIN_SCORE; each filter applies only when
-    some segment survives it, as in the official code). Dropped segments leave their pixels at 0.
+    How (official ``instance_inference_with_classification``): part probabilities = softmax over
+    the object's K + 1 logits of the last prediction, the ``test_topk`` best (query, part class)
+    pairs; the object mask is resized to H x W bilinearly and thresholded at > 0 (official
+    ``sem_seg_postprocess(...).bool()``). With ``per_pixel`` (PART_DISTILLATION.USE_PER_PIXEL_LABEL)
+    the segments are :func:`part_distillation.modeling.postprocess.assign_part_segments` (mask
+    logits times the object mask, per-pixel ``score x sigmoid`` winner, merged by label with the
+    best score of all the label's winning pairs, area-then-score filter; an empty segment can
+    survive with MIN_AREA_RATIO -1, as officially). Without it (ours; the official branch returns
+    all-true masks): each pair's mask is ``prob > 0.5`` inside the object, pairs of the same class
+    are merged (masks may overlap; ``part_seg`` paints lower scores first) and filtered the same
+    way. Dropped segments leave their pixels at 0.
 
-    ``use_oracle_classifier`` (PART_DISTILLATION.USE_ORACLE_CLASSIFIER) replaces each segment's
-    label by its best-IoU ground-truth part (ids numbered per object class in order of first
-    appearance of the part name), drops segments whose best IoU <= 0.1 and merges equal labels:
-    an UPPER BOUND that measures the masks, not the classifier; report it as such.
+    Evaluation: the outputs above carry no GT-based filter; the unsupervised evaluation
+    (:mod:`part_distillation.evaluation.unsupervised`, protocol ``official``) maps, merges and
+    filters them as the official model does. The official in-model evaluation mode is also
+    available: after :meth:`update_majority_vote_mapping`, objects of the mapped classes get labels
+    mapped to GT part ids before merging and the official GT-IoU > 0.1 filter
+    (:func:`~part_distillation.modeling.postprocess.gt_iou_filter`) against ``objects[i].parts``.
+
+    ``use_oracle_classifier`` (PART_DISTILLATION.USE_ORACLE_CLASSIFIER, official): segments whose
+    best IoU with a GT part mask is <= 0.1 are dropped and each other segment is labelled with its
+    best GT part's dataset part id (``objects[i].part_ids``, the dataset's ``part_classes``), not
+    merged: an UPPER BOUND that measures the masks, not the classifier; report it as such.
     """
 
     @configurable
@@ -98,7 +105,7 @@ class PartDistillationModel(ProposalModel):
         self.num_part_classes = num_part_classes
         self.num_object_classes = num_object_classes
         self.use_oracle_classifier = use_oracle_classifier
-        self._oracle_part_ids: Dict[str, List[str]] = {}
+        self.majority_vote_mapping: Dict[int, torch.Tensor] = {}
         if use_oracle_classifier:
             logger.warning("PART_DISTILLATION.USE_ORACLE_CLASSIFIER: part labels come from the ground "
                            "truth; the metrics are an UPPER BOUND of the masks, not of the model's labels")
@@ -175,6 +182,16 @@ class PartDistillationModel(ProposalModel):
             target["labels"] = labels
         return targets
 
+    def update_majority_vote_mapping(self, mapping_dict: Dict[int, torch.Tensor]) -> None:
+        """Official evaluation mode: ``mapping_dict`` {object class id: (K,) int64 GT part id of each
+        label} (a match split's majority vote, e.g. from
+        :meth:`part_distillation.evaluation.unsupervised.UnsupervisedPartMetric.matching`). Objects
+        of these classes then get mapped labels (mapped before the segments are merged) and the
+        official GT-IoU > 0.1 filter (their inputs must carry ``objects`` with GT ``parts``). An
+        empty dict restores the plain inference (official: mode "")."""
+        self.majority_vote_mapping = {int(c): torch.as_tensor(m, dtype=torch.int64)
+                                      for c, m in mapping_dict.items()}
+
     @torch.no_grad()
     def inference(self, batched_inputs: List[Dict], images: ImageList, outputs: Dict) -> List[Dict]:
         """Per-image, per-object part segments (CPU tensors); see the class docstring."""
@@ -197,16 +214,35 @@ class PartDistillationModel(ProposalModel):
                     seg, props = self._empty(out_size)
                 else:
                     probs = classifier(queries[None], torch.tensor([cls]))[0].softmax(-1).float()
-                    seg, props = self._object_inference(probs[:, :-1], mask_logits[i, :, :h, :w],
-                                                        obj, out_size)
-                    if self.use_oracle_classifier:
-                        gt = x["objects"][n]
-                        seg, props = self._oracle(props, gt["gt_parts"], list(gt["gt_part_names"]),
-                                                  gt["class_name"], out_size)
+                    mapping = self.majority_vote_mapping.get(cls)
+                    masks, labels, scores = self._object_inference(
+                        probs[:, :-1], mask_logits[i, :, :h, :w], obj, out_size, mapping)
+                    if self.use_oracle_classifier or mapping is not None:
+                        masks, labels, scores = self._gt_filter(masks, labels, scores,
+                                                                x["objects"][n], x.get("file_name"))
+                    seg, props = _finish(masks, labels, scores, out_size)
                 part_seg.append(seg)
                 proposals.append(props)
             results.append({"part_seg": part_seg, "proposals": proposals})
         return results
+
+    def _gt_filter(self, masks: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, gt,
+                   file_name=None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Official evaluation-mode filter of one object's segments (S, H, W) against its GT
+        (``gt.parts`` (P, H, W) bool, ``gt.part_ids`` (P,) dataset part ids): keep the segments
+        with best GT IoU > 0.1; with the oracle classifier, label each by its best GT part's id.
+
+        Raises:
+            ValueError: oracle classifier and a best GT part outside the dataset's part_classes.
+        """
+        keep, best = gt_iou_filter(masks, gt.parts)
+        masks, labels, scores = masks[keep], labels[keep], scores[keep]
+        if self.use_oracle_classifier:  # official: GT dataset part ids, segments not merged
+            labels = torch.as_tensor(gt.part_ids, dtype=torch.int64)[best[keep]]
+            if bool((labels < 0).any()):
+                raise ValueError(f"{file_name}: USE_ORACLE_CLASSIFIER needs every GT part in the "
+                                 "dataset's part_classes (part_ids -1)")
+        return masks, labels.to(masks.device), scores
 
     def _empty(self, out_size: Tuple[int, int]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         return torch.zeros(out_size, dtype=torch.int64), {
@@ -214,73 +250,45 @@ class PartDistillationModel(ProposalModel):
             "labels": torch.zeros(0, dtype=torch.int64), "scores": torch.zeros(0)}
 
     def _object_inference(self, part_probs: torch.Tensor, mask_logits: torch.Tensor,
-                          object_mask: torch.Tensor, out_size: Tuple[int, int]
-                          ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+                          object_mask: torch.Tensor, out_size: Tuple[int, int], mapping=None
+                          ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One object: ``part_probs`` (Q, K) float, ``mask_logits`` (Q, h, w) at the input size,
-        ``object_mask`` (h, w) bool -> ((H, W) int64 label map, proposals dict), on the CPU."""
+        ``object_mask`` (h, w) bool, ``mapping`` None or (K,) int64 -> ``(masks (S, H, W) bool,
+        labels (S,), scores (S,))`` at ``out_size`` before any GT-based filter."""
+        full_object = resize_object_mask(object_mask, out_size)
+        if self.output_mode == "per_pixel":
+            return part_distillation_segments(
+                part_probs, mask_logits, full_object if self.apply_object_mask else None, out_size,
+                topk=self.test_topk, min_area_ratio=self.min_area_ratio, min_score=self.min_score,
+                label_mapping=mapping)
+        # overlapping masks (ours; the official non-per-pixel branch returns all-true masks):
+        # each pair's mask is prob > 0.5 (inside the object), merged by label, then filtered
         k = part_probs.shape[1]
         scores, pairs = part_probs.flatten().topk(min(self.test_topk, part_probs.numel()))
-        queries, labels = pairs // k, pairs % k
-        # a query's best pair is its first (pairs are sorted by descending score)
-        unique_queries, slot = torch.unique(queries, return_inverse=True)
-        first = torch.full((len(unique_queries),), len(pairs), dtype=torch.int64, device=pairs.device)
-        first.scatter_reduce_(0, slot, torch.arange(len(pairs), device=pairs.device), "amin")
-        probs = F.interpolate(mask_logits[unique_queries][None], size=out_size, mode="bilinear",
-                              align_corners=False)[0].sigmoid()  # (U, H, W)
+        labels = pairs % k
+        if mapping is not None:
+            labels = mapping.to(labels.device)[labels]
+        probs = F.interpolate(mask_logits[pairs // k][None], size=out_size, mode="bilinear",
+                              align_corners=False)[0].sigmoid()
         if self.apply_object_mask:
-            full_object = F.interpolate(object_mask[None, None].float(), size=out_size,
-                                        mode="nearest")[0, 0] > 0.5
             probs = probs * full_object
         region = (probs > 0.5).any(0)
-        if self.output_mode == "per_pixel":
-            # the best pair of a pixel is the best pair of its best query: max over queries of
-            # (the query's best score) * prob, as the official max over all pairs
-            winner = (scores[first][:, None, None] * probs).argmax(0)
-            slots = torch.arange(len(unique_queries), device=probs.device)[:, None, None]
-            masks, labels, scores = (winner[None] == slots) & region, labels[first], scores[first]
-        else:
-            masks = (probs > 0.5)[slot]  # one mask per pair
-        masks, labels, scores = merge_by_label(masks, labels, scores)
-        masks, labels, scores = filter_segments(masks, labels, scores, region.sum(),
-                                                self.min_area_ratio, self.min_score)
-        return _finish(masks, labels, scores, out_size)
-
-    def _oracle(self, proposals: Dict[str, torch.Tensor], gt_parts, gt_part_names: List[str],
-                class_name: str, out_size: Tuple[int, int]
-                ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        """Relabel segments by their best-IoU GT part: ``gt_parts`` (P, H, W) bool at the output
-        size, ``gt_part_names`` (P,); see the class docstring."""
-        gt = torch.as_tensor(gt_parts, dtype=torch.bool).flatten(1).float()  # (P, HW)
-        masks = proposals["pred_masks"]
-        if len(gt) == 0 or len(masks) == 0:
-            return self._empty(out_size)
-        pred = masks.flatten(1).float()
-        inter = pred @ gt.T
-        iou = inter / (pred.sum(1)[:, None] + gt.sum(1)[None] - inter).clamp(min=1)
-        best_iou, best = iou.max(1)
-        keep = best_iou > ORACLE_MIN_IOU
-        names = self._oracle_part_ids.setdefault(class_name, [])
-        ids = []
-        for j in best[keep].tolist():
-            if gt_part_names[j] not in names:
-                names.append(gt_part_names[j])
-            ids.append(names.index(gt_part_names[j]))
-        merged = merge_by_label(masks[keep], torch.tensor(ids, dtype=torch.int64),
-                                proposals["scores"][keep])
-        return _finish(*merged, out_size)
+        masks, labels, scores = merge_by_label(probs > 0.5, labels, scores)
+        keep = area_then_score_keep(masks.flatten(1).sum(1), scores, region.sum(),
+                                    self.min_area_ratio, self.min_score)
+        return masks[keep], labels[keep], scores[keep]
 
 
 def merge_by_label(masks: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor
                    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Union of the masks of each label.
+    """Union of the masks of each label (overlapping-masks inference).
 
     Args:
         masks: (N, H, W) bool; labels: (N,) int64; scores: (N,) float.
 
     Returns:
         ``(masks (S, H, W) bool, labels (S,) int64 ascending, scores (S,) float)``, one entry per
-        label whose union is non-empty; its score is the best score among that label's non-empty
-        masks (official: the best of the queries that won pixels).
+        label whose union is non-empty, scored by the best of its non-empty masks.
     """
     nonempty = masks.flatten(1).any(1)
     masks, labels, scores = masks[nonempty], labels[nonempty], scores[nonempty]
@@ -293,24 +301,13 @@ def merge_by_label(masks: torch.Tensor, labels: torch.Tensor, scores: torch.Tens
     return merged, unique, best
 
 
-def filter_segments(masks: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor,
-                    region_area, min_area_ratio: float, min_score: float
-                    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Official PART_DISTILLATION.MIN_AREA_RATIO then MIN_SCORE filters: keep segments with area /
-    ``region_area`` > ``min_area_ratio``, then those with score > ``min_score``; each filter is
-    skipped when it would remove every segment. Shapes as :func:`merge_by_label`'s outputs."""
-    area_ratio = masks.flatten(1).sum(1).float() / max(float(region_area), 1.0)
-    for keep in (lambda: area_ratio > min_area_ratio, lambda: scores > min_score):
-        k = keep()
-        if bool(k.any()):
-            masks, labels, scores, area_ratio = masks[k], labels[k], scores[k], area_ratio[k]
-    return masks, labels, scores
-
-
 def _finish(masks: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor,
             out_size: Tuple[int, int]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-    """Sort by descending score, paint the label map (lower scores first, so the best segment
-    wins overlaps; 0 = no part, l + 1 = label l) and move everything to the CPU."""
+    """Drop empty segments (the official post-processing can keep them; they hold no pixel), sort
+    by descending score, paint the label map (lower scores first, so the best segment wins
+    overlaps; 0 = no part, l + 1 = label l) and move everything to the CPU."""
+    nonempty = masks.flatten(1).any(1)
+    masks, labels, scores = masks[nonempty], labels[nonempty], scores[nonempty]
     order = scores.argsort(descending=True)
     masks, labels, scores = masks[order], labels[order], scores[order]
     seg = torch.zeros(out_size, dtype=torch.int64, device=masks.device)

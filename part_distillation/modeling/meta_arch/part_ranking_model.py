@@ -12,7 +12,8 @@ The algorithm is written as pure functions on tensors of ONE object (CPU or GPU;
 resolution, ``(h, w)``), which :class:`PartRankingModel` applies after running the network:
 
 * :func:`clustering_segments` (pass 1), :func:`labelling_segments` (pass 2);
-* their building blocks :func:`per_pixel_segments`, :func:`filter_if_any`, :func:`object_iou`.
+* their building blocks :func:`per_pixel_segments`, :func:`object_iou` (the winner and the area-then-score filter
+  are :mod:`part_distillation.modeling.postprocess`'s).
 
 Conventions taken from the official ``PartRankingModel`` (PartDistillation @ a0bb459):
 part probability = softmax over the query's logits, column 0 ("part"); "region" = pixels where
@@ -35,15 +36,10 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 
 from ..part_clustering import cluster_logits
+from ..postprocess import area_then_score_keep, per_pixel_winner
 from .proposal_model import ProposalModel
 
 logger = logging.getLogger(__name__)
-
-
-def filter_if_any(keep: torch.Tensor) -> torch.Tensor:
-    """``keep`` (N,) bool, or all-True when nothing would survive (official: a filter applies only
-    if something survives it)."""
-    return keep if bool(keep.any()) else torch.ones_like(keep)
 
 
 def object_iou(masks: torch.Tensor, object_mask: torch.Tensor) -> torch.Tensor:
@@ -72,21 +68,9 @@ def per_pixel_segments(mask_logits: torch.Tensor, scores: torch.Tensor
     if mask_logits.shape[0] == 0:
         return mask_logits.new_zeros((0,) + mask_logits.shape[1:], dtype=torch.bool), \
             torch.zeros(0, dtype=torch.long, device=mask_logits.device), region
-    winner = (scores[:, None, None] * mask_logits.sigmoid()).max(0).indices
+    _, winner = per_pixel_winner(scores, mask_logits.sigmoid())
     index = torch.unique(winner[region])
     return (winner[None] == index[:, None, None]) & region, index, region
-
-
-def _area_score_filters(masks: torch.Tensor, scores: torch.Tensor, region: torch.Tensor,
-                        min_area_ratio: float, min_score: float) -> torch.Tensor:
-    """Indices (S',) of masks with area / region area > ``min_area_ratio``, then score >
-    ``min_score`` (each filter only if something survives it)."""
-    keep = torch.arange(masks.shape[0], device=masks.device)
-    if keep.numel() == 0:
-        return keep
-    ratio = masks.flatten(1).sum(1).float() / region.sum().clamp_min(1).float()
-    keep = keep[filter_if_any(ratio > min_area_ratio)]
-    return keep[filter_if_any(scores[keep] > min_score)]
 
 
 def clustering_segments(
@@ -117,7 +101,8 @@ def clustering_segments(
     else:
         region = (logits > 0).any(0)
         masks, index = logits > 0, torch.arange(len(top), device=top.device)
-    keep = _area_score_filters(masks, scores[index], region, min_area_ratio, min_score)
+    keep = area_then_score_keep(masks.flatten(1).sum(1), scores[index], region.sum(),
+                                min_area_ratio, min_score)
     masks, index = masks[keep], index[keep]
     if apply_object_mask:
         masks = masks & object_mask
@@ -171,7 +156,8 @@ def labelling_segments(
     else:
         region = (logits > 0).any(0)
         masks = logits > 0
-    keep = _area_score_filters(masks, scores, region, min_area_ratio, min_score)
+    keep = area_then_score_keep(masks.flatten(1).sum(1), scores, region.sum(), min_area_ratio,
+                                min_score)
     masks, scores, labels = masks[keep], scores[keep], labels[keep]
     fg = object_iou(masks, object_mask) > min_object_iou
     return masks[fg], scores[fg], labels[fg]

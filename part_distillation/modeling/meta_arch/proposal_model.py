@@ -26,6 +26,7 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList, Instances
 
+from ..postprocess import area_then_score_keep, per_pixel_winner
 from .maskformer_model import MaskFormer
 
 OUTPUT_MODES = ("proposals", "per_pixel")
@@ -71,9 +72,11 @@ class ProposalModel(MaskFormer):
     :func:`output_mode_for`) picks the proposals: ``"proposals"`` keeps the
     top-``test_topk`` queries as overlapping masks (``sigmoid > 0.5``); ``"per_pixel"`` keeps
     non-overlapping segments, every object pixel going to the kept query with the highest
-    ``score * sigmoid(mask)``, after dropping queries with score < ``min_score`` and segments whose
-    area is below ``min_area_ratio`` of the object (pixels of dropped segments are re-assigned to
-    the remaining ones). ``part_seg`` is this per-pixel map in both modes.
+    ``score * sigmoid(mask)``, after the official area-then-score filter
+    (:func:`~part_distillation.modeling.postprocess.area_then_score_keep`: area / object area >
+    ``min_area_ratio``, then score > ``min_score``, each only when something survives it); the
+    pixels of dropped segments are re-assigned to the remaining ones (ours; officially they stay
+    unassigned). ``part_seg`` is this per-pixel map in both modes.
     """
 
     @configurable
@@ -204,24 +207,24 @@ class ProposalModel(MaskFormer):
             ``seg`` (H, W) int64 (0 outside / unassigned, ``j + 1`` = segment j) and
             ``kept`` (S,) int64 indices into ``probs`` of segments ``1..S`` (descending score).
         """
-        object_area = object_mask.sum().clamp(min=1)
+        object_area = object_mask.sum()
 
         def assign(cands: torch.Tensor):
-            weighted = scores[cands, None, None] * probs[cands]
-            # (H, W) best value and slot into cands; max(0), not argmax(0) + amax(0): one pass,
-            # and torch's CPU argmax over the leading dim is several times slower
-            best, winner = weighted.max(0)
+            best, winner = per_pixel_winner(scores[cands], probs[cands])
             assigned = object_mask & (best > 0)
             return winner, assigned, torch.bincount(winner[assigned], minlength=cands.numel())
 
-        candidates = torch.nonzero(scores >= self.min_score).flatten()
+        candidates = torch.arange(len(scores), device=probs.device)
         if candidates.numel():
             winner, assigned, areas = assign(candidates)
-            big = areas >= self.min_area_ratio * object_area
-            if not bool(big.all()):  # drop small segments and re-assign their pixels once
-                candidates = candidates[big]
-                if candidates.numel():
-                    winner, assigned, _ = assign(candidates)
+            # the official area-then-score filter on the segments (area / object area); the pixels
+            # of dropped segments are re-assigned once among the kept candidates (ours)
+            keep = area_then_score_keep(areas, scores, object_area, self.min_area_ratio, self.min_score)
+            dropped = torch.ones(candidates.numel(), dtype=torch.bool, device=probs.device)
+            dropped[keep] = False
+            if bool((areas[dropped] > 0).any()):  # re-assign only when a dropped one held pixels
+                candidates = candidates[keep]
+                winner, assigned, _ = assign(candidates)
         seg = torch.zeros(probs.shape[-2:], dtype=torch.int64, device=probs.device)
         if candidates.numel() == 0:
             return seg, candidates

@@ -1,0 +1,207 @@
+"""The stage protocol: one class per stage, sharded, resumable, with a cheap completion check.
+
+The framework is split by concern: :mod:`.build` (registry, :func:`~.build.build_stage`),
+:mod:`.stage` (this base class), :mod:`.runner` (the run loop), :mod:`.partition` (work items and
+partitioning), :mod:`.store` (done-manifest, gather store, reduced states), :mod:`.resume` (the
+resume guard).
+
+A stage is a subclass of :class:`Stage` registered in :data:`~part_distillation.stages.build.STAGE_REGISTRY` under its ``NAME``
+(the pseudo-label ``stage`` field). It reads its run keys from ``cfg[CONFIG_NAMESPACE]``
+(``PROPOSAL_GENERATION`` for stages 1-2, ``DENSE_CRF`` for stage 3, ``PART_RANKING`` for stage 5):
+``TOTAL_PARTITIONS`` / ``PARTITION_INDEX`` (sharding; index -1 takes ``SLURM_ARRAY_TASK_ID``),
+``FILTERED_CODE_PATH_LIST`` / ``EXCLUDE_CODE_PATH`` / ``PATH_ONLY`` (class filters, see
+:func:`~part_distillation.utils.class_filter.load_class_filter`) and ``DEBUG`` (only the first
+:data:`~part_distillation.stages.runner.DEBUG_ITEMS` items of the partition).
+
+Two forms:
+
+* **map** (stages 1-3): ``process(item) -> ImagePseudoLabel | (ImagePseudoLabel, counters)`` per
+  work item; the runner writes the file.
+* **gather -> reduce -> map** (stage 5): ``gather(item) -> {class_code: float32 (N, D)}`` for every
+  item (streamed to per-shard chunk files, at most ``gather_buffer_bytes`` held in memory);
+  ``reduce_many({class_code: (N_c, D)}) -> {class_code: {name: ndarray}}`` per class (classes
+  batched up to ``gather_buffer_bytes`` of features; default calls ``reduce(class_code, features)``);
+  then ``process_with_state(item, states)`` labels every item, ``states`` a read-only mapping
+  ``class_code -> {name: ndarray}`` (loaded lazily from disk; only classes this partition owns
+  and gathered features for: look classes up with ``in``). Each phase resumes on its own:
+  gathered chunks are kept (a kill loses at most the unflushed buffer), a class's state is kept
+  when it was reduced from as many features as are gathered now.
+  The gather form needs ``PARTITION_BY = "class"`` (or one partition): a class's features must all
+  be in its own partition.
+
+Partitioning (``PARTITION_BY``, ``"image"`` or ``"class"``): see :mod:`.partition`. Output layout: see :mod:`.store`.
+
+Completion check: a manifest line is appended (and fsynced) only after the item's file was
+atomically renamed into place; an item is done when its key is in any partition's manifest and the
+file exists with the recorded size. No file is opened, no mask decoded (100K items: see
+``bench/bench_resume.py``). A torn last manifest line (kill mid-append) is ignored. Temp files of
+this partition's killed writes (``.<image_id>.json.<rand>.tmp``) are removed at start.
+
+One process per partition: a run holds an exclusive ``fcntl.flock`` on ``logs/lock_<i>of<n>``
+(:class:`~part_distillation.utils.process.OutputLock`, released by the OS when the process dies)
+from before its resume guard to its summary; a second process on the same output folder and
+partition is refused with :class:`~part_distillation.utils.process.OutputLockHeld` naming the
+holder's pid (otherwise its start-up temp cleanup could delete the other's files in flight).
+
+Adding a stage (sketch)::
+
+    @register_stage
+    class MyStage(PseudoLabelInputStage):        # or Stage, with list_items(inputs)
+        NAME, CONFIG_NAMESPACE, INPUT_STAGE = "my_stage", "MY_STAGE", "dense_crf"
+        RECORDED_CONFIG = ("MY_STAGE", "MODEL")  # what determines the outputs
+        def process(self, item):
+            label = self.load_input(item)        # checked: INPUT_STAGE file of item.image_id
+            return dataclasses.replace(label, objects=...), {"my_counter": 1}
+
+plus ``add_stage_run_keys(cfg.MY_STAGE)`` in :mod:`part_distillation.config`; then
+``tools/run_stage.py --stage my_stage --input-dir ... --output-dir ...`` runs it.
+
+Resume guard: ``logs/config.json`` records every key of the subtrees in ``RECORDED_CONFIG`` except
+the run-control keys of :data:`~.resume.RUN_KEYS`, plus the identity (path, size, SHA-1 of the first 4 MiB)
+of the weight files :meth:`Stage.weight_files` names; a later run with other settings raises
+:class:`~.resume.StageConfigMismatch`. Config values are validated (:meth:`Stage.validate_config`) before
+anything is recorded.
+"""
+import os
+from typing import Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from ..config import plain_config
+from ..data.images import image_id_of_path
+from ..data.pseudo_labels import ImagePseudoLabel, class_code_of_dir, list_pseudo_labels, load_pseudo_label
+from ..utils.sharding import RunSummary, resolve_partition
+from .partition import WorkItem
+from .resume import RUN_KEYS, weights_identity
+from .runner import run_stage
+
+
+class Stage:
+    """Base class of every stage (see the module docstring for the protocol).
+
+    Args:
+        cfg: the frozen project config.
+        output_dir: the stage's output folder.
+    """
+
+    NAME = ""
+    CONFIG_NAMESPACE = ""
+    PARTITION_BY = "image"
+    INPUT_KIND = "dataset"  # what run() takes: "dataset" (dataset dicts) or "pseudo_labels" (a folder)
+    RECORDED_CONFIG: Tuple[str, ...] = ()  # config subtrees / keys whose values determine the outputs
+    gather_buffer_bytes = 256 << 20
+    # a dataset stage's input: the load report of its dataset (data.datasets.load_report), set by
+    # the caller; the runner adds its skips to the summary ("load <reason>" and "dataset_load")
+    input_report: Optional[dict] = None
+
+    def __init__(self, cfg, output_dir: str):
+        self.cfg, self.output_dir = cfg, output_dir
+
+    @property
+    def ns(self):
+        """The stage's config namespace ``cfg[CONFIG_NAMESPACE]``."""
+        return self.cfg[self.CONFIG_NAMESPACE]
+
+    # ---- to implement ----
+    @classmethod
+    def validate_config(cls, cfg) -> None:
+        """Raise ``ValueError`` naming the key for a bad enum/range value (called before anything
+        is recorded or computed). Subclasses extend it and call ``super()``."""
+        ns = cfg[cls.CONFIG_NAMESPACE]
+        if cls.PARTITION_BY not in ("image", "class"):
+            raise ValueError(f"{cls.__name__}.PARTITION_BY must be 'image' or 'class'")
+        try:
+            resolve_partition(ns.TOTAL_PARTITIONS, ns.PARTITION_INDEX)
+        except ValueError as e:
+            raise ValueError(f"{cls.CONFIG_NAMESPACE}.TOTAL_PARTITIONS / PARTITION_INDEX: {e} (stage {cls.NAME} "
+                             f"shards by its own namespace)") from None
+
+    def list_items(self, inputs) -> List[WorkItem]:
+        """All work items of ``inputs`` (every partition's)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def default_input(cfg):
+        """The input the tools use when the command line names none (a config key), or None."""
+        return None
+
+    def process(self, item: WorkItem):
+        """Map form: ``ImagePseudoLabel`` or ``(ImagePseudoLabel, counters dict)``; raise
+        :class:`SkipItem` to skip with a counted reason."""
+        raise NotImplementedError
+
+    def prepare(self, mine: List[WorkItem], todo: List[WorkItem]) -> None:
+        """Called once per run before any item is processed, with this partition's items and the
+        unfinished ones (in processing order); e.g. to start batched inference. Default: nothing."""
+
+    def gather(self, item: WorkItem) -> Dict[str, np.ndarray]:
+        """Gather form: ``{class_code: float32 (N, D)}`` features of one item (may be empty), or
+        ``(features, counters dict)``; raise :class:`SkipItem` to skip with a counted reason.
+        Every feature of a run has the same D and is finite (checked by the runner)."""
+        raise NotImplementedError
+
+    def check_gathered(self, summary: RunSummary) -> None:
+        """Gather form: called once the partition's features are gathered, before clustering,
+        with the run summary (gather counters included); raise to stop the run. Default: nothing."""
+
+    def reduce(self, class_code: str, features: np.ndarray) -> Dict[str, np.ndarray]:
+        """Gather form: the state of one class from all its features (N, D) float32."""
+        raise NotImplementedError
+
+    def reduce_many(self, features: Dict[str, np.ndarray]) -> Dict[str, Dict[str, np.ndarray]]:
+        """Gather form: states of several classes at once (override to batch, e.g. on a GPU)."""
+        return {c: self.reduce(c, f) for c, f in features.items()}
+
+    def process_with_state(self, item: WorkItem, states: Mapping[str, Dict[str, np.ndarray]]):
+        """Gather form: like :meth:`process`, given the reduced states by class code."""
+        raise NotImplementedError
+
+    def weight_files(self) -> List[str]:
+        """Weight files whose identity the resume guard records (default: ``MODEL.WEIGHTS`` when
+        ``MODEL`` is recorded and it is set)."""
+        if "MODEL" in self.RECORDED_CONFIG and self.cfg.MODEL.WEIGHTS:
+            return [self.cfg.MODEL.WEIGHTS]
+        return []
+
+    def settings(self) -> dict:
+        """What ``logs/config.json`` records: the ``RECORDED_CONFIG`` subtrees without
+        :data:`RUN_KEYS`, plus ``WEIGHTS_IDENTITY``."""
+        out = {}
+        for name in self.RECORDED_CONFIG:
+            node = self.cfg
+            for part in name.split("."):
+                node = node[part]
+            out[name] = plain_config(node, RUN_KEYS)
+        out["WEIGHTS_IDENTITY"] = [weights_identity(p) for p in self.weight_files()]
+        return out
+
+    @property
+    def is_gather_form(self) -> bool:
+        return type(self).gather is not Stage.gather
+
+    def run(self, inputs, workers: int = 1) -> RunSummary:
+        """Run this stage's partition over ``inputs`` (:func:`~part_distillation.stages.runner.run_stage`);
+        returns the :class:`RunSummary` (also written to ``logs/summary_<i>of<n>.json``).
+
+        Raises:
+            ValueError: a bad config value, duplicate image ids, a class filter file missing.
+            StageConfigMismatch: ``output_dir`` holds outputs made with other settings.
+            OutputLockHeld: another process runs this partition into ``output_dir``.
+        """
+        return run_stage(self, inputs, workers)
+
+
+class PseudoLabelInputStage(Stage):
+    """A stage whose inputs are another stage's pseudo-labels (``INPUT_STAGE``): ``run(folder or
+    list of files)``; items keep the input's ``<class_dir>/<image_id>``."""
+
+    INPUT_KIND = "pseudo_labels"
+    INPUT_STAGE = ""
+
+    def list_items(self, inputs) -> List[WorkItem]:
+        files = list_pseudo_labels(inputs) if isinstance(inputs, str) else list(inputs)
+        return [WorkItem(image_id_of_path(p), class_code_of_dir(os.path.basename(os.path.dirname(p))), p) for p in files]
+
+    def load_input(self, item: WorkItem) -> ImagePseudoLabel:
+        """The item's input pseudo-label, checked to be an ``INPUT_STAGE`` file of that image id."""
+        return load_pseudo_label(item.source, self.INPUT_STAGE or None)
