@@ -314,3 +314,23 @@ def test_main_job_methods_and_cli(folders, tmp_path):
     assert main(["report", out]) == 0 and os.path.isfile(os.path.join(out, "report.md"))
     assert main(["prepare", "--method", f"a={folders['grid']}", "--method", f"b={folders['gt']}",
                  "--classes", "boat", "--out", str(tmp_path / "no")]) == 2
+
+
+def test_study_from_the_main_jobs_own_outputs(tmp_path):
+    from part_distillation.config import setup_cfg
+    from part_distillation.stages.pipeline import BASELINE_VARIANTS, run_pipeline
+
+    from .helpers import EFFNET_CFG
+
+    cfg = setup_cfg(EFFNET_CFG, ["INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "192", "DENSE_CRF.NUM_WORKERS", "1"])
+    metrics = run_pipeline(cfg, "pascal_part_examples", str(tmp_path / "run"),
+                           {"pretrained": ([], False), "grid_2x2": BASELINE_VARIANTS["grid_2x2"]},
+                           num_collages=0, max_images=2)
+    methods = pipeline_methods(metrics["outputs"])
+    assert list(methods) == ["pretrained", "grid_2x2"]
+    summary = prepare_study(methods, str(tmp_path / "study"), classes=4, per_class=2)
+    assert summary["num_items"] >= 2
+    c = TestClient(create_app(str(tmp_path / "study")))
+    c.post("/api/annotators", json={"annotator": "ann"})
+    item = c.get("/api/next", params={"annotator": "ann"}).json()["item"]
+    assert len(item["panels"]) == 2 and all(p["num_segments"] >= 1 for p in item["panels"])

@@ -7,8 +7,6 @@ uvicorn, imported only when serving) shows them to annotators in a per-item rand
 stores every answer in SQLite (:mod:`.store`); ``report`` (:mod:`.report`) computes the figures.
 It reads ``data`` and ``visualization`` only. Protocol and definitions: docs/MANUAL_EVAL.md.
 """
-import os
-
 from .prepare import prepare_study, segment_map
 from .store import StudyError
 
@@ -18,7 +16,7 @@ __all__ = ["prepare_study", "segment_map", "StudyError", "pipeline_methods"]
 def pipeline_methods(outputs: dict) -> dict:
     """The methods a main-job study compares, from the main job's ``metrics["outputs"]``
     (``{"<variant>/<stage>" or stage name: folder}`` in run order): stage 6 and stage 5 when run
-    (the ``predictions`` folder of stage 6), and per variant its last stage that is not the
+    , and per variant its last stage that is not the
     official-CRF copy (stage 3: the unsupervised pixel-grouping baseline), named after the variant."""
     methods, last = {}, {}
     for key, folder in outputs.items():
@@ -29,9 +27,7 @@ def pipeline_methods(outputs: dict) -> dict:
             last[variant] = folder
     for key in ("part_distillation", "part_ranking"):
         if key in outputs:
-            folder = outputs[key]
-            pred = os.path.join(folder, "predictions")
-            methods[key] = pred if os.path.isdir(pred) else folder
+            methods[key] = outputs[key]
     methods.update(last)
     return methods
 
