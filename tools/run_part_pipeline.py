@@ -55,6 +55,8 @@ def main():
                         "stage-5 outputs and each variant's stage-3 labels (tools/manual_eval.py serve DIR)")
     p.add_argument("--manual-eval-classes", type=int, default=4, help="classes drawn for that study (2 objects each)")
     args = p.parse_args()
+    if args.manual_eval_study and args.stages != "1-6" and not args.baselines:
+        p.error("--manual-eval-study compares methods: add --stages 1-6 or --baselines")
     cfg = setup(args)
     learned = None
     if args.stages == "1-6":
