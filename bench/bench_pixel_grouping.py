@@ -1,7 +1,7 @@
 """Throughput of stage 2 (pixel grouping) and stage 3 (dense-CRF); prints figures, tests nothing.
 
 Part 1: k-means on real features. Each image of the dataset goes through the stage-2 feature
-extractor (``configs/pixel_grouping/effnet_lite0_cpu.yaml``: EfficientNet-Lite0 res3+res4,
+extractor (``configs/proposal_generation/effnet_lite0_cpu.yaml``: EfficientNet-Lite0 res3+res4,
 stride 8, L2-normalised), timed on its own (images/s) because it dominates on CPU. Each object's
 feature points are the grid cells its mask covers >= 50% (``grid_cell_masks``); objects with
 <= K (4) points take stage 2's small-object fallback (no k-means) and are not timed here. On exactly the same points two k-means are run and timed:
@@ -60,7 +60,7 @@ from part_distillation.stages.object_masks import ObjectMasksStage  # noqa: E402
 from part_distillation.stages.pixel_grouping import (PixelGroupingStage, assign_segments,  # noqa: E402
                                                      build_segmenter, grid_cell_masks, object_seed)
 
-CONFIG = "configs/pixel_grouping/effnet_lite0_cpu.yaml"
+CONFIG = "configs/proposal_generation/effnet_lite0_cpu.yaml"
 NOISE_NOTE = ("NOTE: timings are wall-clock on a shared machine (other jobs running); "
               "treat them as rough, compare only within one run.")
 

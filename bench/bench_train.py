@@ -2,7 +2,7 @@
 
 Runs forward + backward + optimizer step of ProposalModel (optimizer, clipping and frozen modules
 as in training) on a synthetic batch: random images at INPUT.IMAGE_SIZE with 8 random box-shaped
-parts each. Always benchmarks ``configs/part_proposal/tiny_cpu.yaml`` on CPU; when CUDA is
+parts each. Always benchmarks ``configs/proposal_learning/tiny_cpu.yaml`` on CPU; when CUDA is
 available also R50 and Swin-L at 640 x 640, each with the pure-PyTorch (grid-sample) and the
 compiled deformable-attention core (``set_msda_impl``), AMP (fp16 autocast + GradScaler) as in
 their configs. Backbone weights are random (speed does not depend on them).
@@ -81,11 +81,11 @@ def main():
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    runs = [("tiny_cpu (EfficientNet-Lite0, 256 px)", "configs/part_proposal/tiny_cpu.yaml", [], "pytorch")]
+    runs = [("tiny_cpu (EfficientNet-Lite0, 256 px)", "configs/proposal_learning/tiny_cpu.yaml", [], "pytorch")]
     if torch.cuda.is_available():
         impls = ["pytorch"] + (["compiled"] if compiled_available() else [])
-        for name, config in (("R50 q100", "configs/part_proposal/R50.yaml"),
-                             ("Swin-L q200", "configs/part_proposal/swin_L.yaml")):
+        for name, config in (("R50 q100", "configs/proposal_learning/R50.yaml"),
+                             ("Swin-L q200", "configs/proposal_learning/swin_L.yaml")):
             runs += [(f"{name} 640 px", config, ["MODEL.DEVICE", "cuda"], impl) for impl in impls]
     print(f"batch={args.batch} iters={args.iters} cpu_threads={torch.get_num_threads()} "
           f"cuda={torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")

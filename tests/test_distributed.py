@@ -12,7 +12,7 @@ from part_distillation.engine.launch import launch
 from part_distillation.engine.trainer import Trainer, setup
 from tests.test_train_net import _Record, _synthetic_labels
 
-TINY = "configs/part_proposal/tiny_cpu.yaml"
+TINY = "configs/proposal_learning/tiny_cpu.yaml"
 
 
 def tiny_train_opts(labels: str, output_dir: str, max_iter: int, *extra) -> list:

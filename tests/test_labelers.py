@@ -17,7 +17,7 @@ from part_distillation.labelers.detectron2_model import Detectron2ModelLabeler, 
 from part_distillation.stages.object_masks import ObjectMasksStage, build_labeler
 from tests.helpers import EFFNET_CFG, REPO, needs_shared
 
-DETIC_CFG = "configs/labelers/Detic_LCOCOI21k_CLIP_SwinB_896b32_4x_ft4x_max-size.yaml"
+DETIC_CFG = "configs/detic/Detic_LCOCOI21k_CLIP_SwinB_896b32_4x_ft4x_max-size.yaml"
 MASK_RCNN = model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml")
 
 

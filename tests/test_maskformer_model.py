@@ -13,7 +13,7 @@ from part_distillation.modeling.meta_arch.proposal_model import ProposalModel
 M2F = "configs/mask2former/coco/instance-segmentation/"
 R50 = M2F + "maskformer2_R50_bs16_50ep.yaml"
 SWIN_L = M2F + "swin/maskformer2_swin_large_IN21k_384_bs16_100ep.yaml"
-OFFICIAL_STAGE4 = "configs/part_proposal/official/"
+OFFICIAL_STAGE4 = "configs/proposal_learning/"
 
 
 def test_official_swin_l_yaml_values():

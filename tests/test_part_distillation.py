@@ -388,7 +388,7 @@ def test_init_from_stage4_or_model_zoo_checkpoint_skips_class_embed_and_freezes(
     """A stage-4 checkpoint (.pth) or a Mask2Former model-zoo style .pkl (numpy arrays, other
     class count): everything but the class head loads."""
     torch.manual_seed(0)
-    stage4 = build_model(setup_cfg("configs/part_proposal/tiny_cpu.yaml",
+    stage4 = build_model(setup_cfg("configs/proposal_learning/tiny_cpu.yaml",
                                    ["MODEL.EFFICIENTNET.PRETRAINED", False]))
     path = str(tmp_path / f"init.{fmt}")
     if fmt == "pth":

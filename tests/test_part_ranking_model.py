@@ -6,7 +6,7 @@ from part_distillation.modeling.meta_arch.part_ranking_model import (
     PartRankingModel, clustering_segments, labelling_segments, per_pixel_segments)
 from part_distillation.modeling.postprocess import area_then_score_keep
 
-TINY = "configs/part_proposal/tiny_cpu.yaml"
+TINY = "configs/proposal_learning/tiny_cpu.yaml"
 
 
 def halves(h=8, w=8):

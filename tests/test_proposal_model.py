@@ -27,7 +27,7 @@ from part_distillation.data.pseudo_labels import (
 from part_distillation.modeling.meta_arch.proposal_model import ProposalModel
 from part_distillation.modeling.weights import format_incompatible_keys, load_weights
 
-TINY = "configs/part_proposal/tiny_cpu.yaml"
+TINY = "configs/proposal_learning/tiny_cpu.yaml"
 
 
 def tiny_cfg(*opts):

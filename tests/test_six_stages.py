@@ -26,7 +26,7 @@ _TRAIN = ["SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "(1,)", "SOLVER.WARMUP_ITERS",
 
 def _learned_cfgs():
     cfg = lambda f, o: setup_cfg(os.path.join(REPO, "configs", f), o)  # noqa: E731
-    return {STAGE4: cfg("part_proposal/tiny_cpu.yaml", _TRAIN + ["MODEL.MASK_FORMER.TRAIN_NUM_POINTS", "256"]),
+    return {STAGE4: cfg("proposal_learning/tiny_cpu.yaml", _TRAIN + ["MODEL.MASK_FORMER.TRAIN_NUM_POINTS", "256"]),
             # no score / area filters: a 2-iteration model still labels every object
             STAGE5: cfg("part_ranking/tiny_cpu.yaml", ["PART_RANKING.NUM_CLUSTERS", "4",
                                                        "PART_RANKING.MIN_SCORE_1", "0.0", "PART_RANKING.MIN_SCORE_2", "0.0",

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slurm
 SLURM_DIR = os.environ.get("PD_SHARED_SLURM", os.path.join(os.path.dirname(REPO), "shared", "slurm"))
 PY = sys.executable
 STAGE2_SH = "sh_files/proposal_generation/run.sh"
-CPU_CFG = "configs/pixel_grouping/effnet_lite0_cpu.yaml"
+CPU_CFG = "configs/proposal_generation/effnet_lite0_cpu.yaml"
 # sbatch command-line values that replace the GPU cluster's #SBATCH headers on the local node
 LOCAL_SBATCH = ["--partition=debug", "--gpus-per-node=0", "--cpus-per-task=1"]
 
@@ -177,7 +177,7 @@ def test_submitit_launcher_preempted_job_resumes_to_same_weights(slurm, tmp_path
 
     def argv(mode, out):
         return [*mode, "--gpus-per-node", "0", "--cpu-processes", "2", "--cpus-per-task", "1", "--time", "10",
-                "--job-dir", str(tmp_path / "jobs" / "%j"), "--", "--config-file", "configs/part_proposal/tiny_cpu.yaml",
+                "--job-dir", str(tmp_path / "jobs" / "%j"), "--", "--config-file", "configs/proposal_learning/tiny_cpu.yaml",
                 *tiny_train_opts(labels, str(out), 40, "SOLVER.IMS_PER_BATCH", 2, "SOLVER.CHECKPOINT_PERIOD", 10,
                                  "SEED_EACH_ITERATION", True)]
 
@@ -213,7 +213,7 @@ def test_train_multi_sh_runs_two_gloo_processes_through_srun(slurm, tmp_path):
     opts = tiny_train_opts(labels, str(out), 4, "SOLVER.IMS_PER_BATCH", 2)
     job = _sbatch(slurm, "--partition=debug", "--gpus-per-node=0", "--nodes=1", "--cpus-per-task=2",
                   f"--output={tmp_path}/train_%j.out", "sh_files/proposal_learning/train_multi.sh",
-                  CONFIG="configs/part_proposal/tiny_cpu.yaml", DATASET_PATH=labels, OUTPUT_DIR=str(out),
+                  CONFIG="configs/proposal_learning/tiny_cpu.yaml", DATASET_PATH=labels, OUTPUT_DIR=str(out),
                   PROCS_PER_NODE=2, EXTRA_OPTS=" ".join(opts))
     assert _wait(slurm, job) == {job: "COMPLETED"}, (tmp_path / f"train_{job}.out").read_text()[-3000:]
     assert (out / "model_final.pth").is_file() and (out / "log.txt.rank1").is_file()  # two ranks ran

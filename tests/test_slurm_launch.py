@@ -15,7 +15,7 @@ import launch as launcher  # noqa: E402
 def test_dry_run_prints_the_sbatch_file(tmp_path, capsys):
     launcher.main(["--dry-run", "--nodes", "2", "--gpus-per-node", "8", "--partition", "learnfair", "--time", "120",
                    "--cpus-per-task", "10", "--sbatch", "constraint=volta32gb", "--job-dir", str(tmp_path / "%j"),
-                   "--", "--config-file", "configs/part_proposal/swin_L.yaml", "OUTPUT_DIR", "out"])
+                   "--", "--config-file", "configs/proposal_learning/swin_L.yaml", "OUTPUT_DIR", "out"])
     text = capsys.readouterr().out
     for line in ["#SBATCH --nodes=2", "#SBATCH --gpus-per-node=8", "#SBATCH --ntasks-per-node=8",
                  "#SBATCH --partition=learnfair", "#SBATCH --time=120", "#SBATCH --cpus-per-task=10",

@@ -23,12 +23,12 @@ from part_distillation.data.supervised_dataset import (
     part_class_names,
     split_dicts,
 )
-from part_distillation.engine.trainer import Trainer, main, training_task
+from part_distillation.engine.trainer import Trainer, main, train_mapper_name, training_task
 from part_distillation.evaluation.supervised import SupervisedPartEvaluator
 
 from .helpers import REPO, needs_shared
 
-TINY = os.path.join(REPO, "configs/supervised/tiny_cpu_pascal_semseg.yaml")
+TINY = os.path.join(REPO, "configs/supervised_learning/tiny_cpu_pascal_semseg.yaml")
 TRAIN3, VAL2 = "pascal_part_examples_train_first3", "pascal_part_examples_val_first2"
 for _name, _parent, _n in ((TRAIN3, "pascal_part_examples_train", 3), (VAL2, "pascal_part_examples_val", 2)):
     if _name not in DatasetCatalog.list():
@@ -149,7 +149,7 @@ def test_semantic_inference_known_answer(tmp_path):
 def test_mask2former_weights_with_other_class_count_load(tmp_path):
     """A 1-class checkpoint (ProposalModel / Mask2Former layout) loads into a 5-class
     SupervisedModel: everything but class_embed is copied, class_embed keeps its initialisation."""
-    source = build_model(setup_cfg("configs/part_proposal/tiny_cpu.yaml", [  # at the supervised width
+    source = build_model(setup_cfg("configs/proposal_learning/tiny_cpu.yaml", [  # at the supervised width
         "MODEL.EFFICIENTNET.PRETRAINED", False, "MODEL.MASK_FORMER.HIDDEN_DIM", 64,
         "MODEL.SEM_SEG_HEAD.CONVS_DIM", 64, "MODEL.SEM_SEG_HEAD.MASK_DIM", 64]))
     path = str(tmp_path / "proposal.pth")
@@ -180,15 +180,15 @@ def test_tiny_supervised_training_on_real_images_then_evaluation(tmp_path):
     assert all(k[4:] in part_class_names(VAL2) for k in results if k.startswith("IoU-"))
 
 
-CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs/supervised/*.yaml"))
-                 + glob.glob(os.path.join(REPO, "configs/fewshot/*.yaml")))
+CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs/supervised_learning/*.yaml"))
+                 + glob.glob(os.path.join(REPO, "configs/fewshot_learning/*.yaml")))
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=os.path.basename)
 def test_configs_merge(config):
     cfg = setup_cfg(config)
     assert cfg.MODEL.META_ARCHITECTURE == "SupervisedModel"
-    assert cfg.INPUT.DATASET_MAPPER_NAME == "part_supervised"
+    assert train_mapper_name(cfg) == "part_supervised"  # official YAMLs keep Mask2Former's mapper name
     agnostic = cfg.SUPERVISED_MODEL.CLASS_AGNOSTIC_LEARNING
     assert training_task(cfg) == ("supervised_agnostic" if agnostic else "supervised")
     assert (cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 1) == agnostic

@@ -29,7 +29,7 @@ from part_distillation.engine.trainer import (
 
 from .helpers import PASCAL_EXAMPLES, needs_shared
 
-TINY = "configs/part_proposal/tiny_cpu.yaml"
+TINY = "configs/proposal_learning/tiny_cpu.yaml"
 SUBSET = "pascal_part_examples_first2"
 if SUBSET not in DatasetCatalog.list():
     DatasetCatalog.register(SUBSET, lambda: DatasetCatalog.get("pascal_part_examples")[:2])
@@ -417,10 +417,10 @@ def test_official_mask2former_yaml_merges():
     assert cfg.MODEL.MASK_FORMER.DEC_LAYERS == 10 and cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES == 100
     assert cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE == "full_model" and cfg.INPUT.IMAGE_SIZE == 1024
     assert cfg.MODEL.RESNETS.STEM_TYPE == "basic" and cfg.MODEL.META_ARCHITECTURE == "ProposalModel"
-    for name in ("Base-PartProposal.yaml", "R50.yaml", "swin_L.yaml", "tiny_cpu.yaml",
+    for name in ("Base-ProposalLearning.yaml", "R50.yaml", "swin_L.yaml", "tiny_cpu.yaml",
                  "official/swinL_IN21K_384_mask2former.yaml", "official/swinL_train_multi.yaml",
                  "official/swinL_train_single.yaml"):
-        part = setup_cfg(os.path.join("configs/part_proposal", name))
+        part = setup_cfg(os.path.join("configs/proposal_learning", name))
         assert part.MODEL.META_ARCHITECTURE == "ProposalModel" and part.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 1
 
 

@@ -7,7 +7,7 @@ the loaded model as ``.pth`` (``{"model": state_dict}``, loadable through MODEL.
 
 Example::
 
-    .venv/bin/python tools/convert_weights.py --config-file configs/part_proposal/swin_L.yaml \
+    .venv/bin/python tools/convert_weights.py --config-file configs/proposal_learning/swin_L.yaml \
         --weights weights/mask2former/instance/swinL_i21k_q200_e100.pkl \
         --output weights/proposal_swin_L_init.pth MODEL.DEVICE cpu
 """

@@ -6,7 +6,7 @@ Everything after ``--`` is passed to ``train_net.py`` unchanged::
 
     # stage 4 on 2 nodes x 8 GPUs, 48 h, requeued when preempted
     .venv/bin/python tools/launch.py --nodes 2 --gpus-per-node 8 --partition learnfair --time 2880 \\
-        --job-dir output/jobs/part_proposal -- --config-file configs/part_proposal/swin_L.yaml \\
+        --job-dir output/jobs/part_proposal -- --config-file configs/proposal_learning/swin_L.yaml \\
         PROPOSAL_LEARNING.DATASET_PATH pseudo_labels/dense_crf OUTPUT_DIR output/part_proposal
     # print the sbatch file it would submit, submit nothing
     .venv/bin/python tools/launch.py --dry-run --nodes 2 --gpus-per-node 8 -- --config-file ...

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Stage 2: pixel grouping of stage-1 object masks -> ``pixel_grouping`` pseudo-labels.
 
-    .venv/bin/python tools/pixel_grouping.py --config-file configs/pixel_grouping/swin_L.yaml \
+    .venv/bin/python tools/pixel_grouping.py --config-file configs/proposal_generation/swin_L.yaml \
         --input-dir pseudo_labels/object_masks --output-dir pseudo_labels/pixel_grouping \
         PROPOSAL_GENERATION.TOTAL_PARTITIONS 8 PROPOSAL_GENERATION.PARTITION_INDEX 0
 """

@@ -9,7 +9,7 @@ prediction overlays per evaluated dataset.
 Examples::
 
     # train the CPU slice on stage-3 pseudo-labels
-    .venv/bin/python tools/train_net.py --config-file configs/part_proposal/tiny_cpu.yaml \
+    .venv/bin/python tools/train_net.py --config-file configs/proposal_learning/tiny_cpu.yaml \
         PROPOSAL_LEARNING.DATASET_PATH /tmp/pd/s3_keep_parts OUTPUT_DIR output/tiny
     # continue a killed run from OUTPUT_DIR/last_checkpoint (same iteration, LR, optimizer state)
     .venv/bin/python tools/train_net.py --config-file ... --resume OUTPUT_DIR output/tiny ...

@@ -8,6 +8,7 @@ so that a misspelt key in a YAML or on the command line fails with that error na
 import contextlib
 import difflib
 import os
+import warnings
 import re
 
 from detectron2.config import CfgNode as CN
@@ -58,6 +59,35 @@ def get_part_distillation_cfg() -> CN:
     return cfg
 
 
+# Config paths of before the official stage names: loading one warns (the file is a stub whose
+# _BASE_ is the new path).
+DEPRECATED_CONFIG_PATHS = {
+    "configs/part_proposal/official/": "configs/proposal_learning/",
+    "configs/part_proposal/Base-PartProposal.yaml": "configs/proposal_learning/Base-ProposalLearning.yaml",
+    "configs/part_proposal/": "configs/proposal_learning/",
+    "configs/supervised/Base-Supervised.yaml": "configs/supervised_learning/Base-SupervisedLearning.yaml",
+    "configs/supervised/": "configs/supervised_learning/",
+    "configs/fewshot/": "configs/fewshot_learning/",
+    "configs/pixel_grouping/R50.yaml": "configs/proposal_generation/R50.yaml",
+    "configs/pixel_grouping/swin_L.yaml": "configs/proposal_generation/swin_L.yaml",
+    "configs/pixel_grouping/effnet_lite0_cpu.yaml": "configs/proposal_generation/effnet_lite0_cpu.yaml",
+    "configs/Base-PixelGrouping.yaml": "configs/proposal_generation/Base-ProposalGeneration.yaml",
+    "configs/labelers/": "configs/detic/",
+}
+
+
+def warn_deprecated_config_path(config_file: str) -> None:
+    """``FutureWarning`` naming the new path when ``config_file`` is one of
+    :data:`DEPRECATED_CONFIG_PATHS` (a file or a folder prefix, matched on the path's tail)."""
+    path = config_file.replace(os.sep, "/")
+    for old, new in DEPRECATED_CONFIG_PATHS.items():
+        i = path.find(old)
+        if i >= 0 and (i == 0 or path[i - 1] == "/"):
+            newpath = new if not old.endswith("/") else new + path[i + len(old):]
+            warnings.warn(f"config path {config_file} is deprecated: use {newpath}", FutureWarning, stacklevel=3)
+            return
+
+
 def setup_cfg(config_file: str = "", opts=None, freeze: bool = True) -> CN:
     """Build the config from a YAML (with ``_BASE_`` inheritance) and ``KEY VALUE`` overrides.
 
@@ -69,6 +99,7 @@ def setup_cfg(config_file: str = "", opts=None, freeze: bool = True) -> CN:
     if config_file:
         if not os.path.isfile(config_file):
             raise FileNotFoundError(f"config file not found: {config_file}")
+        warn_deprecated_config_path(config_file)
         with _named_key_errors(cfg, config_file):
             cfg.merge_from_file(config_file)
     if opts:

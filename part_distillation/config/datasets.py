@@ -25,3 +25,7 @@ def add_custom_datasets_config(cfg: CN) -> None:
     cd.CITYSCAPES_PART.IMAGES_DIRNAME = ""  # leftImg8bit/
     cd.CITYSCAPES_PART.ANNOTATIONS_DIRNAME = ""  # gtFine/ (gtFinePanopticParts/ is its sibling)
     cd.CITYSCAPES_PART.DEBUG = False
+    cd.CITYSCAPES_PART.PATH_ONLY = False  # official key, unread (config.unread)
+    # official key of add_custom_datasets_config; the few-shot percentage is
+    # FEWSHOT_LEARNING.LABEL_PERCENTAGE (a value other than 100 here is refused by the trainer)
+    cd.LABEL_PERCENTAGE = 100

@@ -43,12 +43,13 @@ def add_proposal_generation_config(cfg: CN) -> None:
     # "kmeans_rgbxy" (k-means on colour + position) and "grid" (2x2 grid over the object's box).
     pg.GROUPING = "kmeans"
     pg.NUM_SUPERPIXEL_CLUSTERS = 4  # K of the per-object k-means
-    # Pixel -> centre assignment: "dot" (x.c, official) or "l2" (-||x-c||^2). Default dot on
-    # L2-normalised features (official: not normalised): best of the four on both shared datasets
-    # (docs/RESULTS.md; the other three stay selectable).
-    pg.DISTANCE_METRIC = "dot"
-    pg.FEATURE_NORMALIZE = True  # L2-normalise the concatenated feature per pixel
-    pg.BACKBONE_FEATURE_KEY_LIST = ["res3", "res4"]
+    # Pixel -> centre assignment: "l2" (-||x-c||^2) or "dot" (x.c). The official defaults (l2,
+    # not normalised, res4 only); the official YAMLs and this project's configs
+    # (configs/proposal_generation/Base-ProposalGeneration.yaml: dot on L2-normalised res3+res4,
+    # with its figures) set their own.
+    pg.DISTANCE_METRIC = "l2"
+    pg.FEATURE_NORMALIZE = False  # L2-normalise the concatenated feature per pixel
+    pg.BACKBONE_FEATURE_KEY_LIST = ["res4"]
     pg.FEATURE_STRIDE = 8  # common stride the feature levels are resampled to
     pg.KMEANS_ITERS = 50
     pg.KMEANS_TOL = 1e-4
@@ -69,10 +70,10 @@ def add_pixel_grouping_config(cfg: CN) -> None:
     (:data:`~part_distillation.config.ACCEPTED_UNREAD_KEYS`); stage 2 reads
     ``PROPOSAL_GENERATION.*``."""
     pgr = cfg.PIXEL_GROUPING = CN()
-    pgr.NUM_SUPERPIXEL_CLUSTERS = 4
-    pgr.DISTANCE_METRIC = "dot"
-    pgr.BACKBONE_FEATURE_KEY_LIST = ["res3", "res4"]
-    pgr.FEATURE_NORMALIZE = True
+    pgr.NUM_SUPERPIXEL_CLUSTERS = 4  # official defaults
+    pgr.DISTANCE_METRIC = "l2"
+    pgr.BACKBONE_FEATURE_KEY_LIST = ["res4"]
+    pgr.FEATURE_NORMALIZE = False
     pgr.DEBUG = False
 
 
@@ -87,9 +88,10 @@ def add_dense_crf_config(cfg: CN) -> None:
     crf.BILATERAL_SRGB = 13
     crf.BILATERAL_COMPAT = 10
     crf.NUM_ITERS = 10
-    # Official: background is CRF label 0 and may take object pixels. "keep_parts": pixels of the
-    # object that the CRF moves to background keep their best part label instead.
-    crf.OBJECT_PIXELS = "keep_parts"  # "keep_parts" | "official"
+    # "official" (default): background is CRF label 0 and may take object pixels. "keep_parts"
+    # (this project's configs, with the figure): pixels of the object that the CRF moves to
+    # background keep their best part label instead.
+    crf.OBJECT_PIXELS = "official"  # "official" | "keep_parts"
     crf.NUM_WORKERS = 2
     add_stage_run_keys(crf)
 
@@ -140,6 +142,10 @@ def add_part_ranking_config(cfg: CN) -> None:
     pr.FEATURE_BUFFER_MB = 256
     pr.CLUSTER_BATCH_MB = 64  # CPU: small batches stay in cache (bench); GPU configs use more
     add_stage_run_keys(pr)  # TOTAL_PARTITIONS, PARTITION_INDEX, FILTERED_CODE_PATH_LIST, ...
+    # official keys of configs/PartRanking.yaml (accepted, unread: config.unread)
+    pr.ROOT_FOLDER_NAME = "pseudo_labels"
+    pr.WEIGHT_NAME = "default"
+    pr.SAVE_ANNOTATIONS = False
 
 
 def add_part_distillation_config(cfg: CN) -> None:
@@ -163,3 +169,6 @@ def add_part_distillation_config(cfg: CN) -> None:
     pd.APPLY_MASKING_WITH_OBJECT_MASK = True  # inference: masks times the object mask
     pd.USE_ORACLE_CLASSIFIER = False  # inference: labels from the best GT part (upper bound)
     pd.SET_IMAGE_SQUARE = False  # training: fit the image into an IMAGE_SIZE_BASE square + pad
+    pd.DEBUG = False  # official: first images only (configs/PartDistillation.yaml sets False)
+    pd.TOTAL_PARTITIONS = -1  # official keys (unread: config.unread)
+    pd.PARTITION_INDEX = -1

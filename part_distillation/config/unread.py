@@ -3,6 +3,14 @@
 # Official keys that official YAMLs or sh files set and that nothing here reads: they merge so
 # those files work unchanged, and are ignored for the reason given (tests/test_config_keys.py).
 ACCEPTED_UNREAD_KEYS = {
+    "PART_RANKING.ROOT_FOLDER_NAME": "official output root; the stage-5 tool writes to its --output-dir",
+    "PART_RANKING.WEIGHT_NAME": "official output-folder name part; the stage-5 tool writes to its --output-dir",
+    "PART_RANKING.SAVE_ANNOTATIONS": "official switch for writing labels; the stage-5 tool always writes them",
+    "PART_DISTILLATION.TOTAL_PARTITIONS": "official key of the stage-6 label-saving run; stage 6 trains on "
+                                          "all of PART_DISTILLATION.DATASET_PATH here",
+    "PART_DISTILLATION.PARTITION_INDEX": "see PART_DISTILLATION.TOTAL_PARTITIONS",
+    "CUSTOM_DATASETS.CITYSCAPES_PART.PATH_ONLY": "official lazy-listing switch; the Cityscapes-Part "
+                                                 "loader here lists files without decoding masks anyway",
     "PROPOSAL_GENERATION.BATCH_SIZE": "official stage-2 images per forward; here images go one at a "
                                       "time and objects are batched by OBJECTS_PER_BATCH",
     "PROPOSAL_GENERATION.ROOT_FOLDER_NAME": "official output root; every tool here writes to its --output-dir",

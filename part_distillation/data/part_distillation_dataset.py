@@ -246,9 +246,12 @@ def register_part_distillation_train_datasets(cfg) -> List[str]:
                              "PART_DISTILLATION.DATASET_PATH or DATASETS.TRAIN")
         return list(cfg.DATASETS.TRAIN)
     name = "part_distillation:" + ",".join(args[0])
+    debug = bool(cfg.PART_DISTILLATION.DEBUG)  # official: the first 100 images only
 
     def load() -> List[dict]:
         dicts, codes, source = load_part_distillation_dataset(*args)
+        if debug:
+            dicts = dicts[:100]
         meta = MetadataCatalog.get(name)
         if meta.get("class_codes", None) != codes:
             meta.set(class_codes=codes, class_id_source=source)

@@ -113,6 +113,10 @@ def load_supervised_train_dicts(cfg) -> List[dict]:
     """
     if not cfg.DATASETS.TRAIN:
         raise ValueError("SupervisedModel trains on ground-truth part datasets: set DATASETS.TRAIN")
+    if cfg.CUSTOM_DATASETS.LABEL_PERCENTAGE != 100:
+        raise ValueError(f"CUSTOM_DATASETS.LABEL_PERCENTAGE {cfg.CUSTOM_DATASETS.LABEL_PERCENTAGE} is not "
+                         "supported (the official code declares it but its few-shot runs use "
+                         "FEWSHOT_LEARNING.LABEL_PERCENTAGE): set FEWSHOT_LEARNING.LABEL_PERCENTAGE")
     dicts = [d for name in cfg.DATASETS.TRAIN for d in resolve_dataset(name, cfg)]
     with_parts = [d for d in dicts if any(o["parts"] for o in d["objects"])]
     if len(with_parts) < len(dicts):

@@ -7,7 +7,7 @@ and ``centernet2`` (installed ``--no-deps``) and the CLIP tokenizer they import
 use stands in for that one function.
 
 Model: the official config ``Detic_LCOCOI21k_CLIP_SwinB_896b32_4x_ft4x_max-size``
-(``configs/labelers/``, Detic/CenterNet2 keys, its own CfgNode: ``PROPOSAL_GENERATION.
+(``configs/detic/``, Detic/CenterNet2 keys, its own CfgNode: ``PROPOSAL_GENERATION.
 LABELER_CONFIG``) and checkpoint ``weights/detic/Detic_LCOCOI21k_CLIP_SwinB_896b32_4x_ft4x_max-size.pth``.
 The classifier is replaced by CLIP text embeddings of ``"a " + class name`` (official prompt) for
 the classes of the records being labelled, read from PROPOSAL_GENERATION.CLIP_EMBEDDINGS_PATH:
@@ -80,7 +80,7 @@ def load_detic_config(path: str, opts=()):
 
     if not path:
         raise ValueError("the Detic labeler needs PROPOSAL_GENERATION.LABELER_CONFIG (--labeler-config), e.g. "
-                         "configs/labelers/Detic_LCOCOI21k_CLIP_SwinB_896b32_4x_ft4x_max-size.yaml")
+                         "configs/detic/Detic_LCOCOI21k_CLIP_SwinB_896b32_4x_ft4x_max-size.yaml")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Detic config not found: {path}")
     cfg = get_cfg()

@@ -17,7 +17,7 @@ def stage_parser(description: str, stage: Optional[str] = None) -> argparse.Argu
     ``stage``, also that stage's input argument (without it, ``--stage``, ``--dataset`` and
     ``--input-dir``)."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--config-file", default="configs/pixel_grouping/effnet_lite0_cpu.yaml", metavar="FILE")
+    p.add_argument("--config-file", default="configs/proposal_generation/effnet_lite0_cpu.yaml", metavar="FILE")
     p.add_argument("--output-dir", required=True, help="where this stage writes its pseudo-labels")
     if stage == "*":
         p.add_argument("--stage", required=True, help="registered stage name (STAGE_REGISTRY)")
@@ -31,7 +31,7 @@ def stage_parser(description: str, stage: Optional[str] = None) -> argparse.Argu
     if stage == "*" or stage == "object_masks":
         p.add_argument("--labeler-config", default=None,
                        help="stage 1: the labeler's own config (PROPOSAL_GENERATION.LABELER_CONFIG): a "
-                            "detectron2 model config, or configs/labelers/Detic_*.yaml")
+                            "detectron2 model config, or configs/detic/Detic_*.yaml")
     elif stage is not None:
         p.add_argument("--input-dir", help=f"{_stage_class(stage).INPUT_STAGE} pseudo-label folder (default: the "
                                            "stage's config key, e.g. PROPOSAL_GENERATION.OBJECT_MASK_PATH)")

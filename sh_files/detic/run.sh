@@ -21,9 +21,9 @@
 REPO=${REPO:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}}
 DATASET=${DATASET:-imagenet_1k}                   # registered dataset name or image folder
 LABELER=${LABELER:-detic}                         # PROPOSAL_GENERATION.OBJECT_MASK_TYPE
-LABELER_CONFIG=${LABELER_CONFIG:-configs/labelers/Detic_LCOCOI21k_CLIP_SwinB_896b32_4x_ft4x_max-size.yaml}
+LABELER_CONFIG=${LABELER_CONFIG:-configs/detic/Detic_LCOCOI21k_CLIP_SwinB_896b32_4x_ft4x_max-size.yaml}
 CLIP_EMBEDDINGS=${CLIP_EMBEDDINGS:-weights/detic/clip_a+cname.npz}  # Detic vocabulary (INSTALL.md)
-CONFIG=${CONFIG:-configs/pixel_grouping/swin_L.yaml}
+CONFIG=${CONFIG:-configs/proposal_generation/swin_L.yaml}
 OUTPUT_DIR=${OUTPUT_DIR:-pseudo_labels/${DATASET}/object_masks}
 CLASS_LIST=${CLASS_LIST:-}                        # optional file of class codes to label
 EXTRA_OPTS=${EXTRA_OPTS:-}                        # more KEY VALUE overrides
@@ -32,4 +32,4 @@ partition_opts PROPOSAL_GENERATION
 run_requeueable "$PY" tools/label_objects.py --config-file "$CONFIG" --dataset "$DATASET" \
   --output-dir "$OUTPUT_DIR" ${LABELER_CONFIG:+--labeler-config "$LABELER_CONFIG"} \
   PROPOSAL_GENERATION.OBJECT_MASK_TYPE "$LABELER" PROPOSAL_GENERATION.CLIP_EMBEDDINGS_PATH "$CLIP_EMBEDDINGS" \
-  "${PARTITION_OPTS[@]}" $EXTRA_OPTS
+  "${PARTITION_OPTS[@]}" "${EXTRA[@]}"
