@@ -198,12 +198,12 @@ STAGE_META_ARCHITECTURES = {
     "ProposalGenerationModel": ("proposal_generation", "tools/pixel_grouping.py --input-dir <stage-1 folder>"),
     "PartRankingModel": ("part_ranking", "tools/part_ranking.py --input-dir <stage-4 folder> "
                          "(or PART_RANKING.DATASET_PATH)"),
-    "PixelGroupingModel": ("", "tools/run_part_pipeline.py --stop-after dense_crf --dataset <dataset> "
-                           "(stage 2 on the dataset's given object masks, then tools/evaluate_parts.py "
-                           "--stage proposal_generation for C/A-mIoU)"),
-    "ClusteringBaseline": ("", "tools/run_part_pipeline.py --stop-after dense_crf --dataset <dataset> with "
-                           "PROPOSAL_GENERATION.GROUPING kmeans_rgbxy or a ResNet backbone config "
-                           "(configs/proposal_generation/R50.yaml), then tools/evaluate_parts.py"),
+    "PixelGroupingModel": ("", "tools/run_part_pipeline.py --dataset <dataset> --output-dir <dir> "
+                           "(stages 1-3 on the dataset's given object masks, evaluated; "
+                           "sh_files/pixel_grouping/run.sh)"),
+    "ClusteringBaseline": ("", "tools/run_part_pipeline.py --dataset <dataset> --output-dir <dir> "
+                           "--config-file configs/proposal_generation/R50.yaml (a ResNet backbone; "
+                           "--baselines adds the RGB+XY k-means and grid baselines)"),
 }
 
 

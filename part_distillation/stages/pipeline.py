@@ -134,6 +134,7 @@ def run_pipeline(cfg, dataset: str, output_dir: str, variants: Dict[str, Tuple[l
                                  evaluate, num_collages)
     metrics = {"dataset": dataset, "num_images": len(records), "dataset_load": report, "results": results,
                "stages": stage_rows, "run_summaries": summaries,
+               "outputs": {**all_outputs, **(folders if learned_cfgs else {})},  # key -> pseudo-label folder
                "config": {"file": config_file, "PROPOSAL_GENERATION": plain_config(cfg.PROPOSAL_GENERATION),
                           "DENSE_CRF": plain_config(cfg.DENSE_CRF), "BACKBONE": cfg.MODEL.BACKBONE.NAME}}
     atomic_write_json(os.path.join(output_dir, "metrics.json"), metrics, indent=1)

@@ -34,8 +34,8 @@ partition_opts PART_RANKING
 if [ -n "$PROPOSALS_DIR" ]; then  # same partition keys: this task's predictor owns its classes
   run_requeueable "$PY" tools/run_stage.py --stage part_proposals --config-file "$CONFIG" \
     --input-dir "$INPUT_DIR" --output-dir "$PROPOSALS_DIR" MODEL.WEIGHTS "$WEIGHTS" \
-    "${PARTITION_OPTS[@]}" $EXTRA_OPTS
+    "${PARTITION_OPTS[@]}" "${EXTRA[@]}"
   INPUT_DIR=$PROPOSALS_DIR
 fi
 run_requeueable "$PY" tools/part_ranking.py --config-file "$CONFIG" --output-dir "$OUTPUT_DIR" \
-  MODEL.WEIGHTS "$WEIGHTS" PART_RANKING.DATASET_PATH "$INPUT_DIR" "${PARTITION_OPTS[@]}" $EXTRA_OPTS
+  MODEL.WEIGHTS "$WEIGHTS" PART_RANKING.DATASET_PATH "$INPUT_DIR" "${PARTITION_OPTS[@]}" "${EXTRA[@]}"
