@@ -11,7 +11,7 @@ from .helpers import REPO
 
 PACKAGE = "part_distillation"
 # lowest first; a module may import its own layer and the layers before it
-LAYERS = ("utils", "config", "visualization", "data", "modeling", "evaluation", "engine", "labelers", "stages")
+LAYERS = ("utils", "config", "visualization", "data", "modeling", "evaluation", "manual_eval", "engine", "labelers", "stages")
 
 
 def module_files(root=os.path.join(REPO, PACKAGE)):
