@@ -37,8 +37,8 @@ def _two_tone(h=64, w=96):
 
 
 def test_kmeans_rgb_splits_colour_halves():
-    cfg = _cfg("PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS", "2")
-    grouper = PixelGrouper(RGBXYFeatures(cfg, xy_weight=0.0), k=2, metric="l2")
+    cfg = _cfg("PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS", "2", "PROPOSAL_GENERATION.DISTANCE_METRIC", "l2")
+    grouper = PixelGrouper(cfg, feature_fn=RGBXYFeatures(cfg, xy_weight=0.0))
     img, mask = _two_tone()
     (seg,) = grouper(img, [mask], "toy")
     assert set(np.unique(seg)) == {0, 1, 2}
@@ -74,8 +74,8 @@ def test_upsampled_scores_equal_scores_of_upsampled_features():
 
 
 def test_small_objects_take_the_fallback_and_grid_baseline():
-    cfg = _cfg()
-    grouper = PixelGrouper(RGBXYFeatures(cfg), k=4, metric="l2")
+    cfg = _cfg("PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS", "4", "PROPOSAL_GENERATION.DISTANCE_METRIC", "l2")
+    grouper = PixelGrouper(cfg, feature_fn=RGBXYFeatures(cfg))
     img, mask = _two_tone()
     tiny = np.zeros_like(mask)
     tiny[30:34, 46:50] = True  # 16 pixels across 4 stride-8 cells (none covered >= 50%), both colours
@@ -221,3 +221,18 @@ def test_assignment_memory_is_bounded_by_the_box_chunks_not_k_full_size_maps():
     assert out.returncode == 0, out.stderr
     extra = int(out.stdout.split()[-1])
     assert 192 <= extra < 600, out.stdout  # at least the int32 output map itself: the figure is real
+
+
+def test_pixel_grouper_takes_keyword_only_arguments_without_defaults():
+    """The grouper is built from the config or with every setting explicit: no constructor
+    default can differ from the config's."""
+    import inspect
+
+    cfg = _cfg()
+    params = inspect.signature(PixelGrouper.__init__).parameters.values()
+    assert all(p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in params if p.name != "self")
+    g = PixelGrouper(cfg, feature_fn=RGBXYFeatures(cfg))
+    pg = cfg.PROPOSAL_GENERATION
+    assert (g.k, g.metric, g.restarts) == (pg.NUM_SUPERPIXEL_CLUSTERS, pg.DISTANCE_METRIC, pg.KMEANS_RESTARTS)
+    with pytest.raises(TypeError):
+        PixelGrouper(feature_fn=RGBXYFeatures(cfg), k=2)
