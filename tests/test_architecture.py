@@ -148,3 +148,17 @@ def test_tools_import_the_installed_package(folder):
     bad = [f for f in sorted(os.listdir(os.path.join(REPO, folder))) if f.endswith(".py")
            and "sys.path.insert" in open(os.path.join(REPO, folder, f)).read()]
     assert not bad, f"{folder}/ files that edit sys.path: {bad}"
+
+
+def test_doc_links_resolve():
+    """Every relative link of the README and docs/*.md names a file that exists."""
+    import re
+
+    docs = [os.path.join(REPO, "README.md")] + [os.path.join(REPO, "docs", f) for f in
+                                                os.listdir(os.path.join(REPO, "docs")) if f.endswith(".md")]
+    missing = []
+    for doc in docs:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", open(doc).read()):
+            if "://" not in target and not os.path.exists(os.path.join(os.path.dirname(doc), target)):
+                missing.append(f"{os.path.relpath(doc, REPO)} -> {target}")
+    assert not missing, f"links to missing files: {missing}"

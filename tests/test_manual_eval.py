@@ -296,9 +296,9 @@ def test_a_killed_server_keeps_every_saved_answer(study):
 
 
 def test_main_job_methods_and_cli(folders, tmp_path):
-    outputs = {"pretrained/pixel_grouping": "/o/pg", "pretrained/dense_crf": "/o/crf",
-               "pretrained/dense_crf_official": "/o/crf_off", "grid_2x2/pixel_grouping": "/o/g",
-               "grid_2x2/dense_crf": "/o/gcrf", "part_ranking": "/o/pr", "part_distillation": "/o/pd"}
+    outputs = {"pretrained/proposal_generation": "/o/pg", "pretrained/dcrf": "/o/crf",
+               "pretrained/dcrf_official": "/o/crf_off", "grid_2x2/proposal_generation": "/o/g",
+               "grid_2x2/dcrf": "/o/gcrf", "part_ranking": "/o/pr", "part_distillation": "/o/pd"}
     assert pipeline_methods(outputs) == {"part_distillation": "/o/pd", "part_ranking": "/o/pr",
                                          "pretrained": "/o/crf", "grid_2x2": "/o/gcrf"}
     import importlib.util

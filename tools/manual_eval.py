@@ -2,7 +2,7 @@
 """Manual evaluation of part segmentations (precision / diversity / generality), blinded::
 
     .venv/bin/python tools/manual_eval.py prepare --method ours=OUT/part_distillation/predictions \
-        --method baseline=OUT/pretrained/dense_crf --classes 20 --per-class 3 --seed 0 --out STUDY
+        --method baseline=OUT/pretrained/dcrf --classes 20 --per-class 3 --seed 0 --out STUDY
     .venv/bin/python tools/manual_eval.py serve STUDY [--host 127.0.0.1] [--port 8000] [--token T]
     .venv/bin/python tools/manual_eval.py report STUDY
 

@@ -17,7 +17,7 @@ def pipeline_methods(outputs: dict) -> dict:
     """The methods a main-job study compares, from the main job's ``metrics["outputs"]``
     (``{"<variant>/<stage>" or stage name: folder}`` in run order): stage 6 and stage 5 when run
     , and per variant its last stage that is not the
-    official-CRF copy (stage 3: the unsupervised pixel-grouping baseline), named after the variant."""
+    official-CRF copy (stage 3: the unsupervised proposal-generation baseline), named after the variant."""
     methods, last = {}, {}
     for key, folder in outputs.items():
         variant, sep, stage = key.partition("/")

@@ -93,7 +93,7 @@ class PixelGrouper:
     instead; when those are still <= K, each touched cell is a centre (so the object gets up to
     that many segments, one when it lies inside a single cell), otherwise k-means runs on them.
     Chosen over one segment for the whole object and over the 2x2 grid by the small-object rows of
-    the evaluation on both shared datasets (README). Counted in ``last_counts``.
+    the evaluation on both shared datasets (docs/BENCHMARKS.md, "Small objects"). Counted in ``last_counts``.
 
     ``@configurable``: built as ``PixelGrouper(cfg, feature_fn=..., device=...)`` (the values of
     :meth:`from_config`) or with every keyword argument explicit (no defaults, so that a bench or
