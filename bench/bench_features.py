@@ -21,7 +21,7 @@ records and given object masks (stage 1, ``ObjectMasksStage``), ``PixelGrouper``
 object fallback, ``dot`` on L2-normalised features, 3 restarts, per-object seeds), the evaluator's
 per-object best-match / Hungarian mIoU (``SegmentMetricsAccumulator``; objects matched to the
 ground truth by ``match_objects``) and, for the finalists, the stage-2 and stage-3 stages
-themselves (``PixelGroupingStage`` with the cached features, ``DenseCRFStage`` with
+themselves (``ProposalGenerationStage`` with the cached features, ``DenseCRFStage`` with
 ``OBJECT_PIXELS keep_parts``, ``evaluate_pseudo_labels``).
 
 Cheap by construction: each backbone's res3-res5 maps are computed once per image and resolution
@@ -72,7 +72,8 @@ from part_distillation.modeling.feature_extractor import (BackboneFeatures, RGBX
 from part_distillation.stages.dense_crf import DenseCRFStage  # noqa: E402
 from part_distillation.stages.evaluate import evaluate_pseudo_labels, gt_objects, match_objects  # noqa: E402
 from part_distillation.stages.object_masks import ObjectMasksStage  # noqa: E402
-from part_distillation.stages.pixel_grouping import PixelGrouper, PixelGroupingStage, grid_segments  # noqa: E402
+from part_distillation.stages.proposal_generation import (PixelGrouper, ProposalGenerationStage,  # noqa: E402
+                                                          grid_segments)
 from part_distillation.utils.io import atomic_write_json  # noqa: E402
 
 CONFIG = "configs/proposal_generation/effnet_lite0_cpu.yaml"
@@ -214,7 +215,7 @@ def features(data: Data, source: str, res: int):
 
 def segmenter(data: Data, c: Cand, cfg):
     """``fn(image, masks, image_id) -> label maps`` of candidate ``c`` on cached features (the
-    image argument is unused); the stage-2 segment function of ``PixelGroupingStage``."""
+    image argument is unused); the stage-2 segment function of ``ProposalGenerationStage``."""
     if c.kind == "grid":
         return lambda image, masks, image_id: [grid_segments(m) for m in masks]
     source = "rgbxy" if c.kind == "rgbxy" else f"{c.kind}:{c.backbone}"
@@ -230,8 +231,8 @@ def segmenter(data: Data, c: Cand, cfg):
 
     metric = cfg.PROPOSAL_GENERATION.DISTANCE_METRIC
     ks = ELBOW_KS if c.k == "elbow" else (c.k,)
-    groupers = {k: PixelGrouper.from_config(with_overrides(cfg, ["PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS", k]),
-                                            feature_fn) for k in ks}
+    groupers = {k: PixelGrouper(with_overrides(cfg, ["PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS", k]),
+                                feature_fn=feature_fn) for k in ks}
     assert all(g.metric == metric for g in groupers.values())
 
     def segment(image, masks, image_id):
@@ -283,7 +284,7 @@ def score(data: Data, name: str) -> dict:
 
 
 def run_stages(data: Data, name: str) -> dict:
-    """Candidate ``name`` through ``PixelGroupingStage`` (cached features) and ``DenseCRFStage``
+    """Candidate ``name`` through ``ProposalGenerationStage`` (cached features) and ``DenseCRFStage``
     (keep_parts, 1 worker) into ``<out>/<dataset>/stages/<name>/``; per-object scores of both
     from ``evaluate_pseudo_labels`` in ``data.keys`` order, and the stage-3 seconds."""
     folder = os.path.join(data.out, "stages", name.replace("/", "__").replace(":", "_"))
@@ -293,8 +294,8 @@ def run_stages(data: Data, name: str) -> dict:
             return json.load(f)
     c = Cand(name)
     cfg = cand_cfg(c)
-    pg, crf = os.path.join(folder, "pixel_grouping"), os.path.join(folder, "dense_crf")
-    PixelGroupingStage(cfg, pg, segment_fn=segmenter(data, c, cfg)).run(data.stage1)
+    pg, crf = os.path.join(folder, "proposal_generation"), os.path.join(folder, "dcrf")
+    ProposalGenerationStage(cfg, pg, segment_fn=segmenter(data, c, cfg)).run(data.stage1)
     t0 = time.perf_counter()
     DenseCRFStage(cfg, crf).run(pg, workers=1)
     crf_s = time.perf_counter() - t0
@@ -399,7 +400,7 @@ def main():
             score(d, n)
             score(d, Cand(n).baseline("rgbxy"))
     allc = step1 + step2
-    print(f"## Step 1-2: before the dense-CRF (per-object best-match mIoU, %; paired bootstrap 95% "
+    print(f"### Step 1-2: before the dense-CRF (per-object best-match mIoU, %; paired bootstrap 95% "
           f"intervals over objects, bold where the interval excludes 0)\n\n`{cmd}`\n")
     print(sweep_table(datas, allc, args.bootstrap) + "\n", flush=True)
     if args.no_crf:
@@ -417,10 +418,10 @@ def main():
             run_stages(d, n)
             for b in BASELINES:
                 run_stages(d, Cand(n).baseline(b))
-    print(f"## Step 3: finalists through stages 2-3 (dense-CRF keep_parts)\n\n`{cmd}`\n")
+    print(f"### Step 3: finalists through stages 2-3 (dense-CRF keep_parts)\n\n`{cmd}`\n")
     for d in datas:
         print(stage_table(d, finalists, args.bootstrap) + "\n", flush=True)
-    print("## Chosen on one dataset (best after the CRF among the finalists), reported on the other\n")
+    print("### Chosen on one dataset (best after the CRF among the finalists), reported on the other\n")
     for d in datas:
         best = max(finalists, key=lambda n: float(np.mean(run_stages(d, n)["post"]["best_match"])))
         for other in datas:

@@ -7,12 +7,21 @@
 #    8-way job: TOTAL_PARTITIONS=8 sbatch --array=3 <file>;
 #  - run_requeueable CMD...: runs CMD in the background and requeues this job (array task) when
 #    SLURM sends USR1 (#SBATCH --signal=B:USR1@<s> before the time limit); the rerun resumes;
-#  - DIST_ARGS: detectron2 launch arguments for one task per node (first node = dist_url).
+#  - DIST_ARGS: detectron2 launch arguments for one task per node (first node = dist_url);
+#  - EXTRA: a bash array of KEY VALUE overrides from the string EXTRA_OPTS, split with shell
+#    quoting (EXTRA_OPTS="SOLVER.STEPS '(40000, 45000)'" gives two words: SOLVER.STEPS and
+#    "(40000, 45000)", as the official sh files pass it), followed by the arguments given to the
+#    sh file itself (sbatch <file> SOLVER.MAX_ITER 100 ...).
+# Cluster-specific #SBATCH values (--partition, --account, --mem, --time, --cpus-per-task,
+# --gpus-per-node) are this cluster's guesses: change them in the file or override them on the
+# command line (sbatch flags win over #SBATCH lines), e.g. sbatch --partition=a100 --time=8:00:00 <file>.
 set -euo pipefail
 cd "$REPO"
 [ -f tools/train_net.py ] || { echo "REPO=$REPO is not the repository root: sbatch from the root or set REPO" >&2; exit 2; }
 PY=${PY:-$REPO/.venv/bin/python}
 mkdir -p logs
+eval "EXTRA=(${EXTRA_OPTS:-})"
+EXTRA+=("$@")
 
 TOTAL_PARTITIONS=${TOTAL_PARTITIONS:-${SLURM_ARRAY_TASK_COUNT:-1}}
 PARTITION_INDEX=${PARTITION_INDEX:-${SLURM_ARRAY_TASK_ID:-0}}

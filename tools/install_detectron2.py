@@ -19,6 +19,7 @@ Idempotent: steps 1-3 are skipped when an importable detectron2 0.6 is already i
 from-source build of the official repository counts too); step 4 patches once.
 Usage: ``python tools/install_detectron2.py``.
 """
+import argparse
 import hashlib
 import importlib.util
 import os
@@ -149,4 +150,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # --help; no options
     main()

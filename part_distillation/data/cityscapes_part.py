@@ -70,11 +70,7 @@ def load_cityscapes_part(images_dirname: str, annotations_dirname: str, parts_di
             file_name = os.path.join(img_root, city, f)
             inst_path = os.path.join(annotations_dirname, split, city, stem + "_gtFine_instanceIds.png")
             part_path = os.path.join(parts_dirname, split, city, stem + "_gtFinePanopticParts.tif")
-            missing = [p for p in (inst_path, part_path) if not os.path.isfile(p)]
-            if missing:
-                report.skip("no_annotation", file_name, f"missing {missing[0]}")
-                continue
-            size = report.image_size(file_name)
+            size = report.annotated_image_size(file_name, (inst_path, part_path))
             if size is None:
                 continue
             w, h = size

@@ -158,12 +158,9 @@ def load_ov_parts(root: str, split_dir: str, object_classes: Sequence[str], part
         part_path = os.path.join(root, "annotations_detectron2_part", split_dir, image_id + ".png")
         obj_path = os.path.join(root, "annotations_detectron2_obj", split_dir, image_id + ".png")
         needed = [part_path] + ([] if instances is not None else [obj_path])
-        missing = [p for p in needed if not os.path.isfile(p)]
-        if missing or (instances is not None and f not in instances):
-            what = missing[0] if missing else f"instances in {instances_json}"
-            report.skip("no_annotation", file_name, f"missing {what}")
-            continue
-        size = report.image_size(file_name)
+        no_instances = instances is not None and f not in instances and all(map(os.path.isfile, needed))
+        size = report.annotated_image_size(file_name, needed,
+                                           f"instances in {instances_json}" if no_instances else "")
         if size is None:
             continue
         w, h = size

@@ -17,8 +17,8 @@
 REPO=${REPO:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}}
 DATASET=${DATASET:-imagenet_1k}
 CONFIG=${CONFIG:-configs/proposal_generation/swin_L.yaml}
-INPUT_DIR=${INPUT_DIR:-pseudo_labels/${DATASET}/pixel_grouping}    # stage-2 output
-OUTPUT_DIR=${OUTPUT_DIR:-pseudo_labels/${DATASET}/dense_crf}
+INPUT_DIR=${INPUT_DIR:-pseudo_labels/${DATASET}/proposal_generation}    # stage-2 output
+OUTPUT_DIR=${OUTPUT_DIR:-pseudo_labels/${DATASET}/dcrf}
 PARTITION_NAMESPACE=${PARTITION_NAMESPACE:-DENSE_CRF}    # stage 3 shards by DENSE_CRF.TOTAL_PARTITIONS / PARTITION_INDEX
 NUM_WORKERS=${NUM_WORKERS:-${SLURM_CPUS_PER_TASK:-4}}
 CLASS_LIST=${CLASS_LIST:-}
@@ -26,4 +26,4 @@ EXTRA_OPTS=${EXTRA_OPTS:-}
 source "$REPO/sh_files/common.sh"
 partition_opts "$PARTITION_NAMESPACE"
 run_requeueable "$PY" tools/dense_crf.py --config-file "$CONFIG" --input-dir "$INPUT_DIR" \
-  --output-dir "$OUTPUT_DIR" DENSE_CRF.NUM_WORKERS "$NUM_WORKERS" "${PARTITION_OPTS[@]}" $EXTRA_OPTS
+  --output-dir "$OUTPUT_DIR" DENSE_CRF.NUM_WORKERS "$NUM_WORKERS" "${PARTITION_OPTS[@]}" "${EXTRA[@]}"

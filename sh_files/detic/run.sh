@@ -32,4 +32,4 @@ partition_opts PROPOSAL_GENERATION
 run_requeueable "$PY" tools/label_objects.py --config-file "$CONFIG" --dataset "$DATASET" \
   --output-dir "$OUTPUT_DIR" ${LABELER_CONFIG:+--labeler-config "$LABELER_CONFIG"} \
   PROPOSAL_GENERATION.OBJECT_MASK_TYPE "$LABELER" PROPOSAL_GENERATION.CLIP_EMBEDDINGS_PATH "$CLIP_EMBEDDINGS" \
-  "${PARTITION_OPTS[@]}" $EXTRA_OPTS
+  "${PARTITION_OPTS[@]}" "${EXTRA[@]}"

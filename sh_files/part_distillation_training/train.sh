@@ -16,10 +16,10 @@
 #SBATCH --signal=B:USR1@300
 REPO=${REPO:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}}
 DATASET=${DATASET:-imagenet_1k}
-CONFIG=${CONFIG:-configs/part_distillation/swin_L.yaml}
+CONFIG=${CONFIG:-configs/part_distillation/official/swinL_IN21K.yaml}
 DATASET_PATH=${DATASET_PATH:-pseudo_labels/${DATASET}/part_ranking}  # stage-5 output
 OUTPUT_DIR=${OUTPUT_DIR:-output/part_distillation/${DATASET}}
 EXTRA_OPTS=${EXTRA_OPTS:-}
 source "$REPO/sh_files/common.sh"
 train_on_nodes --config-file "$CONFIG" PART_DISTILLATION.DATASET_PATH "$DATASET_PATH" \
-  OUTPUT_DIR "$OUTPUT_DIR" $EXTRA_OPTS
+  OUTPUT_DIR "$OUTPUT_DIR" "${EXTRA[@]}"

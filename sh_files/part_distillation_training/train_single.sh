@@ -11,5 +11,5 @@
 #SBATCH --requeue
 #SBATCH --signal=B:USR1@300
 REPO=${REPO:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}}
-CONFIG=${CONFIG:-configs/part_distillation/swin_L_single.yaml}
+CONFIG=${CONFIG:-configs/PartDistillation.yaml}
 source "$REPO/sh_files/part_distillation_training/train.sh"

@@ -20,10 +20,10 @@ REPO=${REPO:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && 
 DATASET=${DATASET:-imagenet_1k}
 CONFIG=${CONFIG:-configs/proposal_generation/swin_L.yaml}
 INPUT_DIR=${INPUT_DIR:-pseudo_labels/${DATASET}/object_masks}      # stage-1 output
-OUTPUT_DIR=${OUTPUT_DIR:-pseudo_labels/${DATASET}/pixel_grouping}
+OUTPUT_DIR=${OUTPUT_DIR:-pseudo_labels/${DATASET}/proposal_generation}
 CLASS_LIST=${CLASS_LIST:-}
 EXTRA_OPTS=${EXTRA_OPTS:-}
 source "$REPO/sh_files/common.sh"
 partition_opts PROPOSAL_GENERATION
 run_requeueable "$PY" tools/pixel_grouping.py --config-file "$CONFIG" --input-dir "$INPUT_DIR" \
-  --output-dir "$OUTPUT_DIR" "${PARTITION_OPTS[@]}" $EXTRA_OPTS
+  --output-dir "$OUTPUT_DIR" "${PARTITION_OPTS[@]}" "${EXTRA[@]}"

@@ -19,9 +19,9 @@
 REPO=${REPO:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}}
 DATASET=${DATASET:-imagenet_1k}
 CONFIG=${CONFIG:-configs/proposal_learning/swin_L.yaml}
-DATASET_PATH=${DATASET_PATH:-pseudo_labels/${DATASET}/dense_crf}  # stage-3 output
+DATASET_PATH=${DATASET_PATH:-pseudo_labels/${DATASET}/dcrf}  # stage-3 output
 OUTPUT_DIR=${OUTPUT_DIR:-output/proposal_learning/${DATASET}}
 EXTRA_OPTS=${EXTRA_OPTS:-}
 source "$REPO/sh_files/common.sh"
 train_on_nodes --config-file "$CONFIG" PROPOSAL_LEARNING.DATASET_PATH "$DATASET_PATH" \
-  OUTPUT_DIR "$OUTPUT_DIR" $EXTRA_OPTS
+  OUTPUT_DIR "$OUTPUT_DIR" "${EXTRA[@]}"

@@ -12,5 +12,5 @@
 #SBATCH --requeue
 #SBATCH --signal=B:USR1@300
 REPO=${REPO:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}}
-CONFIG=${CONFIG:-configs/proposal_learning/swin_L_single.yaml}
+CONFIG=${CONFIG:-configs/proposal_learning/swinL_train_single.yaml}
 source "$REPO/sh_files/proposal_learning/train_multi.sh"

@@ -1,0 +1,20 @@
+#!/bin/bash
+#SBATCH --job-name=pd_supervised_prop_part_imagenet
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --gpus-per-node=8
+#SBATCH --cpus-per-task=80
+#SBATCH --time=24:00:00
+#SBATCH --partition=gpu
+#SBATCH --output=logs/%x_%j.out
+#SBATCH --requeue
+#SBATCH --signal=B:USR1@300
+# Supervised class-agnostic part proposals on part_imagenet (upper-bound baseline).
+# Official path (PartDistillation sh_files, commit a0bb459); variables and outputs: sh_files/supervised_learning/train.sh.
+#   sbatch sh_files/supervised_learning/prop/part_imagenet.sh   # from the repository root; e.g. EXTRA_OPTS="SOLVER.MAX_ITER 100" or trailing KEY VALUE pairs
+REPO=${REPO:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)}}
+DATASET=${DATASET:-part_imagenet}
+TASK=${TASK:-prop}
+LABEL_PERCENTAGE=${LABEL_PERCENTAGE:-100}
+TEST=${TEST:-part_imagenet_valtest}
+source "$REPO/sh_files/supervised_learning/train.sh"
