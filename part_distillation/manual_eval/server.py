@@ -287,6 +287,10 @@ def create_app(study_dir: str, token: Optional[str] = None) -> FastAPI:
 
 def serve(study_dir: str, host: str = "127.0.0.1", port: int = 8000, token: Optional[str] = None) -> None:
     """Run :func:`create_app` with uvicorn until interrupted (binds ``host``, loopback by default)."""
+    import logging
+
     import uvicorn
 
+    if host not in ("127.0.0.1", "localhost", "::1") and token is None:
+        logging.getLogger(__name__).warning("serving on %s without --token: anyone who reaches it can answer", host)
     uvicorn.run(create_app(study_dir, token), host=host, port=port, log_level="info")
