@@ -92,6 +92,13 @@ def object_record(class_name: str, class_code: str, class_id: int, mask: np.ndar
             "mask": encode_mask(mask), "bbox": mask_to_box(mask), "bbox_mode": 0, "parts": parts, **extra}
 
 
+def part_record(name: str, raw_name: str, part_id: int, mask: np.ndarray) -> dict:
+    """One part of an object record (the contract above) from a bool (H, W) ``mask``: ``name``
+    (the vocabulary's name), ``raw_name`` (the annotation's), ``part_id`` (index into the dataset's
+    ``part_classes``) and the RLE mask."""
+    return {"name": name, "raw_name": raw_name, "part_id": int(part_id), "mask": encode_mask(mask)}
+
+
 def validate_record(record: dict) -> None:
     """Check one dataset dict against the contract above without decoding the masks (RLE sizes
     are compared with ``height`` / ``width``).

@@ -43,7 +43,8 @@ from detectron2.structures import BitMasks, Instances
 
 from .proposal_dataset import PartEvalDatasetMapper, transform_masks, build_train_augmentations, read_image
 from ..utils.class_filter import load_class_filter
-from .pseudo_labels import PseudoLabelError, class_code_of_dir, list_pseudo_labels, load_pseudo_label
+from .pseudo_labels import (class_code_of_dir, list_pseudo_labels, load_pseudo_label,
+                            read_or_count)
 from ..utils.object_filter import object_area_ratio_keep
 
 logger = logging.getLogger(__name__)
@@ -183,11 +184,8 @@ def load_part_distillation_dataset(folders: Tuple[str, ...], filt: PseudoLabelFi
         return dicts, codes, "vocabulary"
     kept, counts = [], dict(files=len(files), corrupt=0)
     for path, folder_code in files:
-        try:
-            label = load_pseudo_label(path)
-        except PseudoLabelError as e:
-            logger.warning("skipping %s", e)
-            counts["corrupt"] += 1
+        label = read_or_count(path, counts)
+        if label is None:
             continue
         for oi, parts, code, class_id in filt.select(label, path, folder_code, counts):
             kept.append(({"file_name": label.file_name, "image_id": label.image_id,

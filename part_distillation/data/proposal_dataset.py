@@ -42,8 +42,8 @@ from .datasets import few_shot_training_dicts
 from .images import read_image_rgb
 from ..utils.class_filter import class_allowed, load_class_filter
 from ..utils.object_filter import object_area_ratio_keep
-from .pseudo_labels import (PseudoLabelError, class_code_of_dir, list_pseudo_labels, load_pseudo_label,
-                            read_header)
+from .pseudo_labels import (class_code_of_dir, list_pseudo_labels, load_pseudo_label,
+                            read_header, read_or_count)
 
 logger = logging.getLogger(__name__)
 
@@ -81,11 +81,8 @@ def load_pseudo_label_dataset(folder: str, min_object_area_ratio: float = 0.0,
     counts = dict(corrupt=0, images_dropped=0, objects_dropped=0, objects_kept=0,
                   parts_dropped=0, parts_kept=0)
     for path in paths:
-        try:
-            header = read_header(path)
-        except PseudoLabelError as e:
-            logger.warning("skipping pseudo-label %s", e)
-            counts["corrupt"] += 1
+        header = read_or_count(path, counts, read_header)
+        if header is None:
             continue
         kept = []
         for oi, (object_area, part_areas) in enumerate(zip(header.object_areas, header.part_areas)):

@@ -46,10 +46,11 @@ Writes are atomic (:mod:`part_distillation.utils.io`); :func:`load_pseudo_label`
 import base64
 import functools
 import json
+import logging
 import os
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -57,6 +58,8 @@ import pycocotools.mask as mask_util
 from ..utils.deprecation import resolve_deprecated
 from ..utils.io import atomic_write_json
 from .images import image_id_of_path
+
+logger = logging.getLogger(__name__)
 
 SCHEMA = "part_distillation/pseudo_label"
 VERSION = 1
@@ -422,6 +425,18 @@ def _check_identity(path: str, image_id: str, found_stage: str, stage: Optional[
                                "(renamed or copied file)")
     if stage is not None and found_stage != official_stage_name(stage):
         raise PseudoLabelError(f"{path}: a {found_stage!r} pseudo-label where {official_stage_name(stage)!r} was expected")
+
+
+def read_or_count(path: str, counts: dict, read: Callable = None):
+    """``read(path)`` (default :func:`load_pseudo_label`), or None for a file that raises
+    :class:`PseudoLabelError`: the error (naming the file) is logged and ``counts["corrupt"]``
+    incremented, the counted skip of the dataset loaders that read pseudo-label folders."""
+    try:
+        return (read or load_pseudo_label)(path)
+    except PseudoLabelError as e:
+        logger.warning("skipping pseudo-label %s", e)
+        counts["corrupt"] = counts.get("corrupt", 0) + 1
+        return None
 
 
 def is_complete(path: str, stage: Optional[str] = None) -> bool:
