@@ -12,5 +12,8 @@ setup(
     install_requires=[],
     # Detic labeler: pip install -e .[detic], then (they must go without their declared deps)
     # pip install --no-deps detic-fast==1.0.post20230203 centernet2==1.0.post20221121 clip-anytorch==2.6.0
-    extras_require={"detic": ["ftfy", "regex"]},
+    # Manual-evaluation tool (tools/manual_eval.py serve/report and its tests): pip install -e .[manual_eval]
+    extras_require={"detic": ["ftfy", "regex"],
+                    "manual_eval": ["fastapi>=0.110", "uvicorn>=0.29", "httpx>=0.27", "statsmodels>=0.14",
+                                    "selenium>=4.10"]},
 )

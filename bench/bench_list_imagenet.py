@@ -17,13 +17,11 @@ Usage::
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from part_distillation.data.imagenet import imagenet_class_list, iter_imagenet  # noqa: E402
+from part_distillation.data.imagenet import imagenet_class_list, iter_imagenet
 
 
 def main():

@@ -32,8 +32,7 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from part_distillation.modeling.part_clustering import cluster_classes, inertia  # noqa: E402
+from part_distillation.modeling.part_clustering import cluster_classes, inertia
 
 
 def class_features(index: int, n: int, d: int, k: int = 8, noise: float = 0.05) -> torch.Tensor:

@@ -57,7 +57,7 @@ from part_distillation.modeling.feature_extractor import BackboneFeatures  # noq
 from part_distillation.modeling.kmeans import batched_kmeans, pack_rows, size_batches  # noqa: E402
 from part_distillation.stages.dense_crf import DenseCRFStage  # noqa: E402
 from part_distillation.stages.object_masks import ObjectMasksStage  # noqa: E402
-from part_distillation.stages.pixel_grouping import (PixelGroupingStage, assign_segments,  # noqa: E402
+from part_distillation.stages.proposal_generation import (ProposalGenerationStage, assign_segments,  # noqa: E402
                                                      build_segmenter, grid_cell_masks, object_seed)
 
 CONFIG = "configs/proposal_generation/effnet_lite0_cpu.yaml"
@@ -260,7 +260,7 @@ def main():
             ObjectMasksStage(cfg, d1).run(recs)
             seg = build_segmenter(cfg, args.device)
             t0 = time.perf_counter()
-            s2 = PixelGroupingStage(cfg, d2, seg).run(d1).as_dict()
+            s2 = ProposalGenerationStage(cfg, d2, seg).run(d1).as_dict()
             wall = time.perf_counter() - t0
             crf_rows.append(("stage 2 (features+k-means+save)", s2, wall))
             for w in args.crf_workers:

@@ -14,20 +14,18 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from part_distillation.config import setup_cfg  # noqa: E402
-from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, PartLabel,  # noqa: E402
+from part_distillation.config import setup_cfg
+from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, PartLabel,
                                                   is_complete, pseudo_label_path)
-from part_distillation.stages.partition import WorkItem  # noqa: E402
-from part_distillation.stages.stage import Stage  # noqa: E402
-from part_distillation.stages.store import DoneManifest  # noqa: E402
+from part_distillation.stages.partition import WorkItem
+from part_distillation.stages.stage import Stage
+from part_distillation.stages.store import DoneManifest
 
 
 class FinishedStage(Stage):

@@ -12,6 +12,7 @@ import numpy as np
 from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import ColorMode, Visualizer
 from PIL import Image, ImageDraw, ImageFont
+from scipy.ndimage import binary_erosion
 
 from .utils.io import atomic_save_image
 
@@ -231,3 +232,15 @@ def draw_part_predictions(image: np.ndarray, part_segs: Sequence[np.ndarray],
 def save_part_predictions(path: str, image: np.ndarray, part_segs, object_names, part_names=None) -> None:
     """:func:`draw_part_predictions` saved atomically to ``path`` (format from the extension)."""
     atomic_save_image(path, Image.fromarray(draw_part_predictions(image, part_segs, object_names, part_names)))
+
+
+def outline_object(image: np.ndarray, mask: np.ndarray, color: Tuple[int, int, int] = (255, 255, 0),
+                   width: int = 3) -> np.ndarray:
+    """``image`` with the boundary of ``mask`` drawn ``width`` px thick (inside the mask) in ``color``.
+    ``image`` uint8 (H, W, 3), ``mask`` bool (H, W); returns a new uint8 (H, W, 3)."""
+    if mask.shape != image.shape[:2]:
+        raise ValueError(f"mask {mask.shape} != image {image.shape[:2]}")
+    edge = mask & ~binary_erosion(mask, iterations=max(1, width), border_value=0)
+    out = image.copy()
+    out[edge] = color
+    return out

@@ -9,7 +9,7 @@ def test_base_inheritance_and_overrides():
     cfg = setup_cfg(EFFNET_CFG, ["PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS", "6"])
     assert cfg.MODEL.BACKBONE.NAME == "build_efficientnet_lite0_backbone"  # from the child
     assert cfg.DENSE_CRF.BILATERAL_COMPAT == 10  # from _BASE_
-    assert cfg.PROPOSAL_GENERATION.BACKBONE_FEATURE_KEY_LIST == ["res3", "res4"]
+    assert cfg.PROPOSAL_GENERATION.BACKBONE_FEATURE_KEY_LIST == ["res3", "res4", "res5"]  # ours, from the child
     assert cfg.PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS == 6
     assert cfg.is_frozen()
 

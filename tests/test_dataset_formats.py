@@ -1,4 +1,4 @@
-"""Each dataset format of issue 10, built tiny on disk in exactly its release layout, then loaded
+"""Each supported dataset format, built tiny on disk in exactly its release layout, then loaded
 through the registry."""
 import json
 import os

@@ -13,7 +13,7 @@ from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel,
                                                   save_pseudo_label)
 from part_distillation.stages.dense_crf import (DenseCRFStage, _cells_of, _nearest_index, _part_rles,
                                                 crf_refine)
-from part_distillation.stages.pixel_grouping import segments_to_parts
+from part_distillation.stages.proposal_generation import segments_to_parts
 
 from .helpers import EFFNET_CFG
 
@@ -66,7 +66,7 @@ def test_stage_with_two_workers_equals_one(tmp_path):
         Image.fromarray(img).save(tmp_path / f"im{i}.png")
         parts = [PartLabel(noisy == j) for j in (1, 2)]
         save_pseudo_label(str(s2), ImagePseudoLabel(str(tmp_path / f"im{i}.png"), f"im{i}", 48, 64,
-                                                    "pixel_grouping", [ObjectLabel("thing", obj, parts=parts)],
+                                                    "proposal_generation", [ObjectLabel("thing", obj, parts=parts)],
                                                     config={"INPUT_SIZE": [48, 64]}))
     cfg = setup_cfg(EFFNET_CFG)  # its INPUT size is not used: stage 3 takes stage 2's from the files
     one = DenseCRFStage(cfg, str(tmp_path / "w1")).run(str(s2), workers=1).as_dict()
@@ -74,7 +74,7 @@ def test_stage_with_two_workers_equals_one(tmp_path):
     assert one["processed"] == two["processed"] == 3 and not one["failed"] and not two["failed"]
     for f1, f2 in zip(list_pseudo_labels(str(tmp_path / "w1")), list_pseudo_labels(str(tmp_path / "w2"))):
         a, b = load_pseudo_label(f1), load_pseudo_label(f2)
-        assert a.stage == "dense_crf"
+        assert a.stage == "dcrf"
         lm = a.objects[0].part_label_map()
         assert np.array_equal(lm, b.objects[0].part_label_map())
         assert (lm[obj] == truth[obj]).mean() > 0.97
@@ -92,7 +92,7 @@ def test_keep_parts_partitions_the_full_resolution_object_when_the_crf_runs_smal
     Image.fromarray(img).save(tmp_path / "im.png")
     parts = [PartLabel(seg == j) for j in (1, 2)]
     save_pseudo_label(str(tmp_path / "s2"), ImagePseudoLabel(str(tmp_path / "im.png"), "im", 48, 64,
-                                                             "pixel_grouping", [ObjectLabel("thing", obj, parts=parts)],
+                                                             "proposal_generation", [ObjectLabel("thing", obj, parts=parts)],
                                                              config={"INPUT_SIZE": [16, 22]}))
     cfg = setup_cfg(EFFNET_CFG)
     out = str(tmp_path / "s3")
@@ -180,7 +180,7 @@ def test_worker_memory_is_bounded_by_a_few_full_resolution_masks_not_all_of_them
     img.save(tmp_path / "big.jpg", quality=90)
     del img, draw
     s2 = save_pseudo_label(str(tmp_path / "s2"), ImagePseudoLabel(
-        str(tmp_path / "big.jpg"), "big", h, w, "pixel_grouping", objects, config={"INPUT_SIZE": [384, 640]}))
+        str(tmp_path / "big.jpg"), "big", h, w, "proposal_generation", objects, config={"INPUT_SIZE": [384, 640]}))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out_path = str(tmp_path / "out" / "big.json")
     out = subprocess.run([sys.executable, "-c", _CRF_PEAK_SCRIPT, PARAMS_JSON, s2, out_path], capture_output=True,
@@ -188,6 +188,6 @@ def test_worker_memory_is_bounded_by_a_few_full_resolution_masks_not_all_of_them
                          timeout=300)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout.split()[-1]) < 400, out.stdout
-    header = read_header(out_path, "dense_crf")
+    header = read_header(out_path, "dcrf")
     assert [len(p) for p in header.part_areas] == [4, 4]
     assert [sum(p) for p in header.part_areas] == header.object_areas  # the parts still partition each object

@@ -93,55 +93,52 @@ def test_resume_with_seed_each_iteration_gives_same_weights(tmp_path):
 
 def test_sigkill_inside_a_periodic_checkpoint_write_resumes_to_the_same_final_weights(tmp_path):
     """A real SIGKILL while model_0000003.pth is written (half of it on disk as the temp file):
-    --resume removes the stale temp file, continues from model_0000001.pth and ends with the
-    uninterrupted run's final weights, bitwise (one image, SEED_EACH_ITERATION)."""
+    --resume in a new process removes the stale temp file, continues from model_0000001.pth and
+    ends with the uninterrupted run's final weights, bitwise (one image, SEED_EACH_ITERATION)."""
     import signal
     import subprocess
     import sys
 
     labels = _synthetic_labels(str(tmp_path / "labels"), n=1)
-
-    def opts(out):
-        return tiny_train_opts(labels, str(out), 6, "SOLVER.IMS_PER_BATCH", 1, "SOLVER.CHECKPOINT_PERIOD", 2,
-                               "SEED_EACH_ITERATION", True)
-
-    def train(out, resume):
-        args = default_argument_parser().parse_args(["--config-file", TINY] + (["--resume"] if resume else [])
-                                                    + opts(out))
-        trainer = Trainer(setup(args))
-        trainer.resume_or_load(resume=resume)
-        trainer.train()
-        return trainer
-
-    full = train(tmp_path / "full", False).model.state_dict()
-    cut = tmp_path / "cut"
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    killer = ("import os, signal, sys, torch\n"
-              "real = torch.save\n"
-              "def dying(obj, f, *a, **k):\n"
-              "    path = os.readlink(f'/proc/self/fd/{f.fileno()}') if hasattr(f, 'fileno') else ''\n"
-              "    if path.endswith('.tmp') and '.model_0000003.pth.' in path:\n"
-              "        real(obj, f, *a, **k); f.flush(); f.truncate(f.tell() // 2); f.flush()\n"
-              "        os.kill(os.getpid(), signal.SIGKILL)\n"
-              "    return real(obj, f, *a, **k)\n"
-              "torch.save = dying\n"
-              "from detectron2.engine import default_argument_parser\n"
-              "from part_distillation.engine.trainer import main\n"
-              f"main(default_argument_parser().parse_args({['--config-file', TINY] + opts(cut)!r}))\n")
-    proc = subprocess.run([sys.executable, "-c", killer], cwd=repo, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": repo, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+
+    def argv(out, resume=False):
+        return (["--config-file", TINY] + (["--resume"] if resume else [])
+                + tiny_train_opts(labels, str(out), 4, "SOLVER.IMS_PER_BATCH", 1, "SOLVER.CHECKPOINT_PERIOD", 2,
+                                  "SEED_EACH_ITERATION", True))
+
+    def python(code):
+        return subprocess.run([sys.executable, "-c", "import os, signal, sys, torch\n"
+                               "from detectron2.engine import default_argument_parser\n"
+                               "from part_distillation.engine.trainer import Trainer, main, setup\n" + code],
+                              cwd=repo, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": repo, "OMP_NUM_THREADS": "1"})
+
+    killed = python("real = torch.save\n"
+                    "def dying(obj, f, *a, **k):\n"
+                    "    path = os.readlink(f'/proc/self/fd/{f.fileno()}') if hasattr(f, 'fileno') else ''\n"
+                    "    if path.endswith('.tmp') and '.model_0000003.pth.' in path:\n"
+                    "        real(obj, f, *a, **k); f.flush(); f.truncate(f.tell() // 2); f.flush()\n"
+                    "        os.kill(os.getpid(), signal.SIGKILL)\n"
+                    "    return real(obj, f, *a, **k)\n"
+                    "torch.save = dying\n"
+                    f"main(default_argument_parser().parse_args({argv(cut)!r}))\n")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     left = sorted(os.listdir(cut))
     assert any(n.startswith(".model_0000003.pth.") and n.endswith(".tmp") for n in left), left
     assert "model_0000003.pth" not in left and "model_0000001.pth" in left
-    # the resume runs in this (older) process: date the temp file before it, as a new process sees it
-    from part_distillation.utils.process import process_start_time
-    old = process_start_time() - 60
-    for n in left:
+    for n in left:  # the cleanup compares whole seconds: date the temp file back as a requeue would find it
         if n.endswith(".tmp"):
-            os.utime(cut / n, (old, old))
-    resumed = train(cut, True)
-    assert resumed.start_iter == 2
+            os.utime(cut / n, (os.path.getmtime(cut / n) - 2,) * 2)
+    # a new process: the uninterrupted run, then the resume of the killed one
+    rerun = python(f"main(default_argument_parser().parse_args({argv(full)!r}))\n"
+                   f"t = Trainer(setup(default_argument_parser().parse_args({argv(cut, True)!r})))\n"
+                   "t.resume_or_load(resume=True)\nprint('START', t.start_iter)\nt.train()\n")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "START 2" in rerun.stdout
     assert not [n for n in os.listdir(cut) if n.endswith(".tmp")]
-    b = resumed.model.state_dict()
-    assert all(torch.equal(full[k], b[k]) for k in full)
+    a, b = (torch.load(os.path.join(d, "model_final.pth"), map_location="cpu", weights_only=False)
+            for d in (full, cut))
+    assert a["iteration"] == b["iteration"] == 3
+    assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())

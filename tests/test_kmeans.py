@@ -10,7 +10,7 @@ from part_distillation.data.images import read_image_rgb
 from part_distillation.data.pseudo_labels import decode_mask
 from part_distillation.modeling.feature_extractor import BackboneFeatures
 from part_distillation.modeling.kmeans import batched_kmeans
-from part_distillation.stages.pixel_grouping import grid_cell_masks
+from part_distillation.stages.proposal_generation import grid_cell_masks
 
 from .helpers import EFFNET_CFG, needs_shared
 

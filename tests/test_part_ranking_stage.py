@@ -172,18 +172,20 @@ def test_stage4_predictor_features_feed_stage5_with_identical_outputs(stage1, tm
     from detectron2.modeling import build_model
 
     from part_distillation.stages.resume import StageConfigMismatch
-    from part_distillation.stages.part_proposals import PartProposalStage
+    from part_distillation.config import with_overrides
+    from part_distillation.stages.part_ranking import predictor_overrides
+    from part_distillation.stages.proposal_learning import ProposalLearningStage
 
     torch.manual_seed(2)
     weights = str(tmp_path / "stage4.pth")
     torch.save({"model": build_model(_cfg()).state_dict()}, weights)
     cfg = _cfg("MODEL.WEIGHTS", weights)
     props = str(tmp_path / "proposals")
-    assert PartProposalStage(cfg, props).run(stage1).processed == 4
+    assert ProposalLearningStage(with_overrides(cfg, predictor_overrides(cfg)), props).run(stage1).processed == 4
     stage = PartRankingStage(cfg, str(tmp_path / "unused"))
     n_parts = 0
     for path in list_pseudo_labels(props):
-        lab = load_pseudo_label(path, "part_proposals")
+        lab = load_pseudo_label(path, "proposal_learning")
         assert lab.config["PASS1"]["WEIGHTS_IDENTITY"][0]["size"] == os.path.getsize(weights)
         # the features in the file are the network's pass-1 features of the same objects
         item = WorkItem(lab.image_id, lab.folder_class(), path)
@@ -225,12 +227,12 @@ def test_stage4_checkpoint_of_another_model_stops_stages_4_and_5_naming_the_keys
     from detectron2.modeling import build_model
 
     from part_distillation.modeling.weights import IncompleteWeightsError
-    from part_distillation.stages.part_proposals import PartProposalStage
+    from part_distillation.stages.proposal_learning import ProposalLearningStage
 
     state = build_model(_cfg()).state_dict()
     weights = str(tmp_path / "other.pth")
     torch.save({"model": {k: v for k, v in state.items() if "predictor.mask_embed" not in k}}, weights)
-    for stage in (PartProposalStage, PartRankingStage):
+    for stage in (ProposalLearningStage, PartRankingStage):
         out = str(tmp_path / stage.NAME)
         with pytest.raises(IncompleteWeightsError, match="sem_seg_head.predictor.mask_embed.layers.0.weight"):
             stage(_cfg("MODEL.WEIGHTS", weights), out).run(stage1)
@@ -238,7 +240,7 @@ def test_stage4_checkpoint_of_another_model_stops_stages_4_and_5_naming_the_keys
 
 
 def _proposals(folder, images, cfg, parts_per_image, feature_of):
-    """Hand-built ``part_proposals`` files (one 'bird' object per image, parts = vertical stripes)
+    """Hand-built stage-4 predictor files (one 'bird' object per image, parts = vertical stripes)
     whose part j of image i has the feature ``feature_of(i, j)`` ((D,) float32 or None)."""
     stage = PartRankingStage(cfg, folder + "_unused")
     obj = np.zeros((40, 48), bool)
@@ -250,7 +252,7 @@ def _proposals(folder, images, cfg, parts_per_image, feature_of):
             m = np.zeros_like(obj)
             m[4:36, cuts[j]:cuts[j + 1]] = True
             parts.append(PartLabel(m, None, 0.9, feature_of(i, j)))
-        save_pseudo_label(folder, ImagePseudoLabel(path, f"im{i}", 40, 48, "part_proposals",
+        save_pseudo_label(folder, ImagePseudoLabel(path, f"im{i}", 40, 48, "proposal_learning",
                                                    [ObjectLabel("bird", obj, "bird", parts=parts)],
                                                    config={"PASS1": stage.pass1_settings()}))
     return folder

@@ -11,7 +11,7 @@ from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel,
 from part_distillation.modeling.feature_extractor import BackboneFeatures, RGBXYFeatures
 from part_distillation.stages.resume import StageConfigMismatch
 from part_distillation.stages.object_masks import ObjectMasksStage
-from part_distillation.stages.pixel_grouping import (PixelGrouper, PixelGroupingStage, build_segmenter,
+from part_distillation.stages.proposal_generation import (PixelGrouper, ProposalGenerationStage, build_segmenter,
                                                      grid_segments, score_maps, upsample_scores)
 from part_distillation.stages.partition import WorkItem, partition_items
 from part_distillation.utils.sharding import resolve_partition
@@ -37,8 +37,8 @@ def _two_tone(h=64, w=96):
 
 
 def test_kmeans_rgb_splits_colour_halves():
-    cfg = _cfg("PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS", "2")
-    grouper = PixelGrouper(RGBXYFeatures(cfg, xy_weight=0.0), k=2, metric="l2")
+    cfg = _cfg("PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS", "2", "PROPOSAL_GENERATION.DISTANCE_METRIC", "l2")
+    grouper = PixelGrouper(cfg, feature_fn=RGBXYFeatures(cfg, xy_weight=0.0))
     img, mask = _two_tone()
     (seg,) = grouper(img, [mask], "toy")
     assert set(np.unique(seg)) == {0, 1, 2}
@@ -74,8 +74,8 @@ def test_upsampled_scores_equal_scores_of_upsampled_features():
 
 
 def test_small_objects_take_the_fallback_and_grid_baseline():
-    cfg = _cfg()
-    grouper = PixelGrouper(RGBXYFeatures(cfg), k=4, metric="l2")
+    cfg = _cfg("PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS", "4", "PROPOSAL_GENERATION.DISTANCE_METRIC", "l2")
+    grouper = PixelGrouper(cfg, feature_fn=RGBXYFeatures(cfg))
     img, mask = _two_tone()
     tiny = np.zeros_like(mask)
     tiny[30:34, 46:50] = True  # 16 pixels across 4 stride-8 cells (none covered >= 50%), both colours
@@ -121,26 +121,26 @@ def test_stage_resumes_and_counts_failures(tmp_path):
     cfg = _cfg(*RGBXY)
     out = str(tmp_path / "s2")
     seg_fn = build_segmenter(cfg)
-    first = PixelGroupingStage(cfg, out, seg_fn).run(s1).as_dict()
+    first = ProposalGenerationStage(cfg, out, seg_fn).run(s1).as_dict()
     assert first["processed"] == 3 and first["skipped"] == {"unreadable image": 1}  # one counter, no path
     assert first["skipped_items"][0]["item"] == "thing/im3" and "im3.png" in first["skipped_items"][0]["detail"]
     files = list_pseudo_labels(out)
-    assert len(files) == 3 and load_pseudo_label(files[0]).stage == "pixel_grouping"
+    assert len(files) == 3 and load_pseudo_label(files[0]).stage == "proposal_generation"
     assert len(load_pseudo_label(files[0]).objects[0].parts) >= 2
     # a killed job leaves a truncated file and a stray temp file: both are redone/ignored
     with open(files[1], "w") as f:
         f.write('{"schema": "part_distillation/pseudo_label", "vers')
     stale = os.path.join(os.path.dirname(files[1]), ".im2.json.123.tmp")
     open(stale, "w").close()
-    again = PixelGroupingStage(cfg, out, seg_fn).run(s1).as_dict()
+    again = ProposalGenerationStage(cfg, out, seg_fn).run(s1).as_dict()
     assert again["resumed"] == 2 and again["processed"] == 1
-    assert load_pseudo_label(files[1]).stage == "pixel_grouping"
+    assert load_pseudo_label(files[1]).stage == "proposal_generation"
     assert not os.path.exists(stale)  # stale temp files of this stage are removed on start
     assert sorted(os.listdir(os.path.join(out, "logs"))) == ["config.json", "done", "lock_0of1", "summary_0of1.json"]
     # resuming with other settings would mix two configs in one folder: refused, naming the key
     other = _cfg(*RGBXY, "PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS", "3")
     with pytest.raises(StageConfigMismatch, match="NUM_SUPERPIXEL_CLUSTERS.*4 -> 3"):
-        PixelGroupingStage(other, out).run(s1)
+        ProposalGenerationStage(other, out).run(s1)
 
 
 def test_random_init_features_depend_on_the_seed_only():
@@ -181,7 +181,7 @@ def test_empty_object_mask_and_image_below_stride_are_counted_not_lost(tmp_path)
     # stage 2: the image below the feature stride fails with a clear, counted error; the rest goes on
     with pytest.raises(ValueError, match="smaller than the feature stride 8"):
         BackboneFeatures(cfg)(thin)
-    out = PixelGroupingStage(cfg, str(tmp_path / "s2")).run(s1).as_dict()
+    out = ProposalGenerationStage(cfg, str(tmp_path / "s2")).run(s1).as_dict()
     assert out["processed"] == 1 and out["failed"] == 1
     assert out["failed_items"][0]["item"] == "thing/thin"
     assert "smaller than the feature stride" in out["failed_items"][0]["error"]
@@ -189,7 +189,7 @@ def test_empty_object_mask_and_image_below_stride_are_counted_not_lost(tmp_path)
 
 _PEAK_SCRIPT = """
 import sys, numpy as np, torch
-from part_distillation.stages.pixel_grouping import assign_segments
+from part_distillation.stages.proposal_generation import assign_segments
 
 def mib(key):
     with open("/proc/self/status") as f:
@@ -221,3 +221,51 @@ def test_assignment_memory_is_bounded_by_the_box_chunks_not_k_full_size_maps():
     assert out.returncode == 0, out.stderr
     extra = int(out.stdout.split()[-1])
     assert 192 <= extra < 600, out.stdout  # at least the int32 output map itself: the figure is real
+
+
+def test_last_inertia_is_the_kmeans_inertia_of_each_object():
+    cfg = _cfg("PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS", "2", "PROPOSAL_GENERATION.DISTANCE_METRIC", "l2")
+    grouper = PixelGrouper(cfg, feature_fn=RGBXYFeatures(cfg))
+    img, mask = _two_tone()
+    segs = grouper(img, [mask, np.zeros_like(mask)], "toy")
+    inertia = grouper.last_inertia
+    assert inertia[1] is None and inertia[0] > 0  # an empty mask has no k-means
+    feats, resized = RGBXYFeatures(cfg)(img)
+    from part_distillation.stages.proposal_generation import grid_cell_masks
+    cells = grid_cell_masks(torch.from_numpy(mask)[None], resized, feats.shape[1:], 8)[0].view(-1)
+    pts = feats.view(feats.shape[0], -1).T[cells]
+    # two colour halves: the k-means optimum puts one centre per half (segments follow it)
+    assert len(np.unique(segs[0][mask])) == 2
+    d = torch.cdist(pts, torch.stack([pts[pts[:, 0] > 0.5].mean(0), pts[pts[:, 0] <= 0.5].mean(0)]))
+    assert inertia[0] == pytest.approx(float((d.min(1).values ** 2).sum()), rel=1e-4)
+
+
+def test_combine_levels_concat_and_hypercolumn():
+    from part_distillation.modeling.feature_extractor import combine_levels
+
+    g = torch.Generator().manual_seed(0)
+    feats = {"res3": torch.randn(1, 4, 6, 8, generator=g), "res4": 50 * torch.randn(1, 3, 3, 4, generator=g)}
+    cat = combine_levels(feats, ["res3", "res4"], (6, 8), normalize=False)
+    assert cat.shape == (7, 6, 8) and torch.equal(cat[:4], feats["res3"][0])
+    hyper = combine_levels(feats, ["res3", "res4"], (6, 8), normalize=True, per_level=True)
+    a, b = hyper[:, 0, 0], hyper[:, 5, 7]
+    cos = [torch.nn.functional.cosine_similarity(cat[s, 0, 0], cat[s, 5, 7], dim=0) for s in (slice(0, 4), slice(4, 7))]
+    assert float(a @ b) == pytest.approx(float(sum(cos) / 2), abs=1e-5)  # mean of per-level cosines
+    plain = combine_levels(feats, ["res3", "res4"], (6, 8), normalize=True)
+    # without per-level normalisation the 50x larger res4 dominates the affinity
+    assert float(plain[:, 0, 0] @ plain[:, 5, 7]) == pytest.approx(float(cos[1]), abs=0.05)
+
+
+def test_pixel_grouper_takes_keyword_only_arguments_without_defaults():
+    """The grouper is built from the config or with every setting explicit: no constructor
+    default can differ from the config's."""
+    import inspect
+
+    cfg = _cfg()
+    params = inspect.signature(PixelGrouper.__init__).parameters.values()
+    assert all(p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in params if p.name != "self")
+    g = PixelGrouper(cfg, feature_fn=RGBXYFeatures(cfg))
+    pg = cfg.PROPOSAL_GENERATION
+    assert (g.k, g.metric, g.restarts) == (pg.NUM_SUPERPIXEL_CLUSTERS, pg.DISTANCE_METRIC, pg.KMEANS_RESTARTS)
+    with pytest.raises(TypeError):
+        PixelGrouper(feature_fn=RGBXYFeatures(cfg), k=2)

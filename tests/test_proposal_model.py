@@ -64,15 +64,15 @@ def label_folder(tmp_path):
     p2 = _box(h, w, 4, 36, 54, 55)  # 32 px = 0.02 of the object (< 0.05)
     tiny = _box(h, w, 0, 2, 0, 4)  # 8 px = 0.0033 of the image (< 0.01)
     img_a = _image(str(tmp_path / "a.png"), h, w, obj)
-    save_pseudo_label(str(folder), ImagePseudoLabel(img_a, "a", h, w, "dense_crf", [
+    save_pseudo_label(str(folder), ImagePseudoLabel(img_a, "a", h, w, "dcrf", [
         ObjectLabel("dog", obj, parts=[PartLabel(p0), PartLabel(p1), PartLabel(p2)]),
         ObjectLabel("cat", tiny, parts=[PartLabel(tiny)]),
     ]))
     img_b = _image(str(tmp_path / "b.png"), h, w)
-    save_pseudo_label(str(folder), ImagePseudoLabel(img_b, "b", h, w, "dense_crf", [
+    save_pseudo_label(str(folder), ImagePseudoLabel(img_b, "b", h, w, "dcrf", [
         ObjectLabel("cat", tiny, parts=[PartLabel(tiny)])]))
     img_c = _image(str(tmp_path / "c.png"), h, w, obj)
-    save_pseudo_label(str(folder), ImagePseudoLabel(img_c, "c", h, w, "dense_crf", [
+    save_pseudo_label(str(folder), ImagePseudoLabel(img_c, "c", h, w, "dcrf", [
         ObjectLabel("dog", obj, parts=[])]))
     (folder / "dog" / "d.json").write_text('{"schema": "part_distillation/pseudo_la')
     return folder

@@ -13,7 +13,7 @@ from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel,
 from part_distillation.utils.io import atomic_write_json
 
 
-def _label(stage="pixel_grouping"):
+def _label(stage="proposal_generation"):
     obj = np.zeros((6, 8), bool)
     obj[1:5, 2:7] = True
     p1 = obj.copy()
@@ -38,13 +38,13 @@ def test_round_trip_keeps_masks_boxes_labels(tmp_path):
 
 
 def test_part_features_round_trip_exactly_and_corrupt_ones_name_the_file(tmp_path):
-    lab = _label("part_proposals")
+    lab = _label("proposal_learning")
     feat = np.array([0.1, -2.5e-8, 3.0e7, np.float32(1) / 3], np.float32)
     lab.objects[0].parts[1].feature = feat
     path = save_pseudo_label(str(tmp_path), lab)
     d = json.load(open(path))
     assert "feature" not in d["objects"][0]["parts"][0]  # parts without one carry no key
-    back = load_pseudo_label(path, "part_proposals").objects[0].parts
+    back = load_pseudo_label(path, "proposal_learning").objects[0].parts
     assert back[0].feature is None
     assert back[1].feature.dtype == np.float32 and back[1].feature.tobytes() == feat.tobytes()
     # another dtype; not base64; 3 bytes (not a whole float32)
@@ -102,7 +102,7 @@ def test_undecoded_masks_stay_rle_and_write_back_the_same_file(tmp_path):
 def test_is_complete_checks_stage(tmp_path):
     path = save_pseudo_label(str(tmp_path), _label("object_masks"))
     assert is_complete(path) and is_complete(path, "object_masks")
-    assert not is_complete(path, "dense_crf")
+    assert not is_complete(path, "dcrf")
     assert not is_complete(os.path.join(str(tmp_path), "nope.json"))
 
 
@@ -118,10 +118,10 @@ def test_layout_class_id_header_and_object_indices(tmp_path):
     label.objects[0].class_id = 7
     path = save_pseudo_label(str(tmp_path), label)
     assert path == os.path.join(str(tmp_path), "n02121808", "img.json")  # <class_code>/<image_id>.json
-    back = load_pseudo_label(path, "pixel_grouping")
+    back = load_pseudo_label(path, "proposal_generation")
     assert back.objects[0].class_id == 7 and back.class_code == "n02121808"
     assert back.object_indices() == [0]  # stage 1 dropped object 1 (listed), object 0 kept
-    header = read_header(path, "pixel_grouping")  # no mask decoded
+    header = read_header(path, "proposal_generation")  # no mask decoded
     assert header.object_areas == [20.0] and header.part_areas == [[8.0, 12.0]]
     assert header.class_code == "n02121808" and (header.height, header.width) == (6, 8)
     moved = tmp_path / "n02121808" / "other.json"

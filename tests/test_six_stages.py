@@ -45,7 +45,7 @@ def test_six_stage_main_job_writes_every_stage_and_a_rerun_redoes_nothing(tmp_pa
     learned = _learned_cfgs()
     metrics = run_pipeline(cfg, "pascal_part_examples", out, {"pretrained": ([], False)}, num_collages=2,
                            max_images=3, learned_cfgs=learned)
-    assert list(metrics["stages"]) == ["2 pixel grouping", "3 dense-CRF", "4 part proposals (per-pixel)",
+    assert list(metrics["stages"]) == ["2 proposal generation", "3 dense-CRF", "4 proposal learning (per-pixel)",
                                        "5 part ranking", "6 PartDistillation"]
     for name, row in metrics["stages"].items():
         assert row["num_images"] == 3 and {"best_match_mIoU", "hungarian_mIoU", "AR@10"} <= set(row["segments"])
@@ -64,8 +64,8 @@ def test_six_stage_main_job_writes_every_stage_and_a_rerun_redoes_nothing(tmp_pa
     assert metrics["run_summaries"][STAGE5]["processed"] == 3
     assert "unsupervised_clean" in metrics["run_summaries"][f"{STAGE6}/eval_only"]
     assert "pixel_agreement" in metrics["results"][STAGE6]["agreement_with_stage5"]
-    assert metrics["run_summaries"]["part_proposals"]["processed"] == 3  # the stage-4 predictor
-    assert set(metrics["run_summaries"]["timings"]) == {f"{STAGE4}/train", f"{STAGE4}/predict", "part_proposals",
+    assert metrics["run_summaries"][f"{STAGE4}/proposals"]["processed"] == 3  # the stage-4 predictor
+    assert set(metrics["run_summaries"]["timings"]) == {f"{STAGE4}/train", f"{STAGE4}/predict", f"{STAGE4}/proposals",
                                                         STAGE5, f"{STAGE6}/train", f"{STAGE6}/predict"}
     table = open(os.path.join(out, "metrics.md")).read()
     assert "| 5 part ranking |" in table and "| 6 PartDistillation |" in table
@@ -79,7 +79,7 @@ def test_six_stage_main_job_writes_every_stage_and_a_rerun_redoes_nothing(tmp_pa
     again = run_pipeline(cfg, "pascal_part_examples", out, {"pretrained": ([], False)}, num_collages=0,
                          max_images=3, learned_cfgs=learned)
     assert [os.stat(p).st_mtime_ns for p in watched] == before
-    for step in ("part_proposals", STAGE5):
+    for step in (f"{STAGE4}/proposals", STAGE5):
         assert again["run_summaries"][step]["resumed"] == 3 and again["run_summaries"][step]["processed"] == 0
     assert json.dumps(again["stages"], sort_keys=True) == json.dumps(metrics["stages"], sort_keys=True)  # NaN-safe
 

@@ -8,8 +8,9 @@ import pytest
 from PIL import Image
 
 from part_distillation.config import setup_cfg
-from part_distillation.data.pseudo_labels import (ImagePseudoLabel, class_code_of_dir, class_dir,
-                                                  encode_mask, list_pseudo_labels, load_pseudo_label)
+from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, class_code_of_dir, class_dir,
+                                                  encode_mask, list_pseudo_labels, load_pseudo_label,
+                                                  save_pseudo_label)
 from part_distillation.stages.build import register_stage
 from part_distillation.stages.partition import WorkItem, assign_classes, partition_items
 from part_distillation.stages.resume import StageConfigMismatch
@@ -17,7 +18,7 @@ from part_distillation.stages.stage import Stage
 from part_distillation.stages.store import DoneManifest
 from part_distillation.stages.dense_crf import DenseCRFStage
 from part_distillation.stages.object_masks import ObjectMasksStage
-from part_distillation.stages.pixel_grouping import PixelGroupingStage, grid_segments
+from part_distillation.stages.proposal_generation import ProposalGenerationStage, grid_segments
 from part_distillation.utils.sharding import SkipItem
 
 from .helpers import EFFNET_CFG
@@ -209,20 +210,20 @@ def test_variants_with_other_weights_into_one_folder_are_refused(tmp_path):
     lab = load_pseudo_label(os.path.join(s1, "thing", "a.json"))
     assert lab.objects[0].class_code == "thing" and lab.objects[0].class_id == 3
     out = str(tmp_path / "s2")
-    assert PixelGroupingStage(_cfg(*small), out).run(s1).processed == 2
+    assert ProposalGenerationStage(_cfg(*small), out).run(s1).processed == 2
     random_init = _cfg(*small, "MODEL.EFFICIENTNET.PRETRAINED", "False", "MODEL.WEIGHTS", "")
     with pytest.raises(StageConfigMismatch, match="PRETRAINED: True -> False"):
-        PixelGroupingStage(random_init, out).run(s1)
+        ProposalGenerationStage(random_init, out).run(s1)
     # a weights file is recorded by identity: same path, other content -> refused
     w = tmp_path / "w.pkl"
     w.write_bytes(b"one")
     grid = lambda image, masks, image_id: [grid_segments(m) for m in masks]  # noqa: E731 (no weights loaded)
-    st = PixelGroupingStage(_cfg(*small, "MODEL.WEIGHTS", str(w)), str(tmp_path / "s2w"), grid)
+    st = ProposalGenerationStage(_cfg(*small, "MODEL.WEIGHTS", str(w)), str(tmp_path / "s2w"), grid)
     assert st.settings()["WEIGHTS_IDENTITY"][0]["size"] == 3
     st.run(s1)
     w.write_bytes(b"two")
     with pytest.raises(StageConfigMismatch, match="sha1_4MiB"):
-        PixelGroupingStage(_cfg(*small, "MODEL.WEIGHTS", str(w)), str(tmp_path / "s2w"), grid).run(s1)
+        ProposalGenerationStage(_cfg(*small, "MODEL.WEIGHTS", str(w)), str(tmp_path / "s2w"), grid).run(s1)
 
 
 def test_bad_values_fail_at_start_before_anything_is_recorded(tmp_path):
@@ -231,7 +232,7 @@ def test_bad_values_fail_at_start_before_anything_is_recorded(tmp_path):
         with pytest.raises(ValueError, match=msg):
             DenseCRFStage(_cfg(*opts), str(tmp_path / "crf")).run(str(tmp_path))
     with pytest.raises(ValueError, match="NUM_SUPERPIXEL_CLUSTERS must be >= 1"):
-        PixelGroupingStage(_cfg("PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS", "0"), str(tmp_path / "pg"))
+        ProposalGenerationStage(_cfg("PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS", "0"), str(tmp_path / "pg"))
     assert not os.path.exists(tmp_path / "crf") and not os.path.exists(tmp_path / "pg")
 
 
@@ -254,7 +255,7 @@ def test_duplicate_stems_are_refused_and_a_renamed_input_is_not_trusted(tmp_path
     s1 = tmp_path / "s1b"
     ObjectMasksStage(_cfg(), str(s1)).run(recs)
     os.rename(s1 / "thing" / "b.json", s1 / "thing" / "c.json")  # a valid file under another id
-    s = PixelGroupingStage(_cfg("INPUT.MIN_SIZE_TEST", "32", "INPUT.MAX_SIZE_TEST", "48"),
+    s = ProposalGenerationStage(_cfg("INPUT.MIN_SIZE_TEST", "32", "INPUT.MAX_SIZE_TEST", "48"),
                            str(tmp_path / "s2")).run(str(s1)).as_dict()
     assert s["processed"] == 1 and s["failed"] == 1 and "holds image id 'b'" in s["failed_items"][0]["error"]
 
@@ -273,7 +274,7 @@ def test_stage1_drops_small_and_low_score_objects_and_lists_them(tmp_path):
     s = ObjectMasksStage(_cfg("PROPOSAL_GENERATION.SAVE_SCORE_THRESHOLD", "1.5"), out2).run(recs).as_dict()
     assert s["objects"] == 0 and s["objects_dropped_small_or_low_score"] == 2  # given masks score 1.0
     with pytest.raises(ValueError, match="WITH_GIVEN_MASK False is not supported"):
-        PixelGroupingStage(_cfg("PROPOSAL_GENERATION.WITH_GIVEN_MASK", "False"), str(tmp_path / "s2"))
+        ProposalGenerationStage(_cfg("PROPOSAL_GENERATION.WITH_GIVEN_MASK", "False"), str(tmp_path / "s2"))
 
 
 def test_official_pickled_code_lists_and_single_class_code(tmp_path):
@@ -300,12 +301,12 @@ def test_evaluation_checks_the_files_stage(tmp_path):
     rec = {"file_name": "x.jpg", "image_id": "x", "height": 20, "width": 30,
            "objects": [{"class_name": "thing", "class_code": "thing", "class_id": 0, "mask": encode_mask(obj), "parts": [{"name": "p", "mask": encode_mask(obj)}]}]}
     folder = str(tmp_path / "s2")
-    save_pseudo_label(folder, ImagePseudoLabel("x.jpg", "x", 20, 30, "pixel_grouping",
+    save_pseudo_label(folder, ImagePseudoLabel("x.jpg", "x", 20, 30, "proposal_generation",
                                                [ObjectLabel("thing", obj, parts=[PartLabel(obj)])]))
-    assert evaluate_pseudo_labels(folder, [rec])["stage"] == "pixel_grouping"
-    with pytest.raises(PseudoLabelError, match="a 'pixel_grouping' pseudo-label where 'dense_crf' was expected"):
-        evaluate_pseudo_labels(folder, [rec], "dense_crf")
-    save_pseudo_label(folder, ImagePseudoLabel("y.jpg", "y", 20, 30, "dense_crf", [ObjectLabel("thing", obj)]))
+    assert evaluate_pseudo_labels(folder, [rec])["stage"] == "proposal_generation"
+    with pytest.raises(PseudoLabelError, match="a 'proposal_generation' pseudo-label where 'dcrf' was expected"):
+        evaluate_pseudo_labels(folder, [rec], "dcrf")
+    save_pseudo_label(folder, ImagePseudoLabel("y.jpg", "y", 20, 30, "dcrf", [ObjectLabel("thing", obj)]))
     with pytest.raises(PseudoLabelError, match="expected"):  # one folder, two stages
         evaluate_pseudo_labels(folder, [rec])
 
@@ -330,7 +331,7 @@ def test_kill_9_mid_stage_then_rerun_gives_identical_files(tmp_path):
         seg = rng.integers(1, 4, (96, 128))
         parts = [PartLabel(obj & (seg == k)) for k in (1, 2, 3)]
         save_pseudo_label(s2, ImagePseudoLabel(str(tmp_path / f"im{i:02d}.png"), f"im{i:02d}", 96, 128,
-                                               "pixel_grouping", [ObjectLabel("thing", obj, parts=parts)],
+                                               "proposal_generation", [ObjectLabel("thing", obj, parts=parts)],
                                                config={"INPUT_SIZE": [96, 128]}))
     tool = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "dense_crf.py")
 
@@ -371,7 +372,7 @@ def test_a_second_process_on_the_same_partition_is_refused_naming_the_holder(tmp
     obj = np.zeros((24, 32), bool)
     obj[4:20, 4:28] = True
     s2 = str(tmp_path / "s2")
-    save_pseudo_label(s2, ImagePseudoLabel(str(tmp_path / "im.png"), "im", 24, 32, "pixel_grouping",
+    save_pseudo_label(s2, ImagePseudoLabel(str(tmp_path / "im.png"), "im", 24, 32, "proposal_generation",
                                            [ObjectLabel("thing", obj, parts=[PartLabel(obj)])],
                                            config={"INPUT_SIZE": [24, 32]}))
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -381,7 +382,7 @@ def test_a_second_process_on_the_same_partition_is_refused_naming_the_holder(tmp
     holder = ("import sys, time; from part_distillation.stages import cli; "
               "from part_distillation.stages.dense_crf import DenseCRFStage; "
               "DenseCRFStage.process = lambda self, item: time.sleep(600); "
-              f"cli.main('dense_crf', {args!r})")
+              f"cli.main('dcrf', {args!r})")
     first = subprocess.Popen([sys.executable, "-c", holder], cwd=repo, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": repo})
     lock = os.path.join(out, "logs", "lock_0of1")
@@ -402,3 +403,24 @@ def test_a_second_process_on_the_same_partition_is_refused_naming_the_holder(tmp
         first.wait()
     with OutputLock(lock):  # released by the OS at the kill
         pass
+
+
+def test_deprecated_stage_names_warn_and_resolve_to_the_official_stage(tmp_path):
+    """The stage names used before the official ones (``pixel_grouping``, ``dense_crf``,
+    ``part_proposals``) build the official stage and read old files as it, with a FutureWarning."""
+    from part_distillation.stages.build import stage_class
+    from part_distillation.stages.proposal_learning import ProposalLearningStage
+
+    for old, cls in (("pixel_grouping", ProposalGenerationStage), ("dense_crf", DenseCRFStage),
+                     ("part_proposals", ProposalLearningStage)):
+        with pytest.warns(FutureWarning, match=f"stage '{old}' is deprecated, use '{cls.NAME}'"):
+            assert stage_class(old) is cls
+    assert stage_class("dcrf") is DenseCRFStage
+    with pytest.raises(KeyError, match="unknown stage 'pixel_groupin'"):
+        stage_class("pixel_groupin")
+    obj = np.zeros((20, 30), bool)
+    obj[5:15, 5:25] = True
+    folder = str(tmp_path / "old")
+    save_pseudo_label(folder, ImagePseudoLabel("x.jpg", "x", 20, 30, "dense_crf", [ObjectLabel("thing", obj)]))
+    with pytest.warns(FutureWarning, match="stage 'dense_crf' is deprecated"):
+        assert load_pseudo_label(list_pseudo_labels(folder)[0], "dcrf").stage == "dcrf"

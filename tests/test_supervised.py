@@ -167,7 +167,7 @@ def test_mask2former_weights_with_other_class_count_load(tmp_path):
 def test_tiny_supervised_training_on_real_images_then_evaluation(tmp_path):
     cfg = _tiny(tmp_path, "SOLVER.MAX_ITER", 12, "SOLVER.BASE_LR", 1e-3, "SOLVER.WARMUP_ITERS", 0,
                 "SOLVER.CHECKPOINT_PERIOD", 100)
-    assert training_task(cfg) == "supervised"
+    assert training_task(cfg) == "supervised_learning"
     torch.manual_seed(0)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
@@ -190,7 +190,7 @@ def test_configs_merge(config):
     assert cfg.MODEL.META_ARCHITECTURE == "SupervisedModel"
     assert train_mapper_name(cfg) == "part_supervised"  # official YAMLs keep Mask2Former's mapper name
     agnostic = cfg.SUPERVISED_MODEL.CLASS_AGNOSTIC_LEARNING
-    assert training_task(cfg) == ("supervised_agnostic" if agnostic else "supervised")
+    assert training_task(cfg) == ("supervised_learning_agnostic" if agnostic else "supervised_learning")
     assert (cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 1) == agnostic
     if "fewshot" in config:
         assert cfg.FEWSHOT_LEARNING.LABEL_PERCENTAGE < 100

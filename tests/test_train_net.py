@@ -58,7 +58,7 @@ def _synthetic_labels(folder, n=6, h=96, w=128, seed=0):
             parts.append(PartLabel(m))
         path = os.path.join(folder, f"img{i}.png")
         Image.fromarray(img).save(path)
-        save_pseudo_label(folder, ImagePseudoLabel(path, f"img{i}", h, w, "dense_crf",
+        save_pseudo_label(folder, ImagePseudoLabel(path, f"img{i}", h, w, "dcrf",
                                                    [ObjectLabel("box", obj, parts=parts)]))
     return folder
 
@@ -245,9 +245,9 @@ def test_task_follows_meta_architecture():
         return setup_cfg("", ["MODEL.META_ARCHITECTURE", arch, "INPUT.DATASET_MAPPER_NAME", "coco_instance_lsj", *opts])
 
     assert training_task(cfg("PartDistillationModel")) == "part_distillation"
-    assert training_task(cfg("ProposalModel")) == "proposal" and train_mapper_name(cfg("ProposalModel")) == "part_proposal"
-    assert training_task(cfg("SupervisedModel")) == "supervised"
-    assert training_task(cfg("SupervisedModel", "SUPERVISED_MODEL.CLASS_AGNOSTIC_LEARNING", True)) == "supervised_agnostic"
+    assert training_task(cfg("ProposalModel")) == "proposal_learning" and train_mapper_name(cfg("ProposalModel")) == "part_proposal"
+    assert training_task(cfg("SupervisedModel")) == "supervised_learning"
+    assert training_task(cfg("SupervisedModel", "SUPERVISED_MODEL.CLASS_AGNOSTIC_LEARNING", True)) == "supervised_learning_agnostic"
     assert train_mapper_name(cfg("SupervisedModel")) == "part_supervised"
     for arch, tool in (("PartRankingModel", "tools/part_ranking.py"), ("ProposalGenerationModel", "tools/pixel_grouping.py"),
                        ("PixelGroupingModel", "tools/run_part_pipeline.py"), ("ClusteringBaseline", "tools/run_part_pipeline.py"),

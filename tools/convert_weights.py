@@ -12,18 +12,15 @@ Example::
         --output weights/proposal_swin_L_init.pth MODEL.DEVICE cpu
 """
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
+from detectron2.modeling import build_model
 
-import torch  # noqa: E402
-from detectron2.modeling import build_model  # noqa: E402
-
-import part_distillation.modeling  # noqa: E402,F401  (registers backbones, heads, meta-architectures)
-from part_distillation.config import setup_cfg  # noqa: E402
-from part_distillation.modeling.weights import format_incompatible_keys, load_weights  # noqa: E402
-from part_distillation.utils.io import atomic_write  # noqa: E402
+import part_distillation.modeling  # noqa: F401  (registers backbones, heads, meta-architectures)
+from part_distillation.config import setup_cfg
+from part_distillation.modeling.weights import format_incompatible_keys, load_weights
+from part_distillation.utils.io import atomic_write
 
 
 def main(argv=None) -> int:

@@ -1,15 +1,12 @@
 #!/usr/bin/env python
-"""Stage 3: dense-CRF refinement of stage-2 segments -> ``dense_crf`` pseudo-labels.
+"""Stage 3: dense-CRF refinement of stage-2 segments -> ``dcrf`` pseudo-labels.
 
-    .venv/bin/python tools/dense_crf.py --input-dir pseudo_labels/pixel_grouping \
-        --output-dir pseudo_labels/dense_crf DENSE_CRF.NUM_WORKERS 16
+    .venv/bin/python tools/dense_crf.py --input-dir pseudo_labels/proposal_generation \
+        --output-dir pseudo_labels/dcrf DENSE_CRF.NUM_WORKERS 16
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from part_distillation.stages.cli import main  # noqa: E402
+from part_distillation.stages.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main("dense_crf", description=__doc__.splitlines()[0]))
+    sys.exit(main("dcrf", description=__doc__.splitlines()[0]))

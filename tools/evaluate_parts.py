@@ -2,25 +2,23 @@
 """Evaluate a pseudo-label folder (any stage) against a dataset's ground-truth parts.
 
     .venv/bin/python tools/evaluate_parts.py --dataset pascal_part_examples \
-        --pseudo-labels output/pascal_part_examples/pretrained/dense_crf
+        --pseudo-labels output/pascal_part_examples/pretrained/dcrf
 """
 import argparse
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from part_distillation.data import resolve_dataset  # noqa: E402
-from part_distillation.stages.evaluate import evaluate_pseudo_labels  # noqa: E402
-from part_distillation.utils.io import atomic_write_json  # noqa: E402
+from part_distillation.data import resolve_dataset
+from part_distillation.stages.evaluate import evaluate_pseudo_labels
+from part_distillation.utils.io import atomic_write_json
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", required=True, help="registered dataset name or Pascal-Part-layout folder")
     p.add_argument("--pseudo-labels", required=True, help="pseudo-label folder to evaluate")
     p.add_argument("--stage", default=None,
-                   help="stage the files must come from (object_masks, pixel_grouping, dense_crf, ...); "
+                   help="stage the files must come from (object_masks, proposal_generation, dcrf, ...); "
                         "default: any, but one stage for the whole folder")
     p.add_argument("--output", default="", help="metrics JSON path (default: <pseudo-labels>/logs/metrics.json)")
     args = p.parse_args()

@@ -8,12 +8,9 @@
         --labeler-config configs/detic/Detic_LCOCOI21k_CLIP_SwinB_896b32_4x_ft4x_max-size.yaml \
         PROPOSAL_GENERATION.OBJECT_MASK_TYPE detic PROPOSAL_GENERATION.CLIP_EMBEDDINGS_PATH weights/detic/clip_a+cname.npz
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from part_distillation.stages.cli import main  # noqa: E402
+from part_distillation.stages.cli import main
 
 if __name__ == "__main__":
     sys.exit(main("object_masks", description=__doc__.splitlines()[0]))

@@ -6,8 +6,8 @@ Everything after ``--`` is passed to ``train_net.py`` unchanged::
 
     # stage 4 on 2 nodes x 8 GPUs, 48 h, requeued when preempted
     .venv/bin/python tools/launch.py --nodes 2 --gpus-per-node 8 --partition learnfair --time 2880 \\
-        --job-dir output/jobs/part_proposal -- --config-file configs/proposal_learning/swin_L.yaml \\
-        PROPOSAL_LEARNING.DATASET_PATH pseudo_labels/dense_crf OUTPUT_DIR output/part_proposal
+        --job-dir output/jobs/proposal_learning -- --config-file configs/proposal_learning/swin_L.yaml \\
+        PROPOSAL_LEARNING.DATASET_PATH pseudo_labels/dcrf OUTPUT_DIR output/proposal_learning
     # print the sbatch file it would submit, submit nothing
     .venv/bin/python tools/launch.py --dry-run --nodes 2 --gpus-per-node 8 -- --config-file ...
     # the same job on this machine (submitit's local executor), 2 CPU processes with gloo
@@ -19,13 +19,11 @@ checkpoints to the config's OUTPUT_DIR. The job id is printed; watch it with ``s
 """
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import submitit  # noqa: E402
+import submitit
 
-from part_distillation.engine.launch import TrainJob  # noqa: E402
+from part_distillation.engine.launch import TrainJob
 
 
 def parse_args(argv=None):

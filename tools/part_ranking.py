@@ -6,12 +6,9 @@
         MODEL.WEIGHTS output/part_proposal/swin_L/model_final.pth \
         PART_RANKING.TOTAL_PARTITIONS 8 PART_RANKING.PARTITION_INDEX 0
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from part_distillation.stages.cli import main  # noqa: E402
+from part_distillation.stages.cli import main
 
 if __name__ == "__main__":
     sys.exit(main("part_ranking", description=__doc__.splitlines()[0]))

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Main job of stages 1-3 on real input: object masks -> pixel grouping -> dense-CRF -> evaluation,
+"""Main job of stages 1-3 on real input: object masks -> proposal generation -> dense-CRF -> evaluation,
 metrics and collages. Example (18 real Pascal-Part images, a few minutes on 2 CPU cores)::
 
     .venv/bin/python tools/run_part_pipeline.py --dataset pascal_part_examples \
@@ -12,6 +12,9 @@ All six stages (stages 4-6 with the tiny CPU configs, trained and evaluated on t
         --output-dir output/six_stages/pascal_part_examples --stages 1-6 \
         --proposal-opts "SOLVER.MAX_ITER 300" --distillation-opts "SOLVER.MAX_ITER 300"
 
+``--manual-eval-study DIR`` then prepares a small blinded study from this run's outputs (stage 6,
+stage 5 and each variant's stage 3 as methods; docs/MANUAL_EVAL.md).
+
 ``--dataset`` takes a registered name (pascal_part, pascal_part_examples, ade20k_part_subset, ...)
 or a folder (Pascal-Part layout, or any folder of images). A Pascal-Part-layout folder's names are
 mapped to the Pascal-Part vocabulary, or kept when they come from another one (``--vocabulary
@@ -22,12 +25,10 @@ in metrics.json, metrics.md and the stage-1 summary either way).
 import json
 import os
 import shlex
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from part_distillation.stages.cli import add_dataset_load_args, setup, stage_parser  # noqa: E402
-from part_distillation.stages.pipeline import (BASELINE_VARIANTS, DEFAULT_VARIANT,  # noqa: E402
+from part_distillation.stages.cli import add_dataset_load_args, setup, stage_parser
+from part_distillation.stages.pipeline import (BASELINE_VARIANTS, DEFAULT_VARIANT,
                                                OFFICIAL_VARIANTS, run_pipeline)
 
 
@@ -47,7 +48,13 @@ def main():
                           ("distillation", "configs/part_distillation/tiny_cpu.yaml")):
         p.add_argument(f"--{flag}-config", default=default, help=f"--stages 1-6: the {flag} config")
         p.add_argument(f"--{flag}-opts", default="", help='its overrides, one string: "KEY VALUE ..."')
+    p.add_argument("--manual-eval-study", default=None, metavar="DIR",
+                   help="then prepare a small blinded manual-evaluation study in DIR from this run's stage-6 / "
+                        "stage-5 outputs and each variant's stage-3 labels (tools/manual_eval.py serve DIR)")
+    p.add_argument("--manual-eval-classes", type=int, default=4, help="classes drawn for that study (2 objects each)")
     args = p.parse_args()
+    if args.manual_eval_study and args.stages != "1-6" and not args.baselines:
+        p.error("--manual-eval-study compares methods: add --stages 1-6 or --baselines")
     cfg = setup(args)
     learned = None
     if args.stages == "1-6":
@@ -66,6 +73,13 @@ def main():
                            learned_cfgs=learned, vocabulary=args.vocabulary, accept_skips=args.accept_skips)
     print(json.dumps({k: v["segments"] for k, v in metrics["results"].items()}, indent=1))
     print(f"wrote {os.path.join(args.output_dir, 'metrics.json')} and collages/")
+    if args.manual_eval_study:
+        from part_distillation.manual_eval import pipeline_methods, prepare_study
+
+        methods = pipeline_methods(metrics["outputs"])
+        summary = prepare_study(methods, args.manual_eval_study, classes=args.manual_eval_classes, per_class=2)
+        print(f"manual-evaluation study of {summary['num_items']} objects ({', '.join(methods)}) in "
+              f"{args.manual_eval_study}: tools/manual_eval.py serve {args.manual_eval_study}")
 
 
 if __name__ == "__main__":

@@ -22,3 +22,18 @@ VPY=.venv/bin/python
 "$VPY" -m pip install -q --no-deps detic-fast==1.0.post20230203 centernet2==1.0.post20221121 clip-anytorch==2.6.0
 "$VPY" -m pip install -q --no-deps --no-build-isolation -e .
 "$VPY" -c "import torch, detectron2, part_distillation; print('torch', torch.__version__, '| detectron2', detectron2.__version__, '| part_distillation ok')"
+# Manual-evaluation tool (tools/manual_eval.py): setup.py's "manual_eval" extra (FastAPI, uvicorn,
+# httpx, statsmodels, Selenium), and Debian's chromium + chromium-driver for its browser test
+# (a browser cannot be downloaded at run time). apt-get update runs only when the install needs it.
+"$VPY" -m pip install -q --no-build-isolation -e ".[manual_eval]"
+if ! dpkg -s chromium chromium-driver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq chromium chromium-driver </dev/null >/dev/null 2>&1 \
+      || { apt-get update -qq </dev/null && apt-get install -y -qq chromium chromium-driver </dev/null; } \
+      || { echo "[setup_env] chromium / chromium-driver did not install"; [ -z "${CI:-}" ] || exit 1; }
+  else
+    echo "[setup_env] chromium + chromium-driver missing (as root: apt-get install chromium chromium-driver);" \
+         "the manual-evaluation browser test will skip"
+  fi
+fi

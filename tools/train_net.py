@@ -27,17 +27,14 @@ Options: ``--num-gpus --num-machines --machine-rank --dist-url`` (detectron2 ``l
 semantics; without CUDA ``--num-gpus N`` starts N CPU processes with gloo), trailing ``KEY VALUE``
 pairs override the config. ``tools/launch.py`` submits such a run to SLURM.
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from detectron2.engine import default_argument_parser
 
-from detectron2.engine import default_argument_parser  # noqa: E402
-
-from part_distillation.config import setup_cfg  # noqa: E402
-from part_distillation.engine.launch import launch  # noqa: E402
-from part_distillation.engine.trainer import STAGE_META_ARCHITECTURES, main  # noqa: E402
-from part_distillation.stages import cli  # noqa: E402
+from part_distillation.config import setup_cfg
+from part_distillation.engine.launch import launch
+from part_distillation.engine.trainer import STAGE_META_ARCHITECTURES, main
+from part_distillation.stages import cli
 
 
 def stage_of(args):

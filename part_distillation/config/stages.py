@@ -28,7 +28,7 @@ def add_proposal_generation_config(cfg: CN) -> None:
     pg = cfg.PROPOSAL_GENERATION = CN()
     pg.DATASET_NAME = ""  # stage 1's dataset when the tool gets no --dataset
     # Stage-1 labeler: "given" (the dataset's object masks), or another name registered in
-    # OBJECT_LABELER_REGISTRY (part_distillation.stages.object_masks).
+    # OBJECT_LABELER_REGISTRY (part_distillation.labelers.build).
     pg.OBJECT_MASK_TYPE = "given"
     pg.OBJECT_MASK_PATH = ""  # stage 2's input (stage-1 pseudo-labels) when the tool gets no --input-dir
     # model labelers (part_distillation/labelers): the labeler's own config file (a detectron2
@@ -116,6 +116,12 @@ def add_proposal_learning_config(cfg: CN) -> None:
     pl.PATH_ONLY = False
     pl.LABEL_PERCENTAGE = 100  # percent of the training images used (the first ones by image id)
     pl.DEBUG = False
+    # ours: the stage-4 predictor (stages/proposal_learning.py) writes each segment's query
+    # feature (head output PROPOSAL_KEY, L2-normalised with PROPOSAL_FEATURE_NORM) for stage 5,
+    # and shards by object class (TOTAL_PARTITIONS / PARTITION_INDEX)
+    pl.PROPOSAL_KEY = "decoder_output"
+    pl.PROPOSAL_FEATURE_NORM = True
+    add_stage_run_keys(pl)
 
 
 def add_part_ranking_config(cfg: CN) -> None:

@@ -25,10 +25,9 @@ from unittest import mock
 import numpy as np
 from PIL import Image
 
-from .ground_truth import object_record
+from .ground_truth import object_record, part_record
 from .load_report import LoadReport
 from .loader_registry import DATASET_LOADER_REGISTRY, DatasetLoader
-from .pseudo_labels import encode_mask
 
 CITYSCAPES_PART_OBJECTS = ("person", "rider", "car", "truck", "bus")  # label ids 24..28
 _FIRST_LABEL_ID = 24
@@ -70,11 +69,7 @@ def load_cityscapes_part(images_dirname: str, annotations_dirname: str, parts_di
             file_name = os.path.join(img_root, city, f)
             inst_path = os.path.join(annotations_dirname, split, city, stem + "_gtFine_instanceIds.png")
             part_path = os.path.join(parts_dirname, split, city, stem + "_gtFinePanopticParts.tif")
-            missing = [p for p in (inst_path, part_path) if not os.path.isfile(p)]
-            if missing:
-                report.skip("no_annotation", file_name, f"missing {missing[0]}")
-                continue
-            size = report.image_size(file_name)
+            size = report.annotated_image_size(file_name, (inst_path, part_path))
             if size is None:
                 continue
             w, h = size
@@ -100,9 +95,8 @@ def load_cityscapes_part(images_dirname: str, annotations_dirname: str, parts_di
                     if pid <= 0:
                         continue
                     part_name = f"{name}-{(_HUMAN_PARTS if cls < 2 else _VEHICLE_PARTS)[pid - 1]}"
-                    pm = mask & (pids == pid)
-                    parts.append({"name": part_name, "raw_name": part_name,
-                                  "part_id": CITYSCAPES_PART_CLASSES.index(part_name), "mask": encode_mask(pm)})
+                    parts.append(part_record(part_name, part_name, CITYSCAPES_PART_CLASSES.index(part_name),
+                                             mask & (pids == pid)))
                 objects.append(object_record(name, name, cls, mask, parts))
             dicts.append({"file_name": file_name, "image_id": stem, "height": h, "width": w,
                           "annotation_file": part_path, "objects": objects})

@@ -10,7 +10,7 @@ Dataset dicts (what every loader in :mod:`part_distillation.data` returns, detec
                   "mask": RLE, "bbox": [x0, y0, x1, y1], "bbox_mode": 0 (XYXY_ABS),
                   "parts": [{"name": str, "raw_name": str, "part_id": int, "mask": RLE}]}]}
 
-Class identity (issue 8 "one data contract"): ``class_code`` is the dataset's class key (the
+Class identity: ``class_code`` is the dataset's class key (the
 WordNet id for ImageNet / PartImageNet, the class name for Pascal-Part, Cityscapes and the
 OV-PARTS sets, the folder's class name for image folders); ``class_id`` is the index of that class
 in the dataset's class list ``MetadataCatalog.get(name).thing_classes`` (-1 when the dataset has no
@@ -75,8 +75,7 @@ class GTObject:
                                    f"{len(self.part_ids)} ids")
 
     def __getitem__(self, key: str):
-        """Read-only mapping access (``g["mask"]``) for code written against the interim dict
-        shape of ``stages.evaluate.gt_objects`` (interfaces.md); prefer attributes."""
+        """Read-only mapping access (``g["mask"]``, the dataset dict's key names); prefer attributes."""
         return getattr(self, key)
 
 
@@ -91,6 +90,13 @@ def object_record(class_name: str, class_code: str, class_id: int, mask: np.ndar
     ``{"name", "raw_name", "part_id", "mask" (RLE)}``) and any ``extra`` fields."""
     return {"class_name": class_name, "class_code": class_code, "class_id": int(class_id),
             "mask": encode_mask(mask), "bbox": mask_to_box(mask), "bbox_mode": 0, "parts": parts, **extra}
+
+
+def part_record(name: str, raw_name: str, part_id: int, mask: np.ndarray) -> dict:
+    """One part of an object record (the contract above) from a bool (H, W) ``mask``: ``name``
+    (the vocabulary's name), ``raw_name`` (the annotation's), ``part_id`` (index into the dataset's
+    ``part_classes``) and the RLE mask."""
+    return {"name": name, "raw_name": raw_name, "part_id": int(part_id), "mask": encode_mask(mask)}
 
 
 def validate_record(record: dict) -> None:

@@ -18,6 +18,7 @@ differs from the image's, names the vocabulary does not know, no usable part lef
 ``bad_part_annotation`` (unknown category, malformed segmentation), ``empty_part`` (zero area).
 """
 import logging
+import os
 from collections import Counter
 from typing import Dict, List
 
@@ -68,6 +69,17 @@ class LoadReport:
         except ImageReadError as e:
             self.skip("unreadable_image", file_name, str(e))
             return None
+
+    def annotated_image_size(self, file_name: str, annotations, missing: str = ""):
+        """The loaders' common check: ``(width, height)`` of ``file_name`` when every path of
+        ``annotations`` exists and the image's header reads; else None after counting one skip:
+        ``no_annotation`` naming the first missing path (or ``missing``, when given, for an
+        annotation that is not a file), or ``unreadable_image``."""
+        absent = missing or next((p for p in annotations if not os.path.isfile(p)), "")
+        if absent:
+            self.skip("no_annotation", file_name, f"missing {absent}")
+            return None
+        return self.image_size(file_name)
 
     @property
     def num_skipped(self) -> int:

@@ -1,18 +1,13 @@
-"""The dataset-loader registry: one detectron2 ``Registry`` of loader classes, one per on-disk
-format. :mod:`part_distillation.data.datasets` registers named datasets in ``DatasetCatalog``
-through it; every loader module registers its class here with
-``@DATASET_LOADER_REGISTRY.register()``.
+"""The dataset-loader base class. Loader classes (one per on-disk format) register in
+:data:`~part_distillation.data.build.DATASET_LOADER_REGISTRY` with
+``@DATASET_LOADER_REGISTRY.register()``; :mod:`part_distillation.data.datasets` registers named
+datasets in ``DatasetCatalog`` through it.
 """
 import os
 from typing import List
 
-from detectron2.utils.registry import Registry
-
+from .build import DATASET_LOADER_REGISTRY  # noqa: F401  (re-exported for the loader modules)
 from .load_report import LoadReport
-
-DATASET_LOADER_REGISTRY = Registry("DATASET_LOADER")
-DATASET_LOADER_REGISTRY.__doc__ = """Dataset loader classes (subclasses of :class:`DatasetLoader`),
-looked up by class name, e.g. ``PascalPartLoader``."""
 
 
 class DatasetLoader:

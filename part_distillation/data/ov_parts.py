@@ -25,12 +25,11 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from .ground_truth import object_record
+from .ground_truth import object_record, part_record
 from .load_report import LoadReport
 from .loader_registry import DATASET_LOADER_REGISTRY, DatasetLoader
 from .part_imagenet import segmentation_to_mask
 from .pascal_part import PASCAL_CLASSES
-from .pseudo_labels import encode_mask
 
 # (object, "part|part|...") in OV-PARTS class-index order (parts of one object are contiguous).
 _PASCAL_116 = [
@@ -158,12 +157,9 @@ def load_ov_parts(root: str, split_dir: str, object_classes: Sequence[str], part
         part_path = os.path.join(root, "annotations_detectron2_part", split_dir, image_id + ".png")
         obj_path = os.path.join(root, "annotations_detectron2_obj", split_dir, image_id + ".png")
         needed = [part_path] + ([] if instances is not None else [obj_path])
-        missing = [p for p in needed if not os.path.isfile(p)]
-        if missing or (instances is not None and f not in instances):
-            what = missing[0] if missing else f"instances in {instances_json}"
-            report.skip("no_annotation", file_name, f"missing {what}")
-            continue
-        size = report.image_size(file_name)
+        no_instances = instances is not None and f not in instances and all(map(os.path.isfile, needed))
+        size = report.annotated_image_size(file_name, needed,
+                                           f"instances in {instances_json}" if no_instances else "")
         if size is None:
             continue
         w, h = size
@@ -192,9 +188,7 @@ def load_ov_parts(root: str, split_dir: str, object_classes: Sequence[str], part
             for pid in np.unique(part_map[mask]):
                 if pid == ignore or owner[pid][0] != name:
                     continue
-                pm = mask & (part_map == pid)
-                parts.append({"name": owner[pid][1], "raw_name": part_classes[pid], "part_id": int(pid),
-                              "mask": encode_mask(pm)})
+                parts.append(part_record(owner[pid][1], part_classes[pid], pid, mask & (part_map == pid)))
             objects.append(object_record(name, name, oid, mask, parts))
         dicts.append({"file_name": file_name, "image_id": image_id, "height": h, "width": w,
                       "annotation_file": part_path, "objects": objects})

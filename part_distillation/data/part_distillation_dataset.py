@@ -41,9 +41,10 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances
 
-from .proposal_dataset import PartEvalDatasetMapper, _transform_masks, build_train_augmentations, read_image
+from .proposal_dataset import PartEvalDatasetMapper, transform_masks, build_train_augmentations, read_image
 from ..utils.class_filter import load_class_filter
-from .pseudo_labels import PseudoLabelError, class_code_of_dir, list_pseudo_labels, load_pseudo_label
+from .pseudo_labels import (class_code_of_dir, list_pseudo_labels, load_pseudo_label,
+                            read_or_count)
 from ..utils.object_filter import object_area_ratio_keep
 
 logger = logging.getLogger(__name__)
@@ -183,11 +184,8 @@ def load_part_distillation_dataset(folders: Tuple[str, ...], filt: PseudoLabelFi
         return dicts, codes, "vocabulary"
     kept, counts = [], dict(files=len(files), corrupt=0)
     for path, folder_code in files:
-        try:
-            label = load_pseudo_label(path)
-        except PseudoLabelError as e:
-            logger.warning("skipping %s", e)
-            counts["corrupt"] += 1
+        label = read_or_count(path, counts)
+        if label is None:
             continue
         for oi, parts, code, class_id in filt.select(label, path, folder_code, counts):
             kept.append(({"file_name": label.file_name, "image_id": label.image_id,
@@ -371,7 +369,7 @@ class PartDistillationDatasetMapper:
         aug = T.AugInput(image)
         transforms = augmentations(aug)
         size = aug.image.shape[:2]
-        masks = _transform_masks([p.mask for p in parts], transforms, size)
+        masks = transform_masks([p.mask for p in parts], transforms, size)
         labels = torch.tensor([int(p.label) for p in parts], dtype=torch.int64)
         areas = masks.flatten(1).sum(1).float()
         share = areas / areas.sum().clamp(min=1)
@@ -379,7 +377,7 @@ class PartDistillationDatasetMapper:
         instances = Instances(size)
         instances.gt_masks = BitMasks(masks[keep])
         instances.gt_classes = labels[keep]
-        return aug.image, instances, _transform_masks([object_mask], transforms, size)
+        return aug.image, instances, transform_masks([object_mask], transforms, size)
 
 
 class PartDistillationEvalDatasetMapper(PartEvalDatasetMapper):

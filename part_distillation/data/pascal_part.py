@@ -250,13 +250,10 @@ def _load_ids(image_ids: Iterable[str], image_dir: str, ann_dir: str, report: Lo
     for image_id in image_ids:
         file_name = os.path.join(image_dir, image_id + ".jpg")
         ann = os.path.join(ann_dir, image_id + ".mat")
-        if not os.path.isfile(ann):
-            report.skip("no_annotation", file_name, f"no annotation file {ann}")
-            continue
-        if not os.path.isfile(file_name):
+        if os.path.isfile(ann) and not os.path.isfile(file_name):
             report.skip("no_image", ann, f"no image {file_name}")
             continue
-        size = report.image_size(file_name)
+        size = report.annotated_image_size(file_name, (ann,))
         if size is None:
             continue
         w, h = size

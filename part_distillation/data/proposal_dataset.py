@@ -35,23 +35,17 @@ from detectron2.config import configurable
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances
-from detectron2.utils.registry import Registry
 
+from .build import DATASET_MAPPER_REGISTRY, build_train_mapper  # noqa: F401  (build_train_mapper: re-exported)
 from .ground_truth import gt_objects
 from .datasets import few_shot_training_dicts
 from .images import read_image_rgb
 from ..utils.class_filter import class_allowed, load_class_filter
 from ..utils.object_filter import object_area_ratio_keep
-from .pseudo_labels import (PseudoLabelError, class_code_of_dir, list_pseudo_labels, load_pseudo_label,
-                            read_header)
+from .pseudo_labels import (class_code_of_dir, list_pseudo_labels, load_pseudo_label,
+                            read_header, read_or_count)
 
 logger = logging.getLogger(__name__)
-
-DATASET_MAPPER_REGISTRY = Registry("DATASET_MAPPER")
-DATASET_MAPPER_REGISTRY.__doc__ = """
-Training dataset mappers, looked up by ``cfg.INPUT.DATASET_MAPPER_NAME``; a registered class is
-called as ``cls(cfg, is_train=True)`` and maps one dataset dict to a model input dict.
-"""
 
 
 def load_pseudo_label_dataset(folder: str, min_object_area_ratio: float = 0.0,
@@ -87,11 +81,8 @@ def load_pseudo_label_dataset(folder: str, min_object_area_ratio: float = 0.0,
     counts = dict(corrupt=0, images_dropped=0, objects_dropped=0, objects_kept=0,
                   parts_dropped=0, parts_kept=0)
     for path in paths:
-        try:
-            header = read_header(path)
-        except PseudoLabelError as e:
-            logger.warning("skipping pseudo-label %s", e)
-            counts["corrupt"] += 1
+        header = read_or_count(path, counts, read_header)
+        if header is None:
             continue
         kept = []
         for oi, (object_area, part_areas) in enumerate(zip(header.object_areas, header.part_areas)):
@@ -170,7 +161,7 @@ def read_image(path: str, image_format: str) -> np.ndarray:
     return np.ascontiguousarray(image[:, :, ::-1]) if image_format == "BGR" else image
 
 
-def _transform_masks(masks: Sequence[np.ndarray], transforms: T.TransformList,
+def transform_masks(masks: Sequence[np.ndarray], transforms: T.TransformList,
                      size: Sequence[int]) -> torch.Tensor:
     """Apply ``transforms`` (nearest-neighbour) to (H, W) bool masks -> (N, h, w) bool tensor;
     padding (value 128/255 from the pad transforms) becomes False."""
@@ -205,6 +196,7 @@ def build_train_augmentations(cfg, weak: bool = False, square: bool = False) -> 
     return augs
 
 
+@DATASET_MAPPER_REGISTRY.register()
 class ProposalDatasetMapper:
     """Training mapper of part-proposal learning (INPUT.DATASET_MAPPER_NAME "part_proposal").
 
@@ -220,6 +212,8 @@ class ProposalDatasetMapper:
     ``object_masks`` (O, S, S) bool of the kept objects (same transforms); plus ``file_name``,
     ``image_id``, and ``height`` / ``width`` = S.
     """
+
+    NAME = "part_proposal"
 
     @configurable
     def __init__(self, *, augmentations: List[T.Augmentation], image_format: str):
@@ -255,7 +249,7 @@ class ProposalDatasetMapper:
         transforms = self.augmentations(aug)
         image = aug.image
         size = image.shape[:2]
-        part_masks = _transform_masks(parts, transforms, size)
+        part_masks = transform_masks(parts, transforms, size)
         part_masks = part_masks[part_masks.flatten(1).any(1)] if len(part_masks) else part_masks
         instances = Instances(size)
         instances.gt_masks = BitMasks(part_masks)
@@ -267,7 +261,7 @@ class ProposalDatasetMapper:
             "width": size[1],
             "image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
             "instances": instances,
-            "object_masks": _transform_masks([o.mask for o in objects], transforms, size),
+            "object_masks": transform_masks([o.mask for o in objects], transforms, size),
         }
 
 
@@ -313,24 +307,10 @@ class PartEvalDatasetMapper:
             "height": height,
             "width": width,
             "image": torch.as_tensor(np.ascontiguousarray(aug.image.transpose(2, 0, 1))),
-            "object_masks": _transform_masks([o.mask for o in objects], transforms, size),
+            "object_masks": transform_masks([o.mask for o in objects], transforms, size),
             "objects": objects,
         }
 
 
-# registered under its config name (fvcore's public ``register`` takes the class name)
-DATASET_MAPPER_REGISTRY._do_register("part_proposal", ProposalDatasetMapper)
 
 
-def build_train_mapper(cfg, name: Optional[str] = None):
-    """The training mapper of :data:`DATASET_MAPPER_REGISTRY` named ``name`` (default
-    INPUT.DATASET_MAPPER_NAME), built as ``cls(cfg, is_train=True)``.
-
-    Raises:
-        KeyError: unknown name (the message lists the registered ones).
-    """
-    name = name or cfg.INPUT.DATASET_MAPPER_NAME
-    if name not in DATASET_MAPPER_REGISTRY:
-        raise KeyError(f"INPUT.DATASET_MAPPER_NAME {name!r} unknown; registered: "
-                       f"{sorted(k for k, _ in DATASET_MAPPER_REGISTRY)}")
-    return DATASET_MAPPER_REGISTRY.get(name)(cfg, is_train=True)

@@ -8,7 +8,7 @@ RLE (pycocotools) with the ``counts`` bytes decoded as ASCII, at the ORIGINAL im
 
     {
       "schema": "part_distillation/pseudo_label", "version": 1,
-      "stage": "object_masks" | "pixel_grouping" | "dense_crf" | "part_ranking" | ...,
+      "stage": "object_masks" | "proposal_generation" | "dcrf" | "part_ranking" | ...,
       "image": {"file_name": str, "image_id": str, "height": int, "width": int,
                 "class_code": str},                 # the class whose folder holds the file
       "objects": [
@@ -30,7 +30,7 @@ stay in ``objects`` without parts. :meth:`ImagePseudoLabel.object_indices` maps 
 that index. ``config["INPUT_SIZE"]`` (stage 2 onwards) is stage 2's network input size
 ``[INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST]``; stage 3 resizes with it.
 
-``feature`` (only in ``part_proposals`` files, the stage-4 predictor's output) is the part's query
+``feature`` (only in ``proposal_learning`` files of the stage-4 predictor) is the part's query
 feature (``decoder_output``, D floats) as base64 of little-endian float32 bytes; stage 5 clusters
 these instead of running the network again. Files without features do not carry the key. A
 file's features are finite and all of one dimension D (checked at load).
@@ -46,19 +46,33 @@ Writes are atomic (:mod:`part_distillation.utils.io`); :func:`load_pseudo_label`
 import base64
 import functools
 import json
+import logging
 import os
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pycocotools.mask as mask_util
 
+from ..utils.deprecation import resolve_deprecated
 from ..utils.io import atomic_write_json
 from .images import image_id_of_path
 
+logger = logging.getLogger(__name__)
+
 SCHEMA = "part_distillation/pseudo_label"
 VERSION = 1
+
+# Stage names used before the official ones: files that record them load as the official stage
+# (with a FutureWarning), and the stage registry resolves them alike.
+DEPRECATED_STAGE_NAMES = {"pixel_grouping": "proposal_generation", "dense_crf": "dcrf",
+                          "part_proposals": "proposal_learning"}
+
+
+def official_stage_name(name: str) -> str:
+    """The official stage name of ``name`` (a deprecated name warns, see :data:`DEPRECATED_STAGE_NAMES`)."""
+    return resolve_deprecated(name, DEPRECATED_STAGE_NAMES, "stage")
 
 
 class PseudoLabelError(ValueError):
@@ -285,7 +299,7 @@ class ImagePseudoLabel:
                 objects.append(ObjectLabel(o["class_name"], m, o.get("class_code", ""),
                                            float(o.get("score", 1.0)), list(o["bbox"]), parts,
                                            int(o.get("class_id", -1))))
-            return cls(img["file_name"], str(img["image_id"]), h, w, d["stage"], objects,
+            return cls(img["file_name"], str(img["image_id"]), h, w, official_stage_name(d["stage"]), objects,
                        list(d.get("skipped_objects", [])), dict(d.get("config", {})),
                        str(img.get("class_code", "")))
         except PseudoLabelError as e:
@@ -389,7 +403,7 @@ def read_header(path: str, stage: Optional[str] = None) -> PseudoLabelHeader:
         areas = [float(mask_util.area(_coco_rle(o["mask"]))) for o in d["objects"]]
         parts = [[float(mask_util.area(_coco_rle(p["mask"]))) for p in o["parts"]] for o in d["objects"]]
         header = PseudoLabelHeader(img["file_name"], str(img["image_id"]), int(img["height"]),
-                                   int(img["width"]), d["stage"], str(img.get("class_code", "")), areas, parts)
+                                   int(img["width"]), official_stage_name(d["stage"]), str(img.get("class_code", "")), areas, parts)
     except PseudoLabelError as e:
         raise PseudoLabelError(f"{path}: {e}") from None
     except (KeyError, TypeError, ValueError) as e:
@@ -409,8 +423,20 @@ def _check_identity(path: str, image_id: str, found_stage: str, stage: Optional[
     if image_id != stem:
         raise PseudoLabelError(f"{path}: holds image id {image_id!r}, not the file's name {stem!r} "
                                "(renamed or copied file)")
-    if stage is not None and found_stage != stage:
-        raise PseudoLabelError(f"{path}: a {found_stage!r} pseudo-label where {stage!r} was expected")
+    if stage is not None and found_stage != official_stage_name(stage):
+        raise PseudoLabelError(f"{path}: a {found_stage!r} pseudo-label where {official_stage_name(stage)!r} was expected")
+
+
+def read_or_count(path: str, counts: dict, read: Callable = None):
+    """``read(path)`` (default :func:`load_pseudo_label`), or None for a file that raises
+    :class:`PseudoLabelError`: the error (naming the file) is logged and ``counts["corrupt"]``
+    incremented, the counted skip of the dataset loaders that read pseudo-label folders."""
+    try:
+        return (read or load_pseudo_label)(path)
+    except PseudoLabelError as e:
+        logger.warning("skipping pseudo-label %s", e)
+        counts["corrupt"] = counts.get("corrupt", 0) + 1
+        return None
 
 
 def is_complete(path: str, stage: Optional[str] = None) -> bool:

@@ -31,7 +31,7 @@ from detectron2.structures import BitMasks, Instances
 from .datasets import few_shot_training_dicts, resolve_dataset
 from .ground_truth import gt_objects
 
-from .proposal_dataset import DATASET_MAPPER_REGISTRY, ProposalDatasetMapper, _transform_masks, read_image
+from .proposal_dataset import DATASET_MAPPER_REGISTRY, ProposalDatasetMapper, transform_masks, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +127,7 @@ def load_supervised_train_dicts(cfg) -> List[dict]:
     return few_shot_training_dicts(with_parts, cfg.FEWSHOT_LEARNING.LABEL_PERCENTAGE, cfg.OUTPUT_DIR)
 
 
+@DATASET_MAPPER_REGISTRY.register()
 class SupervisedDatasetMapper(ProposalDatasetMapper):
     """Training mapper of the supervised baselines: ground-truth part dataset dicts
     (``objects[].parts[]`` with ``name`` and RLE ``mask``) -> Mask2Former targets, with the
@@ -140,6 +141,8 @@ class SupervisedDatasetMapper(ProposalDatasetMapper):
     SUPERVISED_MODEL.CLASS_AGNOSTIC_LEARNING); ``object_masks`` (O, S, S) bool of all objects;
     ``file_name``, ``image_id``, ``height`` / ``width`` = S.
     """
+
+    NAME = "part_supervised"
 
     @configurable
     def __init__(self, *, augmentations: List[T.Augmentation], image_format: str,
@@ -197,7 +200,7 @@ class SupervisedDatasetMapper(ProposalDatasetMapper):
         aug = T.AugInput(image)
         transforms = self.augmentations(aug)
         size = aug.image.shape[:2]
-        part_masks = _transform_masks(parts, transforms, size)
+        part_masks = transform_masks(parts, transforms, size)
         gt_classes = torch.tensor(classes, dtype=torch.int64)
         if len(part_masks):
             keep = part_masks.flatten(1).any(1)
@@ -212,7 +215,7 @@ class SupervisedDatasetMapper(ProposalDatasetMapper):
             "width": size[1],
             "image": torch.as_tensor(np.ascontiguousarray(aug.image.transpose(2, 0, 1))),
             "instances": instances,
-            "object_masks": _transform_masks([o["mask"] for o in objects], transforms, size),
+            "object_masks": transform_masks([o["mask"] for o in objects], transforms, size),
         }
 
 
@@ -232,5 +235,4 @@ def check_num_classes(cfg, part_classes: Sequence[str]) -> None:
                        "never get a target", num, len(part_classes), len(part_classes))
 
 
-DATASET_MAPPER_REGISTRY._do_register("part_supervised", SupervisedDatasetMapper)
 register_split_datasets()

@@ -35,8 +35,8 @@ from part_distillation.data.part_distillation_dataset import (
     PartDistillationEvalDatasetMapper,
     register_part_distillation_train_datasets,
 )
+from part_distillation.data.build import is_mapper_name
 from part_distillation.data.proposal_dataset import (
-    DATASET_MAPPER_REGISTRY,
     PartEvalDatasetMapper,
     build_train_mapper,
     register_proposal_train_datasets,
@@ -184,10 +184,10 @@ def _with_test_sets(cfg, names: List[str]):
 
 # MODEL.META_ARCHITECTURE -> what tools/train_net.py trains and evaluates (official names)
 META_ARCHITECTURE_TASKS = {
-    "ProposalModel": "proposal",
-    "MaskFormer": "proposal",
+    "ProposalModel": "proposal_learning",
+    "MaskFormer": "proposal_learning",
     "PartDistillationModel": "part_distillation",
-    "SupervisedModel": "supervised",
+    "SupervisedModel": "supervised_learning",
 }
 # Official meta-architectures of the official stage scripts, which this project runs as stage
 # tools: the stage (its STAGE_REGISTRY name), the tool and what to pass it. tools/train_net.py
@@ -195,7 +195,7 @@ META_ARCHITECTURE_TASKS = {
 STAGE_META_ARCHITECTURES = {
     "LabelingDetic": ("object_masks", "tools/label_objects.py --labeler-config "
                       "configs/detic/Detic_LCOCOI21k_CLIP_SwinB_896b32_4x_ft4x_max-size.yaml"),
-    "ProposalGenerationModel": ("pixel_grouping", "tools/pixel_grouping.py --input-dir <stage-1 folder>"),
+    "ProposalGenerationModel": ("proposal_generation", "tools/pixel_grouping.py --input-dir <stage-1 folder>"),
     "PartRankingModel": ("part_ranking", "tools/part_ranking.py --input-dir <stage-4 folder> "
                          "(or PART_RANKING.DATASET_PATH)"),
     "PixelGroupingModel": ("", "tools/run_part_pipeline.py --dataset <dataset> --output-dir <dir> "
@@ -212,14 +212,14 @@ def training_task(cfg) -> str:
     ``*_train_net.py`` scripts each fix one); the one place where the trainer's data and
     evaluators are chosen from the config:
 
-    * ``"proposal"``: stage-4 ProposalModel (or MaskFormer) on pseudo-label folders; AR@K +
+    * ``"proposal_learning"``: stage-4 ProposalModel (or MaskFormer) on pseudo-label folders; AR@K +
       segment evaluators; training mapper ``part_proposal``;
     * ``"part_distillation"``: stage-6 PartDistillationModel on the stage-5 folders of
       PART_DISTILLATION; the stage-4 evaluators plus the unsupervised protocol;
-    * ``"supervised"``: SupervisedModel (per-class) on DATASETS.TRAIN ground truth (few-shot
+    * ``"supervised_learning"``: SupervisedModel (per-class) on DATASETS.TRAIN ground truth (few-shot
       subset); :class:`SupervisedPartEvaluator` (mIoU over the part taxonomy); mapper
       ``part_supervised``;
-    * ``"supervised_agnostic"``: SupervisedModel with SUPERVISED_MODEL.CLASS_AGNOSTIC_LEARNING or
+    * ``"supervised_learning_agnostic"``: SupervisedModel with SUPERVISED_MODEL.CLASS_AGNOSTIC_LEARNING or
       CLASS_AGNOSTIC_INFERENCE: ground-truth training data, stage-4 evaluators.
 
     Raises:
@@ -235,22 +235,22 @@ def training_task(cfg) -> str:
                          f"{sorted(META_ARCHITECTURE_TASKS)}; stage tools run {sorted(STAGE_META_ARCHITECTURES)}")
     task = META_ARCHITECTURE_TASKS[arch]
     sm = cfg.SUPERVISED_MODEL
-    if task == "supervised" and (sm.CLASS_AGNOSTIC_LEARNING or sm.CLASS_AGNOSTIC_INFERENCE):
-        return "supervised_agnostic"
+    if task == "supervised_learning" and (sm.CLASS_AGNOSTIC_LEARNING or sm.CLASS_AGNOSTIC_INFERENCE):
+        return "supervised_learning_agnostic"
     return task
 
 
 # training mapper of each task when INPUT.DATASET_MAPPER_NAME names none of this project's
 # (the official YAMLs inherit Mask2Former's "coco_instance_lsj", which their trainers ignore)
-_TASK_MAPPERS = {"proposal": "part_proposal", "supervised": "part_supervised",
-                 "supervised_agnostic": "part_supervised"}
+_TASK_MAPPERS = {"proposal_learning": "part_proposal", "supervised_learning": "part_supervised",
+                 "supervised_learning_agnostic": "part_supervised"}
 
 
 def train_mapper_name(cfg) -> str:
     """INPUT.DATASET_MAPPER_NAME when it is a registered mapper of this project, else the task's
     (:func:`training_task`) own training mapper."""
     name = cfg.INPUT.DATASET_MAPPER_NAME
-    return name if name in DATASET_MAPPER_REGISTRY else _TASK_MAPPERS[training_task(cfg)]
+    return name if is_mapper_name(name) else _TASK_MAPPERS[training_task(cfg)]
 
 
 def evaluation_part_classes(cfg, dataset_name: str) -> List[str]:
@@ -284,7 +284,7 @@ class Trainer(DefaultTrainer):
             dicts = get_detection_dataset_dicts(register_part_distillation_train_datasets(cfg),
                                                 filter_empty=False)
             mapper = PartDistillationDatasetMapper(cfg, is_train=True)
-        elif task == "proposal":
+        elif task == "proposal_learning":
             dicts = get_detection_dataset_dicts(register_proposal_train_datasets(cfg), filter_empty=False)
             mapper = build_train_mapper(cfg, train_mapper_name(cfg))
         else:
@@ -347,7 +347,7 @@ class Trainer(DefaultTrainer):
         the official unsupervised C-mIoU / A-mIoU under both protocols
         (:class:`UnsupervisedPartEvaluator`, vocabulary of :func:`evaluation_vocabulary`: the
         dataset's ``part_classes`` when they name its GT parts, else the names in its records); the per-class
-        SupervisedModel (:func:`training_task` ``"supervised"``) gets the part-class mIoU of
+        SupervisedModel (:func:`training_task` ``"supervised_learning"``) gets the part-class mIoU of
         :class:`SupervisedPartEvaluator` over :func:`evaluation_part_classes`.
 
         Raises:
@@ -358,7 +358,7 @@ class Trainer(DefaultTrainer):
             raise ValueError(f"dataset '{dataset_name}' has no part ground truth "
                              f"(evaluator_type={evaluator_type!r}); remove it from DATASETS.TEST")
         task = training_task(cfg)
-        if task == "supervised":
+        if task == "supervised_learning":
             return SupervisedPartEvaluator(evaluation_part_classes(cfg, dataset_name))
         evaluators = [PartProposalEvaluator(), PartSegmentEvaluator()]
         if cfg.VIS_OUTPUT_DIR:

@@ -30,7 +30,7 @@ from part_distillation.evaluation.part_metrics import (
 )
 
 
-def _to_numpy(array: Any) -> np.ndarray:
+def to_numpy(array: Any) -> np.ndarray:
     """Convert a torch tensor (any device) or array-like to a numpy array."""
     if hasattr(array, "detach"):
         return array.detach().cpu().numpy()
@@ -40,7 +40,7 @@ def _to_numpy(array: Any) -> np.ndarray:
 def _to_bool_masks(array: Any, what: str) -> np.ndarray:
     """Convert masks to bool, refusing floating-point input (soft masks must be thresholded first,
     since a cast would turn every non-zero probability into True)."""
-    masks = _to_numpy(array)
+    masks = to_numpy(array)
     if np.issubdtype(masks.dtype, np.floating):
         raise ValueError(
             f"{what} must be bool or 0/1 integers, got {masks.dtype}; threshold soft masks first"
@@ -48,7 +48,7 @@ def _to_bool_masks(array: Any, what: str) -> np.ndarray:
     return masks.astype(bool)
 
 
-def _paired_objects(inputs: List[Dict], outputs: List[Dict], key: str):
+def paired_objects(inputs: List[Dict], outputs: List[Dict], key: str):
     """Yield ``(GTObject, prediction)`` pairs from each input's ``"objects"`` and each output's
     ``key`` list; raises ValueError when the two lists differ in length or an object is not a
     validated :class:`GTObject`."""
@@ -64,7 +64,7 @@ def _paired_objects(inputs: List[Dict], outputs: List[Dict], key: str):
         yield from zip(objects, predictions)
 
 
-def _gather_merged(accumulators: List[Any], distributed: bool) -> Optional[List[Any]]:
+def gather_merged(accumulators: List[Any], distributed: bool) -> Optional[List[Any]]:
     """Gather the list ``accumulators`` from every worker onto the main process and merge them
     element-wise there (None entries stay None). Returns the merged list on the main process and
     None elsewhere; without ``distributed`` returns ``accumulators`` unchanged."""
@@ -112,17 +112,17 @@ class PartProposalEvaluator(DatasetEvaluator):
     def process(self, inputs: List[Dict], outputs: List[Dict]) -> None:
         """Accumulate recall counts of every object of every image. Raises ValueError on
         mismatched object counts, soft (float) masks or shape mismatches."""
-        for obj, proposals in _paired_objects(inputs, outputs, "proposals"):
+        for obj, proposals in paired_objects(inputs, outputs, "proposals"):
             self._accumulator.add(
                 _to_bool_masks(proposals["pred_masks"], "pred_masks"),
-                _to_numpy(proposals["scores"]),
+                to_numpy(proposals["scores"]),
                 obj.parts,
                 obj.mask,
             )
 
     def evaluate(self) -> Dict[str, Dict[str, float]]:
         """Return ``{"part_proposals": {...}}`` on the main process, ``{}`` elsewhere."""
-        merged = _gather_merged([self._accumulator], self._distributed)
+        merged = gather_merged([self._accumulator], self._distributed)
         if merged is None:
             return {}
         return {"part_proposals": merged[0].summarize()}
@@ -158,14 +158,14 @@ class PartSegmentEvaluator(DatasetEvaluator):
     def process(self, inputs: List[Dict], outputs: List[Dict]) -> None:
         """Accumulate every object of every image. Raises ValueError on mismatched object counts,
         bad label maps or shape mismatches."""
-        for obj, seg in _paired_objects(inputs, outputs, "part_seg"):
-            seg = _to_numpy(seg)
+        for obj, seg in paired_objects(inputs, outputs, "part_seg"):
+            seg = to_numpy(seg)
             gt_parts, object_mask = obj.parts, obj.mask
             self._segments.add(seg, gt_parts, object_mask)
 
     def evaluate(self) -> Dict[str, Dict[str, float]]:
         """Return ``{"part_segments": {...}}`` on the main process, ``{}`` elsewhere."""
-        merged = _gather_merged([self._segments], self._distributed)
+        merged = gather_merged([self._segments], self._distributed)
         if merged is None:
             return {}
         return {"part_segments": merged[0].summarize()}
@@ -194,7 +194,7 @@ class PredictionVisualizer(DatasetEvaluator):
         for inp, out in zip(inputs, outputs):
             if self._written >= self.num_images or "part_seg" not in out:
                 return
-            segs = [_to_numpy(s) for s in out["part_seg"]]
+            segs = [to_numpy(s) for s in out["part_seg"]]
             if not segs:
                 continue
             image = read_image_rgb(inp["file_name"])

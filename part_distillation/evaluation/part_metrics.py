@@ -365,10 +365,11 @@ class SegmentMetricsAccumulator:
 
     def add(
         self, seg: np.ndarray, gt_parts: np.ndarray, object_mask: Optional[np.ndarray] = None
-    ) -> None:
+    ) -> Optional[Tuple[float, float]]:
         """Add one object: seg int (H, W) label map (0 = not a part), gt_parts bool (P, H, W),
         object_mask bool (H, W) or None. Pixels outside the object are ignored.
-        Raises ValueError on a bad label map or shape mismatches."""
+        Returns the object's ``(best_match, hungarian)`` mIoU (fractions), None when it has no
+        GT part (not scored). Raises ValueError on a bad label map or shape mismatches."""
         masks, _ = label_map_to_masks(seg)
         pred, gt = _clip_to_object(masks, gt_parts, object_mask)
         if object_mask is None:
@@ -379,11 +380,13 @@ class SegmentMetricsAccumulator:
         scores = areas / object_area if object_area > 0 else np.zeros(pred.shape[0])
         self.ar.add(pred, scores, gt)
         if gt.shape[0] == 0:
-            return
+            return None
         ious = mask_iou(pred, gt)
-        self.best_match_sum += _best_match_from_iou(ious)
-        self.hungarian_sum += _hungarian_from_iou(ious)
+        best, hungarian = _best_match_from_iou(ious), _hungarian_from_iou(ious)
+        self.best_match_sum += best
+        self.hungarian_sum += hungarian
         self.num_scored_objects += 1
+        return best, hungarian
 
     def merge(self, other: "SegmentMetricsAccumulator") -> None:
         """Add the sums of ``other`` into this accumulator.

@@ -21,7 +21,7 @@ import numpy as np
 from detectron2.evaluation import DatasetEvaluator
 from tabulate import tabulate
 
-from part_distillation.evaluation.evaluators import _gather_merged, _paired_objects, _to_numpy
+from part_distillation.evaluation.evaluators import gather_merged, paired_objects, to_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class SupervisedPartEvaluator(DatasetEvaluator):
     def process(self, inputs: List[Dict], outputs: List[Dict]) -> None:
         """Accumulate every object of every image. Raises ValueError on mismatched object counts
         or shapes, or soft (float) GT masks."""
-        for obj, pred in _paired_objects(inputs, outputs, "part_sem_seg"):
+        for obj, pred in paired_objects(inputs, outputs, "part_sem_seg"):
             gt_parts, object_mask = obj.parts, obj.mask
             if gt_parts.shape[0] == 0:
                 self._counts.objects_without_parts += 1
@@ -125,12 +125,12 @@ class SupervisedPartEvaluator(DatasetEvaluator):
                 logger.warning("part names %s are not in the %d-class taxonomy: %d pixels ignored",
                                sorted(unknown_names), len(self._ids), unknown)
             self._confusion.ignored_pixels += int((object_mask & (gt == -1)).sum())
-            self._confusion.add(_to_numpy(pred), gt)
+            self._confusion.add(to_numpy(pred), gt)
             self._counts.objects += 1
 
     def evaluate(self) -> Dict[str, Dict[str, float]]:
         """Return ``{"supervised_part_seg": {...}}`` on the main process, ``{}`` elsewhere."""
-        merged = _gather_merged([self._confusion, self._counts], self._distributed)
+        merged = gather_merged([self._confusion, self._counts], self._distributed)
         if merged is None:
             return {}
         confusion, counts = merged

@@ -62,7 +62,7 @@ import numpy as np
 import torch
 from detectron2.evaluation import DatasetEvaluator
 
-from .evaluators import _gather_merged, _paired_objects, _to_numpy
+from .evaluators import gather_merged, paired_objects, to_numpy
 from ..modeling.postprocess import OFFICIAL_MIN_GT_IOU, gt_iou_keep
 from .part_metrics import label_map_to_masks
 
@@ -434,13 +434,13 @@ class UnsupervisedPartEvaluator(DatasetEvaluator):
 
     def process(self, inputs: List[Dict], outputs: List[Dict]) -> None:
         """Raises ValueError when an output's object count differs from the input's."""
-        for obj, seg in _paired_objects(inputs, outputs, self._key):
-            seg = np.zeros(obj.mask.shape, np.int64) if seg is None else _to_numpy(seg)
+        for obj, seg in paired_objects(inputs, outputs, self._key):
+            seg = np.zeros(obj.mask.shape, np.int64) if seg is None else to_numpy(seg)
             for metric in self.metrics.values():
                 metric.add_label_map(obj.class_name, seg, obj.parts, list(obj.part_names), obj.mask)
 
     def evaluate(self) -> Dict[str, Dict[str, float]]:
-        merged = _gather_merged([self.metrics[p] for p in PROTOCOLS], self._distributed)
+        merged = gather_merged([self.metrics[p] for p in PROTOCOLS], self._distributed)
         if merged is None:
             return {}
         results = {}

@@ -10,7 +10,7 @@ import torch
 from ..data.images import read_image_rgb
 from ..data.pseudo_labels import ObjectLabel
 from ..utils.io import weights_identity
-from ..stages.object_masks import ObjectLabeler
+from .labeler import ObjectLabeler
 
 logger = logging.getLogger(__name__)
 

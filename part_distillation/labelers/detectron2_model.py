@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..data.pseudo_labels import ObjectLabel
-from ..stages.object_masks import register_labeler
+from .build import OBJECT_LABELER_REGISTRY
 from .common import BatchedModelLabeler, check_weights, objects_from_instances
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def load_labeler_config(path: str, opts=()):
     return setup_cfg(path, list(opts))
 
 
-@register_labeler("detectron2")
+@OBJECT_LABELER_REGISTRY.register()
 class Detectron2ModelLabeler(BatchedModelLabeler):
     """Objects = the model's instances: top PROPOSAL_GENERATION.OBJECT_TOP_K by score after
     OBJECT_CLASS_FILTER (see :func:`select_predictions`), masks at image resolution.
@@ -46,6 +46,8 @@ class Detectron2ModelLabeler(BatchedModelLabeler):
     INPUT.MAX_SIZE_TEST)`` (in DataLoader workers), CHW float tensor in ``INPUT.FORMAT``; the
     model's ``detector_postprocess`` maps masks back to (height, width).
     """
+
+    NAME = "detectron2"
 
     def __init__(self, cfg, model_cfg=None):
         from detectron2.checkpoint import DetectionCheckpointer

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..data.pseudo_labels import ObjectLabel
-from ..stages.object_masks import register_labeler
+from .build import OBJECT_LABELER_REGISTRY
 from .common import BatchedModelLabeler, check_weights, objects_from_instances
 
 logger = logging.getLogger(__name__)
@@ -143,10 +143,12 @@ def set_vocabulary(model, embeddings: np.ndarray) -> None:
     model.roi_heads.num_classes = w.shape[1] - 1
 
 
-@register_labeler("detic")
+@OBJECT_LABELER_REGISTRY.register()
 class DeticLabeler(BatchedModelLabeler):
     """See the module docstring. ``set_classes(names)`` must be called before labelling (the
     stage runner passes the class names of its records)."""
+
+    NAME = "detic"
 
     def __init__(self, cfg, model_cfg=None):
         pg = cfg.PROPOSAL_GENERATION

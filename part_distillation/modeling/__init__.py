@@ -1,4 +1,4 @@
-"""Models. Importing registers the backbones (EfficientNet-Lite0, Swin), the pixel decoder, the
+"""Models. Importing registers the backbones (EfficientNet-Lite0/1/2, Swin), the pixel decoder, the
 transformer decoders, the Mask2Former head, the ``MaskFormer`` meta-architecture, the stage-4
 ProposalModel, the stage-5 PartRankingModel, the stage-6 PartDistillationModel and the
 SupervisedModel baseline with detectron2's registries."""

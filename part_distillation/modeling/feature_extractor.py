@@ -1,8 +1,8 @@
 """Dense per-pixel features for pixel grouping (stage 2).
 
 :class:`BackboneFeatures` runs a detectron2 backbone chosen by config (``MODEL.BACKBONE.NAME``:
-detectron2 ResNet ``build_resnet_backbone``, Swin ``D2SwinTransformer``, EfficientNet-Lite0
-``build_efficientnet_lite0_backbone``) on the image resized by ``INPUT.MIN_SIZE_TEST`` /
+detectron2 ResNet ``build_resnet_backbone``, Swin ``D2SwinTransformer``, EfficientNet-Lite0/1/2
+``build_efficientnet_lite{0,1,2}_backbone``) on the image resized by ``INPUT.MIN_SIZE_TEST`` /
 ``INPUT.MAX_SIZE_TEST``, resamples the levels named in
 ``PROPOSAL_GENERATION.BACKBONE_FEATURE_KEY_LIST`` (official default res3+res4 here) bilinearly to
 a common grid of stride ``PROPOSAL_GENERATION.FEATURE_STRIDE`` (8), concatenates them along
@@ -13,7 +13,7 @@ normalised x/y position.
 """
 import math
 import os
-from typing import Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 import torch
@@ -101,17 +101,32 @@ class BackboneFeatures(_ResizedGrid):
         return sum(shapes[k].channels for k in self.keys)
 
     @torch.no_grad()
-    def __call__(self, image: np.ndarray) -> Tuple[torch.Tensor, Tuple[int, int]]:
-        img, (hh, ww), (h, w) = self.resized_input(image)
+    def levels(self, image: np.ndarray) -> Tuple[Dict[str, torch.Tensor], Tuple[int, int], Tuple[int, int]]:
+        """uint8 RGB (H, W, 3) -> (``{level: (1, C_l, h_l, w_l)}`` for every backbone output at
+        its own stride, resized input size (H', W'), stride-grid size (h, w))."""
+        img, resized, grid = self.resized_input(image)
         x = torch.from_numpy(img if self.rgb else np.ascontiguousarray(img[..., ::-1]))
         x = x.to(self.device).permute(2, 0, 1).float()
         x = ((x - self.mean) / self.std)[None]
-        feats = self.backbone(x)
-        out = torch.cat([F.interpolate(feats[k].float(), size=(h, w), mode="bilinear",
-                                       align_corners=False) for k in self.keys], 1)[0]
-        if self.normalize:
-            out = F.normalize(out, dim=0)
-        return out, (hh, ww)
+        return self.backbone(x), resized, grid
+
+    def __call__(self, image: np.ndarray) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        feats, resized, grid = self.levels(image)
+        return combine_levels(feats, self.keys, grid, self.normalize), resized
+
+
+def combine_levels(feats: Dict[str, torch.Tensor], keys, grid: Tuple[int, int], normalize: bool,
+                   per_level: bool = False) -> torch.Tensor:
+    """Backbone levels ``{name: (1, C_l, h_l, w_l)}`` -> (sum C_l, h, w) float32: the levels in
+    ``keys`` resampled bilinearly (align_corners False) to ``grid`` and concatenated along
+    channels; ``normalize`` L2-normalises each pixel of the result. ``per_level`` (hypercolumn
+    with equal level weights) L2-normalises each level first and divides by sqrt(len(keys)), so
+    the dot product of two pixels is the mean of their per-level cosine similarities."""
+    ups = [F.interpolate(feats[k].float(), size=grid, mode="bilinear", align_corners=False)[0] for k in keys]
+    if per_level:
+        ups = [F.normalize(u, dim=0) / math.sqrt(len(keys)) for u in ups]
+    out = torch.cat(ups, 0)
+    return F.normalize(out, dim=0) if normalize else out
 
 
 class RGBXYFeatures(_ResizedGrid):

@@ -30,7 +30,7 @@ import torch
 
 # Lloyd steps every seeding of an object runs before only its lowest-inertia seeding goes on.
 # 0 (pick by seeding inertia), 1, 2 and full restarts were compared on the shared datasets'
-# features: 2 keeps the mean inertia below scikit-learn's on both (README) at ~R=1 cost.
+# features: 2 keeps the mean inertia below scikit-learn's on both (docs/BENCHMARKS.md) at ~R=1 cost.
 SELECT_AFTER_STEPS = 2
 
 

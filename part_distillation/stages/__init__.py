@@ -3,4 +3,4 @@
 from .build import STAGE_REGISTRY, build_stage, register_stage  # noqa: F401
 from .partition import WorkItem  # noqa: F401
 from .stage import PseudoLabelInputStage, Stage  # noqa: F401
-from . import dense_crf, object_masks, part_proposals, part_ranking, pixel_grouping  # noqa: F401,E402  (register the stages)
+from . import dense_crf, object_masks, proposal_generation, proposal_learning, part_ranking  # noqa: F401,E402  (register the stages)

@@ -1,6 +1,6 @@
 """The one command line of every stage tool (``tools/run_stage.py --stage NAME``; the tools users
-know, ``tools/label_objects.py``, ``tools/pixel_grouping.py``, ``tools/dense_crf.py``, are this with
-the stage fixed): ``--config-file``, ``--output-dir``, the stage's input (``--dataset`` for a stage
+know, ``tools/label_objects.py``, ``tools/pixel_grouping.py`` (stage ``proposal_generation``),
+``tools/dense_crf.py`` (stage ``dcrf``), are this with the stage fixed): ``--config-file``, ``--output-dir``, the stage's input (``--dataset`` for a stage
 that reads a dataset, ``--input-dir`` for one that reads pseudo-labels) and trailing ``KEY VALUE``
 config overrides. Exit status 1 when some item failed (skips are not failures)."""
 import argparse
@@ -35,6 +35,10 @@ def stage_parser(description: str, stage: Optional[str] = None) -> argparse.Argu
     elif stage is not None:
         p.add_argument("--input-dir", help=f"{_stage_class(stage).INPUT_STAGE} pseudo-label folder (default: the "
                                            "stage's config key, e.g. PROPOSAL_GENERATION.OBJECT_MASK_PATH)")
+    if stage in ("*", "part_ranking"):
+        p.add_argument("--proposals-dir", default=None,
+                       help="stage 5: first run the stage-4 predictor (stage proposal_learning) on the input "
+                            "with stage 5's pass-1 settings into this folder, then rank its features")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                    help="config overrides as KEY VALUE pairs, e.g. PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS 5")
     return p
@@ -108,6 +112,16 @@ def main(stage: Optional[str] = None, argv: Optional[Sequence[str]] = None, desc
         inputs = getattr(args, "input_dir", None) or cls.default_input(cfg)
         if not inputs:
             raise SystemExit(f"stage {name} reads {cls.INPUT_STAGE} pseudo-labels: pass --input-dir")
+    if getattr(args, "proposals_dir", None):
+        from ..config import with_overrides
+        from .part_ranking import predictor_overrides
+        from .proposal_learning import ProposalLearningStage
+
+        if name != "part_ranking":
+            raise SystemExit("--proposals-dir is for stage part_ranking")
+        if ProposalLearningStage(with_overrides(cfg, predictor_overrides(cfg)), args.proposals_dir).run(inputs).failed:
+            return 1
+        inputs = args.proposals_dir
     stage_obj = cls(cfg, args.output_dir)
     stage_obj.input_report = report
     summary = stage_obj.run(inputs)

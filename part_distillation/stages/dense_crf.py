@@ -13,7 +13,7 @@ official PartDistillation parameters (config defaults).
 * ``keep_parts``: every object pixel takes its most probable *part* label and nothing outside the
   object becomes a part, so the segments still partition the object.
 
-Results are upsampled (nearest) to the image resolution and stored as ``dense_crf`` pseudo-labels;
+Results are upsampled (nearest) to the image resolution and stored as ``dcrf`` pseudo-labels;
 with ``keep_parts`` the CRF grid covers every cell an object pixel reads back from and the result
 is cut to the full-resolution object mask, so every object pixel has a part and no other pixel has.
 
@@ -41,6 +41,7 @@ from .build import register_stage
 from .stage import PseudoLabelInputStage
 
 MODES = ("keep_parts", "official")
+STAGE, INPUT_STAGE = "dcrf", "proposal_generation"  # this stage's name and its input's
 
 
 def crf_refine(image: np.ndarray, labels: np.ndarray, object_mask: np.ndarray, n_labels: int,
@@ -147,7 +148,7 @@ class CRFImageWorker:
         """``(ImagePseudoLabel, counters)``; the label's masks are COCO RLE dicts (stored form).
         Raises PseudoLabelError (not a stage-2 file, or one without ``INPUT_SIZE``) and SkipItem
         (unreadable image)."""
-        label = load_pseudo_label(path, "pixel_grouping", decode=False)
+        label = load_pseudo_label(path, INPUT_STAGE, decode=False)
         if "INPUT_SIZE" not in label.config:
             raise PseudoLabelError(f"{path}: no INPUT_SIZE (stage 2's network input size) in its config")
         min_size, max_size = label.config["INPUT_SIZE"]
@@ -179,7 +180,7 @@ class CRFImageWorker:
             parts = _part_rles(refined, (ys, xs), mask, self.mode == "keep_parts")
             objects.append(dataclasses.replace(obj, parts=[PartLabel(rle, None, 1.0) for rle in parts]))
             del mask
-        out = dataclasses.replace(label, stage="dense_crf", objects=objects,
+        out = dataclasses.replace(label, stage=STAGE, objects=objects,
                                   config={**label.config, "DENSE_CRF": {**self.params, "OBJECT_PIXELS": self.mode}})
         # official: those pixels became background; keep_parts: they stayed on their best part
         key = ("object_pixels_moved_to_background" if self.mode == "official"
@@ -196,9 +197,9 @@ class DenseCRFStage(PseudoLabelInputStage):
     """Stage 3 over stage-2 pseudo-labels (``run(folder or files, workers)``), sharded by
     ``DENSE_CRF.TOTAL_PARTITIONS`` / ``PARTITION_INDEX``, ``DENSE_CRF.NUM_WORKERS`` processes."""
 
-    NAME = "dense_crf"
+    NAME = STAGE
     CONFIG_NAMESPACE = "DENSE_CRF"
-    INPUT_STAGE = "pixel_grouping"
+    INPUT_STAGE = INPUT_STAGE
     RECORDED_CONFIG = ("DENSE_CRF",)
 
     def __init__(self, cfg, output_dir: str):

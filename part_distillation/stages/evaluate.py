@@ -51,7 +51,8 @@ def match_objects(pred_masks: List[np.ndarray], gt_masks: List[np.ndarray], min_
     return {int(r): int(c) for r, c in zip(rows, cols) if iou[r, c] >= min_iou}
 
 
-def evaluate_pseudo_labels(folder: str, records: List[dict], stage: Optional[str] = None) -> dict:
+def evaluate_pseudo_labels(folder: str, records: List[dict], stage: Optional[str] = None,
+                           per_object: Optional[list] = None) -> dict:
     """Metrics of the pseudo-labels in ``folder`` against dataset dicts ``records``.
 
     Every file must be a pseudo-label of ``stage`` when given, else all files must come from one
@@ -68,6 +69,9 @@ def evaluate_pseudo_labels(folder: str, records: List[dict], stage: Optional[str
     ``segments_per_object``, ``largest_segment_share`` (percent of the object's pixels in its
     largest segment: near 100 means the segments collapsed) and ``object_coverage`` (percent of
     all ground-truth object pixels that lie in some segment; the official dense-CRF lowers it).
+
+    ``per_object`` (a list), when given, receives one ``(image_id, gt_index, best_match,
+    hungarian)`` tuple (mIoUs as fractions) per scored object, for paired comparisons of methods.
 
     Raises:
         PseudoLabelError: a file in ``folder`` is corrupt, of another stage, or its image id is not
@@ -115,7 +119,9 @@ def evaluate_pseudo_labels(folder: str, records: List[dict], stage: Optional[str
                     metric.add(g.class_name, np.zeros((0,) + seg.shape, bool), [], g.parts,
                                g.part_names, g.mask)
             object_pixels += int(g.mask.sum())
-            seg_acc.add(seg, g.parts, g.mask)
+            scores = seg_acc.add(seg, g.parts, g.mask)
+            if per_object is not None and scores is not None:
+                per_object.append((label.image_id, gi) + scores)
             by_size[size_bin(int(g.mask.sum()), g.mask.size)].add(seg, g.parts, g.mask)
     missing = sorted(set(by_id) - seen)
     if missing:

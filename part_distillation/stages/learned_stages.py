@@ -8,8 +8,8 @@ Used by :func:`part_distillation.stages.pipeline.run_pipeline` (``tools/run_part
     <out>/proposal_learning/                 stage 4: detectron2 OUTPUT_DIR (checkpoints, logs)
     <out>/proposal_learning/predictions/     its per-pixel segments on the images (pseudo-labels,
                                              stage "proposal_learning", parts unlabelled)
-    <out>/part_proposals/                    the stage-4 predictor on the stage-1 objects: segments
-                                             and query features (PartProposalStage), stage 5's input
+    <out>/proposal_learning/proposals/       the stage-4 predictor on the stage-1 objects: segments
+                                             and query features (ProposalLearningStage), stage 5's input
     <out>/part_ranking/                      stage 5 pseudo-labels (PartRankingStage)
     <out>/part_distillation/                 stage 6: detectron2 OUTPUT_DIR
     <out>/part_distillation/predictions/     its labelled segments (stage "part_distillation")
@@ -42,8 +42,8 @@ from ..config import with_overrides
 from ..data.datasets import dataset_name
 from ..data.pseudo_labels import ImagePseudoLabel, ObjectLabel, PartLabel, save_pseudo_label
 from ..utils.io import atomic_write_json
-from .part_proposals import PartProposalStage
-from .part_ranking import PROPOSALS_STAGE, PartRankingStage
+from .part_ranking import PartRankingStage, predictor_overrides
+from .proposal_learning import ProposalLearningStage
 
 logger = logging.getLogger(__name__)
 
@@ -223,9 +223,10 @@ def run_learned_stages(cfgs: Dict[str, object], records: List[dict], source: str
     cfg5.MODEL.WEIGHTS = weights4
     cfg5.INPUT.MIN_SIZE_TEST, cfg5.INPUT.MAX_SIZE_TEST = cfg4.INPUT.MIN_SIZE_TEST, cfg4.INPUT.MAX_SIZE_TEST
     cfg5.freeze()
-    proposals_dir = os.path.join(output_dir, PROPOSALS_STAGE)
-    with _timed(timings, PROPOSALS_STAGE):
-        summaries[PROPOSALS_STAGE] = PartProposalStage(cfg5, proposals_dir).run(stage1_dir).as_dict()
+    proposals_dir = os.path.join(s4_dir, "proposals")
+    with _timed(timings, f"{STAGE4}/proposals"):
+        summaries[f"{STAGE4}/proposals"] = ProposalLearningStage(
+            with_overrides(cfg5, predictor_overrides(cfg5)), proposals_dir).run(stage1_dir).as_dict()
     with _timed(timings, STAGE5):
         summaries[STAGE5] = PartRankingStage(cfg5, s5_dir).run(proposals_dir).as_dict()
 

@@ -3,7 +3,7 @@ labels 0..K-1 for every object of every image, from the stage-4 part-proposal mo
 
 Input: a folder of pseudo-labels with object masks (stage 1 ``object_masks`` or any later stage;
 ``--input-dir`` or PART_RANKING.DATASET_PATH); the images they name. Given the folder of the
-stage-4 predictor (stage ``part_proposals``, :mod:`part_distillation.stages.part_proposals`: the
+stage-4 predictor (stage ``proposal_learning``, :mod:`part_distillation.stages.proposal_learning`: the
 same objects with each kept segment's query feature), pass 1 reads the features from the files
 instead of running the network, after checking that they were made with the same pass-1 settings
 and weights; the outputs are the same. Output: ``part_ranking``
@@ -52,32 +52,23 @@ Per object, the ratios the official labeller records for stage 6's filters are i
 ``config["RATIOS"]`` of each file: ``object_ratio`` = sum of part areas / image area and
 ``part_ratios`` = each part's area / image area (see :func:`part_ratios`).
 """
-import json
 import logging
-import os
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
-from detectron2.data import transforms as T
 
-from ..data.proposal_dataset import _transform_masks, read_image
-from ..data.pseudo_labels import ImagePseudoLabel, ObjectLabel, PartLabel
-from ..modeling.meta_arch.part_ranking_model import PartRankingModel
-from ..modeling.part_clustering import CLASSIFIER_METRICS, cluster_classes
-from ..modeling.weights import check_complete_weights, load_weights
-from ..utils.object_filter import object_area_ratio_keep
-from ..utils.sharding import SkipItem
 from ..config import plain_config
-from ..utils.io import weights_identity
+from ..data.pseudo_labels import ImagePseudoLabel, ObjectLabel, PartLabel
+from ..modeling.part_clustering import CLASSIFIER_METRICS, cluster_classes
 from .build import register_stage
 from .partition import WorkItem
 from .resume import RUN_KEYS, StageConfigMismatch
-from .stage import PseudoLabelInputStage
+from .proposal_learning import ProposalLearningStage, ProposalNetworkStage
 
 logger = logging.getLogger(__name__)
 
-PROPOSALS_STAGE = "part_proposals"  # the stage-4 predictor's files (stages/part_proposals.py)
+PROPOSALS_STAGE = ProposalLearningStage.NAME  # the stage-4 predictor's files (stages/proposal_learning.py)
 # share of predictor parts without a feature above which stage 5 refuses to cluster
 MAX_PARTS_WITHOUT_FEATURE = 0.05
 
@@ -94,24 +85,37 @@ def part_ratios(parts: List[PartLabel], height: int, width: int) -> Tuple[float,
     return sum(areas) / float(height * width), [a / float(height * width) for a in areas]
 
 
-class RankingNetworkStage(PseudoLabelInputStage):
-    """What the stages that run the stage-4 network on object masks share (the stage-4 predictor
-    :class:`~part_distillation.stages.part_proposals.PartProposalStage` and stage 5): config
-    ``PART_RANKING.*``, the stage-4 model's ``MODEL.*`` (``MODEL.WEIGHTS`` = the stage-4
-    checkpoint), ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST`` and ``TEST.DETECTIONS_PER_IMAGE``;
-    partitioned by object class; input: any pseudo-labels with object masks."""
+def predictor_overrides(cfg) -> List:
+    """``KEY VALUE`` overrides that give the stage-4 predictor
+    (:class:`~part_distillation.stages.proposal_learning.ProposalLearningStage`) stage 5's pass-1
+    segment settings and partitioning, so that stage 5 uses the predictor's features instead of
+    running the network for pass 1 (the main job runs the predictor with them)."""
+    seg, pr = PartRankingStage.segment_settings(cfg), cfg.PART_RANKING
+    keys = {"proposal_key": "PROPOSAL_KEY", "feature_norm": "PROPOSAL_FEATURE_NORM",
+            "min_object_area_ratio": "MIN_OBJECT_AREA_RATIO", "min_area_ratio": "MIN_AREA_RATIO",
+            "min_score": "MIN_SCORE", "per_pixel": "USE_PER_PIXEL_LABEL",
+            "apply_object_mask": "APPLY_MASKING_WITH_OBJECT_MASK"}
+    out = []
+    for name, key in keys.items():
+        out += [f"PROPOSAL_LEARNING.{key}", seg[name]]
+    for key in ("TOTAL_PARTITIONS", "PARTITION_INDEX"):
+        out += [f"PROPOSAL_LEARNING.{key}", pr[key]]
+    return out
 
+
+@register_stage
+class PartRankingStage(ProposalNetworkStage):
+    """Stage 5 (see the module docstring): config ``PART_RANKING.*`` plus the stage-4 network's
+    (:class:`~part_distillation.stages.proposal_learning.ProposalNetworkStage`)."""
+
+    NAME = "part_ranking"
     CONFIG_NAMESPACE = "PART_RANKING"
-    PARTITION_BY = "class"
-    INPUT_STAGE = ""  # any stage's objects
-    RECORDED_CONFIG = ("PART_RANKING", "MODEL", "INPUT.MIN_SIZE_TEST", "INPUT.MAX_SIZE_TEST",
-                       "INPUT.FORMAT", "TEST.DETECTIONS_PER_IMAGE")
+    RECORDED_CONFIG = ("PART_RANKING",) + ProposalNetworkStage.NETWORK_CONFIG
+    INPUT_KEYS = "PART_RANKING.DATASET_PATH or PART_RANKING.DATASET_PATH_LIST"
 
     def __init__(self, cfg, output_dir: str):
         super().__init__(cfg, output_dir)
         self.gather_buffer_bytes = int(cfg.PART_RANKING.FEATURE_BUFFER_MB) << 20
-        self._model: Optional[PartRankingModel] = None
-        self._pass1_settings: Optional[dict] = None
 
     @classmethod
     def validate_config(cls, cfg) -> None:
@@ -126,6 +130,17 @@ class RankingNetworkStage(PseudoLabelInputStage):
             if int(pr[key]) < 1:
                 raise ValueError(f"PART_RANKING.{key} must be >= 1, got {pr[key]}")
 
+    @classmethod
+    def segment_settings(cls, cfg) -> dict:
+        """Pass 1's segment settings: PART_RANKING.{PROPOSAL_KEY, PROPOSAL_FEATURE_NORM,
+        MIN_OBJECT_AREA_RATIO, MIN_AREA_RATIO_1, MIN_SCORE_1, USE_PER_PIXEL_LABEL_DURING_CLUSTERING,
+        APPLY_MASKING_WITH_OBJECT_MASK}."""
+        pr = cfg.PART_RANKING
+        return dict(proposal_key=pr.PROPOSAL_KEY, feature_norm=pr.PROPOSAL_FEATURE_NORM,
+                    min_object_area_ratio=pr.MIN_OBJECT_AREA_RATIO, min_area_ratio=pr.MIN_AREA_RATIO_1,
+                    min_score=pr.MIN_SCORE_1, per_pixel=pr.USE_PER_PIXEL_LABEL_DURING_CLUSTERING,
+                    apply_object_mask=pr.APPLY_MASKING_WITH_OBJECT_MASK)
+
     @staticmethod
     def default_input(cfg) -> Optional[List[str]]:
         """The folders PART_RANKING.DATASET_PATH_LIST and DATASET_PATH (the official keys), the
@@ -134,135 +149,25 @@ class RankingNetworkStage(PseudoLabelInputStage):
         folders = list(pr.DATASET_PATH_LIST) + ([pr.DATASET_PATH] if pr.DATASET_PATH else [])
         return folders or None
 
-    def list_items(self, inputs) -> List[WorkItem]:
-        """Items of ``inputs`` (a folder, a list of folders or a list of files); when empty, of
-        :meth:`default_input`.
-
-        Raises:
-            ValueError: no input given at all.
-        """
-        inputs = inputs or self.default_input(self.cfg)
-        if not inputs:
-            raise ValueError("part ranking needs an input folder: --input-dir, "
-                             "PART_RANKING.DATASET_PATH or PART_RANKING.DATASET_PATH_LIST")
-        if isinstance(inputs, str) or not all(os.path.isdir(p) for p in inputs):
-            return super().list_items(inputs)
-        items = []
-        for folder in inputs:  # (zero-argument super() does not work inside a comprehension)
-            items += super().list_items(folder)
-        return items
-
-    def prepare(self, mine: List[WorkItem], todo: List[WorkItem]) -> None:
-        """Build the network (and check MODEL.WEIGHTS, see :attr:`model`) before any item, so that
-        a wrong checkpoint stops the run instead of failing every item."""
-        if todo:
-            self.model  # noqa: B018 - built for its check
-
-    def __getstate__(self) -> dict:
-        """Pickled for worker processes without the network (each worker builds its own)."""
-        return dict(self.__dict__, _model=None)
-
-    @property
-    def model(self) -> PartRankingModel:
-        """The stage-4 network with the ranking passes, weights MODEL.WEIGHTS, in eval mode
-        (built on first use, so worker processes build their own).
-
-        Raises:
-            IncompleteWeightsError: MODEL.WEIGHTS lacks parameters of the network outside
-                MODEL.WEIGHTS_ALLOWED_MISSING (e.g. the checkpoint of another model)."""
-        if self._model is None:
-            if not self.cfg.MODEL.WEIGHTS:
-                # no checkpoint (tests, dry runs): a seeded init, so that reruns resume alike
-                logger.warning("part ranking with MODEL.WEIGHTS empty: randomly initialised network "
-                               "(seed SEED=%d)", max(self.cfg.SEED, 0))
-                torch.manual_seed(max(self.cfg.SEED, 0))
-            model = PartRankingModel(self.cfg).to(torch.device(self.cfg.MODEL.DEVICE))
-            if self.cfg.MODEL.WEIGHTS:
-                check_complete_weights(load_weights(model, self.cfg.MODEL.WEIGHTS), self.cfg.MODEL.WEIGHTS,
-                                       self.cfg.MODEL.WEIGHTS_ALLOWED_MISSING)
-            self._model = model.eval()
-        return self._model
-
-    # ---- shared by both passes ----
-    def _kept_objects(self, label: ImagePseudoLabel) -> List[int]:
-        """Indices of the objects whose area ratio is > PART_RANKING.MIN_OBJECT_AREA_RATIO."""
-        area = float(label.height * label.width)
-        return [i for i, o in enumerate(label.objects)
-                if object_area_ratio_keep(float(o.mask.sum()), area, self.cfg.PART_RANKING.MIN_OBJECT_AREA_RATIO)]
-
-    def _inputs(self, item: WorkItem, label: Optional[ImagePseudoLabel] = None
-                ) -> Tuple[ImagePseudoLabel, List[int], Dict]:
-        """The item's input pseudo-label (``label`` when already loaded), the indices of the
-        objects to rank (area ratio > MIN_OBJECT_AREA_RATIO; others are skipped) and the model
-        input dict (image resized to the network input, object masks resized alike).
-
-        Raises:
-            SkipItem: no object to rank, or the image cannot be read.
-        """
-        label = self.load_input(item) if label is None else label
-        kept = self._kept_objects(label)
-        if not kept:
-            raise SkipItem("no object above MIN_OBJECT_AREA_RATIO")
-        try:
-            image = read_image(label.file_name, self.cfg.INPUT.FORMAT)
-        except (OSError, ValueError) as e:
-            raise SkipItem(f"unreadable image: {e}") from None
-        if image.shape[:2] != (label.height, label.width):
-            raise SkipItem(f"image size {image.shape[:2]} != pseudo-label size "
-                           f"{(label.height, label.width)}")
-        aug = T.AugInput(image)
-        transforms = T.AugmentationList([T.ResizeShortestEdge(self.cfg.INPUT.MIN_SIZE_TEST,
-                                                              self.cfg.INPUT.MAX_SIZE_TEST)])(aug)
-        size = aug.image.shape[:2]
-        x = {"image": torch.as_tensor(np.ascontiguousarray(aug.image.transpose(2, 0, 1))),
-             "object_masks": _transform_masks([label.objects[i].mask for i in kept], transforms, size),
-             "height": label.height, "width": label.width}
-        return label, kept, x
-
-    def pass1_settings(self) -> dict:
-        """What determines pass 1's segments and features (JSON-ready, computed once): the
-        PART_RANKING / INPUT / TEST keys it reads and the weights' identity. A ``part_proposals``
-        file records it; stage 5 compares it before using the file's features."""
-        if self._pass1_settings is None:
-            self._pass1_settings = json.loads(json.dumps(self._pass1_settings_now()))
-        return self._pass1_settings
-
-    def _pass1_settings_now(self) -> dict:
-        pr = self.cfg.PART_RANKING
-        keys = ("PROPOSAL_KEY", "PROPOSAL_FEATURE_NORM", "MIN_OBJECT_AREA_RATIO", "MIN_AREA_RATIO_1",
-                "MIN_SCORE_1", "USE_PER_PIXEL_LABEL_DURING_CLUSTERING", "APPLY_MASKING_WITH_OBJECT_MASK")
-        out = {k: pr[k] for k in keys}
-        out.update({k: self.cfg[a][b] for k, (a, b) in (
-            ("MIN_SIZE_TEST", ("INPUT", "MIN_SIZE_TEST")), ("MAX_SIZE_TEST", ("INPUT", "MAX_SIZE_TEST")),
-            ("DETECTIONS_PER_IMAGE", ("TEST", "DETECTIONS_PER_IMAGE")))})
-        out["WEIGHTS_IDENTITY"] = [weights_identity(p) for p in self.weight_files()]
-        return out
-
-
-@register_stage
-class PartRankingStage(RankingNetworkStage):
-    """Stage 5 (see the module docstring)."""
-
-    NAME = "part_ranking"
-
     # ---- gather: pass 1 ----
     def gather(self, item: WorkItem) -> Tuple[Dict[str, np.ndarray], Dict[str, int]]:
         """``({object class: float32 (S, D)}, counters)``: query features of the kept segments
-        of the item's objects (classes with no feature are left out). From a ``part_proposals``
+        of the item's objects (classes with no feature are left out). From a stage-4 predictor
         input file, the features it holds (no network pass), counters ``parts_with_feature`` /
         ``parts_without_feature`` (see :meth:`check_gathered`).
 
         Raises:
-            StageConfigMismatch: the ``part_proposals`` file was made with other pass-1 settings
+            StageConfigMismatch: the predictor file was made with other pass-1 settings
                 or weights (:meth:`pass1_settings`).
         """
         label = self.load_input(item)
-        if label.stage == PROPOSALS_STAGE:
-            recorded = label.config.get("PASS1")
+        if label.stage == PROPOSALS_STAGE and "PASS1" in label.config:
+            recorded = label.config["PASS1"]
             if self.pass1_settings() != recorded:
                 raise StageConfigMismatch(
-                    f"{item.source}: part_proposals made with pass-1 settings {recorded}, this run "
-                    f"has {self.pass1_settings()}; rerun the predictor or match PART_RANKING / "
+                    f"{item.source}: {PROPOSALS_STAGE} predictor file made with pass-1 settings {recorded}, "
+                    f"this run has {self.pass1_settings()}; rerun the predictor with "
+                    "predictor_overrides(cfg) (PROPOSAL_LEARNING keys = PART_RANKING pass 1) or match "
                     "INPUT / TEST / MODEL.WEIGHTS")
             objs = [label.objects[i] for i in self._kept_objects(label)]
             per_object = [(o, [p.feature for p in o.parts if p.feature is not None]) for o in objs]
@@ -281,7 +186,7 @@ class PartRankingStage(RankingNetworkStage):
 
     def check_gathered(self, summary) -> None:
         """Refuse to cluster when more than :data:`MAX_PARTS_WITHOUT_FEATURE` of the
-        ``part_proposals`` parts gathered in this run have no feature (the predictor writes one
+        predictor parts gathered in this run have no feature (the predictor writes one
         per part: such files are damaged; the parts would silently leave the clustering and change
         every label of their class). Counts: ``parts_without_feature`` / ``parts_with_feature`` of
         the run summary.
@@ -292,12 +197,12 @@ class PartRankingStage(RankingNetworkStage):
         missing, present = summary.extra.get("parts_without_feature", 0), summary.extra.get("parts_with_feature", 0)
         if missing:
             share = missing / (missing + present)
-            logger.warning("%d of %d part_proposals parts have no feature: left out of the clustering",
+            logger.warning("%d of %d predictor parts have no feature: left out of the clustering",
                            missing, missing + present)
             if share > MAX_PARTS_WITHOUT_FEATURE:
                 raise ValueError(
                     f"{missing} of {missing + present} parts ({100 * share:.1f}% > "
-                    f"{100 * MAX_PARTS_WITHOUT_FEATURE:.0f}%) of the part_proposals files have no "
+                    f"{100 * MAX_PARTS_WITHOUT_FEATURE:.0f}%) of the stage-4 predictor files have no "
                     f"feature: the files are damaged; rerun the stage-4 predictor into a fresh folder")
 
     # ---- reduce: clustering ----

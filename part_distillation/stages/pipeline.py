@@ -1,4 +1,4 @@
-"""The main job of stages 1-3: object masks -> pixel grouping -> dense-CRF -> evaluation + pictures.
+"""The main job of stages 1-3: object masks -> proposal generation -> dense-CRF -> evaluation + pictures.
 
 ``run_pipeline`` runs every *variant* (a name + config overrides) on the same stage-1 object masks,
 each with its own stage-2/3 folders, evaluates each stage-2 and stage-3 output with the same
@@ -8,8 +8,8 @@ rerunning after a kill redoes only unfinished images.
 Output layout::
 
     <out>/object_masks/<class_dir>/<id>.json                    stage 1
-    <out>/<variant>/pixel_grouping/<class_dir>/<id>.json         stage 2
-    <out>/<variant>/dense_crf[_official]/<class_dir>/<id>.json   stage 3 (keep_parts / official CRF)
+    <out>/<variant>/proposal_generation/<class_dir>/<id>.json    stage 2
+    <out>/<variant>/dcrf[_official]/<class_dir>/<id>.json        stage 3 (keep_parts / official CRF)
     <out>/metrics.json, <out>/metrics.md
     <out>/collages/<id>.png  (or VIS_OUTPUT_DIR/<id>.png when set)
 
@@ -39,9 +39,11 @@ from .evaluate import (describe_scoring, evaluate_pseudo_labels, format_size_tab
                        match_objects)
 from .learned_stages import STAGE4, STAGE5, STAGE6, run_learned_stages
 from .object_masks import ObjectMasksStage, record_class_code
-from .pixel_grouping import PixelGroupingStage
+from .proposal_generation import ProposalGenerationStage
 
 logger = logging.getLogger(__name__)
+
+STAGE2, STAGE3 = ProposalGenerationStage.NAME, DenseCRFStage.NAME
 
 # name -> (config overrides, also run the official CRF mode)
 DEFAULT_VARIANT = {"pretrained": ([], True)}
@@ -97,16 +99,16 @@ def run_pipeline(cfg, dataset: str, output_dir: str, variants: Dict[str, Tuple[l
     all_outputs: Dict[str, str] = {}  # "<variant>/<stage>" -> folder, in run order (collage columns)
     for name, (overrides, official_crf) in variants.items():
         vcfg = with_overrides(cfg, overrides)
-        pg_dir = os.path.join(output_dir, name, "pixel_grouping")
-        summaries[f"{name}/pixel_grouping"] = PixelGroupingStage(vcfg, pg_dir).run(stage1).as_dict()
-        outputs = {"pixel_grouping": pg_dir}
+        pg_dir = os.path.join(output_dir, name, STAGE2)
+        summaries[f"{name}/{STAGE2}"] = ProposalGenerationStage(vcfg, pg_dir).run(stage1).as_dict()
+        outputs = {STAGE2: pg_dir}
         modes = [vcfg.DENSE_CRF.OBJECT_PIXELS] + (["official"] if official_crf and vcfg.DENSE_CRF.OBJECT_PIXELS != "official" else [])
         for mode in modes:
             suffix = "" if mode == vcfg.DENSE_CRF.OBJECT_PIXELS else "_official"
-            crf_dir = os.path.join(output_dir, name, "dense_crf" + suffix)
-            summaries[f"{name}/dense_crf{suffix}"] = DenseCRFStage(
+            crf_dir = os.path.join(output_dir, name, STAGE3 + suffix)
+            summaries[f"{name}/{STAGE3}{suffix}"] = DenseCRFStage(
                 with_overrides(vcfg, ["DENSE_CRF.OBJECT_PIXELS", mode]), crf_dir).run(pg_dir).as_dict()
-            outputs["dense_crf" + suffix] = crf_dir
+            outputs[STAGE3 + suffix] = crf_dir
         all_outputs.update({f"{name}/{stage}": folder for stage, folder in outputs.items()})
         if evaluate:
             for stage, folder in outputs.items():
@@ -115,11 +117,11 @@ def run_pipeline(cfg, dataset: str, output_dir: str, variants: Dict[str, Tuple[l
     if learned_cfgs:
         first = list(variants)[0]
         folders = run_learned_stages(learned_cfgs, records, dataset, output_dir, stage1,
-                                     os.path.join(output_dir, first, "dense_crf"), summaries)
+                                     os.path.join(output_dir, first, STAGE3), summaries)
         if evaluate:
-            stage_rows = {"2 pixel grouping": results[f"{first}/pixel_grouping"],
-                          "3 dense-CRF": results[f"{first}/dense_crf"]}
-            for title, stage in (("4 part proposals (per-pixel)", STAGE4), ("5 part ranking", STAGE5),
+            stage_rows = {"2 proposal generation": results[f"{first}/{STAGE2}"],
+                          "3 dense-CRF": results[f"{first}/{STAGE3}"]}
+            for title, stage in (("4 proposal learning (per-pixel)", STAGE4), ("5 part ranking", STAGE5),
                                  ("6 PartDistillation", STAGE6)):
                 res = evaluate_pseudo_labels(folders[stage], records, stage)
                 if stage != STAGE4:
@@ -132,6 +134,7 @@ def run_pipeline(cfg, dataset: str, output_dir: str, variants: Dict[str, Tuple[l
                                  evaluate, num_collages)
     metrics = {"dataset": dataset, "num_images": len(records), "dataset_load": report, "results": results,
                "stages": stage_rows, "run_summaries": summaries,
+               "outputs": {**all_outputs, **(folders if learned_cfgs else {})},  # key -> pseudo-label folder
                "config": {"file": config_file, "PROPOSAL_GENERATION": plain_config(cfg.PROPOSAL_GENERATION),
                           "DENSE_CRF": plain_config(cfg.DENSE_CRF), "BACKBONE": cfg.MODEL.BACKBONE.NAME}}
     atomic_write_json(os.path.join(output_dir, "metrics.json"), metrics, indent=1)

@@ -47,7 +47,7 @@ Adding a stage (sketch)::
 
     @register_stage
     class MyStage(PseudoLabelInputStage):        # or Stage, with list_items(inputs)
-        NAME, CONFIG_NAMESPACE, INPUT_STAGE = "my_stage", "MY_STAGE", "dense_crf"
+        NAME, CONFIG_NAMESPACE, INPUT_STAGE = "my_stage", "MY_STAGE", "dcrf"
         RECORDED_CONFIG = ("MY_STAGE", "MODEL")  # what determines the outputs
         def process(self, item):
             label = self.load_input(item)        # checked: INPUT_STAGE file of item.image_id

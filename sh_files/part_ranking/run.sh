@@ -4,10 +4,10 @@
 # cluster id as label. Partitioned by class: one array task owns all images of its classes.
 # Writes OUTPUT_DIR/<class_code>/<image_id>.json, the per-class centroids and
 # OUTPUT_DIR/logs/summary_<i>of<n>.json; resumable.
-# With PROPOSALS_DIR set, the stage-4 predictor (stage part_proposals) first writes each object's
+# With PROPOSALS_DIR set, the stage-4 predictor (stage proposal_learning) first writes each object's
 # segments and query features there, and ranking clusters those (one network pass less per image).
 #   sbatch sh_files/part_ranking/run.sh               # from the repository root
-#   PROPOSALS_DIR=pseudo_labels/imagenet_1k/part_proposals sbatch sh_files/part_ranking/run.sh
+#   PROPOSALS_DIR=pseudo_labels/imagenet_1k/proposal_learning sbatch sh_files/part_ranking/run.sh
 #SBATCH --job-name=pd_part_ranking
 #SBATCH --array=0-7
 #SBATCH --nodes=1
@@ -31,11 +31,7 @@ CLASS_LIST=${CLASS_LIST:-}
 EXTRA_OPTS=${EXTRA_OPTS:-PART_RANKING.MIN_AREA_RATIO_1 0.05 PART_RANKING.MIN_SCORE_1 0.3 PART_RANKING.MIN_AREA_RATIO_2 0.05 PART_RANKING.MIN_SCORE_2 0.1}
 source "$REPO/sh_files/common.sh"
 partition_opts PART_RANKING
-if [ -n "$PROPOSALS_DIR" ]; then  # same partition keys: this task's predictor owns its classes
-  run_requeueable "$PY" tools/run_stage.py --stage part_proposals --config-file "$CONFIG" \
-    --input-dir "$INPUT_DIR" --output-dir "$PROPOSALS_DIR" MODEL.WEIGHTS "$WEIGHTS" \
-    "${PARTITION_OPTS[@]}" "${EXTRA[@]}"
-  INPUT_DIR=$PROPOSALS_DIR
-fi
-run_requeueable "$PY" tools/part_ranking.py --config-file "$CONFIG" --output-dir "$OUTPUT_DIR" \
+PROPOSALS=()  # the stage-4 predictor first, with stage 5's pass-1 settings and partitions
+if [ -n "$PROPOSALS_DIR" ]; then PROPOSALS=(--proposals-dir "$PROPOSALS_DIR"); fi
+run_requeueable "$PY" tools/part_ranking.py --config-file "$CONFIG" --output-dir "$OUTPUT_DIR" "${PROPOSALS[@]}" \
   MODEL.WEIGHTS "$WEIGHTS" PART_RANKING.DATASET_PATH "$INPUT_DIR" "${PARTITION_OPTS[@]}" "${EXTRA[@]}"

@@ -179,7 +179,7 @@ class PartRankingModel(ProposalModel):
       ``PROPOSAL_KEY`` features of the kept segments, L2-normalised with PROPOSAL_FEATURE_NORM;
       with ``with_segments: True`` in the input also ``"segments": [{"masks": (S_o, H, W) bool at
       the original size, "scores": (S_o,)} per object]``, the kept segments themselves (what the
-      stage-4 predictor, :class:`~part_distillation.stages.part_ranking.PartProposalStage`, writes);
+      stage-4 predictor, :class:`~part_distillation.stages.proposal_learning.ProposalLearningStage`, writes);
     * pass 2: ``{"parts": [per object None (no centroids) or {"masks": (L, H, W) bool at the
       original size, "scores": (L,), "labels": (L,) int64}]}`` (CPU). Masks are computed at the
       input resolution and upsampled bilinearly (> 0.5); callers clip them to the full-resolution

@@ -12,10 +12,9 @@ Two implementations of the sampling core are available:
   first-order gradients).
 
 ``"auto"`` (default) uses the compiled kernel whenever the package imports, on CPU as well: there
-it is about 3x faster than the grid-sample core for forward+backward of one 640x640-image
-encoder layer (``bench/bench_msdeformattn.py``, batch 2, 2 threads: 759 vs 239 ms = 3.2x on an idle
-machine, as in the README; 9797 vs 4160 ms = 2.4x on a machine loaded by other jobs); without the
-package it uses the grid-sample core.
+it is faster than the grid-sample core for forward+backward of an encoder layer
+(``bench/bench_msdeformattn.py``; figures in docs/BENCHMARKS.md); without the package it uses the
+grid-sample core.
 The choice comes from the environment variable ``PD_MSDA_IMPL`` (``pytorch|compiled|auto``) read
 at import, and can be changed at run time with :func:`set_msda_impl`.
 """

@@ -1,4 +1,4 @@
-"""Stage 2: pixel grouping (PartDistillation Sec. 3.1) -> K class-agnostic part segments per object.
+"""Stage 2, proposal generation: pixel grouping (PartDistillation Sec. 3.1) -> K class-agnostic part segments per object.
 
 For each object of a stage-1 pseudo-label: dense features of the image (stride 8, see
 :mod:`part_distillation.modeling.feature_extractor`); the object mask is area-resampled to that
@@ -25,6 +25,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from detectron2.config import configurable
 from detectron2.utils.registry import Registry
 
 from ..data.images import read_image_or_skip
@@ -92,38 +93,53 @@ class PixelGrouper:
     instead; when those are still <= K, each touched cell is a centre (so the object gets up to
     that many segments, one when it lies inside a single cell), otherwise k-means runs on them.
     Chosen over one segment for the whole object and over the 2x2 grid by the small-object rows of
-    the evaluation on both shared datasets (README). Counted in ``last_counts``.
+    the evaluation on both shared datasets (docs/BENCHMARKS.md, "Small objects"). Counted in ``last_counts``.
+
+    ``@configurable``: built as ``PixelGrouper(cfg, feature_fn=..., device=...)`` (the values of
+    :meth:`from_config`) or with every keyword argument explicit (no defaults, so that a bench or
+    test states the setting it measures).
 
     Args:
         feature_fn: image (H, W, 3) uint8 -> (features (C, h, w), resized (H', W')).
         k, metric, stride, iters, tol, restarts, objects_per_batch, seed: see
-            ``PROPOSAL_GENERATION.*`` in :mod:`part_distillation.config`.
+            ``PROPOSAL_GENERATION.*`` in :mod:`part_distillation.config` (:meth:`from_config`).
+        device: where k-means runs.
+
+    Raises:
+        ValueError: ``metric`` is not ``"dot"`` or ``"l2"``.
     """
 
-    def __init__(self, feature_fn: Callable, k: int = 4, metric: str = "l2", stride: int = 8,
-                 iters: int = 50, tol: float = 1e-4, restarts: int = 1, objects_per_batch: int = 16,
-                 seed: int = 0, device: str = "cpu"):
+    @configurable
+    def __init__(self, *, feature_fn: Callable, k: int, metric: str, stride: int, iters: int, tol: float,
+                 restarts: int, objects_per_batch: int, seed: int, device: str):
         if metric not in ("dot", "l2"):
             raise ValueError(f"DISTANCE_METRIC must be 'dot' or 'l2', got '{metric}'")
         self.feature_fn, self.k, self.metric, self.stride = feature_fn, k, metric, stride
         self.iters, self.tol, self.restarts = iters, tol, restarts
         self.objects_per_batch, self.seed, self.device = objects_per_batch, seed, torch.device(device)
         self.last_counts = {"objects_small_fallback": 0}  # of the latest call
+        self.last_inertia: List[Optional[float]] = []  # of the latest call, per object
 
     @classmethod
-    def from_config(cls, cfg, feature_fn: Callable, device: str = "cpu") -> "PixelGrouper":
+    def from_config(cls, cfg, feature_fn: Callable, device: str = "cpu") -> dict:
+        """PROPOSAL_GENERATION.{NUM_SUPERPIXEL_CLUSTERS, DISTANCE_METRIC, FEATURE_STRIDE,
+        KMEANS_ITERS, KMEANS_TOL, KMEANS_RESTARTS, OBJECTS_PER_BATCH, SEED}."""
         pg = cfg.PROPOSAL_GENERATION
-        return cls(feature_fn, pg.NUM_SUPERPIXEL_CLUSTERS, pg.DISTANCE_METRIC, pg.FEATURE_STRIDE,
-                   pg.KMEANS_ITERS, pg.KMEANS_TOL, pg.KMEANS_RESTARTS, pg.OBJECTS_PER_BATCH,
-                   pg.SEED, device)
+        return dict(feature_fn=feature_fn, k=pg.NUM_SUPERPIXEL_CLUSTERS, metric=pg.DISTANCE_METRIC,
+                    stride=pg.FEATURE_STRIDE, iters=pg.KMEANS_ITERS, tol=pg.KMEANS_TOL,
+                    restarts=pg.KMEANS_RESTARTS, objects_per_batch=pg.OBJECTS_PER_BATCH, seed=pg.SEED,
+                    device=device)
 
     def __call__(self, image: np.ndarray, masks: Sequence[np.ndarray], image_id: str
                  ) -> List[Optional[np.ndarray]]:
         """Segment label maps for each object mask: int32 (H, W), 0 outside the object and 1..K on
         its segments (ids renumbered to be consecutive), or None for an empty mask. Objects with
         <= K feature pixels take the small-object fallback (class docstring) and are counted in
-        ``self.last_counts["objects_small_fallback"]`` (this call's count)."""
+        ``self.last_counts["objects_small_fallback"]`` (this call's count). ``self.last_inertia``
+        holds each object's k-means inertia (sum of squared feature distances to its centre;
+        None for empty masks and objects whose touched cells are the centres)."""
         self.last_counts = {"objects_small_fallback": 0}
+        self.last_inertia = [None] * len(masks)
         if not len(masks):
             return []
         feats, resized = self.feature_fn(image)
@@ -153,6 +169,7 @@ class PixelGrouper:
                                  self.iters, self.tol, self.restarts)
             for row, i in enumerate(idx):
                 out[i] = assign_segments(feats, res.centers[row], full[i], resized, self.metric, self.stride)
+                self.last_inertia[i] = float(res.inertia[row])
         return out
 
 
@@ -220,7 +237,7 @@ def kmeans(cfg, device: str) -> Callable:
     """The method (Sec. 3.1): k-means on backbone features (``BackboneFeatures``)."""
     from ..modeling.feature_extractor import BackboneFeatures
 
-    return PixelGrouper.from_config(cfg, BackboneFeatures(cfg, device), device)
+    return PixelGrouper(cfg, feature_fn=BackboneFeatures(cfg, device), device=device)
 
 
 @GROUPER_REGISTRY.register()
@@ -237,7 +254,7 @@ def kmeans_rgbxy(cfg, device: str) -> Callable:
     if cfg.PROPOSAL_GENERATION.DISTANCE_METRIC != "l2":
         raise ValueError("GROUPING kmeans_rgbxy needs PROPOSAL_GENERATION.DISTANCE_METRIC l2 "
                          f"(got '{cfg.PROPOSAL_GENERATION.DISTANCE_METRIC}')")
-    return PixelGrouper.from_config(cfg, RGBXYFeatures(cfg), device)
+    return PixelGrouper(cfg, feature_fn=RGBXYFeatures(cfg), device=device)
 
 
 @GROUPER_REGISTRY.register()
@@ -267,14 +284,14 @@ def segments_to_parts(seg: np.ndarray) -> List[PartLabel]:
 
 
 @register_stage
-class PixelGroupingStage(PseudoLabelInputStage):
+class ProposalGenerationStage(PseudoLabelInputStage):
     """Stage 2 over stage-1 pseudo-labels (``run(folder or files)``): every object split into
     segments by ``segment_fn(image, masks, image_id) -> list of label maps or None`` (default
     :func:`build_segmenter`). Objects that get no segments keep no parts and are listed in
     ``skipped_objects`` (reason ``too_small_for_k``). Records the network input size
     (``config["INPUT_SIZE"]``) that stage 3 reads."""
 
-    NAME = "pixel_grouping"
+    NAME = "proposal_generation"
     CONFIG_NAMESPACE = "PROPOSAL_GENERATION"
     INPUT_STAGE = "object_masks"
     RECORDED_CONFIG = ("PROPOSAL_GENERATION", "MODEL", "INPUT")
