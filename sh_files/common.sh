@@ -20,7 +20,9 @@ cd "$REPO"
 [ -f tools/train_net.py ] || { echo "REPO=$REPO is not the repository root: sbatch from the root or set REPO" >&2; exit 2; }
 PY=${PY:-$REPO/.venv/bin/python}
 mkdir -p logs
-eval "EXTRA=(${EXTRA_OPTS:-})"
+# split with shell-style quoting (xargs: quotes group words; parentheses, $ and ; stay plain characters)
+EXTRA=()
+[ -z "${EXTRA_OPTS:-}" ] || mapfile -d '' EXTRA < <(printf '%s' "$EXTRA_OPTS" | xargs -r printf '%s\0')
 EXTRA+=("$@")
 
 TOTAL_PARTITIONS=${TOTAL_PARTITIONS:-${SLURM_ARRAY_TASK_COUNT:-1}}

@@ -179,9 +179,10 @@ def test_extra_opts_keep_their_quoting(tmp_path):
     """The official habit EXTRA_OPTS="SOLVER.STEPS '(40000, 45000)'" reaches train_net as one value;
     trailing arguments of the sh file come after it."""
     argv = _args_seen_by_python(tmp_path, "sh_files/supervised_learning/semseg/pascal_single.sh",
-                                {"EXTRA_OPTS": "SOLVER.STEPS '(40000, 45000)' SOLVER.MAX_ITER 10"})
+                                {"EXTRA_OPTS": "SOLVER.STEPS '(40000, 45000)' TEST.AUG.MIN_SIZES () SOLVER.MAX_ITER 10"})
     assert argv[0] == "tools/train_net.py"
     i = argv.index("SOLVER.STEPS")
+    assert argv[argv.index("TEST.AUG.MIN_SIZES") + 1] == "()"  # an unquoted tuple is a plain word
     assert argv[i + 1] == "(40000, 45000)" and argv[-4:] == ["SOLVER.MAX_ITER", "10", "MODEL.DEVICE", "cpu"]
     assert argv[argv.index("--config-file") + 1] == "configs/supervised_learning/swinL_IN21K_384_mask2former.yaml"
     assert argv[argv.index("DATASETS.TRAIN") + 1] == "('pascal_part_train',)"

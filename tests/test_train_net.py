@@ -418,8 +418,8 @@ def test_official_mask2former_yaml_merges():
     assert cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE == "full_model" and cfg.INPUT.IMAGE_SIZE == 1024
     assert cfg.MODEL.RESNETS.STEM_TYPE == "basic" and cfg.MODEL.META_ARCHITECTURE == "ProposalModel"
     for name in ("Base-ProposalLearning.yaml", "R50.yaml", "swin_L.yaml", "tiny_cpu.yaml",
-                 "official/swinL_IN21K_384_mask2former.yaml", "official/swinL_train_multi.yaml",
-                 "official/swinL_train_single.yaml"):
+                 "swinL_IN21K_384_mask2former.yaml", "swinL_train_multi.yaml",
+                 "swinL_train_single.yaml"):
         part = setup_cfg(os.path.join("configs/proposal_learning", name))
         assert part.MODEL.META_ARCHITECTURE == "ProposalModel" and part.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 1
 
