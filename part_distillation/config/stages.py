@@ -49,6 +49,11 @@ def add_proposal_generation_config(cfg: CN) -> None:
     # with its figures) set their own.
     pg.DISTANCE_METRIC = "l2"
     pg.FEATURE_NORMALIZE = False  # L2-normalise the concatenated feature per pixel
+    # This project's option, not official (0 = off, the official behaviour): weight w of each
+    # feature pixel's (x, y) inside its object's box (units of the box's longer side), appended to
+    # its (normalised) features for k-means and the assignment: SLIC-style spatial coherence
+    # (stages/proposal_generation.py). GROUPING kmeans only; kmeans_rgbxy has its own XY.
+    pg.POSITION_WEIGHT = 0.0
     pg.BACKBONE_FEATURE_KEY_LIST = ["res4"]
     pg.FEATURE_STRIDE = 8  # common stride the feature levels are resampled to
     pg.KMEANS_ITERS = 50

@@ -58,7 +58,8 @@ OFFICIAL_VARIANTS = {
 BASELINE_VARIANTS = {
     "random_init": (["MODEL.EFFICIENTNET.PRETRAINED", False, "MODEL.WEIGHTS", ""], False),
     "rgbxy_kmeans": (["PROPOSAL_GENERATION.GROUPING", "kmeans_rgbxy",
-                      "PROPOSAL_GENERATION.DISTANCE_METRIC", "l2"], False),
+                      "PROPOSAL_GENERATION.DISTANCE_METRIC", "l2", "PROPOSAL_GENERATION.POSITION_WEIGHT", 0.0],
+                     False),
     "grid_2x2": (["PROPOSAL_GENERATION.GROUPING", "grid"], False),
 }
 

@@ -13,6 +13,13 @@ assigned to a centre by ``DISTANCE_METRIC``:
 
 Both scores are linear in x, so the score maps are computed on the stride-8 grid and upsampled
 bilinearly to full resolution, which equals scoring bilinearly upsampled features exactly.
+
+``POSITION_WEIGHT`` w > 0 (this project's option; 0, the official behaviour, is the default):
+each feature pixel also carries w times its (x, y) position inside the object's box
+(:func:`box_positions`), a spatial-coherence term as in SLIC superpixels (Achanta et al., TPAMI
+2012), so k-means prefers spatially compact segments. The position channels are always scored
+by nearest centre (with ``dot``, on the dot score's scale: see :func:`score_maps`); they are
+linear in the pixel position, so the upsampling above stays exact.
 Objects with <= K feature pixels take a fallback (``PixelGrouper``), counted.
 
 ``grid_segments`` is the learning-free 2x2 baseline (the object's box split into quadrants).
@@ -49,14 +56,46 @@ def grid_cell_masks(masks: torch.Tensor, resized: Tuple[int, int], grid: Tuple[i
     return cover > 0 if min_cover <= 0 else cover >= min_cover
 
 
-def score_maps(features: torch.Tensor, centers: torch.Tensor, metric: str) -> torch.Tensor:
-    """(C, h, w) features, (K, C) centres -> (K, h, w) assignment scores (higher wins)."""
+def score_maps(features: torch.Tensor, centers: torch.Tensor, metric: str, position_dims: int = 0
+               ) -> torch.Tensor:
+    """(C, h, w) features, (K, C) centres -> (K, h, w) assignment scores (higher wins).
+
+    The last ``position_dims`` channels are positions (:func:`box_positions`), scored by nearest
+    centre under either metric: with ``l2`` all channels are (2 x.c - ||c||^2); with ``dot`` the
+    feature channels score x.c and the position channels (2 p.c - ||c||^2) / 2, the same scale
+    (half the negative squared distance up to a per-pixel constant), so a position centre does not
+    win by its norm.
+
+    Raises:
+        ValueError: ``metric`` is not ``"dot"`` or ``"l2"``.
+    """
     s = torch.einsum("chw,kc->khw", features, centers)
     if metric == "l2":
         return 2 * s - (centers * centers).sum(-1)[:, None, None]
     if metric == "dot":
+        if position_dims:
+            pos = centers[:, centers.shape[1] - position_dims:]
+            s = s - 0.5 * (pos * pos).sum(-1)[:, None, None]
         return s
     raise ValueError(f"DISTANCE_METRIC must be 'dot' or 'l2', got '{metric}'")
+
+
+def box_positions(cells: torch.Tensor) -> torch.Tensor:
+    """Feature-grid object masks (M, h, w) bool -> (M, 2, h, w) float32: (x, y) of every grid cell
+    centre relative to the top-left corner of its object's box (the box of its True cells), in
+    units of the box's longer side, so the object spans [0, 1] along that side and keeps its aspect
+    ratio (an isotropic spatial distance, as in SLIC). Cells outside the box get values outside
+    that range; an empty mask gives the whole grid's box."""
+    m, h, w = cells.shape
+    rows, cols = cells.any(2), cells.any(1)  # (M, h), (M, w)
+    r0 = rows.int().argmax(1)
+    r1 = h - 1 - rows.flip(1).int().argmax(1)
+    c0 = cols.int().argmax(1)
+    c1 = w - 1 - cols.flip(1).int().argmax(1)
+    side = torch.maximum(r1 - r0 + 1, c1 - c0 + 1).float()[:, None]
+    x = (torch.arange(w, device=cells.device)[None] + 0.5 - c0[:, None]) / side  # (M, w)
+    y = (torch.arange(h, device=cells.device)[None] + 0.5 - r0[:, None]) / side  # (M, h)
+    return torch.stack([x[:, None, :].expand(m, h, w), y[:, :, None].expand(m, h, w)], 1)
 
 
 def interp_matrix(n: int, n_resized: int, n_out: int, stride: int) -> torch.Tensor:
@@ -99,22 +138,29 @@ class PixelGrouper:
     :meth:`from_config`) or with every keyword argument explicit (no defaults, so that a bench or
     test states the setting it measures).
 
+    ``position_weight`` w > 0 appends w times each cell's :func:`box_positions` (x, y) inside its
+    object's box to its features, for k-means and for the assignment (module docstring); the
+    k-means inertia then includes the position term.
+
     Args:
         feature_fn: image (H, W, 3) uint8 -> (features (C, h, w), resized (H', W')).
-        k, metric, stride, iters, tol, restarts, objects_per_batch, seed: see
+        k, metric, position_weight, stride, iters, tol, restarts, objects_per_batch, seed: see
             ``PROPOSAL_GENERATION.*`` in :mod:`part_distillation.config` (:meth:`from_config`).
         device: where k-means runs.
 
     Raises:
-        ValueError: ``metric`` is not ``"dot"`` or ``"l2"``.
+        ValueError: ``metric`` is not ``"dot"`` or ``"l2"``; ``position_weight`` < 0.
     """
 
     @configurable
-    def __init__(self, *, feature_fn: Callable, k: int, metric: str, stride: int, iters: int, tol: float,
-                 restarts: int, objects_per_batch: int, seed: int, device: str):
+    def __init__(self, *, feature_fn: Callable, k: int, metric: str, position_weight: float, stride: int,
+                 iters: int, tol: float, restarts: int, objects_per_batch: int, seed: int, device: str):
         if metric not in ("dot", "l2"):
             raise ValueError(f"DISTANCE_METRIC must be 'dot' or 'l2', got '{metric}'")
+        if position_weight < 0:
+            raise ValueError(f"PROPOSAL_GENERATION.POSITION_WEIGHT must be >= 0, got {position_weight}")
         self.feature_fn, self.k, self.metric, self.stride = feature_fn, k, metric, stride
+        self.position_weight = float(position_weight)
         self.iters, self.tol, self.restarts = iters, tol, restarts
         self.objects_per_batch, self.seed, self.device = objects_per_batch, seed, torch.device(device)
         self.last_counts = {"objects_small_fallback": 0}  # of the latest call
@@ -122,13 +168,13 @@ class PixelGrouper:
 
     @classmethod
     def from_config(cls, cfg, feature_fn: Callable, device: str = "cpu") -> dict:
-        """PROPOSAL_GENERATION.{NUM_SUPERPIXEL_CLUSTERS, DISTANCE_METRIC, FEATURE_STRIDE,
-        KMEANS_ITERS, KMEANS_TOL, KMEANS_RESTARTS, OBJECTS_PER_BATCH, SEED}."""
+        """PROPOSAL_GENERATION.{NUM_SUPERPIXEL_CLUSTERS, DISTANCE_METRIC, POSITION_WEIGHT,
+        FEATURE_STRIDE, KMEANS_ITERS, KMEANS_TOL, KMEANS_RESTARTS, OBJECTS_PER_BATCH, SEED}."""
         pg = cfg.PROPOSAL_GENERATION
         return dict(feature_fn=feature_fn, k=pg.NUM_SUPERPIXEL_CLUSTERS, metric=pg.DISTANCE_METRIC,
-                    stride=pg.FEATURE_STRIDE, iters=pg.KMEANS_ITERS, tol=pg.KMEANS_TOL,
-                    restarts=pg.KMEANS_RESTARTS, objects_per_batch=pg.OBJECTS_PER_BATCH, seed=pg.SEED,
-                    device=device)
+                    position_weight=pg.POSITION_WEIGHT, stride=pg.FEATURE_STRIDE, iters=pg.KMEANS_ITERS,
+                    tol=pg.KMEANS_TOL, restarts=pg.KMEANS_RESTARTS, objects_per_batch=pg.OBJECTS_PER_BATCH,
+                    seed=pg.SEED, device=device)
 
     def __call__(self, image: np.ndarray, masks: Sequence[np.ndarray], image_id: str
                  ) -> List[Optional[np.ndarray]]:
@@ -136,7 +182,8 @@ class PixelGrouper:
         its segments (ids renumbered to be consecutive), or None for an empty mask. Objects with
         <= K feature pixels take the small-object fallback (class docstring) and are counted in
         ``self.last_counts["objects_small_fallback"]`` (this call's count). ``self.last_inertia``
-        holds each object's k-means inertia (sum of squared feature distances to its centre;
+        holds each object's k-means inertia (sum of squared distances of its points, features
+        and position channels, to their centre;
         None for empty masks and objects whose touched cells are the centres)."""
         self.last_counts = {"objects_small_fallback": 0}
         self.last_inertia = [None] * len(masks)
@@ -157,18 +204,32 @@ class PixelGrouper:
                 cells[i] = touched[j]
                 sizes[i] = int(touched[j].sum())
             self.last_counts["objects_small_fallback"] = len(small)
+        # per object: the image features, followed by w * (x, y) in the object's box when w > 0
+        pos = self.position_weight * box_positions(cells.view(len(masks), h, w)) if self.position_weight else None
+        dims = 0 if pos is None else pos.shape[1]
+
+        def object_feats(i):  # (C + dims, h, w)
+            return feats if pos is None else torch.cat([feats, pos[i]])
+
+        def points(i):  # (n_i, C + dims): the object's k-means points
+            if pos is None:
+                return flat[cells[i]]
+            return torch.cat([flat[cells[i]], pos[i].view(dims, -1).T[cells[i]]], 1)
+
         for i in small:
             if sizes[i] <= self.k:  # each touched cell is its own centre
-                out[i] = assign_segments(feats, flat[cells[i]], full[i], resized, self.metric, self.stride)
+                out[i] = assign_segments(object_feats(i), points(i), full[i], resized, self.metric, self.stride,
+                                         dims)
         ok = [i for i in range(len(masks)) if sizes[i] > self.k]
         # similar sizes share a batch, so little of it is padding (rows are independent: same result)
         for idx in size_batches([sizes[i] for i in ok], self.objects_per_batch):
             idx = [ok[j] for j in idx]
-            x, valid = pack_rows([flat[cells[i]] for i in idx])
+            x, valid = pack_rows([points(i) for i in idx])
             res = batched_kmeans(x, valid, self.k, [object_seed(self.seed, image_id, i) for i in idx],
                                  self.iters, self.tol, self.restarts)
             for row, i in enumerate(idx):
-                out[i] = assign_segments(feats, res.centers[row], full[i], resized, self.metric, self.stride)
+                out[i] = assign_segments(object_feats(i), res.centers[row], full[i], resized, self.metric,
+                                         self.stride, dims)
                 self.last_inertia[i] = float(res.inertia[row])
         return out
 
@@ -179,19 +240,20 @@ ASSIGN_ROWS = 512
 
 
 def assign_segments(features: torch.Tensor, centers: torch.Tensor, mask: torch.Tensor,
-                    resized: Tuple[int, int], metric: str, stride: int) -> np.ndarray:
+                    resized: Tuple[int, int], metric: str, stride: int, position_dims: int = 0) -> np.ndarray:
     """Assign every pixel of one object to a centre.
 
     Args:
         features: (C, h, w) stride-grid features of the image; centers: (K, C).
         mask: (H, W) bool object mask at image resolution (non-empty).
         resized: (H', W') network-input size the grid was computed on.
+        position_dims: the last channels that are positions (:func:`score_maps`).
     Returns:
         int32 (H, W): 0 outside the object, segment ids 1..n (renumbered) inside.
 
     Only the object's bounding box is scored, ``ASSIGN_ROWS`` rows at a time.
     """
-    scores = score_maps(features, centers, metric)
+    scores = score_maps(features, centers, metric, position_dims)
     ys, xs = mask_box_slices(mask.cpu().numpy())
     inside = mask[ys, xs]
     box = torch.zeros(inside.shape, dtype=torch.int32, device=mask.device)
@@ -247,13 +309,17 @@ def kmeans_rgbxy(cfg, device: str) -> Callable:
     Raises:
         ValueError: DISTANCE_METRIC is not ``l2``. RGB+XY vectors are not normalised, so with
             ``dot`` the largest-norm (brightest, lower right) centre takes most pixels, which is
-            not k-means' own nearest-centre rule.
+            not k-means' own nearest-centre rule. POSITION_WEIGHT is not 0: the baseline has its
+            own (image) XY channels, a second position term would make it another baseline.
     """
     from ..modeling.feature_extractor import RGBXYFeatures
 
     if cfg.PROPOSAL_GENERATION.DISTANCE_METRIC != "l2":
         raise ValueError("GROUPING kmeans_rgbxy needs PROPOSAL_GENERATION.DISTANCE_METRIC l2 "
                          f"(got '{cfg.PROPOSAL_GENERATION.DISTANCE_METRIC}')")
+    if cfg.PROPOSAL_GENERATION.POSITION_WEIGHT:
+        raise ValueError("GROUPING kmeans_rgbxy needs PROPOSAL_GENERATION.POSITION_WEIGHT 0 (it has its own XY "
+                         f"channels; got {cfg.PROPOSAL_GENERATION.POSITION_WEIGHT})")
     return PixelGrouper(cfg, feature_fn=RGBXYFeatures(cfg), device=device)
 
 
@@ -338,7 +404,8 @@ class ProposalGenerationStage(PseudoLabelInputStage):
         pg = self.cfg.PROPOSAL_GENERATION
         config = {k: _plain_value(pg[k]) for k in ("GROUPING", "NUM_SUPERPIXEL_CLUSTERS", "DISTANCE_METRIC",
                                                    "FEATURE_NORMALIZE", "BACKBONE_FEATURE_KEY_LIST",
-                                                   "FEATURE_STRIDE", "SEED", "KMEANS_RESTARTS")}
+                                                   "POSITION_WEIGHT", "FEATURE_STRIDE", "SEED",
+                                                   "KMEANS_RESTARTS")}
         config.update(BACKBONE=self.cfg.MODEL.BACKBONE.NAME, WEIGHTS=self.cfg.MODEL.WEIGHTS,
                       INPUT_SIZE=[self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MAX_SIZE_TEST])
         out = dataclasses.replace(label, stage=self.NAME, objects=objects, skipped_objects=skipped, config=config)
