@@ -143,8 +143,13 @@ def base_cfg(backbone="lite0", res=384, pretrained=True):
                               "INPUT.MIN_SIZE_TEST", res, "INPUT.MAX_SIZE_TEST", round(res * 5 / 3)])
 
 
+# ``--shared-opts``: config overrides applied to every candidate and baseline alike (k-means
+# restarts, dense-CRF settings); their scores live in their own folders (``Data.out``)
+SHARED_OPTS: list = []
+
+
 def cand_cfg(c: Cand):
-    """The stage-2/3 config of a candidate (what the stage files record)."""
+    """The stage-2/3 config of a candidate (what the stage files record), with ``SHARED_OPTS``."""
     cfg = base_cfg(c.backbone or "lite0", c.res, c.kind != "random_init")
     k = 4 if c.k == "elbow" else c.k
     ov = ["PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS", k, "DENSE_CRF.NUM_WORKERS", 1]
@@ -154,16 +159,17 @@ def cand_cfg(c: Cand):
         ov += ["PROPOSAL_GENERATION.GROUPING", "kmeans_rgbxy", "PROPOSAL_GENERATION.DISTANCE_METRIC", "l2"]
     else:
         ov += ["PROPOSAL_GENERATION.BACKBONE_FEATURE_KEY_LIST", c.keys, "PROPOSAL_GENERATION.POSITION_WEIGHT", c.xy]
-    return with_overrides(cfg, ov)
+    return with_overrides(cfg, ov + SHARED_OPTS)
 
 
 # ---------------------------------------------------------------- data + cache
 class Data:
     """One dataset: records, stage-1 folder, per image its stage-1 object masks (RLE) and the scored
-    ground-truth objects cropped to their box (``(object index or -1, gt index, box, parts, mask)``)."""
+    ground-truth objects cropped to their box (``(object index or -1, gt index, box, parts, mask)``).
+    Outputs under ``<out>/<name>[-<tag>]`` (``tag``: the shared overrides; the feature cache is shared)."""
 
-    def __init__(self, name, out):
-        self.name, self.out = name, os.path.join(out, name)
+    def __init__(self, name, out, tag=""):
+        self.name, self.out = name, os.path.join(out, f"{name}-{tag}" if tag else name)
         self.records = resolve_dataset(name)
         self.stage1 = os.path.join(self.out, "object_masks")
         ObjectMasksStage(base_cfg(), self.stage1).run(self.records)
@@ -381,12 +387,17 @@ def main():
                    help="step 3: only candidates whose name matches this regex (e.g. the main job's "
                         "cost: '@384/.*/K4$')")
     p.add_argument("--extra-finalists", nargs="*", default=[], help="step 3: also these candidates")
+    p.add_argument("--shared-opts", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides for every candidate and baseline alike (e.g. "
+                        "PROPOSAL_GENERATION.KMEANS_RESTARTS=10, DENSE_CRF.BILATERAL_SRGB=20)")
     p.add_argument("--bootstrap", type=int, default=2000)
     p.add_argument("--no-crf", action="store_true", help="steps 1-2 only")
     p.add_argument("--out", default="output/bench_features")
     args = p.parse_args()
     torch.set_num_threads(1)
-    datas = [Data(n, args.out) for n in args.datasets]
+    SHARED_OPTS[:] = [v for kv in args.shared_opts for v in kv.split("=", 1)]
+    tag = "_".join(kv.replace("PROPOSAL_GENERATION.", "").replace("DENSE_CRF.", "CRF.") for kv in args.shared_opts)
+    datas = [Data(n, args.out, tag) for n in args.datasets]
     cmd = "nice -n 10 .venv/bin/python bench/bench_features.py " + shlex.join(sys.argv[1:])
 
     step1 = [f"{bb}@{r}/{lv}{f'/xy{w:g}' if w else ''}/K4" for bb in args.backbones for r in args.resolutions
