@@ -22,11 +22,8 @@ Memory per worker (one image at a time): the image is decoded straight to the CR
 reduced scale), the stage-2 masks stay COCO RLE until their object's turn, and then at most one
 object mask (bool), one decoded part mask (uint8) and one output buffer plus the upsampled
 window of the object's CRF box (uint8) exist at full resolution; parts are RLE-encoded as they
-are cut. The peak is thus a few bytes per image pixel whatever the number of objects and parts:
-``bench/bench_crf_memory.py`` (3 objects x 4 parts, one thread) measures 258 MiB above the
-imports (which take ~960 MiB: torch, detectron2) and 4 s for an 80 MP JPEG, 321 MiB for an
-80 MP PNG (Pillow decodes other formats at full size, 4 bytes per pixel, before resizing),
-167 MiB and 3 s at 48 MP; before this bound 2,408 MiB and 24 s at 80 MP (1,433 MiB at 48 MP).
+are cut. The peak is thus a few bytes per image pixel whatever the number of objects and parts
+(``bench/bench_crf_memory.py`` prints it; figures in docs/BENCHMARKS.md).
 """
 import dataclasses
 from typing import List, Tuple

@@ -174,7 +174,7 @@ class PixelGrouper:
 
 
 # rows of an object's box scored at a time by assign_segments: bounds its memory to
-# K x ASSIGN_ROWS x box width floats (an 80 MP image no longer needs K full-size score maps)
+# K x ASSIGN_ROWS x box width floats (an 80 MP image needs no K full-size score maps)
 ASSIGN_ROWS = 512
 
 
