@@ -121,6 +121,26 @@ def test_no_import_cycles_counting_imports_inside_functions():
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
 
 
+def test_nothing_imports_the_deprecated_stage_base_path():
+    """``stages/base.py`` only re-exports the split framework for users; the package itself imports
+    the modules that hold the names, and every name it lists resolves (with a warning)."""
+    import warnings
+
+    modules = module_files()
+    users = [m for m, edges in import_graph(modules).items() for _, t in edges if t == f"{PACKAGE}.stages.base"]
+    assert not users, f"import the framework from its modules, not stages.base: {users}"
+    from part_distillation.stages import base
+
+    for name, module in base.MOVED_NAMES.items():
+        with pytest.warns(FutureWarning, match=f"import it from part_distillation.stages.{module}"):
+            obj = getattr(base, name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert obj is getattr(__import__(f"{PACKAGE}.stages.{module}", fromlist=[name]), name)
+    with pytest.raises(AttributeError):
+        base.no_such_name  # noqa: B018
+
+
 def test_the_checks_catch_a_cycle_and_an_upward_import(tmp_path):
     """The walker finds a function-level cycle and an import from a lower layer to a higher one in
     a hand-built package (so that the tests above can fail)."""

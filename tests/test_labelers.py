@@ -111,7 +111,7 @@ def test_detectron2_labeler_mask_rcnn_end_to_end(tmp_path, two_records):
     for label, r, names in zip(_check_outputs(out, two_records), two_records, all_names):
         _check_rule(label, r, names)
     with open(os.path.join(out, "logs", "config.json")) as f:
-        assert json.load(f)["PROPOSAL_GENERATION"]["OBJECT_TOP_K"] == 10
+        assert json.load(f)["arguments"]["labeler"]["top_k"] == 10
     # resume: nothing left to do
     again = ObjectMasksStage(cfg, out, labeler=labeler).run(two_records)
     assert again.processed == 0 and again.resumed == 2

@@ -5,15 +5,18 @@ import os
 
 import numpy as np
 import pytest
+from detectron2.config import configurable
 from PIL import Image
 
 from part_distillation.config import setup_cfg
 from part_distillation.data.pseudo_labels import (ImagePseudoLabel, ObjectLabel, class_code_of_dir, class_dir,
                                                   encode_mask, list_pseudo_labels, load_pseudo_label,
                                                   save_pseudo_label)
+from part_distillation.labelers.labeler import GivenMaskLabeler
 from part_distillation.stages.build import register_stage
 from part_distillation.stages.partition import WorkItem, assign_classes, partition_items
 from part_distillation.stages.resume import StageConfigMismatch
+from part_distillation.stages.runner import RunOptions
 from part_distillation.stages.stage import Stage
 from part_distillation.stages.store import DoneManifest
 from part_distillation.stages.dense_crf import DenseCRFStage
@@ -36,13 +39,19 @@ class ToyClassStage(Stage):
     NAME = "toy_class_stage"
     CONFIG_NAMESPACE = "PART_RANKING"
     PARTITION_BY = "class"
-    RECORDED_CONFIG = ("PART_RANKING",)
+    RECORDED_ARGUMENTS = ("shift",)
     gather_buffer_bytes = 48  # two images' rows per chunk: many chunks
     kill_gather_after = kill_map_after = None
 
-    def __init__(self, cfg, output_dir):
-        super().__init__(cfg, output_dir)
+    @configurable
+    def __init__(self, *, output_dir, run_options, shift):
+        super().__init__(output_dir=output_dir, run_options=run_options)
+        self.shift = shift
         self.calls = {"gather": 0, "map": 0, "reduce": []}
+
+    @classmethod
+    def from_config(cls, cfg, output_dir):
+        return dict(super().from_config(cfg, output_dir), shift=0.0)
 
     def list_items(self, records):
         return [WorkItem(r["image_id"], r["class_code"], r) for r in records]
@@ -67,7 +76,7 @@ class ToyClassStage(Stage):
         s = states[item.class_code]
         rec = item.source
         label = ImagePseudoLabel(rec["image_id"] + ".jpg", item.image_id, 4, 4, self.NAME,
-                                 config={"offset": float(rec["value"] - s["mean"][0]), "count": int(s["count"]),
+                                 config={"offset": float(rec["value"] - s["mean"][0] + self.shift), "count": int(s["count"]),
                                          "first": s["first"].tolist()})
         return label, {"labelled": 1}
 
@@ -140,6 +149,31 @@ def test_gather_reduce_map_in_two_partitions_equals_one_and_resumes_after_kills(
         again = ToyClassStage(_cfg(*opts), two)
         assert again.run(recs).as_dict()["processed"] == 0 and again.calls == {"gather": 0, "map": 0, "reduce": []}
     assert _tree(two) == one  # byte-identical to the uninterrupted single-partition run
+
+
+def test_a_run_built_with_other_arguments_is_refused_naming_the_argument(tmp_path):
+    """The resume guard records the stage's explicit constructor arguments (RECORDED_ARGUMENTS),
+    however the stage was built; run keys (partitions, filters) are not arguments it records."""
+    out = str(tmp_path / "a")
+    args = ToyClassStage.from_config(_cfg(), out)
+    assert sorted(args) == ["output_dir", "run_options", "shift"]
+    assert ToyClassStage(**args).run(_records()).processed == len(_records())
+    with open(os.path.join(out, "logs", "config.json")) as f:
+        assert json.load(f) == {"stage": "toy_class_stage", "arguments": {"shift": 0.0}, "WEIGHTS_IDENTITY": []}
+    with pytest.raises(StageConfigMismatch, match=r"arguments\.shift: 0\.0 -> 1\.5"):
+        ToyClassStage(**dict(args, shift=1.5)).run(_records())
+    assert ToyClassStage(_cfg("PART_RANKING.DEBUG", "True"), out).run(_records()).processed == 0  # resumes
+
+    # stage 1: its own arguments, named; a stage-2 key of the same namespace is not one of them
+    recs = _image_records(tmp_path)
+    s1 = str(tmp_path / "s1")
+    ObjectMasksStage(_cfg(), s1).run(recs)
+    assert ObjectMasksStage(_cfg("PROPOSAL_GENERATION.NUM_SUPERPIXEL_CLUSTERS", "7"), s1).run(recs).resumed == 2
+    with pytest.raises(StageConfigMismatch, match=r"arguments\.min_object_area: 1 -> 5"):
+        ObjectMasksStage(_cfg("PROPOSAL_GENERATION.MIN_OBJECT_AREA", "5"), s1).run(recs)
+    explicit = ObjectMasksStage(output_dir=s1, run_options=RunOptions.from_config(_cfg(), "PROPOSAL_GENERATION"),
+                                labeler=GivenMaskLabeler(), min_object_area=1, save_score_threshold=0.0)
+    assert explicit.settings() == ObjectMasksStage(_cfg(), s1).settings() and explicit.run(recs).resumed == 2
 
 
 def test_gather_skips_are_counted_and_image_partitioning_of_a_gather_stage_is_refused(tmp_path):

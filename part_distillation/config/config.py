@@ -60,7 +60,7 @@ def get_part_distillation_cfg() -> CN:
     return cfg
 
 
-# Config paths of before the official stage names: loading one warns (the file is a stub whose
+# Deprecated config paths -> the official-name paths: loading one warns (the file is a stub whose
 # _BASE_ is the new path).
 DEPRECATED_CONFIG_PATHS = {
     "configs/part_proposal/official/": "configs/proposal_learning/",

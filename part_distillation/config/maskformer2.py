@@ -70,7 +70,7 @@ def add_maskformer2_config(cfg: CN) -> None:
     cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = "MSDeformAttnPixelDecoder"
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]
     # Accepted and ignored, as officially: the official pixel decoder takes its encoder heads from
-    # MODEL.MASK_FORMER.NHEADS and uses 4 points (see pixel_decoder/msdeformattn.py).
+    # MODEL.MASK_FORMER.NHEADS and uses 4 points (see modeling/pixel_decoder/msdeformattn.py).
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
 

@@ -116,16 +116,14 @@ def add_proposal_learning_config(cfg: CN) -> None:
     pl.USE_PER_PIXEL_LABEL = True
     pl.APPLY_MASKING_WITH_OBJECT_MASK = True
     pl.POSTPROCESS_TYPES = []
-    pl.FILTERED_CODE_PATH_LIST = []
-    pl.EXCLUDE_CODE_PATH = ""
-    pl.PATH_ONLY = False
     pl.LABEL_PERCENTAGE = 100  # percent of the training images used (the first ones by image id)
-    pl.DEBUG = False
     # ours: the stage-4 predictor (stages/proposal_learning.py) writes each segment's query
     # feature (head output PROPOSAL_KEY, L2-normalised with PROPOSAL_FEATURE_NORM) for stage 5,
     # and shards by object class (TOTAL_PARTITIONS / PARTITION_INDEX)
     pl.PROPOSAL_KEY = "decoder_output"
     pl.PROPOSAL_FEATURE_NORM = True
+    # FILTERED_CODE_PATH_LIST / EXCLUDE_CODE_PATH / PATH_ONLY (official keys, read by the stage-4
+    # training set too), DEBUG, TOTAL_PARTITIONS / PARTITION_INDEX
     add_stage_run_keys(pl)
 
 

@@ -64,7 +64,7 @@ logger = logging.getLogger(__name__)
 SCHEMA = "part_distillation/pseudo_label"
 VERSION = 1
 
-# Stage names used before the official ones: files that record them load as the official stage
+# Deprecated stage names -> the official ones: files that record them load as the official stage
 # (with a FutureWarning), and the stage registry resolves them alike.
 DEPRECATED_STAGE_NAMES = {"pixel_grouping": "proposal_generation", "dense_crf": "dcrf",
                           "part_proposals": "proposal_learning"}

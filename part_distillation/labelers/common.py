@@ -105,10 +105,10 @@ class BatchedModelLabeler(ObjectLabeler):
         return self.predict([self.transform(image)], [record])[0]
 
     def settings(self) -> dict:
-        """The labeler's own config (``self.model_cfg``, a detectron2 CfgNode) and the identity of
-        its MODEL.WEIGHTS, for the stage's resume guard."""
-
-        return {"MODEL_CONFIG": json.loads(json.dumps(self.model_cfg, default=str)),
+        """``NAME``, ``top_k``, ``class_filter``, the labeler's own config (``model_cfg``, a
+        detectron2 CfgNode) and the identity of its MODEL.WEIGHTS, for the stage's resume guard."""
+        return {**super().settings(), "top_k": self.top_k, "class_filter": self.class_filter,
+                "MODEL_CONFIG": json.loads(json.dumps(self.model_cfg, default=str)),
                 "WEIGHTS_IDENTITY": weights_identity(self.model_cfg.MODEL.WEIGHTS)}
 
     def label_stream(self, records: Sequence[dict]) -> Iterable:

@@ -12,6 +12,7 @@ from typing import List
 
 import numpy as np
 import torch
+from detectron2.config import configurable
 
 from ..data.pseudo_labels import ObjectLabel
 from .build import OBJECT_LABELER_REGISTRY
@@ -49,19 +50,29 @@ class Detectron2ModelLabeler(BatchedModelLabeler):
 
     NAME = "detectron2"
 
-    def __init__(self, cfg, model_cfg=None):
+    @configurable
+    def __init__(self, *, model_cfg, top_k: int, class_filter: str, batch_size: int, num_workers: int):
+        """
+        Args:
+            model_cfg: the model's own detectron2 config (:func:`load_labeler_config`).
+            top_k: objects kept per image (``PROPOSAL_GENERATION.OBJECT_TOP_K``).
+            class_filter: ``PROPOSAL_GENERATION.OBJECT_CLASS_FILTER`` (:func:`select_predictions`).
+            batch_size: images per forward (``PROPOSAL_GENERATION.LABELER_BATCH_SIZE``).
+            num_workers: image-decoding processes (``DATALOADER.NUM_WORKERS``).
+
+        Raises:
+            ValueError: ``model_cfg`` has no ``DATASETS.TEST``. FileNotFoundError: its MODEL.WEIGHTS
+                names a missing file.
+        """
         from detectron2.checkpoint import DetectionCheckpointer
         from detectron2.data import MetadataCatalog
         from detectron2.modeling import build_model
 
         import part_distillation.modeling  # noqa: F401  (project meta-architectures)
 
-        pg = cfg.PROPOSAL_GENERATION
-        self.model_cfg = model_cfg if model_cfg is not None else load_labeler_config(
-            pg.LABELER_CONFIG, ["MODEL.DEVICE", cfg.MODEL.DEVICE])  # the project's device
-        mc = self.model_cfg
-        self.top_k, self.class_filter = pg.OBJECT_TOP_K, pg.OBJECT_CLASS_FILTER
-        self.batch_size, self.num_workers = pg.LABELER_BATCH_SIZE, cfg.DATALOADER.NUM_WORKERS
+        self.model_cfg = mc = model_cfg
+        self.top_k, self.class_filter = top_k, class_filter
+        self.batch_size, self.num_workers = batch_size, num_workers
         if not mc.DATASETS.TEST:
             raise ValueError("the labeler config needs DATASETS.TEST[0] whose metadata has thing_classes")
         self.class_names = list(MetadataCatalog.get(mc.DATASETS.TEST[0]).thing_classes)
@@ -70,6 +81,17 @@ class Detectron2ModelLabeler(BatchedModelLabeler):
         if weights:
             DetectionCheckpointer(self.model).load(weights)
         self.min_size, self.max_size, self.format = mc.INPUT.MIN_SIZE_TEST, mc.INPUT.MAX_SIZE_TEST, mc.INPUT.FORMAT
+
+    @classmethod
+    def from_config(cls, cfg, model_cfg=None) -> dict:
+        """``model_cfg`` (default: :func:`load_labeler_config` of PROPOSAL_GENERATION.LABELER_CONFIG on
+        the project's MODEL.DEVICE), PROPOSAL_GENERATION.{OBJECT_TOP_K, OBJECT_CLASS_FILTER,
+        LABELER_BATCH_SIZE}, DATALOADER.NUM_WORKERS."""
+        pg = cfg.PROPOSAL_GENERATION
+        if model_cfg is None:
+            model_cfg = load_labeler_config(pg.LABELER_CONFIG, ["MODEL.DEVICE", cfg.MODEL.DEVICE])
+        return dict(model_cfg=model_cfg, top_k=pg.OBJECT_TOP_K, class_filter=pg.OBJECT_CLASS_FILTER,
+                    batch_size=pg.LABELER_BATCH_SIZE, num_workers=cfg.DATALOADER.NUM_WORKERS)
 
     def transform(self, image: np.ndarray):
         """uint8 RGB (H, W, 3) -> ``(CHW float32 tensor resized, H, W)``."""

@@ -25,6 +25,7 @@ from typing import List, Sequence
 
 import numpy as np
 import torch
+from detectron2.config import configurable
 
 from ..data.pseudo_labels import ObjectLabel
 from .build import OBJECT_LABELER_REGISTRY
@@ -150,22 +151,48 @@ class DeticLabeler(BatchedModelLabeler):
 
     NAME = "detic"
 
-    def __init__(self, cfg, model_cfg=None):
-        pg = cfg.PROPOSAL_GENERATION
-        self.model_cfg = model_cfg if model_cfg is not None else load_detic_config(
-            pg.LABELER_CONFIG, ["MODEL.DEVICE", cfg.MODEL.DEVICE])  # the project's device
+    @configurable
+    def __init__(self, *, model_cfg, top_k: int, class_filter: str, batch_size: int, num_workers: int,
+                 embeddings_path: str):
+        """
+        Args:
+            model_cfg: the Detic config (:func:`load_detic_config`).
+            top_k, class_filter, batch_size, num_workers: as
+                :class:`~part_distillation.labelers.detectron2_model.Detectron2ModelLabeler`'s.
+            embeddings_path: .npz of CLIP text embeddings (``PROPOSAL_GENERATION.CLIP_EMBEDDINGS_PATH``).
+
+        Raises:
+            FileNotFoundError: its MODEL.WEIGHTS names a missing file.
+        """
         from detectron2.checkpoint import DetectionCheckpointer
         from detectron2.modeling import build_model
 
-        self.top_k, self.class_filter = pg.OBJECT_TOP_K, pg.OBJECT_CLASS_FILTER
-        self.batch_size, self.num_workers = pg.LABELER_BATCH_SIZE, cfg.DATALOADER.NUM_WORKERS
-        self.embeddings_path = pg.CLIP_EMBEDDINGS_PATH
+        self.model_cfg = model_cfg
+        self.top_k, self.class_filter = top_k, class_filter
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.embeddings_path = embeddings_path
         weights = check_weights(self.model_cfg.MODEL.WEIGHTS, "Detic", WEIGHTS_HELP)
         self.model = build_model(self.model_cfg).eval()
         if weights:
             DetectionCheckpointer(self.model).load(weights)
         self.fit_size = self.model_cfg.INPUT.MAX_SIZE_TEST
         self.class_names: List[str] = []
+
+    @classmethod
+    def from_config(cls, cfg, model_cfg=None) -> dict:
+        """``model_cfg`` (default: :func:`load_detic_config` of PROPOSAL_GENERATION.LABELER_CONFIG on
+        the project's MODEL.DEVICE), PROPOSAL_GENERATION.{OBJECT_TOP_K, OBJECT_CLASS_FILTER,
+        LABELER_BATCH_SIZE, CLIP_EMBEDDINGS_PATH}, DATALOADER.NUM_WORKERS."""
+        pg = cfg.PROPOSAL_GENERATION
+        if model_cfg is None:
+            model_cfg = load_detic_config(pg.LABELER_CONFIG, ["MODEL.DEVICE", cfg.MODEL.DEVICE])
+        return dict(model_cfg=model_cfg, top_k=pg.OBJECT_TOP_K, class_filter=pg.OBJECT_CLASS_FILTER,
+                    batch_size=pg.LABELER_BATCH_SIZE, num_workers=cfg.DATALOADER.NUM_WORKERS,
+                    embeddings_path=pg.CLIP_EMBEDDINGS_PATH)
+
+    def settings(self) -> dict:
+        """:meth:`BatchedModelLabeler.settings` plus ``embeddings_path``."""
+        return {**super().settings(), "embeddings_path": self.embeddings_path}
 
     def set_classes(self, names: Sequence[str]) -> None:
         """Vocabulary = ``names`` (embeddings from CLIP_EMBEDDINGS_PATH)."""

@@ -4,6 +4,7 @@ from abc import ABC, abstractmethod
 from typing import List
 
 import pycocotools.mask as mask_util
+from detectron2.config import configurable
 
 from ..data.pseudo_labels import ObjectLabel, decode_mask, primary_class_code
 from .build import OBJECT_LABELER_REGISTRY
@@ -17,8 +18,11 @@ class ObjectLabeler(ABC):
     ``__call__(image, record)``: ``image`` uint8 RGB (H, W, 3) or None, ``record`` a dataset dict
     (``file_name``, ``image_id``, ``height``, ``width``, optional ``objects``/``class_code``) ->
     list of :class:`ObjectLabel` with (H, W) bool masks, ``class_code`` and ``class_id`` set.
-    ``settings()``: what besides ``OBJECT_MASK_TYPE`` determines its outputs (recorded by the
-    resume guard; e.g. its config file and the weights' identity).
+    ``settings()``: JSON-ready, what determines its outputs: its ``NAME`` and the constructor
+    arguments (recorded by stage 1's resume guard; e.g. its model config and the weights'
+    identity). Labelers are ``@configurable`` (keyword-only constructor arguments,
+    ``from_config(cfg)`` reads the config), built by
+    :func:`~part_distillation.labelers.build.build_labeler`.
     """
 
     NAME = ""
@@ -29,7 +33,7 @@ class ObjectLabeler(ABC):
         ...
 
     def settings(self) -> dict:
-        return {}
+        return {"NAME": self.NAME}
 
 
 @OBJECT_LABELER_REGISTRY.register()
@@ -40,8 +44,14 @@ class GivenMaskLabeler(ObjectLabeler):
     NAME = "given"
     needs_image = False
 
-    def __init__(self, cfg=None):
+    @configurable
+    def __init__(self):
         pass
+
+    @classmethod
+    def from_config(cls, cfg) -> dict:
+        """No arguments: the masks are the dataset's."""
+        return {}
 
     def __call__(self, image, record: dict) -> List[ObjectLabel]:
         if "objects" not in record:

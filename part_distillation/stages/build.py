@@ -1,7 +1,7 @@
 """The stage registry and its builder (detectron2 ``modeling/meta_arch/build.py`` style).
 
 Stages register under their official name (``Stage.NAME``: ``object_masks``, ``proposal_generation``,
-``dcrf``, ``proposal_learning``, ``part_ranking``); the names used before
+``dcrf``, ``proposal_learning``, ``part_ranking``); the deprecated names
 (:data:`~part_distillation.data.pseudo_labels.DEPRECATED_STAGE_NAMES`: ``pixel_grouping``,
 ``dense_crf``, ``part_proposals``) resolve to them with a ``FutureWarning``.
 """

@@ -22,16 +22,14 @@ Memory per worker (one image at a time): the image is decoded straight to the CR
 reduced scale), the stage-2 masks stay COCO RLE until their object's turn, and then at most one
 object mask (bool), one decoded part mask (uint8) and one output buffer plus the upsampled
 window of the object's CRF box (uint8) exist at full resolution; parts are RLE-encoded as they
-are cut. The peak is thus a few bytes per image pixel whatever the number of objects and parts:
-``bench/bench_crf_memory.py`` (3 objects x 4 parts, one thread) measures 258 MiB above the
-imports (which take ~960 MiB: torch, detectron2) and 4 s for an 80 MP JPEG, 321 MiB for an
-80 MP PNG (Pillow decodes other formats at full size, 4 bytes per pixel, before resizing),
-167 MiB and 3 s at 48 MP; before this bound 2,408 MiB and 24 s at 80 MP (1,433 MiB at 48 MP).
+are cut. The peak is thus a few bytes per image pixel whatever the number of objects and parts
+(``bench/bench_crf_memory.py`` prints it; figures in docs/BENCHMARKS.md).
 """
 import dataclasses
 from typing import List, Tuple
 
 import numpy as np
+from detectron2.config import configurable
 from detectron2.data import transforms as T
 
 from ..data.images import read_image_or_skip
@@ -195,17 +193,36 @@ PARAM_KEYS = ("GT_PROB", "GAUSSIAN_SXY", "GAUSSIAN_COMPAT", "BILATERAL_SXY", "BI
 @register_stage
 class DenseCRFStage(PseudoLabelInputStage):
     """Stage 3 over stage-2 pseudo-labels (``run(folder or files, workers)``), sharded by
-    ``DENSE_CRF.TOTAL_PARTITIONS`` / ``PARTITION_INDEX``, ``DENSE_CRF.NUM_WORKERS`` processes."""
+    ``DENSE_CRF.TOTAL_PARTITIONS`` / ``PARTITION_INDEX``.
+
+    Args:
+        output_dir, run_options: see :class:`~part_distillation.stages.stage.Stage`.
+        params: the CRF parameters ``{key: value}`` for every key of :data:`PARAM_KEYS`
+            (``DENSE_CRF.*``; see :func:`crf_refine`).
+        mode: ``"official"`` or ``"keep_parts"`` (``DENSE_CRF.OBJECT_PIXELS``, module docstring).
+        num_workers: processes :meth:`run` uses when not told (``DENSE_CRF.NUM_WORKERS``).
+    """
 
     NAME = STAGE
     CONFIG_NAMESPACE = "DENSE_CRF"
     INPUT_STAGE = INPUT_STAGE
-    RECORDED_CONFIG = ("DENSE_CRF",)
+    RECORDED_ARGUMENTS = ("params", "mode")
 
-    def __init__(self, cfg, output_dir: str):
-        super().__init__(cfg, output_dir)
+    @configurable
+    def __init__(self, *, output_dir: str, run_options, params: dict, mode: str, num_workers: int):
+        super().__init__(output_dir=output_dir, run_options=run_options)
+        if sorted(params) != sorted(PARAM_KEYS):
+            raise ValueError(f"DenseCRFStage params must have the keys {list(PARAM_KEYS)}, got {sorted(params)}")
+        self.params, self.mode, self.num_workers = dict(params), mode, int(num_workers)
+        self.worker = CRFImageWorker(self.params, mode)
+
+    @classmethod
+    def from_config(cls, cfg, output_dir: str) -> dict:
+        """DENSE_CRF.{GT_PROB, GAUSSIAN_SXY, GAUSSIAN_COMPAT, BILATERAL_SXY, BILATERAL_SRGB,
+        BILATERAL_COMPAT, NUM_ITERS} (``params``), OBJECT_PIXELS (``mode``), NUM_WORKERS."""
         c = cfg.DENSE_CRF
-        self.worker = CRFImageWorker({k: c[k] for k in PARAM_KEYS}, c.OBJECT_PIXELS)
+        return dict(super().from_config(cfg, output_dir), params={k: c[k] for k in PARAM_KEYS},
+                    mode=c.OBJECT_PIXELS, num_workers=c.NUM_WORKERS)
 
     @classmethod
     def validate_config(cls, cfg) -> None:
@@ -223,7 +240,7 @@ class DenseCRFStage(PseudoLabelInputStage):
                 raise ValueError(f"DENSE_CRF.{key} must be > 0, got {c[key]}")
 
     def run(self, inputs, workers: int = None):
-        return super().run(inputs, self.cfg.DENSE_CRF.NUM_WORKERS if workers is None else workers)
+        return super().run(inputs, self.num_workers if workers is None else workers)
 
     def process(self, item):
         return self.worker(item.source)

@@ -57,13 +57,13 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
+from detectron2.config import configurable
 
-from ..config import plain_config
 from ..data.pseudo_labels import ImagePseudoLabel, ObjectLabel, PartLabel
 from ..modeling.part_clustering import CLASSIFIER_METRICS, cluster_classes
 from .build import register_stage
 from .partition import WorkItem
-from .resume import RUN_KEYS, StageConfigMismatch
+from .resume import StageConfigMismatch
 from .proposal_learning import ProposalLearningStage, ProposalNetworkStage
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def predictor_overrides(cfg) -> List:
     (:class:`~part_distillation.stages.proposal_learning.ProposalLearningStage`) stage 5's pass-1
     segment settings and partitioning, so that stage 5 uses the predictor's features instead of
     running the network for pass 1 (the main job runs the predictor with them)."""
-    seg, pr = PartRankingStage.segment_settings(cfg), cfg.PART_RANKING
+    seg, pr = PartRankingStage.segment_settings_from_config(cfg), cfg.PART_RANKING
     keys = {"proposal_key": "PROPOSAL_KEY", "feature_norm": "PROPOSAL_FEATURE_NORM",
             "min_object_area_ratio": "MIN_OBJECT_AREA_RATIO", "min_area_ratio": "MIN_AREA_RATIO",
             "min_score": "MIN_SCORE", "per_pixel": "USE_PER_PIXEL_LABEL",
@@ -105,17 +105,60 @@ def predictor_overrides(cfg) -> List:
 
 @register_stage
 class PartRankingStage(ProposalNetworkStage):
-    """Stage 5 (see the module docstring): config ``PART_RANKING.*`` plus the stage-4 network's
-    (:class:`~part_distillation.stages.proposal_learning.ProposalNetworkStage`)."""
+    """Stage 5 (see the module docstring).
+
+    Args:
+        output_dir, run_options, default_inputs, network_cfg, segment_settings: see
+            :class:`~part_distillation.stages.proposal_learning.ProposalNetworkStage` (pass 1;
+            ``segment_settings["apply_object_mask"]`` also clips pass 2's parts).
+        num_clusters: K of the per-class k-means (``PART_RANKING.NUM_CLUSTERS``).
+        kmeans_restarts: k-means seedings per class (``PART_RANKING.KMEANS_RESTARTS``).
+        feature_buffer_mb: features held in memory while gathering, and per reduce call
+            (``PART_RANKING.FEATURE_BUFFER_MB``).
+        cluster_batch_mb: k-means working memory per batched call (``PART_RANKING.CLUSTER_BATCH_MB``).
+        labelling_settings: pass 2, in the names of ``PartRankingModel``'s arguments:
+            ``classifier_metric``, ``min_area_ratio_2``, ``min_score_2``, ``per_pixel_labeling``
+            (``PART_RANKING.{CLASSIFIER_METRIC, MIN_AREA_RATIO_2, MIN_SCORE_2,
+            USE_PER_PIXEL_LABEL_DURING_LABELING}``).
+    """
 
     NAME = "part_ranking"
     CONFIG_NAMESPACE = "PART_RANKING"
-    RECORDED_CONFIG = ("PART_RANKING",) + ProposalNetworkStage.NETWORK_CONFIG
     INPUT_KEYS = "PART_RANKING.DATASET_PATH or PART_RANKING.DATASET_PATH_LIST"
+    RECORDED_ARGUMENTS = ProposalNetworkStage.RECORDED_ARGUMENTS + (
+        "num_clusters", "kmeans_restarts", "feature_buffer_mb", "cluster_batch_mb", "labelling_settings")
+    LABELLING_SETTINGS = ("classifier_metric", "min_area_ratio_2", "min_score_2", "per_pixel_labeling")
 
-    def __init__(self, cfg, output_dir: str):
-        super().__init__(cfg, output_dir)
-        self.gather_buffer_bytes = int(cfg.PART_RANKING.FEATURE_BUFFER_MB) << 20
+    @configurable
+    def __init__(self, *, output_dir: str, run_options, default_inputs, network_cfg, segment_settings: dict,
+                 num_clusters: int, kmeans_restarts: int, feature_buffer_mb: int, cluster_batch_mb: int,
+                 labelling_settings: dict):
+        super().__init__(output_dir=output_dir, run_options=run_options, default_inputs=default_inputs,
+                         network_cfg=network_cfg, segment_settings=segment_settings)
+        if sorted(labelling_settings) != sorted(self.LABELLING_SETTINGS):
+            raise ValueError(f"labelling_settings must have the keys {list(self.LABELLING_SETTINGS)}, got "
+                             f"{sorted(labelling_settings)}")
+        self.num_clusters, self.kmeans_restarts = int(num_clusters), int(kmeans_restarts)
+        self.feature_buffer_mb, self.cluster_batch_mb = int(feature_buffer_mb), int(cluster_batch_mb)
+        self.labelling_settings = dict(labelling_settings)
+        self.gather_buffer_bytes = self.feature_buffer_mb << 20
+
+    @classmethod
+    def from_config(cls, cfg, output_dir: str) -> dict:
+        """:meth:`ProposalNetworkStage.from_config` plus PART_RANKING.{NUM_CLUSTERS,
+        KMEANS_RESTARTS, FEATURE_BUFFER_MB, CLUSTER_BATCH_MB, CLASSIFIER_METRIC, MIN_AREA_RATIO_2,
+        MIN_SCORE_2, USE_PER_PIXEL_LABEL_DURING_LABELING}."""
+        pr = cfg.PART_RANKING
+        return dict(super().from_config(cfg, output_dir), num_clusters=pr.NUM_CLUSTERS,
+                    kmeans_restarts=pr.KMEANS_RESTARTS, feature_buffer_mb=pr.FEATURE_BUFFER_MB,
+                    cluster_batch_mb=pr.CLUSTER_BATCH_MB,
+                    labelling_settings=dict(classifier_metric=pr.CLASSIFIER_METRIC,
+                                            min_area_ratio_2=pr.MIN_AREA_RATIO_2, min_score_2=pr.MIN_SCORE_2,
+                                            per_pixel_labeling=pr.USE_PER_PIXEL_LABEL_DURING_LABELING))
+
+    def model_arguments(self) -> dict:
+        """:meth:`ProposalNetworkStage.model_arguments` with pass 2 set by ``labelling_settings``."""
+        return dict(super().model_arguments(), **self.labelling_settings)
 
     @classmethod
     def validate_config(cls, cfg) -> None:
@@ -131,7 +174,7 @@ class PartRankingStage(ProposalNetworkStage):
                 raise ValueError(f"PART_RANKING.{key} must be >= 1, got {pr[key]}")
 
     @classmethod
-    def segment_settings(cls, cfg) -> dict:
+    def segment_settings_from_config(cls, cfg) -> dict:
         """Pass 1's segment settings: PART_RANKING.{PROPOSAL_KEY, PROPOSAL_FEATURE_NORM,
         MIN_OBJECT_AREA_RATIO, MIN_AREA_RATIO_1, MIN_SCORE_1, USE_PER_PIXEL_LABEL_DURING_CLUSTERING,
         APPLY_MASKING_WITH_OBJECT_MASK}."""
@@ -208,17 +251,22 @@ class PartRankingStage(ProposalNetworkStage):
     # ---- reduce: clustering ----
     def reduce_many(self, features: Dict[str, np.ndarray]) -> Dict[str, Dict[str, np.ndarray]]:
         """Class-batched k-means; state ``{"centroids": float32 (K_c, D)}`` per class."""
-        pr = self.cfg.PART_RANKING
-        device = torch.device(self.cfg.MODEL.DEVICE)
+        device = torch.device(self.network_cfg.MODEL.DEVICE)
         cents = cluster_classes({c: torch.from_numpy(np.asarray(f)) for c, f in features.items()},
-                                pr.NUM_CLUSTERS, restarts=pr.KMEANS_RESTARTS, device=device,
-                                max_batch_bytes=int(pr.CLUSTER_BATCH_MB) << 20)
+                                self.num_clusters, restarts=self.kmeans_restarts, device=device,
+                                max_batch_bytes=self.cluster_batch_mb << 20)
         return {c: {"centroids": cents[c].numpy().astype(np.float32)} for c in features}
 
     def reduce(self, class_code: str, features: np.ndarray) -> Dict[str, np.ndarray]:
         return self.reduce_many({class_code: features})[class_code]
 
     # ---- map: pass 2 ----
+    def labels_made_with(self) -> dict:
+        """What each output file's ``config["PART_RANKING"]`` records: the segment settings,
+        ``num_clusters``, ``kmeans_restarts`` and the labelling settings."""
+        return {**self.segment_settings, "num_clusters": self.num_clusters,
+                "kmeans_restarts": self.kmeans_restarts, **self.labelling_settings}
+
     def process_with_state(self, item: WorkItem, states: Mapping[str, Dict[str, np.ndarray]]):
         """The item's ``part_ranking`` pseudo-label."""
         label, kept, x = self._inputs(item)
@@ -230,7 +278,7 @@ class PartRankingStage(ProposalNetworkStage):
             centroids.append(None if state is None else torch.from_numpy(state["centroids"]))
         results = self.model([dict(x, centroids=centroids)])[0]["parts"]
         objects, ratios = [], []
-        apply_mask = self.cfg.PART_RANKING.APPLY_MASKING_WITH_OBJECT_MASK
+        apply_mask = self.segment_settings["apply_object_mask"]
         by_index = dict(zip(kept, results))
         for i, obj in enumerate(label.objects):
             res = by_index.get(i)
@@ -247,7 +295,7 @@ class PartRankingStage(ProposalNetworkStage):
             objects.append(ObjectLabel(obj.class_name, obj.mask, obj.class_code, obj.score, obj.bbox,
                                        parts, obj.class_id))
             ratios.append(part_ratios(parts, label.height, label.width))
-        config = {"PART_RANKING": plain_config(self.cfg.PART_RANKING, RUN_KEYS),  # no partition keys
+        config = {"PART_RANKING": self.labels_made_with(),
                   "RATIOS": {"object_ratio": [r[0] for r in ratios], "part_ratios": [r[1] for r in ratios]}}
         # the predictor's skips are this stage's own (same MIN_OBJECT_AREA_RATIO, checked in gather)
         inherited = [e for e in label.skipped_objects if e.get("stage") != PROPOSALS_STAGE]

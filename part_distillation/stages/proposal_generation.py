@@ -35,10 +35,12 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.utils.registry import Registry
 
+from ..config import plain_config
 from ..data.images import read_image_or_skip
 from ..data.pseudo_labels import PartLabel, mask_box_slices
 from ..modeling.kmeans import batched_kmeans, pack_rows, size_batches
 from .build import register_stage
+from .resume import RUN_KEYS
 from .stage import PseudoLabelInputStage
 
 logger = logging.getLogger(__name__)
@@ -235,7 +237,7 @@ class PixelGrouper:
 
 
 # rows of an object's box scored at a time by assign_segments: bounds its memory to
-# K x ASSIGN_ROWS x box width floats (an 80 MP image no longer needs K full-size score maps)
+# K x ASSIGN_ROWS x box width floats (an 80 MP image needs no K full-size score maps)
 ASSIGN_ROWS = 512
 
 
@@ -349,23 +351,60 @@ def segments_to_parts(seg: np.ndarray) -> List[PartLabel]:
     return [PartLabel(seg == i, None, 1.0) for i in range(1, int(seg.max()) + 1) if (seg == i).any()]
 
 
+# the PROPOSAL_GENERATION keys each stage-2 file's config records (with BACKBONE, WEIGHTS, INPUT_SIZE)
+FILE_CONFIG_KEYS = ("GROUPING", "NUM_SUPERPIXEL_CLUSTERS", "DISTANCE_METRIC", "FEATURE_NORMALIZE",
+                    "BACKBONE_FEATURE_KEY_LIST", "POSITION_WEIGHT", "FEATURE_STRIDE", "SEED", "KMEANS_RESTARTS")
+
+
 @register_stage
 class ProposalGenerationStage(PseudoLabelInputStage):
     """Stage 2 over stage-1 pseudo-labels (``run(folder or files)``): every object split into
-    segments by ``segment_fn(image, masks, image_id) -> list of label maps or None`` (default
-    :func:`build_segmenter`). Objects that get no segments keep no parts and are listed in
-    ``skipped_objects`` (reason ``too_small_for_k``). Records the network input size
-    (``config["INPUT_SIZE"]``) that stage 3 reads."""
+    segments by ``segment_fn``. Objects that get no segments keep no parts and are listed in
+    ``skipped_objects`` (reason ``too_small_for_k``).
+
+    Args:
+        output_dir, run_options: see :class:`~part_distillation.stages.stage.Stage`.
+        segment_fn: ``(image, masks, image_id) -> list of int32 label maps or None`` (from the
+            config: :func:`build_segmenter`, ``PROPOSAL_GENERATION.GROUPING``).
+        segment_settings: JSON-ready, everything that determines ``segment_fn``'s output (from the
+            config: the PROPOSAL_GENERATION, MODEL and INPUT nodes without the run keys); recorded
+            by the resume guard.
+        file_config: what each output file's ``config`` records about how its segments were made
+            (from the config: PROPOSAL_GENERATION's :data:`FILE_CONFIG_KEYS`, MODEL.BACKBONE.NAME
+            as ``BACKBONE``, MODEL.WEIGHTS as ``WEIGHTS``).
+        input_size: ``(INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST)``, the network input size of the
+            features, recorded in each file as ``INPUT_SIZE`` (stage 3 runs at that size).
+        weights: the backbone's weight file (``MODEL.WEIGHTS``; ``""``: none), whose identity the
+            resume guard records.
+    """
 
     NAME = "proposal_generation"
     CONFIG_NAMESPACE = "PROPOSAL_GENERATION"
     INPUT_STAGE = "object_masks"
-    RECORDED_CONFIG = ("PROPOSAL_GENERATION", "MODEL", "INPUT")
+    RECORDED_ARGUMENTS = ("segment_settings", "input_size")
 
-    def __init__(self, cfg, output_dir: str, segment_fn: Callable = None):
-        super().__init__(cfg, output_dir)
-        self.validate_config(cfg)
-        self.segment_fn = segment_fn or build_segmenter(cfg)
+    @configurable
+    def __init__(self, *, output_dir: str, run_options, segment_fn: Callable, segment_settings: dict,
+                 file_config: dict, input_size: Tuple[int, int], weights: str):
+        super().__init__(output_dir=output_dir, run_options=run_options)
+        self.segment_fn, self.segment_settings = segment_fn, segment_settings
+        self.file_config, self.input_size, self.weights = dict(file_config), tuple(input_size), weights
+
+    @classmethod
+    def from_config(cls, cfg, output_dir: str, segment_fn: Optional[Callable] = None) -> dict:
+        """``segment_fn`` (default: :func:`build_segmenter` of ``cfg``) and the settings above."""
+        args = super().from_config(cfg, output_dir)  # validates first
+        pg = cfg.PROPOSAL_GENERATION
+        file_config = {k: _plain_value(pg[k]) for k in FILE_CONFIG_KEYS}
+        file_config.update(BACKBONE=cfg.MODEL.BACKBONE.NAME, WEIGHTS=cfg.MODEL.WEIGHTS)
+        return dict(args, segment_fn=segment_fn or build_segmenter(cfg),
+                    segment_settings={name: plain_config(cfg[name], RUN_KEYS)
+                                      for name in ("PROPOSAL_GENERATION", "MODEL", "INPUT")},
+                    file_config=file_config, input_size=(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST),
+                    weights=cfg.MODEL.WEIGHTS)
+
+    def weight_files(self) -> List[str]:
+        return [self.weights] if self.weights else []
 
     @staticmethod
     def default_input(cfg):
@@ -401,13 +440,7 @@ class ProposalGenerationStage(PseudoLabelInputStage):
             if seg is None:
                 skipped.append({"index": index, "reason": "too_small_for_k", "stage": self.NAME})
             objects.append(dataclasses.replace(obj, parts=[] if seg is None else segments_to_parts(seg)))
-        pg = self.cfg.PROPOSAL_GENERATION
-        config = {k: _plain_value(pg[k]) for k in ("GROUPING", "NUM_SUPERPIXEL_CLUSTERS", "DISTANCE_METRIC",
-                                                   "FEATURE_NORMALIZE", "BACKBONE_FEATURE_KEY_LIST",
-                                                   "POSITION_WEIGHT", "FEATURE_STRIDE", "SEED",
-                                                   "KMEANS_RESTARTS")}
-        config.update(BACKBONE=self.cfg.MODEL.BACKBONE.NAME, WEIGHTS=self.cfg.MODEL.WEIGHTS,
-                      INPUT_SIZE=[self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MAX_SIZE_TEST])
+        config = dict(self.file_config, INPUT_SIZE=list(self.input_size))
         out = dataclasses.replace(label, stage=self.NAME, objects=objects, skipped_objects=skipped, config=config)
         return out, {"objects": len(objects), "objects_too_small_for_k": sum(s is None for s in segs),
                      **getattr(self.segment_fn, "last_counts", {})}

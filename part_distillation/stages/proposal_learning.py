@@ -32,12 +32,14 @@ image size H x W; on disk each part adds its RLE mask and 4 D bytes of feature (
 import json
 import logging
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from detectron2.config import configurable
 from detectron2.data import transforms as T
 
+from ..config import plain_config
 from ..data.proposal_dataset import transform_masks, read_image
 from ..data.pseudo_labels import ImagePseudoLabel, ObjectLabel, PartLabel
 from ..modeling.meta_arch.part_ranking_model import PartRankingModel
@@ -47,6 +49,7 @@ from ..utils.object_filter import object_area_ratio_keep
 from ..utils.sharding import SkipItem
 from .build import register_stage
 from .partition import WorkItem
+from .resume import RUN_KEYS
 from .stage import PseudoLabelInputStage
 
 logger = logging.getLogger(__name__)
@@ -58,27 +61,73 @@ SEGMENT_SETTINGS = ("proposal_key", "feature_norm", "min_object_area_ratio", "mi
 
 class ProposalNetworkStage(PseudoLabelInputStage):
     """What the stages that run the stage-4 network on object masks share (this module's
-    :class:`ProposalLearningStage` and stage 5): the stage-4 model's ``MODEL.*``
-    (``MODEL.WEIGHTS`` = the stage-4 checkpoint), ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST`` /
-    ``FORMAT`` and ``TEST.DETECTIONS_PER_IMAGE``; the segment settings of its namespace
-    (:meth:`segment_settings`); partitioned by object class; input: any pseudo-labels with object
-    masks."""
+    :class:`ProposalLearningStage` and stage 5): the stage-4 network, its test input size and
+    top-k, the segment settings of pass 1; partitioned by object class; input: any pseudo-labels
+    with object masks.
+
+    Args:
+        output_dir, run_options: see :class:`~part_distillation.stages.stage.Stage`.
+        default_inputs: the input folders :meth:`list_items` uses when given none (from the config:
+            :meth:`default_input`; may be empty).
+        network_cfg: the stage-4 network's own detectron2 config, as a labeler's ``model_cfg``: the
+            network is ``PartRankingModel.from_config(network_cfg)`` with the segment settings,
+            weights ``MODEL.WEIGHTS`` (``MODEL.WEIGHTS_ALLOWED_MISSING`` may keep their
+            initialisation), on ``MODEL.DEVICE``, seeded with ``SEED`` when ``MODEL.WEIGHTS`` is
+            empty; images are read in ``INPUT.FORMAT`` and resized to ``INPUT.MIN_SIZE_TEST`` /
+            ``MAX_SIZE_TEST``; ``TEST.DETECTIONS_PER_IMAGE`` queries. Recorded by the resume guard:
+            its MODEL node (``network``) and those input and test values (``network_input``).
+        segment_settings: ``{name: value}`` for every name of :data:`SEGMENT_SETTINGS` (from the
+            config: :meth:`segment_settings_from_config`, the stage's namespace).
+    """
 
     PARTITION_BY = "class"
     INPUT_STAGE = ""  # any stage's objects
     INPUT_KEYS = ""  # the config keys that name the input folders (for messages)
-    NETWORK_CONFIG = ("MODEL", "INPUT.MIN_SIZE_TEST", "INPUT.MAX_SIZE_TEST", "INPUT.FORMAT",
-                      "TEST.DETECTIONS_PER_IMAGE")
+    RECORDED_ARGUMENTS = ("segment_settings", "network", "network_input")
 
-    def __init__(self, cfg, output_dir: str):
-        super().__init__(cfg, output_dir)
+    @configurable
+    def __init__(self, *, output_dir: str, run_options, default_inputs: Sequence[str], network_cfg,
+                 segment_settings: dict):
+        super().__init__(output_dir=output_dir, run_options=run_options)
+        if sorted(segment_settings) != sorted(SEGMENT_SETTINGS):
+            raise ValueError(f"segment_settings must have the keys {list(SEGMENT_SETTINGS)}, got "
+                             f"{sorted(segment_settings)}")
+        self.default_inputs, self.segment_settings = list(default_inputs), dict(segment_settings)
+        self.network_cfg = network_cfg
+        self.network = plain_config(network_cfg.MODEL, RUN_KEYS)
+        self.weights = network_cfg.MODEL.WEIGHTS
+        self.image_format = network_cfg.INPUT.FORMAT
+        self.test_size = (network_cfg.INPUT.MIN_SIZE_TEST, network_cfg.INPUT.MAX_SIZE_TEST)
+        self.network_input = {"FORMAT": self.image_format, "MIN_SIZE_TEST": self.test_size[0],
+                              "MAX_SIZE_TEST": self.test_size[1],
+                              "DETECTIONS_PER_IMAGE": network_cfg.TEST.DETECTIONS_PER_IMAGE}
         self._model: Optional[PartRankingModel] = None
         self._pass1_settings: Optional[dict] = None
 
     @classmethod
-    def segment_settings(cls, cfg) -> dict:
+    def from_config(cls, cfg, output_dir: str) -> dict:
+        """:meth:`default_input`, ``cfg`` itself as ``network_cfg`` and
+        :meth:`segment_settings_from_config`."""
+        return dict(super().from_config(cfg, output_dir), default_inputs=cls.default_input(cfg) or [],
+                    network_cfg=cfg, segment_settings=cls.segment_settings_from_config(cfg))
+
+    @classmethod
+    def segment_settings_from_config(cls, cfg) -> dict:
         """``{name: value}`` for every name of :data:`SEGMENT_SETTINGS`, from the stage's namespace."""
         raise NotImplementedError
+
+    def weight_files(self) -> List[str]:
+        """``MODEL.WEIGHTS`` of the network when set."""
+        return [self.weights] if self.weights else []
+
+    def model_arguments(self) -> dict:
+        """Keyword arguments of the network's ``PartRankingModel``: its ``from_config(network_cfg)``
+        with pass 1 set by the segment settings (stage 5 also sets pass 2)."""
+        seg = self.segment_settings
+        return dict(PartRankingModel.from_config(self.network_cfg), proposal_key=seg["proposal_key"],
+                    feature_norm=seg["feature_norm"], min_area_ratio_1=seg["min_area_ratio"],
+                    min_score_1=seg["min_score"], per_pixel_clustering=seg["per_pixel"],
+                    apply_object_mask_ranking=seg["apply_object_mask"])
 
     def list_items(self, inputs) -> List[WorkItem]:
         """Items of ``inputs`` (a folder, a list of folders or a list of files); when empty, of
@@ -87,7 +136,7 @@ class ProposalNetworkStage(PseudoLabelInputStage):
         Raises:
             ValueError: no input given at all.
         """
-        inputs = inputs or self.default_input(self.cfg)
+        inputs = inputs or self.default_inputs
         if not inputs:
             raise ValueError(f"stage {self.NAME} needs an input folder: --input-dir"
                              + (", " + self.INPUT_KEYS if self.INPUT_KEYS else ""))
@@ -117,27 +166,23 @@ class ProposalNetworkStage(PseudoLabelInputStage):
             IncompleteWeightsError: MODEL.WEIGHTS lacks parameters of the network outside
                 MODEL.WEIGHTS_ALLOWED_MISSING (e.g. the checkpoint of another model)."""
         if self._model is None:
-            if not self.cfg.MODEL.WEIGHTS:
+            mc = self.network_cfg.MODEL
+            if not self.weights:
                 # no checkpoint (tests, dry runs): a seeded init, so that reruns resume alike
+                seed = max(self.network_cfg.SEED, 0)
                 logger.warning("stage %s with MODEL.WEIGHTS empty: randomly initialised network "
-                               "(seed SEED=%d)", self.NAME, max(self.cfg.SEED, 0))
-                torch.manual_seed(max(self.cfg.SEED, 0))
-            seg = self.segment_settings(self.cfg)
-            args = dict(PartRankingModel.from_config(self.cfg), proposal_key=seg["proposal_key"],
-                        feature_norm=seg["feature_norm"], min_area_ratio_1=seg["min_area_ratio"],
-                        min_score_1=seg["min_score"], per_pixel_clustering=seg["per_pixel"],
-                        apply_object_mask_ranking=seg["apply_object_mask"])
-            model = PartRankingModel(**args).to(torch.device(self.cfg.MODEL.DEVICE))
-            if self.cfg.MODEL.WEIGHTS:
-                check_complete_weights(load_weights(model, self.cfg.MODEL.WEIGHTS), self.cfg.MODEL.WEIGHTS,
-                                       self.cfg.MODEL.WEIGHTS_ALLOWED_MISSING)
+                               "(seed SEED=%d)", self.NAME, seed)
+                torch.manual_seed(seed)
+            model = PartRankingModel(**self.model_arguments()).to(torch.device(mc.DEVICE))
+            if self.weights:
+                check_complete_weights(load_weights(model, self.weights), self.weights, mc.WEIGHTS_ALLOWED_MISSING)
             self._model = model.eval()
         return self._model
 
     def _kept_objects(self, label: ImagePseudoLabel) -> List[int]:
         """Indices of the objects whose area ratio is > the namespace's MIN_OBJECT_AREA_RATIO."""
         area = float(label.height * label.width)
-        min_ratio = self.segment_settings(self.cfg)["min_object_area_ratio"]
+        min_ratio = self.segment_settings["min_object_area_ratio"]
         return [i for i, o in enumerate(label.objects) if object_area_ratio_keep(float(o.mask.sum()), area, min_ratio)]
 
     def _inputs(self, item: WorkItem, label: Optional[ImagePseudoLabel] = None
@@ -154,15 +199,14 @@ class ProposalNetworkStage(PseudoLabelInputStage):
         if not kept:
             raise SkipItem("no object above MIN_OBJECT_AREA_RATIO")
         try:
-            image = read_image(label.file_name, self.cfg.INPUT.FORMAT)
+            image = read_image(label.file_name, self.image_format)
         except (OSError, ValueError) as e:
             raise SkipItem(f"unreadable image: {e}") from None
         if image.shape[:2] != (label.height, label.width):
             raise SkipItem(f"image size {image.shape[:2]} != pseudo-label size "
                            f"{(label.height, label.width)}")
         aug = T.AugInput(image)
-        transforms = T.AugmentationList([T.ResizeShortestEdge(self.cfg.INPUT.MIN_SIZE_TEST,
-                                                              self.cfg.INPUT.MAX_SIZE_TEST)])(aug)
+        transforms = T.AugmentationList([T.ResizeShortestEdge(*self.test_size)])(aug)
         size = aug.image.shape[:2]
         x = {"image": torch.as_tensor(np.ascontiguousarray(aug.image.transpose(2, 0, 1))),
              "object_masks": transform_masks([label.objects[i].mask for i in kept], transforms, size),
@@ -175,9 +219,9 @@ class ProposalNetworkStage(PseudoLabelInputStage):
         identity. A ``proposal_learning`` file records it; stage 5 compares it before using the
         file's features."""
         if self._pass1_settings is None:
-            out = dict(self.segment_settings(self.cfg))
-            out.update(MIN_SIZE_TEST=self.cfg.INPUT.MIN_SIZE_TEST, MAX_SIZE_TEST=self.cfg.INPUT.MAX_SIZE_TEST,
-                       DETECTIONS_PER_IMAGE=self.cfg.TEST.DETECTIONS_PER_IMAGE)
+            out = dict(self.segment_settings)
+            out.update(MIN_SIZE_TEST=self.test_size[0], MAX_SIZE_TEST=self.test_size[1],
+                       DETECTIONS_PER_IMAGE=self.network_input["DETECTIONS_PER_IMAGE"])
             out["WEIGHTS_IDENTITY"] = [weights_identity(p) for p in self.weight_files()]
             self._pass1_settings = json.loads(json.dumps(out))
         return self._pass1_settings
@@ -190,10 +234,9 @@ class ProposalLearningStage(ProposalNetworkStage):
 
     NAME = "proposal_learning"
     CONFIG_NAMESPACE = "PROPOSAL_LEARNING"
-    RECORDED_CONFIG = ("PROPOSAL_LEARNING",) + ProposalNetworkStage.NETWORK_CONFIG
 
     @classmethod
-    def segment_settings(cls, cfg) -> dict:
+    def segment_settings_from_config(cls, cfg) -> dict:
         """PROPOSAL_LEARNING.{PROPOSAL_KEY, PROPOSAL_FEATURE_NORM, MIN_OBJECT_AREA_RATIO,
         MIN_AREA_RATIO, MIN_SCORE, USE_PER_PIXEL_LABEL, APPLY_MASKING_WITH_OBJECT_MASK}."""
         pl = cfg.PROPOSAL_LEARNING

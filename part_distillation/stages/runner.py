@@ -5,13 +5,14 @@ import logging
 import os
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Any, Iterable, List, Optional, Tuple
 
 import numpy as np
 from tqdm import tqdm
 
 from ..data.pseudo_labels import ImagePseudoLabel, pseudo_label_path
-from ..utils.class_filter import class_allowed, load_class_filter
+from ..utils.class_filter import class_allowed, read_class_filter
 from ..utils.io import atomic_write_json
 from ..utils.process import OutputLock
 from ..utils.sharding import RunSummary, SkipItem, resolve_partition
@@ -22,6 +23,58 @@ from .store import DoneManifest, GatherStore, ReducedStates, remove_stale_temp_f
 logger = logging.getLogger(__name__)
 
 DEBUG_ITEMS = 10  # items of a partition run when the namespace's DEBUG is set
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a stage run is split and filtered (not what an output holds: never recorded by the
+    resume guard). :meth:`from_config` reads the run keys of a stage namespace
+    (:func:`~part_distillation.config.add_stage_run_keys`).
+
+    Attributes:
+        namespace: the config namespace they come from (for messages).
+        total_partitions: partitions of the work (<= 0: one).
+        partition_index: this run's partition (-1: ``SLURM_ARRAY_TASK_ID`` when set, else 0).
+        filtered_code_path_list, exclude_code_path, path_only, single_class_code: the class
+            filter (:func:`~part_distillation.utils.class_filter.read_class_filter`).
+        debug: only the first :data:`DEBUG_ITEMS` items of the partition.
+    """
+
+    namespace: str
+    total_partitions: int
+    partition_index: int
+    filtered_code_path_list: Tuple[str, ...]
+    exclude_code_path: str
+    path_only: bool
+    single_class_code: str
+    debug: bool
+
+    @classmethod
+    def from_config(cls, cfg, namespace: str) -> "RunOptions":
+        """The run keys of ``cfg[namespace]`` (``SINGLE_CLASS_CODE`` where the namespace has it)."""
+        ns = cfg[namespace]
+        return cls(namespace=namespace, total_partitions=int(ns.TOTAL_PARTITIONS),
+                   partition_index=int(ns.PARTITION_INDEX),
+                   filtered_code_path_list=tuple(ns.FILTERED_CODE_PATH_LIST),
+                   exclude_code_path=ns.EXCLUDE_CODE_PATH, path_only=bool(ns.PATH_ONLY),
+                   single_class_code=ns.get("SINGLE_CLASS_CODE", "") or "", debug=bool(ns.DEBUG))
+
+    def partition(self) -> Tuple[int, int]:
+        """``(total, index)`` resolved (:func:`~part_distillation.utils.sharding.resolve_partition`).
+
+        Raises:
+            ValueError: the index is out of range (names the namespace's keys).
+        """
+        try:
+            return resolve_partition(self.total_partitions, self.partition_index)
+        except ValueError as e:
+            raise ValueError(f"{self.namespace}.TOTAL_PARTITIONS / PARTITION_INDEX: {e}") from None
+
+    def class_filter(self):
+        """``(keep, exclude)`` class-code sets (:func:`~part_distillation.utils.class_filter.read_class_filter`)."""
+        return read_class_filter(filtered_code_path_list=self.filtered_code_path_list,
+                                 exclude_code_path=self.exclude_code_path, path_only=self.path_only,
+                                 single_class_code=self.single_class_code)
 
 
 def run_stage(stage, inputs, workers: int = 1) -> RunSummary:
@@ -35,24 +88,23 @@ def run_stage(stage, inputs, workers: int = 1) -> RunSummary:
         workers: processes for the map phase (1: in this process).
 
     Raises:
-        ValueError: a bad config value, duplicate image ids, a class filter file missing.
-        StageConfigMismatch: ``output_dir`` holds outputs made with other settings.
+        ValueError: a partition index out of range, duplicate image ids, a class filter file missing.
+        StageConfigMismatch: ``output_dir`` holds outputs made with other arguments.
         OutputLockHeld: another process runs this partition into ``output_dir``.
     """
-    stage.validate_config(stage.cfg)
-    ns = stage.ns
-    total, index = resolve_partition(ns.TOTAL_PARTITIONS, ns.PARTITION_INDEX)
+    opts = stage.run_options
+    total, index = opts.partition()
     items = stage.list_items(inputs)
     check_unique_ids(items)
-    keep, exclude = load_class_filter(ns)
+    keep, exclude = opts.class_filter()
     items = [it for it in items if class_allowed(it.class_code, keep, exclude)]
     if stage.is_gather_form and stage.PARTITION_BY != "class" and total > 1:
         raise ValueError(f"stage {stage.NAME}: the gather form needs PARTITION_BY 'class' to run "
                          f"in {total} partitions")
     mine, owned = partition_items(items, total, index, stage.PARTITION_BY)
-    if ns.DEBUG:
+    if opts.debug:
         mine = mine[:DEBUG_ITEMS]
-        logger.info("%s.DEBUG: only %d items", stage.CONFIG_NAMESPACE, len(mine))
+        logger.info("%s.DEBUG: only %d items", opts.namespace, len(mine))
     os.makedirs(stage.output_dir, exist_ok=True)
     tag = f"{index}of{total}"
     with OutputLock(os.path.join(stage.output_dir, "logs", f"lock_{tag}"),

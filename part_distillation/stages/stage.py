@@ -6,11 +6,15 @@ partitioning), :mod:`.store` (done-manifest, gather store, reduced states), :mod
 resume guard).
 
 A stage is a subclass of :class:`Stage` registered in :data:`~part_distillation.stages.build.STAGE_REGISTRY` under its ``NAME``
-(the pseudo-label ``stage`` field). It reads its run keys from ``cfg[CONFIG_NAMESPACE]``
-(``PROPOSAL_GENERATION`` for stages 1-2, ``DENSE_CRF`` for stage 3, ``PART_RANKING`` for stage 5):
+(the pseudo-label ``stage`` field). It is ``@configurable`` (detectron2): its constructor takes
+keyword-only arguments, and ``from_config(cfg, output_dir, ...)`` alone reads the config, so
+``SomeStage(cfg, output_dir)`` and ``SomeStage(output_dir=..., run_options=..., ...)`` build the same
+stage. Every stage gets ``run_options`` (:class:`~part_distillation.stages.runner.RunOptions`), the
+run keys of ``cfg[CONFIG_NAMESPACE]`` (``PROPOSAL_GENERATION`` for stages 1-2, ``DENSE_CRF`` for
+stage 3, ``PROPOSAL_LEARNING`` for the stage-4 predictor, ``PART_RANKING`` for stage 5):
 ``TOTAL_PARTITIONS`` / ``PARTITION_INDEX`` (sharding; index -1 takes ``SLURM_ARRAY_TASK_ID``),
 ``FILTERED_CODE_PATH_LIST`` / ``EXCLUDE_CODE_PATH`` / ``PATH_ONLY`` (class filters, see
-:func:`~part_distillation.utils.class_filter.load_class_filter`) and ``DEBUG`` (only the first
+:func:`~part_distillation.utils.class_filter.read_class_filter`) and ``DEBUG`` (only the first
 :data:`~part_distillation.stages.runner.DEBUG_ITEMS` items of the partition).
 
 Two forms:
@@ -48,7 +52,17 @@ Adding a stage (sketch)::
     @register_stage
     class MyStage(PseudoLabelInputStage):        # or Stage, with list_items(inputs)
         NAME, CONFIG_NAMESPACE, INPUT_STAGE = "my_stage", "MY_STAGE", "dcrf"
-        RECORDED_CONFIG = ("MY_STAGE", "MODEL")  # what determines the outputs
+        RECORDED_ARGUMENTS = ("threshold",)      # the arguments that determine the outputs
+
+        @configurable
+        def __init__(self, *, output_dir, run_options, threshold):
+            super().__init__(output_dir=output_dir, run_options=run_options)
+            self.threshold = threshold
+
+        @classmethod
+        def from_config(cls, cfg, output_dir):
+            return dict(super().from_config(cfg, output_dir), threshold=cfg.MY_STAGE.THRESHOLD)
+
         def process(self, item):
             label = self.load_input(item)        # checked: INPUT_STAGE file of item.image_id
             return dataclasses.replace(label, objects=...), {"my_counter": 1}
@@ -56,65 +70,68 @@ Adding a stage (sketch)::
 plus ``add_stage_run_keys(cfg.MY_STAGE)`` in :mod:`part_distillation.config`; then
 ``tools/run_stage.py --stage my_stage --input-dir ... --output-dir ...`` runs it.
 
-Resume guard: ``logs/config.json`` records every key of the subtrees in ``RECORDED_CONFIG`` except
-the run-control keys of :data:`~.resume.RUN_KEYS`, plus the identity (path, size, SHA-1 of the first 4 MiB)
-of the weight files :meth:`Stage.weight_files` names; a later run with other settings raises
-:class:`~.resume.StageConfigMismatch`. Config values are validated (:meth:`Stage.validate_config`) before
-anything is recorded.
+Resume guard: ``logs/config.json`` records ``arguments``, the value of every constructor argument
+named in ``RECORDED_ARGUMENTS`` (an argument with a ``settings()`` method, such as a labeler, is
+recorded as what that returns), plus the identity (path, size, SHA-1 of the first 4 MiB) of the
+weight files :meth:`Stage.weight_files` names; a later run built with other arguments raises
+:class:`~.resume.StageConfigMismatch` naming the argument. ``from_config`` validates the config
+values (:meth:`Stage.validate_config`, errors naming the key) before the stage is built.
 """
 import os
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
+from detectron2.config import CfgNode, configurable
 
 from ..config import plain_config
 from ..data.images import image_id_of_path
 from ..data.pseudo_labels import ImagePseudoLabel, class_code_of_dir, list_pseudo_labels, load_pseudo_label
-from ..utils.sharding import RunSummary, resolve_partition
+from ..utils.sharding import RunSummary
 from .partition import WorkItem
 from .resume import RUN_KEYS, weights_identity
-from .runner import run_stage
+from .runner import RunOptions, run_stage
 
 
 class Stage:
     """Base class of every stage (see the module docstring for the protocol).
 
     Args:
-        cfg: the frozen project config.
         output_dir: the stage's output folder.
+        run_options: how the run is split and filtered (:class:`~.runner.RunOptions`).
     """
 
     NAME = ""
     CONFIG_NAMESPACE = ""
     PARTITION_BY = "image"
     INPUT_KIND = "dataset"  # what run() takes: "dataset" (dataset dicts) or "pseudo_labels" (a folder)
-    RECORDED_CONFIG: Tuple[str, ...] = ()  # config subtrees / keys whose values determine the outputs
+    RECORDED_ARGUMENTS: Tuple[str, ...] = ()  # constructor arguments (attributes) that determine the outputs
     gather_buffer_bytes = 256 << 20
     # a dataset stage's input: the load report of its dataset (data.datasets.load_report), set by
     # the caller; the runner adds its skips to the summary ("load <reason>" and "dataset_load")
     input_report: Optional[dict] = None
 
-    def __init__(self, cfg, output_dir: str):
-        self.cfg, self.output_dir = cfg, output_dir
+    @configurable
+    def __init__(self, *, output_dir: str, run_options: RunOptions):
+        self.output_dir, self.run_options = output_dir, run_options
 
-    @property
-    def ns(self):
-        """The stage's config namespace ``cfg[CONFIG_NAMESPACE]``."""
-        return self.cfg[self.CONFIG_NAMESPACE]
+    @classmethod
+    def from_config(cls, cfg, output_dir: str) -> dict:
+        """``output_dir`` and the run options of ``cfg[CONFIG_NAMESPACE]``, after
+        :meth:`validate_config`. Subclasses extend the dict with their own arguments."""
+        cls.validate_config(cfg)
+        return {"output_dir": output_dir, "run_options": RunOptions.from_config(cfg, cls.CONFIG_NAMESPACE)}
 
     # ---- to implement ----
     @classmethod
     def validate_config(cls, cfg) -> None:
         """Raise ``ValueError`` naming the key for a bad enum/range value (called before anything
         is recorded or computed). Subclasses extend it and call ``super()``."""
-        ns = cfg[cls.CONFIG_NAMESPACE]
         if cls.PARTITION_BY not in ("image", "class"):
             raise ValueError(f"{cls.__name__}.PARTITION_BY must be 'image' or 'class'")
         try:
-            resolve_partition(ns.TOTAL_PARTITIONS, ns.PARTITION_INDEX)
+            RunOptions.from_config(cfg, cls.CONFIG_NAMESPACE).partition()
         except ValueError as e:
-            raise ValueError(f"{cls.CONFIG_NAMESPACE}.TOTAL_PARTITIONS / PARTITION_INDEX: {e} (stage {cls.NAME} "
-                             f"shards by its own namespace)") from None
+            raise ValueError(f"{e} (stage {cls.NAME} shards by its own namespace)") from None
 
     def list_items(self, inputs) -> List[WorkItem]:
         """All work items of ``inputs`` (every partition's)."""
@@ -157,23 +174,14 @@ class Stage:
         raise NotImplementedError
 
     def weight_files(self) -> List[str]:
-        """Weight files whose identity the resume guard records (default: ``MODEL.WEIGHTS`` when
-        ``MODEL`` is recorded and it is set)."""
-        if "MODEL" in self.RECORDED_CONFIG and self.cfg.MODEL.WEIGHTS:
-            return [self.cfg.MODEL.WEIGHTS]
+        """Weight files whose identity the resume guard records (default: none)."""
         return []
 
     def settings(self) -> dict:
-        """What ``logs/config.json`` records: the ``RECORDED_CONFIG`` subtrees without
-        :data:`RUN_KEYS`, plus ``WEIGHTS_IDENTITY``."""
-        out = {}
-        for name in self.RECORDED_CONFIG:
-            node = self.cfg
-            for part in name.split("."):
-                node = node[part]
-            out[name] = plain_config(node, RUN_KEYS)
-        out["WEIGHTS_IDENTITY"] = [weights_identity(p) for p in self.weight_files()]
-        return out
+        """What ``logs/config.json`` records: ``arguments`` (``{name: value}`` of
+        ``RECORDED_ARGUMENTS``, :func:`recorded_value` of each) and ``WEIGHTS_IDENTITY``."""
+        return {"arguments": {name: recorded_value(getattr(self, name)) for name in self.RECORDED_ARGUMENTS},
+                "WEIGHTS_IDENTITY": [weights_identity(p) for p in self.weight_files()]}
 
     @property
     def is_gather_form(self) -> bool:
@@ -184,11 +192,26 @@ class Stage:
         returns the :class:`RunSummary` (also written to ``logs/summary_<i>of<n>.json``).
 
         Raises:
-            ValueError: a bad config value, duplicate image ids, a class filter file missing.
-            StageConfigMismatch: ``output_dir`` holds outputs made with other settings.
+            ValueError: a partition index out of range, duplicate image ids, a class filter file missing.
+            StageConfigMismatch: ``output_dir`` holds outputs made with other arguments.
             OutputLockHeld: another process runs this partition into ``output_dir``.
         """
         return run_stage(self, inputs, workers)
+
+
+def recorded_value(value):
+    """A constructor argument as the resume guard records it (JSON-ready): ``value.settings()``
+    when it has that method (labelers), a ``CfgNode`` as nested dicts without
+    :data:`~.resume.RUN_KEYS`, tuples as lists, anything else as it is."""
+    if callable(getattr(value, "settings", None)):
+        return value.settings()
+    if isinstance(value, CfgNode):
+        return plain_config(value, RUN_KEYS)
+    if isinstance(value, dict):
+        return {k: recorded_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [recorded_value(v) for v in value]
+    return value
 
 
 class PseudoLabelInputStage(Stage):

@@ -1,22 +1,36 @@
 """Class filter lists of a stage namespace (official ``FILTERED_CODE_PATH_LIST`` /
 ``EXCLUDE_CODE_PATH`` / ``PATH_ONLY`` / ``SINGLE_CLASS_CODE``), read once for every stage."""
 import os
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 
 def load_class_filter(ns) -> Tuple[Optional[set], set]:
-    """``(keep, exclude)`` class-code sets of a stage namespace.
-
-    ``FILTERED_CODE_PATH_LIST``: files listing the class codes to keep (keep the codes in every one
-    of them; empty list: keep all -> ``None``). ``EXCLUDE_CODE_PATH``: a file of class codes to
-    drop. ``SINGLE_CLASS_CODE`` (where the namespace has it): keep only that code. A file is text
-    (one code per line, blank lines and ``#`` comments ignored) or, ending in ``.pkl`` / ``.pth``,
-    a pickled list of codes as the official metadata files (``torch.load``). With ``PATH_ONLY``
-    the entries are paths (e.g. ImageNet class folders) and the class code is each one's last path
-    component.
+    """``(keep, exclude)`` class-code sets of a stage namespace: :func:`read_class_filter` of its
+    ``FILTERED_CODE_PATH_LIST``, ``EXCLUDE_CODE_PATH``, ``PATH_ONLY`` and ``SINGLE_CLASS_CODE``
+    (where the namespace has it).
 
     Raises:
         FileNotFoundError: a listed file does not exist (names the key).
+    """
+    return read_class_filter(filtered_code_path_list=list(ns.FILTERED_CODE_PATH_LIST),
+                             exclude_code_path=ns.EXCLUDE_CODE_PATH, path_only=bool(ns.PATH_ONLY),
+                             single_class_code=ns.get("SINGLE_CLASS_CODE", "") or "")
+
+
+def read_class_filter(*, filtered_code_path_list: Sequence[str], exclude_code_path: str, path_only: bool,
+                      single_class_code: str) -> Tuple[Optional[set], set]:
+    """``(keep, exclude)`` class-code sets.
+
+    ``filtered_code_path_list``: files listing the class codes to keep (keep the codes in every one
+    of them; empty list: keep all -> ``None``). ``exclude_code_path``: a file of class codes to
+    drop (``""``: none). ``single_class_code``: keep only that code (``""``: no such limit). A file
+    is text (one code per line, blank lines and ``#`` comments ignored) or, ending in ``.pkl`` /
+    ``.pth``, a pickled list of codes as the official metadata files (``torch.load``). With
+    ``path_only`` the entries are paths (e.g. ImageNet class folders) and the class code is each
+    one's last path component.
+
+    Raises:
+        FileNotFoundError: a listed file does not exist (names the official key).
     """
     def read(path, key):
         if not os.path.isfile(path):
@@ -29,15 +43,15 @@ def load_class_filter(ns) -> Tuple[Optional[set], set]:
             with open(path) as f:
                 lines = [ln.strip() for ln in f]
             lines = [ln for ln in lines if ln and not ln.startswith("#")]
-        return {os.path.basename(ln.rstrip("/")) if ns.PATH_ONLY else ln for ln in lines}
+        return {os.path.basename(ln.rstrip("/")) if path_only else ln for ln in lines}
 
     keep = None
-    for p in ns.FILTERED_CODE_PATH_LIST:
+    for p in filtered_code_path_list:
         codes = read(p, "FILTERED_CODE_PATH_LIST")
         keep = codes if keep is None else keep & codes
-    if ns.get("SINGLE_CLASS_CODE"):
-        keep = {ns.SINGLE_CLASS_CODE} if keep is None else keep & {ns.SINGLE_CLASS_CODE}
-    exclude = read(ns.EXCLUDE_CODE_PATH, "EXCLUDE_CODE_PATH") if ns.EXCLUDE_CODE_PATH else set()
+    if single_class_code:
+        keep = {single_class_code} if keep is None else keep & {single_class_code}
+    exclude = read(exclude_code_path, "EXCLUDE_CODE_PATH") if exclude_code_path else set()
     return keep, exclude
 
 

@@ -135,9 +135,6 @@ class EfficientNetLite(Backbone):
                 for n in self._out_features}
 
 
-EfficientNetLite0 = EfficientNetLite  # the Lite0-only class name of earlier versions
-
-
 def _build(cfg, variant: str) -> EfficientNetLite:
     c = cfg.MODEL.EFFICIENTNET
     return EfficientNetLite(variant, c.PRETRAINED, tuple(c.OUT_FEATURES), c.FREEZE_AT)

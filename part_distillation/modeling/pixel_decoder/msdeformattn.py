@@ -271,7 +271,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         encoder's deformable attention has MODEL.MASK_FORMER.NHEADS heads, :data:`ENCODER_N_POINTS`
         (4) points and an FFN of :data:`ENCODER_DIM_FEEDFORWARD` (1024);
         SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS / _N_POINTS are accepted (official
-        YAMLs set them) and ignored, as officially (see ``part_distillation/config.py``). The
+        YAMLs set them) and ignored, as officially (see ``part_distillation/config/maskformer2.py``). The
         parity fixture (NHEADS 4, N_HEADS 8) pins this: ``tests/test_mask2former_parity.py``.
         """
         head = cfg.MODEL.SEM_SEG_HEAD
