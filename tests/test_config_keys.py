@@ -42,6 +42,9 @@ def read_names():
                         names.add(n.attr)
                     elif isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Constant):
                         names.add(n.slice.value)
+                    elif (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "get"
+                          and n.args and isinstance(n.args[0], ast.Constant) and isinstance(n.args[0].value, str)):
+                        names.add(n.args[0].value)  # node.get("KEY", default)
                     elif isinstance(n, (ast.Tuple, ast.List)):
                         names.update(e.value for e in n.elts if isinstance(e, ast.Constant) and isinstance(e.value, str))
     return names
