@@ -194,11 +194,13 @@ def save_collage(path: str, image, rows, height: int = 160,
 
 def draw_part_predictions(image: np.ndarray, part_segs: Sequence[np.ndarray],
                           object_names: Sequence[str], part_names: Optional[Sequence[Sequence[str]]] = None,
-                          alpha: float = 0.5) -> np.ndarray:
+                          alpha: float = 0.5, legend: bool = False) -> np.ndarray:
     """Parts of every object drawn over ``image`` with detectron2's ``Visualizer``: each part
     label filled in a colour of detectron2's colormap (``detectron2.utils.colormap``, fixed per
     label id, so part ``l`` has one colour in every picture) and captioned ``<object class>:
-    part <l>`` (or ``part_names[i][l - 1]``) at the segment, the caption being the legend.
+    part <l>`` (or ``part_names[i][l - 1]``) at the segment. With ``legend`` a white band below
+    the image lists every drawn (object, part) caption with its colour swatch, so that small
+    segments whose caption detectron2 leaves out are named too.
 
     Args:
         image: (H, W, 3) uint8 RGB.
@@ -206,8 +208,9 @@ def draw_part_predictions(image: np.ndarray, part_segs: Sequence[np.ndarray],
             (the models' ``part_seg`` outputs).
         object_names: per object its class name (or ``"object <i>"``).
         part_names: optional names of each object's part labels.
+        legend: add the legend band (the output is then taller than ``image``).
     Returns:
-        (H, W, 3) uint8 RGB overlay.
+        (H, W, 3) uint8 RGB overlay, or (H + band, W, 3) with ``legend``.
     Raises:
         ValueError: a label map whose size differs from the image's, or name count mismatch.
     """
@@ -215,6 +218,7 @@ def draw_part_predictions(image: np.ndarray, part_segs: Sequence[np.ndarray],
         raise ValueError(f"{len(part_segs)} label maps but {len(object_names)} object names")
     colors = colormap(rgb=True, maximum=1)
     vis = Visualizer(np.asarray(image), instance_mode=ColorMode.IMAGE)
+    entries = []
     for i, (seg, obj) in enumerate(zip(part_segs, object_names)):
         seg = np.asarray(seg)
         if seg.shape != image.shape[:2]:
@@ -224,14 +228,40 @@ def draw_part_predictions(image: np.ndarray, part_segs: Sequence[np.ndarray],
                 continue
             name = (part_names[i][label - 1] if part_names is not None and label - 1 < len(part_names[i])
                     else f"part {label}")
-            vis.draw_binary_mask(seg == label, color=colors[(label - 1) % len(colors)],
-                                 text=f"{obj}: {name}", alpha=alpha)
-    return vis.output.get_image()
+            color = colors[(label - 1) % len(colors)]
+            vis.draw_binary_mask(seg == label, color=color, text=f"{obj}: {name}", alpha=alpha)
+            entries.append((f"{obj}: {name}", tuple(int(round(255 * c)) for c in color)))
+    out = vis.output.get_image()
+    return np.concatenate([out, _legend_band(entries, out.shape[1])]) if legend else out
 
 
-def save_part_predictions(path: str, image: np.ndarray, part_segs, object_names, part_names=None) -> None:
+def _legend_band(entries: Sequence[Tuple[str, Tuple[int, int, int]]], width: int) -> np.ndarray:
+    """White (h, ``width``, 3) uint8 band: per ``(text, RGB colour)`` a swatch and the text,
+    wrapped into as many lines as needed (a band of one empty line when there are none)."""
+    font, step, x0 = _font(), FONT_SIZE + 6, 4
+    lines, x = [[]], x0
+    for text, color in entries:
+        w = 18 + int(font.getlength(text)) + 12
+        if x + w > width and lines[-1]:
+            lines.append([])
+            x = x0
+        lines[-1].append((x, text, color))
+        x += w
+    band = Image.new("RGB", (width, step * len(lines) + 4), (255, 255, 255))
+    draw = ImageDraw.Draw(band)
+    for row, line in enumerate(lines):
+        y = 2 + row * step
+        for x, text, color in line:
+            draw.rectangle([x, y + 1, x + 12, y + 13], fill=color, outline=(0, 0, 0))
+            draw.text((x + 17, y), text, fill=(0, 0, 0), font=font)
+    return np.asarray(band)
+
+
+def save_part_predictions(path: str, image: np.ndarray, part_segs, object_names, part_names=None,
+                          legend: bool = False) -> None:
     """:func:`draw_part_predictions` saved atomically to ``path`` (format from the extension)."""
-    atomic_save_image(path, Image.fromarray(draw_part_predictions(image, part_segs, object_names, part_names)))
+    atomic_save_image(path, Image.fromarray(draw_part_predictions(image, part_segs, object_names, part_names,
+                                                                  legend=legend)))
 
 
 def outline_object(image: np.ndarray, mask: np.ndarray, color: Tuple[int, int, int] = (255, 255, 0),

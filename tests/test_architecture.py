@@ -161,7 +161,7 @@ def test_the_checks_catch_a_cycle_and_an_upward_import(tmp_path):
     assert len(bad) == 1 and "imports part_distillation.stages.s (stages is above utils)" in bad[0]
 
 
-@pytest.mark.parametrize("folder", ["tools", "bench"])
+@pytest.mark.parametrize("folder", ["tools", "bench", "demo"])
 def test_tools_import_the_installed_package(folder):
     """Entry points import the installed package (the set-up installs it editable), never by
     putting the repository on ``sys.path``."""
