@@ -408,6 +408,13 @@ def test_deprecated_pascal_parts_names_warn():
     assert MetadataCatalog.get("pascal_parts_val").deprecated_alias_of == "pascal_part_val"
     with pytest.warns(FutureWarning, match="pascal_parts_val.*pascal_part_val"):
         assert dataset_name("pascal_parts_val") == "pascal_part_val"
+    # a trainer reads DATASETS.TRAIN / TEST through DatasetCatalog.get: the alias warns there too
+    # and loads the official name (without its folder: an error naming that name)
+    with pytest.warns(FutureWarning, match="pascal_parts_val.*pascal_part_val"):
+        try:
+            DatasetCatalog.get("pascal_parts_val")
+        except FileNotFoundError as e:
+            assert "dataset 'pascal_part_val'" in str(e)
 
 
 @needs_shared

@@ -82,15 +82,21 @@ def gather_merged(accumulators: List[Any], distributed: bool) -> Optional[List[A
     return merged
 
 
-class PartProposalEvaluator(DatasetEvaluator):
-    """Class-agnostic part-proposal AR@K over all GT parts (COCO-style AR as in PartDistillation's
-    evaluation protocol).
+class AccumulatorEvaluator(DatasetEvaluator):
+    """A ``DatasetEvaluator`` over one accumulator of :mod:`~part_distillation.evaluation.part_metrics`
+    (``add`` / ``merge`` / ``summarize``), gathered across workers (:func:`gather_merged`).
 
-    Each output dict holds ``"proposals"``: one dict per input object with ``"pred_masks"``
-    (N, H, W) bool and ``"scores"`` (N,) float. ``evaluate`` returns
-    ``{"part_proposals": {"AR@1": ..., "AR@10": ..., ..., "num_gt_parts", "num_objects",
-    "num_objects_without_parts"}}`` (AR in percent).
+    Subclasses set :attr:`ACCUMULATOR` (built as ``ACCUMULATOR(ks, iou_thresholds)``) and
+    :attr:`RESULT_KEY`, and implement ``process``, adding to ``self._accumulator``.
+
+    Args:
+        distributed: gather results from all workers.
+        ks: proposal budgets K of AR@K.
+        iou_thresholds: IoU thresholds averaged by AR.
     """
+
+    ACCUMULATOR: type = None
+    RESULT_KEY = ""
 
     def __init__(
         self,
@@ -98,8 +104,6 @@ class PartProposalEvaluator(DatasetEvaluator):
         ks: Sequence[int] = DEFAULT_KS,
         iou_thresholds: Sequence[float] = DEFAULT_IOU_THRESHOLDS,
     ):
-        """Args: distributed: gather results from all workers; ks: proposal budgets K;
-        iou_thresholds: IoU thresholds averaged by AR."""
         self._distributed = distributed
         self._ks = ks
         self._iou_thresholds = iou_thresholds
@@ -107,7 +111,28 @@ class PartProposalEvaluator(DatasetEvaluator):
 
     def reset(self) -> None:
         """Start a new evaluation round."""
-        self._accumulator = ProposalARAccumulator(self._ks, self._iou_thresholds)
+        self._accumulator = self.ACCUMULATOR(self._ks, self._iou_thresholds)
+
+    def evaluate(self) -> Dict[str, Dict[str, float]]:
+        """Return ``{RESULT_KEY: accumulator summary}`` on the main process, ``{}`` elsewhere."""
+        merged = gather_merged([self._accumulator], self._distributed)
+        if merged is None:
+            return {}
+        return {self.RESULT_KEY: merged[0].summarize()}
+
+
+class PartProposalEvaluator(AccumulatorEvaluator):
+    """Class-agnostic part-proposal AR@K over all GT parts (COCO-style AR as in PartDistillation's
+    evaluation protocol).
+
+    Each output dict holds ``"proposals"``: one dict per input object with ``"pred_masks"``
+    (N, H, W) bool and ``"scores"`` (N,) float. ``evaluate`` returns
+    ``{"part_proposals": {"AR@1": ..., "AR@10": ..., ..., "num_gt_parts", "num_objects",
+    "num_objects_without_parts"}}`` (AR in percent). Arguments: :class:`AccumulatorEvaluator`.
+    """
+
+    ACCUMULATOR = ProposalARAccumulator
+    RESULT_KEY = "part_proposals"
 
     def process(self, inputs: List[Dict], outputs: List[Dict]) -> None:
         """Accumulate recall counts of every object of every image. Raises ValueError on
@@ -120,15 +145,8 @@ class PartProposalEvaluator(DatasetEvaluator):
                 obj.mask,
             )
 
-    def evaluate(self) -> Dict[str, Dict[str, float]]:
-        """Return ``{"part_proposals": {...}}`` on the main process, ``{}`` elsewhere."""
-        merged = gather_merged([self._accumulator], self._distributed)
-        if merged is None:
-            return {}
-        return {"part_proposals": merged[0].summarize()}
 
-
-class PartSegmentEvaluator(DatasetEvaluator):
+class PartSegmentEvaluator(AccumulatorEvaluator):
     """Part label-map evaluator: per-object oracle best-match / Hungarian mIoU and AR@K of
     segments (score = area fraction in the object), PartDistillation evaluation protocol.
     Class-consistent labels are evaluated by
@@ -136,39 +154,17 @@ class PartSegmentEvaluator(DatasetEvaluator):
 
     Each output dict holds ``"part_seg"``: one (H, W) int label map per input object (0 = not a
     part). ``evaluate`` returns ``{"part_segments": {"best_match_mIoU", "hungarian_mIoU", "AR@k"...,
-    counts}}`` in percent.
+    counts}}`` in percent. Arguments: :class:`AccumulatorEvaluator`.
     """
 
-    def __init__(
-        self,
-        distributed: bool = True,
-        ks: Sequence[int] = DEFAULT_KS,
-        iou_thresholds: Sequence[float] = DEFAULT_IOU_THRESHOLDS,
-    ):
-        """Args: distributed: gather from all workers; ks, iou_thresholds: AR settings."""
-        self._distributed = distributed
-        self._ks = ks
-        self._iou_thresholds = iou_thresholds
-        self.reset()
-
-    def reset(self) -> None:
-        """Start a new evaluation round."""
-        self._segments = SegmentMetricsAccumulator(self._ks, self._iou_thresholds)
+    ACCUMULATOR = SegmentMetricsAccumulator
+    RESULT_KEY = "part_segments"
 
     def process(self, inputs: List[Dict], outputs: List[Dict]) -> None:
         """Accumulate every object of every image. Raises ValueError on mismatched object counts,
         bad label maps or shape mismatches."""
         for obj, seg in paired_objects(inputs, outputs, "part_seg"):
-            seg = to_numpy(seg)
-            gt_parts, object_mask = obj.parts, obj.mask
-            self._segments.add(seg, gt_parts, object_mask)
-
-    def evaluate(self) -> Dict[str, Dict[str, float]]:
-        """Return ``{"part_segments": {...}}`` on the main process, ``{}`` elsewhere."""
-        merged = gather_merged([self._segments], self._distributed)
-        if merged is None:
-            return {}
-        return {"part_segments": merged[0].summarize()}
+            self._accumulator.add(to_numpy(seg), obj.parts, obj.mask)
 
 
 class PredictionVisualizer(DatasetEvaluator):

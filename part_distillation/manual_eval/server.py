@@ -7,6 +7,7 @@ where they left off), ``/admin`` (progress per annotator and per method), ``/fil
 ``POST /api/answers``, ``POST /api/undo``. With a token every request needs it (``?token=``, an
 ``Authorization: Bearer`` header, or the cookie a valid ``?token=`` sets).
 """
+import contextlib
 import hmac
 import html
 import os
@@ -154,8 +155,8 @@ def create_app(study_dir: str, token: Optional[str] = None) -> FastAPI:
             response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
         return response
 
-    def db():
-        return store.connect(study_dir)
+    def db():  # a connection closed on leaving the ``with`` block
+        return contextlib.closing(store.connect(study_dir))
 
     def known(conn, name: str) -> int:
         aid = store.annotator_id(conn, name)
@@ -180,16 +181,12 @@ def create_app(study_dir: str, token: Optional[str] = None) -> FastAPI:
     def add_annotator(a: AnnotatorIn):
         if not ANNOTATOR_NAME.match(a.annotator):
             raise HTTPException(400, "a name is 1-64 letters, digits, spaces, '.', '_' or '-'")
-        conn = db()
-        try:
+        with db() as conn:
             return {"annotator": a.annotator, "id": store.annotator_id(conn, a.annotator, create=True)}
-        finally:
-            conn.close()
 
     @app.get("/annotate", response_class=HTMLResponse)
     def annotate(annotator: str = ""):
-        conn = db()
-        try:
+        with db() as conn:
             aid = store.annotator_id(conn, annotator) if annotator else None
             if aid is None:
                 return RedirectResponse("./", status_code=303)
@@ -200,23 +197,17 @@ def create_app(study_dir: str, token: Optional[str] = None) -> FastAPI:
                              "<script>document.addEventListener('keydown',e=>{if(e.key==='u') undoLast();});</script>",
                              annotator)
             return _page(f"item {prog['done'] + 1}", _item_html(store.item_view(conn, item), annotator, prog), annotator)
-        finally:
-            conn.close()
 
     @app.get("/api/next")
     def api_next(annotator: str):
-        conn = db()
-        try:
+        with db() as conn:
             aid = known(conn, annotator)
             item = store.next_item(conn, aid)
             return {"item": None if item is None else store.item_view(conn, item), **store.progress(conn, aid)}
-        finally:
-            conn.close()
 
     @app.post("/api/answers")
     def api_answer(a: Answer):
-        conn = db()
-        try:
+        with db() as conn:
             aid = known(conn, a.annotator)
             try:
                 sub = store.save_answer(conn, aid, a.item_id, [p.model_dump() for p in a.panels])
@@ -224,19 +215,14 @@ def create_app(study_dir: str, token: Optional[str] = None) -> FastAPI:
                 code = 404 if str(e).startswith("no item") else 409 if "already saved" in str(e) else 400
                 raise HTTPException(code, str(e)) from None
             return {"submission": sub, **store.progress(conn, aid)}
-        finally:
-            conn.close()
 
     @app.post("/api/undo")
     def api_undo(a: AnnotatorIn):
-        conn = db()
-        try:
+        with db() as conn:
             item = store.undo_last(conn, known(conn, a.annotator))
             if item is None:
                 raise HTTPException(409, "nothing to undo")
             return {"undone_item": item}
-        finally:
-            conn.close()
 
     def progress_table(conn) -> dict:
         total = conn.execute("SELECT COUNT(*) FROM items").fetchone()[0]
@@ -253,19 +239,13 @@ def create_app(study_dir: str, token: Optional[str] = None) -> FastAPI:
 
     @app.get("/api/progress")
     def api_progress():
-        conn = db()
-        try:
+        with db() as conn:
             return progress_table(conn)
-        finally:
-            conn.close()
 
     @app.get("/admin", response_class=HTMLResponse)
     def admin():
-        conn = db()
-        try:
+        with db() as conn:
             t = progress_table(conn)
-        finally:
-            conn.close()
         rows = "".join(f"<tr><td>{html.escape(p['name'])}</td><td>{p['done']} / {t['items']}</td></tr>"
                        for p in t["annotators"])
         mrows = "".join(f"<tr><td>{html.escape(m['name'])}</td><td>{m['panels_answered']}</td></tr>"
