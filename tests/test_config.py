@@ -31,3 +31,15 @@ def test_missing_config_file_and_odd_overrides():
         setup_cfg("configs/does_not_exist.yaml")
     with pytest.raises(ValueError, match="KEY VALUE"):
         setup_cfg(EFFNET_CFG, ["PROPOSAL_GENERATION.SEED"])
+
+
+def test_official_stage6_config_holds_the_values_in_effect_officially():
+    # The official train.sh passes its MIN_RATIO / MIN_OBJECT_RATIO 0.05 as CUSTOM_DATASETS.* keys
+    # that the official config does not declare, so the official PART_DISTILLATION defaults are
+    # the ones in effect (official part_distillation/config.py); FREEZE_KEYS is train.sh's.
+    cfg = setup_cfg("configs/part_distillation/official/swinL_IN21K.yaml")
+    assert cfg.PART_DISTILLATION.MIN_AREA_RATIO == -1.0
+    assert cfg.PART_DISTILLATION.MIN_OBJECT_AREA_RATIO == 0.001
+    assert cfg.PART_DISTILLATION.MIN_SCORE == -1.0
+    assert list(cfg.MODEL.MASK_FORMER.FREEZE_KEYS) == ["backbone", "encoder"]
+    assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.MAX_ITER, cfg.INPUT.IMAGE_SIZE_BASE) == (256, 120000, 640)

@@ -157,13 +157,11 @@ def test_postprocess_edge_cases(unsup, case):
 
 # ---------------------------------------------------------------- stage 6 model (stage6.pt)
 
-@pytest.fixture(scope="module")
-def stage6():
-    from detectron2.modeling import build_model
-
+def _stage6_cfg(fx, **extra):
+    """The project config of the fixture's official stage-6 model (``fx["config"]``, plus ``extra``
+    top-level keys)."""
     from part_distillation.config import get_part_distillation_cfg
 
-    fx = torch.load(os.path.join(FIXTURE, "stage6.pt"))
     cfg = get_part_distillation_cfg()
     for key, value in fx["config"].items():
         node, *path, leaf = key.split(".")
@@ -171,8 +169,18 @@ def stage6():
         for p in path:
             target = target[p]
         target[leaf] = tuple(value) if isinstance(value, list) and leaf == "TRAIN" else value
+    for key, value in extra.items():
+        cfg[key] = value
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def stage6():
+    from detectron2.modeling import build_model
+
+    fx = torch.load(os.path.join(FIXTURE, "stage6.pt"))
     torch.manual_seed(0)
-    model = build_model(cfg)
+    model = build_model(_stage6_cfg(fx))
     sd = {k: v.to(getattr(torch, fx["state_dict_dtypes"][k])) for k, v in fx["state_dict"].items()}
     model.load_state_dict(sd, strict=True)
     model.eval()
@@ -262,3 +270,43 @@ def test_object_area_ratio_rule_is_one_strict_rule():
         assert module.object_area_ratio_keep is object_area_ratio_keep
     assert not object_area_ratio_keep(10, 1000, 0.01)  # equal: dropped (official >)
     assert object_area_ratio_keep(11, 1000, 0.01)
+
+
+def test_official_checkpoint_loads_through_model_weights(stage6, tmp_path):
+    """The official state dict saved as a checkpoint file and loaded the ``--eval-only`` way
+    (MODEL.WEIGHTS through the project's checkpointer): 0 missing, unexpected or mis-shaped keys,
+    every tensor and dtype as saved, and the official head outputs."""
+    from detectron2.modeling import build_model
+    from detectron2.structures import ImageList
+
+    from part_distillation.engine.checkpoint import AtomicCheckpointer
+    from part_distillation.engine.trainer import load_eval_weights
+
+    fx, _ = stage6
+    path = str(tmp_path / "part_distillation_model.pth")
+    torch.save({"model": {k: v.to(getattr(torch, fx["state_dict_dtypes"][k])) for k, v in fx["state_dict"].items()}},
+               path)
+    torch.manual_seed(1)  # another initialisation than the reference model's
+    model = build_model(_stage6_cfg(fx, OUTPUT_DIR=str(tmp_path)))
+    checkpointer = AtomicCheckpointer(model, save_dir=str(tmp_path))
+    checkpointer.resume_or_load(path, resume=False)
+    loaded_path, incompatible = checkpointer.loaded
+    assert loaded_path == path
+    assert not incompatible.missing_keys and not incompatible.unexpected_keys and not incompatible.incorrect_shapes
+    state = model.state_dict()
+    assert len(fx["state_dict"]) == 254 and set(state) >= set(fx["state_dict"])
+    for k, v in fx["state_dict"].items():
+        assert str(state[k].dtype).replace("torch.", "") == fx["state_dict_dtypes"][k], k
+        assert torch.equal(state[k], v.to(state[k].dtype)), k
+    # the --eval-only loader accepts it (it raises on a checkpoint that leaves keys missing)
+    torch.manual_seed(2)
+    model = build_model(_stage6_cfg(fx, OUTPUT_DIR=str(tmp_path)))
+    load_eval_weights(_stage6_cfg(fx, OUTPUT_DIR=str(tmp_path)), model, path)
+    model.eval()
+    batch = _stage6_inputs(fx, fx["inputs"]["out_sizes_same"])
+    with torch.no_grad():
+        images = ImageList.from_tensors([(x["image"].float() - model.pixel_mean) / model.pixel_std
+                                         for x in batch], model.size_divisibility)
+        out = model.sem_seg_head(model.backbone(images.tensor), torch.tensor(fx["inputs"]["object_classes"]))
+    torch.testing.assert_close(out["pred_logits"], fx["outputs"]["pred_logits"], rtol=0, atol=5e-6)
+    torch.testing.assert_close(out["pred_masks"], fx["outputs"]["pred_masks"], rtol=0, atol=1e-5)
