@@ -286,10 +286,10 @@ class PartDistillationDatasetMapper:
     @configurable
     def __init__(self, *, augmentations: List[T.Augmentation], weak_augmentations: List[T.Augmentation],
                  image_format: str, min_area_ratio: float,
-                 pseudo_label_filter: Optional[PseudoLabelFilter]):
+                 pseudo_label_filter: Optional[PseudoLabelFilter] = None):
         """Args: augmentations / weak_augmentations: strong and fallback lists; image_format:
         "RGB" or "BGR"; min_area_ratio: see class docstring; pseudo_label_filter: the loading
-        filters, needed for PATH_ONLY dicts (None: the dicts carry their objects)."""
+        filters, needed for PATH_ONLY dicts."""
         self.augmentations = T.AugmentationList(augmentations)
         self.weak_augmentations = T.AugmentationList(weak_augmentations)
         self.image_format = image_format
@@ -391,7 +391,7 @@ class PartDistillationEvalDatasetMapper(PartEvalDatasetMapper):
     """
 
     @configurable
-    def __init__(self, *, class_codes: Optional[List[str]], **kwargs):
+    def __init__(self, *, class_codes: Optional[List[str]] = None, **kwargs):
         """Args: class_codes: vocabulary (see class docstring) or None; **kwargs:
         :class:`PartEvalDatasetMapper` arguments."""
         super().__init__(**kwargs)
