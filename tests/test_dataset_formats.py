@@ -12,7 +12,7 @@ from PIL import Image
 
 from part_distillation.data.cityscapes_part import CITYSCAPES_PART_CLASSES
 from part_distillation.data.datasets import register_dataset
-from part_distillation.data.ground_truth import gt_objects
+from part_distillation.data.ground_truth import gt_objects, parts_from_label_map
 from part_distillation.data.imagenet import filter_class_codes, iter_imagenet, partition_class_codes
 from part_distillation.data.load_report import LoadReport
 from part_distillation.data.loader_registry import DATASET_LOADER_REGISTRY
@@ -175,6 +175,18 @@ def test_cityscapes_panoptic_parts_layout(tmp_path):
     assert car.part_names == ["car-wheel", "car-chassis"] and car.parts.sum(axis=(1, 2)).tolist() == [8, 12]
     assert [CITYSCAPES_PART_CLASSES[i] for i in car.part_ids] == car.part_names
     assert MetadataCatalog.get("t_city").load_report.skipped == {"no_annotation": 1}
+
+
+def test_parts_from_label_map_keeps_ids_inside_the_object_that_part_of_names():
+    part_map = np.array([[0, 1, 1, 2],
+                         [0, 3, 3, 2]])
+    obj = np.array([[True, True, False, False],
+                    [True, True, True, True]])
+    names = {1: ("a", "raw_a", 10), 3: ("c", "raw_c", 30)}  # id 0 background, id 2 another object's
+    parts = parts_from_label_map(part_map, obj, names.get)
+    assert [(p["name"], p["raw_name"], p["part_id"]) for p in parts] == [("a", "raw_a", 10), ("c", "raw_c", 30)]
+    assert decode_mask(parts[0]["mask"]).tolist() == [[False, True, False, False], [False] * 4]
+    assert decode_mask(parts[1]["mask"]).sum() == 2
 
 
 # ------------------------------------------------------------------ OV-PARTS

@@ -27,7 +27,7 @@ def test_extending_examples_run(tmp_path):
     # grouper: left / right halves of the object
     ns = {}
     exec(grouper_code, ns)
-    from part_distillation.stages.proposal_generation import build_segmenter
+    from part_distillation.stages.build import build_segmenter
     (seg,) = build_segmenter(cfg)(np.zeros((20, 30, 3), np.uint8), [mask], "x")
     assert set(np.unique(seg[mask])) == {1, 2} and (seg[:, :16][mask[:, :16]] == 1).all()
 

@@ -25,7 +25,7 @@ from unittest import mock
 import numpy as np
 from PIL import Image
 
-from .ground_truth import object_record, part_record
+from .ground_truth import object_record, parts_from_label_map
 from .load_report import LoadReport
 from .loader_registry import DATASET_LOADER_REGISTRY, DatasetLoader
 
@@ -90,14 +90,15 @@ def load_cityscapes_part(images_dirname: str, annotations_dirname: str, parts_di
                     continue
                 mask = inst == v
                 name = CITYSCAPES_PART_OBJECTS[cls]
-                parts = []
-                for pid in np.unique(pids[mask]):
-                    if pid <= 0:
-                        continue
-                    part_name = f"{name}-{(_HUMAN_PARTS if cls < 2 else _VEHICLE_PARTS)[pid - 1]}"
-                    parts.append(part_record(part_name, part_name, CITYSCAPES_PART_CLASSES.index(part_name),
-                                             mask & (pids == pid)))
-                objects.append(object_record(name, name, cls, mask, parts))
+                names = _HUMAN_PARTS if cls < 2 else _VEHICLE_PARTS
+
+                def part_of(pid, name=name, names=names):
+                    if pid <= 0:  # no part label
+                        return None
+                    part_name = f"{name}-{names[pid - 1]}"
+                    return part_name, part_name, CITYSCAPES_PART_CLASSES.index(part_name)
+
+                objects.append(object_record(name, name, cls, mask, parts_from_label_map(pids, mask, part_of)))
             dicts.append({"file_name": file_name, "image_id": stem, "height": h, "width": w,
                           "annotation_file": part_path, "objects": objects})
     return dicts

@@ -99,6 +99,24 @@ def part_record(name: str, raw_name: str, part_id: int, mask: np.ndarray) -> dic
     return {"name": name, "raw_name": raw_name, "part_id": int(part_id), "mask": encode_mask(mask)}
 
 
+def parts_from_label_map(part_map: np.ndarray, object_mask: np.ndarray, part_of) -> List[dict]:
+    """The parts of one object from a per-pixel part-id map (Cityscapes-Part's part ids, the
+    OV-PARTS part maps): one :func:`part_record` per id present inside ``object_mask``, in
+    ascending id order, with the mask ``object_mask & (part_map == id)``.
+
+    Args:
+        part_map: (H, W) int part ids; object_mask: (H, W) bool.
+        part_of: ``id -> (name, raw_name, part_id)``, or None for an id that is no part of this
+            object (background, ignore label, another class's part): it is left out.
+    """
+    parts = []
+    for pid in np.unique(part_map[object_mask]):
+        named = part_of(int(pid))
+        if named is not None:
+            parts.append(part_record(*named, object_mask & (part_map == pid)))
+    return parts
+
+
 def validate_record(record: dict) -> None:
     """Check one dataset dict against the contract above without decoding the masks (RLE sizes
     are compared with ``height`` / ``width``).

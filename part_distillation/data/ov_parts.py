@@ -25,7 +25,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from .ground_truth import object_record, part_record
+from .ground_truth import object_record, parts_from_label_map
 from .load_report import LoadReport
 from .loader_registry import DATASET_LOADER_REGISTRY, DatasetLoader
 from .part_imagenet import segmentation_to_mask
@@ -184,12 +184,11 @@ def load_ov_parts(root: str, split_dir: str, object_classes: Sequence[str], part
         objects = []
         for oid, mask in found:
             name = object_classes[oid]
-            parts = []
-            for pid in np.unique(part_map[mask]):
-                if pid == ignore or owner[pid][0] != name:
-                    continue
-                parts.append(part_record(owner[pid][1], part_classes[pid], pid, mask & (part_map == pid)))
-            objects.append(object_record(name, name, oid, mask, parts))
+
+            def part_of(pid, name=name):  # the ignore label, another class's part: none
+                return None if pid == ignore or owner[pid][0] != name else (owner[pid][1], part_classes[pid], pid)
+
+            objects.append(object_record(name, name, oid, mask, parts_from_label_map(part_map, mask, part_of)))
         dicts.append({"file_name": file_name, "image_id": image_id, "height": h, "width": w,
                       "annotation_file": part_path, "objects": objects})
     return dicts

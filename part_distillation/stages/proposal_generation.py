@@ -33,13 +33,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
-from detectron2.utils.registry import Registry
 
 from ..config import plain_config
 from ..data.images import read_image_or_skip
 from ..data.pseudo_labels import PartLabel, mask_box_slices
 from ..modeling.kmeans import batched_kmeans, pack_rows, size_batches
-from .build import register_stage
+from .build import GROUPER_REGISTRY, build_segmenter, register_stage
 from .resume import RUN_KEYS
 from .stage import PseudoLabelInputStage
 
@@ -290,12 +289,6 @@ def grid_segments(mask: np.ndarray, rows: int = 2, cols: int = 2) -> np.ndarray:
     return _renumber(np.where(mask, r * cols + c + 1, 0).astype(np.int32))
 
 
-GROUPER_REGISTRY = Registry("PIXEL_GROUPER")
-GROUPER_REGISTRY.__doc__ = """Stage-2 segment functions by ``PROPOSAL_GENERATION.GROUPING`` name: each
-entry is called as ``fn(cfg, device)`` and returns ``segment_fn(image, masks, image_id) -> list of
-int32 label maps (or None per object)``."""
-
-
 @GROUPER_REGISTRY.register()
 def kmeans(cfg, device: str) -> Callable:
     """The method (Sec. 3.1): k-means on backbone features (``BackboneFeatures``)."""
@@ -329,21 +322,6 @@ def kmeans_rgbxy(cfg, device: str) -> Callable:
 def grid(cfg, device: str) -> Callable:
     """Learning-free baseline: the object's box split 2x2 (:func:`grid_segments`)."""
     return lambda image, masks, image_id: [grid_segments(m) for m in masks]
-
-
-def build_segmenter(cfg, device: str = None) -> Callable:
-    """The stage-2 segment function ``(image, masks, image_id) -> label maps`` of
-    :data:`GROUPER_REGISTRY` named by ``PROPOSAL_GENERATION.GROUPING`` (``kmeans``,
-    ``kmeans_rgbxy``, ``grid``).
-
-    Raises:
-        ValueError: an unregistered name (the message lists the registered ones).
-    """
-    name = cfg.PROPOSAL_GENERATION.GROUPING
-    if name not in GROUPER_REGISTRY:
-        raise ValueError(f"PROPOSAL_GENERATION.GROUPING must be one of "
-                         f"{sorted(k for k, _ in GROUPER_REGISTRY)}, got '{name}'")
-    return GROUPER_REGISTRY.get(name)(cfg, device or cfg.MODEL.DEVICE)
 
 
 def segments_to_parts(seg: np.ndarray) -> List[PartLabel]:
