@@ -116,7 +116,7 @@ def add_proposal_learning_config(cfg: CN) -> None:
     pl.USE_PER_PIXEL_LABEL = True
     pl.APPLY_MASKING_WITH_OBJECT_MASK = True
     pl.POSTPROCESS_TYPES = []
-    pl.LABEL_PERCENTAGE = 100  # percent of the training images used (the first ones by image id)
+    pl.LABEL_PERCENTAGE = 100  # percent of the training images used (data.datasets.few_shot_subset)
     # ours: the stage-4 predictor (stages/proposal_learning.py) writes each segment's query
     # feature (head output PROPOSAL_KEY, L2-normalised with PROPOSAL_FEATURE_NORM) for stage 5,
     # and shards by object class (TOTAL_PARTITIONS / PARTITION_INDEX)

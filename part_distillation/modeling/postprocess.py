@@ -1,7 +1,7 @@
 """Post-processing rules shared by the stages, each written once.
 
-* :func:`object_area_ratio_keep` (defined in :mod:`part_distillation.utils.object_filter`, below
-  the data layer that also uses it): the object-area-ratio filter: an object is used when its area /
+* :func:`~part_distillation.utils.object_filter.object_area_ratio_keep` (in the utils layer, below
+  the data layer that also uses it; import it from there): the object-area-ratio filter: an object is used when its area /
   image area is > ``MIN_OBJECT_AREA_RATIO``, strictly, in every stage that has one (official:
   stage 4 ``register_imagenet_with_proposals.py`` and ``proposal_dataset_mapper.py``
   ``object_ratio > min_object_area_ratio``, stage 5 the same loader, stage 6
@@ -25,8 +25,6 @@ from typing import Tuple
 
 import torch
 import torch.nn.functional as F
-
-from ..utils.object_filter import object_area_ratio_keep  # noqa: F401 - the one rule, re-exported
 
 OFFICIAL_MIN_GT_IOU = 0.1  # official fg_score_threshold of match_gt_labels
 
