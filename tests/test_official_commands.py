@@ -62,10 +62,12 @@ def datasets_root(tmp_path_factory):
 
 
 def _eval_only(datasets_root, out, config, *opts):
+    out.mkdir(exist_ok=True)
     env = dict(os.environ, DETECTRON2_DATASETS=str(datasets_root), OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file",
                            os.path.join(REPO, "configs", config), "--eval-only", "MODEL.WEIGHTS", "", *SMALL,
-                           "OUTPUT_DIR", str(out), *opts], env=env, capture_output=True, text=True, timeout=600)
+                           "OUTPUT_DIR", str(out), *opts], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=str(out))  # the configs' relative VIS_OUTPUT_DIR lands under out
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr, json.load(open(out / "inference" / "results.json"))
 
@@ -95,5 +97,8 @@ def test_part_proposal_eval_only_with_the_official_config(datasets_root, tmp_pat
     PartImageNet valtest, each as "prop" and "semseg"): AR@K per set."""
     log, results = _eval_only(datasets_root, tmp_path, "PartProposalLearning.yaml")
     assert len(results) == 4 and all("part_proposals" in r for r in results.values()), sorted(results)
+    vis = tmp_path / "vis_logs" / "PartProposalLearning" / "IN1K+Human"  # the config's VIS_OUTPUT_DIR
+    assert sorted(os.listdir(vis)) == ["part_imagenet_valtest", "pascal_part_val"]
+    assert all(len(os.listdir(vis / d)) == 2 for d in os.listdir(vis))  # one overlay per image
     for r in results.values():
         assert r["part_proposals"]["num_gt_parts"] > 0 and 0.0 <= r["part_proposals"]["AR@200"] <= 100.0
