@@ -118,3 +118,46 @@ def test_proposal_model_shares_maskformer_code():
     assert issubclass(ProposalModel, MaskFormer)
     for name in ("forward", "preprocess", "prepare_targets"):
         assert getattr(ProposalModel, name) is getattr(MaskFormer, name)
+
+
+def test_doubled_pixel_decoder_prefix_loads_through_model_weights(tmp_path):
+    """A checkpoint whose pixel-decoder keys carry the doubled official prefix
+    ``sem_seg_head.pixel_decoder.pixel_decoder.*`` (the official PartDistillation head renames it
+    on load) loads through MODEL.WEIGHTS: 0 missing / unexpected / mis-shaped keys, equal tensors."""
+    from part_distillation.engine.checkpoint import AtomicCheckpointer
+    from part_distillation.engine.trainer import load_eval_weights
+
+    def tiny(seed):
+        cfg = setup_cfg("configs/proposal_learning/tiny_cpu.yaml",
+                        ["MODEL.EFFICIENTNET.PRETRAINED", False, "OUTPUT_DIR", str(tmp_path)])
+        torch.manual_seed(seed)
+        return cfg, build_model(cfg)
+
+    cfg, reference = tiny(0)
+    plain = "sem_seg_head.pixel_decoder."
+    doubled = {(plain + "pixel_decoder." + k[len(plain):] if k.startswith(plain) else k): v
+               for k, v in reference.state_dict().items()}  # a plain dict: no _metadata version
+    n_renamed = sum(k.startswith(plain + "pixel_decoder.") for k in doubled)
+    assert n_renamed > 40
+    path = str(tmp_path / "old_layout.pth")
+    torch.save({"model": doubled}, path)
+
+    _, model = tiny(1)
+    checkpointer = AtomicCheckpointer(model, save_dir=str(tmp_path))
+    checkpointer.resume_or_load(path, resume=False)
+    _, incompatible = checkpointer.loaded
+    assert not incompatible.missing_keys and not incompatible.unexpected_keys
+    assert not incompatible.incorrect_shapes
+    expected = reference.state_dict()
+    state = model.state_dict()
+    assert set(state) == set(expected)
+    for k, v in expected.items():
+        assert torch.equal(state[k], v), k
+
+    _, model = tiny(2)  # the --eval-only loader (raises on keys left at their initialisation)
+    load_eval_weights(cfg, model, path)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.items())
+
+    both = dict(doubled, **{plain + "mask_features.weight": expected[plain + "mask_features.weight"]})
+    with pytest.raises(ValueError, match="both"):
+        model.load_state_dict(both)

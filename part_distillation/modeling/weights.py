@@ -5,7 +5,9 @@ Accepted files (whatever ``DetectionCheckpointer`` reads): the model-zoo ``.pkl`
 ``{"model": {name: numpy array}, "__author__": ...}``, e.g. ``model_final_e5f453.pkl``), detectron2
 ``.pth`` checkpoints (``{"model": state_dict, ...}``) and raw state dicts. Our modules reproduce the
 official names (``backbone.*``, ``sem_seg_head.pixel_decoder.*``, ``sem_seg_head.predictor.*``,
-``criterion.empty_weight``), so nothing is renamed. Entries whose shape differs from the model's are
+``criterion.empty_weight``); the one rename is the official head's
+(``sem_seg_head.pixel_decoder.pixel_decoder.*`` -> ``sem_seg_head.pixel_decoder.*``, in
+:class:`~part_distillation.modeling.meta_arch.mask_former_head.MaskFormerHead`). Entries whose shape differs from the model's are
 skipped by fvcore's loader and keep their initialisation: loading an 80-class COCO checkpoint into
 the 1-class ProposalModel skips ``sem_seg_head.predictor.class_embed.{weight,bias}`` and
 ``criterion.empty_weight``.

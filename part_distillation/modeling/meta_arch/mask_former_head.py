@@ -3,6 +3,7 @@ Fig. 2). Registered in detectron2's ``SEM_SEG_HEADS_REGISTRY`` under the officia
 ``MaskFormerHead`` with the official child names, so that checkpoint keys are
 ``sem_seg_head.pixel_decoder.*`` and ``sem_seg_head.predictor.*``.
 """
+import logging
 from typing import Dict, Optional
 
 import torch
@@ -13,6 +14,8 @@ from torch import nn
 
 from ..pixel_decoder.msdeformattn import build_pixel_decoder
 from ..transformer_decoder.mask2former_transformer_decoder import build_transformer_decoder
+
+logger = logging.getLogger(__name__)
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
@@ -31,7 +34,17 @@ class MaskFormerHead(nn.Module):
         transformer_predictor: the transformer decoder
             (:class:`~part_distillation.modeling.transformer_decoder.mask2former_transformer_decoder.MultiScaleMaskedTransformerDecoder`).
         num_classes: foreground classes (MODEL.SEM_SEG_HEAD.NUM_CLASSES).
+
+    Loading: checkpoints whose pixel-decoder entries carry a doubled prefix
+    ``sem_seg_head.pixel_decoder.pixel_decoder.*`` load as ``sem_seg_head.pixel_decoder.*``, as
+    in the official PartDistillation head (``part_distillation/modeling/meta_arch/
+    mask_former_head.py``, ``_load_from_state_dict``). Such files come from Mask2Former's
+    version < 2 conversion (``sem_seg_head.X`` -> ``sem_seg_head.pixel_decoder.X``), which also
+    fires on a state dict without ``_metadata`` that is already in the new layout; saving the model
+    afterwards keeps the doubled names. ``_version = 2`` is the official state-dict metadata.
     """
+
+    _version = 2
 
     @configurable
     def __init__(self, *, pixel_decoder: nn.Module, transformer_predictor: nn.Module,
@@ -56,6 +69,29 @@ class MaskFormerHead(nn.Module):
                 cfg, cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM, mask_classification=True),
             "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
         }
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        """Rename ``<prefix>pixel_decoder.pixel_decoder.*`` entries of ``state_dict`` (in place)
+        to ``<prefix>pixel_decoder.*`` before the usual loading (see the class docstring).
+
+        Raises:
+            ValueError: a checkpoint holding both the doubled and the plain name of one entry
+                (the official head silently keeps the doubled one's value).
+        """
+        old, new = prefix + "pixel_decoder.pixel_decoder.", prefix + "pixel_decoder."
+        renamed = [k for k in list(state_dict.keys()) if k.startswith(old)]
+        for key in renamed:
+            target = new + key[len(old):]
+            if target in state_dict:
+                raise ValueError(f"checkpoint holds both '{key}' and '{target}': cannot rename the "
+                                 "doubled pixel-decoder prefix")
+            state_dict[target] = state_dict.pop(key)
+        if renamed:
+            logger.warning("checkpoint pixel-decoder keys renamed %s* -> %s* (%d entries)", old, new,
+                           len(renamed))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
 
     def forward(self, features: Dict[str, torch.Tensor], mask: Optional[torch.Tensor] = None
                 ) -> Dict[str, object]:
