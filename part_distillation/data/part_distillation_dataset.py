@@ -286,10 +286,10 @@ class PartDistillationDatasetMapper:
     @configurable
     def __init__(self, *, augmentations: List[T.Augmentation], weak_augmentations: List[T.Augmentation],
                  image_format: str, min_area_ratio: float,
-                 pseudo_label_filter: Optional[PseudoLabelFilter] = None):
+                 pseudo_label_filter: Optional[PseudoLabelFilter]):
         """Args: augmentations / weak_augmentations: strong and fallback lists; image_format:
         "RGB" or "BGR"; min_area_ratio: see class docstring; pseudo_label_filter: the loading
-        filters, needed for PATH_ONLY dicts."""
+        filters, needed for PATH_ONLY dicts (None: the dicts carry their objects)."""
         self.augmentations = T.AugmentationList(augmentations)
         self.weak_augmentations = T.AugmentationList(weak_augmentations)
         self.image_format = image_format
@@ -391,7 +391,7 @@ class PartDistillationEvalDatasetMapper(PartEvalDatasetMapper):
     """
 
     @configurable
-    def __init__(self, *, class_codes: Optional[List[str]] = None, imagenet_1k_ids: bool = False, **kwargs):
+    def __init__(self, *, class_codes: Optional[List[str]], imagenet_1k_ids: bool, **kwargs):
         """Args: class_codes: vocabulary (see class docstring) or None; imagenet_1k_ids: without a
         vocabulary, take an object's ``imagenet_1k_class_id`` (PartImageNet records: its index
         among the sorted ImageNet-1K wnids, the index a model trained on all 1,000 ImageNet-1K
