@@ -55,7 +55,11 @@ def test_keyboard_flow_resume_and_screenshot(tmp_path):
             for q in driver.find_elements(By.CSS_SELECTOR, ".q"):
                 body.send_keys("1" if q.get_attribute("data-kind") == "count" else "y")
             body.send_keys(Keys.ENTER)
-            wait.until(EC.staleness_of(item))
+            # the next item is shown: polled in the page (an element handle of the replaced page can
+            # make chromedriver raise an inspector error instead of a staleness error)
+            wait.until(lambda d: d.execute_script(
+                "const e = document.getElementById('item'); return e && e.getAttribute('data-position')")
+                not in (None, seen[-1]))
         driver.refresh()
         item = wait.until(EC.presence_of_element_located((By.ID, "item")))
         assert seen == ["1", "2", "3"] and item.get_attribute("data-position") == "4"

@@ -262,11 +262,10 @@ def test_object_area_ratio_rule_is_one_strict_rule():
     """Stages 4, 5 and 6 use one object-area-ratio rule, the official strict ``>`` (stages 4-5 through
     the stage-4 network base of stages/proposal_learning.py)."""
     from part_distillation.data import part_distillation_dataset, proposal_dataset
-    from part_distillation.modeling import postprocess
     from part_distillation.stages import proposal_learning
     from part_distillation.utils.object_filter import object_area_ratio_keep
 
-    for module in (proposal_dataset, part_distillation_dataset, proposal_learning, postprocess):
+    for module in (proposal_dataset, part_distillation_dataset, proposal_learning):
         assert module.object_area_ratio_keep is object_area_ratio_keep
     assert not object_area_ratio_keep(10, 1000, 0.01)  # equal: dropped (official >)
     assert object_area_ratio_keep(11, 1000, 0.01)

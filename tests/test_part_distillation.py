@@ -333,7 +333,7 @@ def test_mapper_drops_small_shares_and_falls_back_to_weak_augmentation(tmp_path,
     # a strong augmentation that never keeps a part -> bounded retries, then the weak one
     weak = [T.ResizeScale(1.0, 1.0, 64, 64), T.FixedSizeCrop((64, 64))]
     mapper = PartDistillationDatasetMapper(augmentations=[_CornerCrop()], weak_augmentations=weak,
-                                           image_format="RGB", min_area_ratio=-1.0)
+                                           image_format="RGB", min_area_ratio=-1.0, pseudo_label_filter=None)
     sample = mapper(dicts[0])
     assert mapper.fallbacks == 1 and len(sample["instances"]) == len(dicts[0]["part_indices"])
     assert MAX_AUGMENTATION_ATTEMPTS >= 1

@@ -12,10 +12,10 @@ from detectron2.structures import BitMasks, Instances
 from PIL import Image
 
 from part_distillation.config import setup_cfg
+from part_distillation.data.build import DEPRECATED_MAPPER_NAMES, build_train_mapper
 from part_distillation.data.proposal_dataset import (
     PartEvalDatasetMapper,
     ProposalDatasetMapper,
-    build_train_mapper,
     load_pseudo_label_dataset,
 )
 from part_distillation.data.pseudo_labels import (
@@ -99,7 +99,11 @@ def test_dataset_filters(label_folder):
 def test_train_mapper_transforms_masks_like_the_image(label_folder):
     cfg = tiny_cfg("INPUT.IMAGE_SIZE", 64, "INPUT.IMAGE_SIZE_BASE", 48, "INPUT.CROP.ENABLED", True)
     mapper = build_train_mapper(cfg)
-    assert isinstance(mapper, ProposalDatasetMapper)
+    assert isinstance(mapper, ProposalDatasetMapper) and cfg.INPUT.DATASET_MAPPER_NAME == "proposal_learning"
+    # the former name is a deprecated alias: it warns and builds the same mapper
+    assert DEPRECATED_MAPPER_NAMES["part_proposal"] == "proposal_learning"
+    with pytest.warns(FutureWarning, match="'part_proposal' is deprecated, use 'proposal_learning'"):
+        assert type(build_train_mapper(cfg, "part_proposal")) is ProposalDatasetMapper
     a = next(d for d in load_pseudo_label_dataset(str(label_folder), 0.01, 0.0) if d["image_id"] == "a")
     np.random.seed(0)
     for _ in range(8):

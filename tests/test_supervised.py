@@ -188,7 +188,7 @@ CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs/supervised_learning/*.yam
 def test_configs_merge(config):
     cfg = setup_cfg(config)
     assert cfg.MODEL.META_ARCHITECTURE == "SupervisedModel"
-    assert train_mapper_name(cfg) == "part_supervised"  # official YAMLs keep Mask2Former's mapper name
+    assert train_mapper_name(cfg) == "supervised_learning"  # official YAMLs keep Mask2Former's mapper name
     agnostic = cfg.SUPERVISED_MODEL.CLASS_AGNOSTIC_LEARNING
     assert training_task(cfg) == ("supervised_learning_agnostic" if agnostic else "supervised_learning")
     assert (cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 1) == agnostic

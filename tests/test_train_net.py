@@ -245,10 +245,10 @@ def test_task_follows_meta_architecture():
         return setup_cfg("", ["MODEL.META_ARCHITECTURE", arch, "INPUT.DATASET_MAPPER_NAME", "coco_instance_lsj", *opts])
 
     assert training_task(cfg("PartDistillationModel")) == "part_distillation"
-    assert training_task(cfg("ProposalModel")) == "proposal_learning" and train_mapper_name(cfg("ProposalModel")) == "part_proposal"
+    assert training_task(cfg("ProposalModel")) == "proposal_learning" and train_mapper_name(cfg("ProposalModel")) == "proposal_learning"
     assert training_task(cfg("SupervisedModel")) == "supervised_learning"
     assert training_task(cfg("SupervisedModel", "SUPERVISED_MODEL.CLASS_AGNOSTIC_LEARNING", True)) == "supervised_learning_agnostic"
-    assert train_mapper_name(cfg("SupervisedModel")) == "part_supervised"
+    assert train_mapper_name(cfg("SupervisedModel")) == "supervised_learning"
     for arch, tool in (("PartRankingModel", "tools/part_ranking.py"), ("ProposalGenerationModel", "tools/pixel_grouping.py"),
                        ("PixelGroupingModel", "tools/run_part_pipeline.py"), ("ClusteringBaseline", "tools/run_part_pipeline.py"),
                        ("LabelingDetic", "tools/label_objects.py")):

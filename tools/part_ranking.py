@@ -3,7 +3,7 @@
 
     .venv/bin/python tools/part_ranking.py --config-file configs/part_ranking/swin_L.yaml \
         --input-dir pseudo_labels/object_masks --output-dir pseudo_labels/part_ranking \
-        MODEL.WEIGHTS output/part_proposal/swin_L/model_final.pth \
+        MODEL.WEIGHTS output/proposal_learning/swin_L/model_final.pth \
         PART_RANKING.TOTAL_PARTITIONS 8 PART_RANKING.PARTITION_INDEX 0
 """
 import sys

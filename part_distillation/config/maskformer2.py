@@ -9,7 +9,7 @@ def add_maskformer2_config(cfg: CN) -> None:
     ``MODEL.SWIN.*``, ``INPUT.*``, ``SOLVER.*``) with the official Mask2Former defaults, so that
     official Mask2Former YAMLs merge without edits."""
     # data
-    cfg.INPUT.DATASET_MAPPER_NAME = "part_proposal"
+    cfg.INPUT.DATASET_MAPPER_NAME = "proposal_learning"
     cfg.INPUT.COLOR_AUG_SSD = False
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
     cfg.INPUT.SIZE_DIVISIBILITY = -1

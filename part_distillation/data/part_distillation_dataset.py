@@ -286,10 +286,10 @@ class PartDistillationDatasetMapper:
     @configurable
     def __init__(self, *, augmentations: List[T.Augmentation], weak_augmentations: List[T.Augmentation],
                  image_format: str, min_area_ratio: float,
-                 pseudo_label_filter: Optional[PseudoLabelFilter] = None):
+                 pseudo_label_filter: Optional[PseudoLabelFilter]):
         """Args: augmentations / weak_augmentations: strong and fallback lists; image_format:
         "RGB" or "BGR"; min_area_ratio: see class docstring; pseudo_label_filter: the loading
-        filters, needed for PATH_ONLY dicts."""
+        filters, needed for PATH_ONLY dicts (None: the dicts carry their objects)."""
         self.augmentations = T.AugmentationList(augmentations)
         self.weak_augmentations = T.AugmentationList(weak_augmentations)
         self.image_format = image_format
@@ -391,12 +391,16 @@ class PartDistillationEvalDatasetMapper(PartEvalDatasetMapper):
     """
 
     @configurable
-    def __init__(self, *, class_codes: Optional[List[str]] = None, **kwargs):
-        """Args: class_codes: vocabulary (see class docstring) or None; **kwargs:
+    def __init__(self, *, class_codes: Optional[List[str]], imagenet_1k_ids: bool, **kwargs):
+        """Args: class_codes: vocabulary (see class docstring) or None; imagenet_1k_ids: without a
+        vocabulary, take an object's ``imagenet_1k_class_id`` (PartImageNet records: its index
+        among the sorted ImageNet-1K wnids, the index a model trained on all 1,000 ImageNet-1K
+        class folders gives it) where the record has one; **kwargs:
         :class:`PartEvalDatasetMapper` arguments."""
         super().__init__(**kwargs)
         self.class_index: Optional[Dict[str, int]] = (
             {c: i for i, c in enumerate(class_codes)} if class_codes is not None else None)
+        self.imagenet_1k_ids = imagenet_1k_ids
         self.unknown_objects = 0
 
     @classmethod
@@ -407,10 +411,19 @@ class PartDistillationEvalDatasetMapper(PartEvalDatasetMapper):
         ret = super().from_config(cfg)
         args = _dataset_args(cfg)
         ret["class_codes"] = None
-        if args is not None:
+        ret["imagenet_1k_ids"] = False
+        missing = [] if args is None else [f for f in args[0] if not os.path.isdir(f)]
+        if missing:
+            # evaluating a released checkpoint without its training pseudo-labels
+            ret["imagenet_1k_ids"] = cfg.PART_DISTILLATION.NUM_OBJECT_CLASSES == 1000
+            logger.warning("PART_DISTILLATION.DATASET_PATH(_LIST) folder(s) %s not found: object classes from "
+                           "the ground truth's %s", missing,
+                           "imagenet_1k_class_id where the records have one (PartImageNet), else class_id"
+                           if ret["imagenet_1k_ids"] else "class_id")
+        elif args is not None:
             _, codes, source = load_part_distillation_dataset(*args)
             ret["class_codes"] = codes if source == "vocabulary" else None
-        if ret["class_codes"] is None:
+        if ret["class_codes"] is None and not missing:
             logger.info("object classes from the ground truth's class_id (right for a model trained "
                         "on pseudo-labels with class_id; otherwise set PART_DISTILLATION.DATASET_PATH "
                         "to its training folders so that their class-code vocabulary is used)")
@@ -426,7 +439,8 @@ class PartDistillationEvalDatasetMapper(PartEvalDatasetMapper):
         ids = []
         for obj in dataset_dict["objects"]:
             if self.class_index is None:
-                ids.append(int(obj["class_id"]))
+                ids.append(int(obj.get("imagenet_1k_class_id", obj["class_id"]) if self.imagenet_1k_ids
+                               else obj["class_id"]))
             else:
                 ids.append(self.class_index.get(obj.get("class_code") or obj["class_name"], -1))
         self.unknown_objects += sum(i < 0 for i in ids)

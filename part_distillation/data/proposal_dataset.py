@@ -18,7 +18,7 @@ Each dataset dict is ``{"file_name", "image_id", "height", "width", "pseudo_labe
 Mappers (detectron2 ``Registry`` :data:`DATASET_MAPPER_REGISTRY`, chosen by
 ``INPUT.DATASET_MAPPER_NAME``):
 
-* ``"part_proposal"``: :class:`ProposalDatasetMapper`, training. One sample = one image with every
+* ``"proposal_learning"``: :class:`ProposalDatasetMapper`, training. One sample = one image with every
   kept part of every kept object as a class-agnostic instance (class 0), plus the kept objects'
   masks, all transformed exactly like the image.
 * :class:`PartEvalDatasetMapper`: inference on ground-truth part datasets
@@ -36,7 +36,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances
 
-from .build import DATASET_MAPPER_REGISTRY, build_train_mapper  # noqa: F401  (build_train_mapper: re-exported)
+from .build import DATASET_MAPPER_REGISTRY
 from .ground_truth import gt_objects
 from .datasets import few_shot_training_dicts
 from .images import read_image_rgb
@@ -198,7 +198,7 @@ def build_train_augmentations(cfg, weak: bool = False, square: bool = False) -> 
 
 @DATASET_MAPPER_REGISTRY.register()
 class ProposalDatasetMapper:
-    """Training mapper of part-proposal learning (INPUT.DATASET_MAPPER_NAME "part_proposal").
+    """Training mapper of part-proposal learning (INPUT.DATASET_MAPPER_NAME "proposal_learning").
 
     Augmentations (official PartDistillation recipe): base resize of the short side to
     INPUT.IMAGE_SIZE_BASE (long side at most INPUT.MAX_SIZE_TRAIN), optional random crop
@@ -213,7 +213,7 @@ class ProposalDatasetMapper:
     ``image_id``, and ``height`` / ``width`` = S.
     """
 
-    NAME = "part_proposal"
+    NAME = "proposal_learning"
 
     @configurable
     def __init__(self, *, augmentations: List[T.Augmentation], image_format: str):

@@ -13,7 +13,7 @@ CVPR 2023, Sec. 4: "supervised" and "few-shot" rows): ground-truth part datasets
   taxonomies are cached per process (re-registering a parent under the same name is not seen).
 * Few-shot training sets (:func:`load_supervised_train_dicts`, FEWSHOT_LEARNING.LABEL_PERCENTAGE,
   through the one rule :func:`~part_distillation.data.datasets.few_shot_subset`).
-* :class:`SupervisedDatasetMapper` (``INPUT.DATASET_MAPPER_NAME`` ``"part_supervised"``): the
+* :class:`SupervisedDatasetMapper` (``INPUT.DATASET_MAPPER_NAME`` ``"supervised_learning"``): the
   training mapper, with the stage-4 augmentation.
 """
 import functools
@@ -31,7 +31,8 @@ from detectron2.structures import BitMasks, Instances
 from .datasets import few_shot_training_dicts, resolve_dataset
 from .ground_truth import gt_objects
 
-from .proposal_dataset import DATASET_MAPPER_REGISTRY, ProposalDatasetMapper, transform_masks, read_image
+from .build import DATASET_MAPPER_REGISTRY
+from .proposal_dataset import ProposalDatasetMapper, transform_masks, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class SupervisedDatasetMapper(ProposalDatasetMapper):
     ``file_name``, ``image_id``, ``height`` / ``width`` = S.
     """
 
-    NAME = "part_supervised"
+    NAME = "supervised_learning"
 
     @configurable
     def __init__(self, *, augmentations: List[T.Augmentation], image_format: str,

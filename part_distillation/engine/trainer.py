@@ -35,12 +35,8 @@ from part_distillation.data.part_distillation_dataset import (
     PartDistillationEvalDatasetMapper,
     register_part_distillation_train_datasets,
 )
-from part_distillation.data.build import is_mapper_name
-from part_distillation.data.proposal_dataset import (
-    PartEvalDatasetMapper,
-    build_train_mapper,
-    register_proposal_train_datasets,
-)
+from part_distillation.data.build import build_train_mapper, is_mapper_name
+from part_distillation.data.proposal_dataset import PartEvalDatasetMapper, register_proposal_train_datasets
 from part_distillation.data.supervised_dataset import (
     check_num_classes,
     load_supervised_train_dicts,
@@ -213,12 +209,12 @@ def training_task(cfg) -> str:
     evaluators are chosen from the config:
 
     * ``"proposal_learning"``: stage-4 ProposalModel (or MaskFormer) on pseudo-label folders; AR@K +
-      segment evaluators; training mapper ``part_proposal``;
+      segment evaluators; training mapper ``proposal_learning``;
     * ``"part_distillation"``: stage-6 PartDistillationModel on the stage-5 folders of
       PART_DISTILLATION; the stage-4 evaluators plus the unsupervised protocol;
     * ``"supervised_learning"``: SupervisedModel (per-class) on DATASETS.TRAIN ground truth (few-shot
       subset); :class:`SupervisedPartEvaluator` (mIoU over the part taxonomy); mapper
-      ``part_supervised``;
+      ``supervised_learning``;
     * ``"supervised_learning_agnostic"``: SupervisedModel with SUPERVISED_MODEL.CLASS_AGNOSTIC_LEARNING or
       CLASS_AGNOSTIC_INFERENCE: ground-truth training data, stage-4 evaluators.
 
@@ -242,8 +238,8 @@ def training_task(cfg) -> str:
 
 # training mapper of each task when INPUT.DATASET_MAPPER_NAME names none of this project's
 # (the official YAMLs inherit Mask2Former's "coco_instance_lsj", which their trainers ignore)
-_TASK_MAPPERS = {"proposal_learning": "part_proposal", "supervised_learning": "part_supervised",
-                 "supervised_learning_agnostic": "part_supervised"}
+_TASK_MAPPERS = {"proposal_learning": "proposal_learning", "supervised_learning": "supervised_learning",
+                 "supervised_learning_agnostic": "supervised_learning"}
 
 
 def train_mapper_name(cfg) -> str:

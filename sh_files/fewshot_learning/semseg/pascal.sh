@@ -17,7 +17,7 @@ REPO=${REPO:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." 
 LABEL_PERCENTAGE=${LABEL_PERCENTAGE:-10}
 CONFIG=${CONFIG:-configs/fewshot_learning/pascal_part_semseg_10pct.yaml}
 WEIGHTS=${WEIGHTS:-output/part_distillation/imagenet_1k/model_final.pth}
-OUTPUT_DIR=${OUTPUT_DIR:-output/fewshot/semseg/pascal_part_${LABEL_PERCENTAGE}pct}
+OUTPUT_DIR=${OUTPUT_DIR:-output/fewshot_learning/semseg/pascal_part_${LABEL_PERCENTAGE}pct}
 EXTRA_OPTS=${EXTRA_OPTS:-}
 source "$REPO/sh_files/common.sh"
 train_on_nodes --config-file "$CONFIG" MODEL.WEIGHTS "$WEIGHTS" \

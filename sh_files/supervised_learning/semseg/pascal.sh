@@ -16,7 +16,7 @@
 REPO=${REPO:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)}}
 CONFIG=${CONFIG:-configs/supervised_learning/pascal_part_semseg.yaml}
 WEIGHTS=${WEIGHTS:-output/part_distillation/imagenet_1k/model_final.pth}  # initialisation
-OUTPUT_DIR=${OUTPUT_DIR:-output/supervised/semseg/pascal_part}
+OUTPUT_DIR=${OUTPUT_DIR:-output/supervised_learning/semseg/pascal_part}
 EXTRA_OPTS=${EXTRA_OPTS:-}
 source "$REPO/sh_files/common.sh"
 train_on_nodes --config-file "$CONFIG" MODEL.WEIGHTS "$WEIGHTS" OUTPUT_DIR "$OUTPUT_DIR" "${EXTRA[@]}"
