@@ -11,6 +11,20 @@ class from its own seed so that the 12K-class case never holds all features at o
   class, timed on the first ``--sklearn-classes`` classes and extrapolated linearly to all classes
   (printed as such).
 
+* anchors on the same classes and thread count: the official environment's setting
+  ``KMeans(8, n_init=10)`` (scikit-learn 1.1.x, the official environment) and, when ``faiss-cpu``
+  is installed, ``faiss.Kmeans(nredo=--restarts)`` (the field's fast k-means; a printed line says
+  when it is missing).
+
+Ours runs with the Hartigan refinement, the stage default (``PART_RANKING.KMEANS_HARTIGAN``);
+``--lloyd-only`` turns it off (plain Lloyd k-means, the stage before the refinement).
+
+``--fixture DIR``: instead, the parity fixture's ``clustering.pt`` (official runs with
+scikit-learn 1.1.3 and 1.9.1): per class, the inertia of ours (3 and 10 seedings, without and
+with the Hartigan refinement; over ``--fixture-seeds`` global seeds: the largest ratio) divided by
+the official 1.1.3 inertia, whether the partition equals the official one (up to relabelling), and
+the wall time of one ``cluster_classes`` call over all classes.
+
 Reported: seconds (ours measured, sklearn extrapolated), speed-up, peak memory (CUDA: the
 allocator's peak; CPU: the peak RSS growth, ``ru_maxrss``, of a fresh process per class count, which
 includes one group of generated features, ``--classes-per-call`` x features x D x 4 bytes), and the inertia ratio ours / sklearn on the classes both ran (mean, max, and the
@@ -19,7 +33,9 @@ fraction within 1%). Timings are wall-clock; on a shared machine they are noisy.
 Usage::
 
     nice .venv/bin/python bench/bench_part_ranking.py --classes 100 1000 [--features 2000]
-        [--dim 256] [--device cpu|cuda] [--sklearn-classes 20] [--max-batch-mb 1024]
+        [--dim 256] [--device cpu|cuda] [--sklearn-classes 20] [--max-batch-mb 1024] [--lloyd-only]
+    OMP_NUM_THREADS=1 nice .venv/bin/python bench/bench_part_ranking.py \
+        --fixture ../shared/fixtures/part_distillation_parity [--fixture-seeds 10]
 """
 import argparse
 import os
@@ -33,6 +49,11 @@ import torch
 from sklearn.cluster import KMeans
 
 from part_distillation.modeling.part_clustering import cluster_classes, inertia
+
+try:
+    import faiss
+except ImportError:  # optional anchor
+    faiss = None
 
 
 def class_features(index: int, n: int, d: int, k: int = 8, noise: float = 0.05) -> torch.Tensor:
@@ -61,7 +82,7 @@ def run(num_classes: int, args) -> None:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         cents = cluster_classes(feats, 8, device=device, max_batch_bytes=args.max_batch_mb << 20,
-                                restarts=args.restarts)
+                                restarts=args.restarts, hartigan=args.hartigan)
         if device.type == "cuda":
             torch.cuda.synchronize()
         total += time.perf_counter() - t0
@@ -71,19 +92,106 @@ def run(num_classes: int, args) -> None:
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
             else rss_mb() - rss0)
     n_sk = min(args.sklearn_classes, num_classes)
-    t_sk, ratios = 0.0, []
+    t_sk, t_fa, ratios, r10, rfa = 0.0, 0.0, [], [], []
+    if faiss is not None:
+        faiss.omp_set_num_threads(torch.get_num_threads())
     for i in range(n_sk):
         x = class_features(i, args.features, args.dim).numpy()
+        xt = torch.from_numpy(x)
         t0 = time.perf_counter()
         km = KMeans(8, random_state=0).fit(x)
         t_sk += time.perf_counter() - t0
-        ratios.append(inertia(torch.from_numpy(x), ours[i]) / max(float(km.inertia_), 1e-12))
+        ours_i = inertia(xt, ours[i])
+        ratios.append(ours_i / max(float(km.inertia_), 1e-12))
+        r10.append(ours_i / max(float(KMeans(8, n_init=10, random_state=0).fit(x).inertia_), 1e-12))
+        if faiss is not None:
+            fk = faiss.Kmeans(x.shape[1], 8, nredo=args.restarts, seed=i + 1)
+            t0 = time.perf_counter()
+            fk.train(np.ascontiguousarray(x))
+            t_fa += time.perf_counter() - t0
+            rfa.append(ours_i / max(inertia(xt, torch.from_numpy(fk.centroids)), 1e-12))
     sk_total = t_sk / n_sk * num_classes
-    ratios = np.array(ratios)
+    ratios, r10 = np.array(ratios), np.array(r10)
+    fa = (f"{t_fa / n_sk * num_classes:.2f} / {np.mean(rfa):.4f} / {np.max(rfa):.4f}" if rfa else "not installed")
     print(f"| {num_classes} | {args.features} | {args.dim} | {args.device} | {total:.2f} | "
           f"{sk_total:.2f} (from {n_sk} classes) | {sk_total / total:.1f}x | {peak:.0f} | "
-          f"{ratios.mean():.4f} / {ratios.max():.4f} / {100 * (ratios <= 1.01).mean():.0f}% |",
-          flush=True)
+          f"{ratios.mean():.4f} / {ratios.max():.4f} / {100 * (ratios <= 1.01).mean():.0f}% | "
+          f"{r10.mean():.4f} / {r10.max():.4f} | {fa} |", flush=True)
+
+
+def same_partition(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two label vectors (N,) define the same partition (up to relabelling)."""
+    pairs = set(zip(a.tolist(), b.tolist()))
+    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+def fixture(args) -> None:
+    """The ``--fixture`` report (module docstring)."""
+    fx = torch.load(os.path.join(args.fixture, "clustering.pt"))
+    feats, k = fx["data"]["features"], fx["data"]["K"]
+    official = {v: fx["official"][v] for v in ("1.1.3", "1.9.1")}
+
+    def official_inertia(version, name):
+        run = official[version]["kmeans"][name]  # None for N <= K: the official random centroids
+        return run["inertia"] if run else inertia(feats[name], official[version]["centroids"][name])
+
+    print(f"torch threads {torch.get_num_threads()}; fixture {args.fixture}; ratio = ours inertia / "
+          f"official scikit-learn 1.1.3 KMeans(n_init=10) inertia; max over global seeds "
+          f"0..{args.fixture_seeds - 1}; 'same' = partition equal to the official one (seed 0)")
+    settings = [(3, False), (3, True), (10, False), (10, True)]
+    cols = " | ".join(f"{r} seedings{' + Hartigan' if h else ''}: ratio seed 0 / max, seeds above, same"
+                      for r, h in settings)
+    print(f"| class | N | 1.1.3 inertia | 1.9.1 / 1.1.3 | {cols} |")
+    print("|---|---|---|---|" + "---|" * len(settings))
+    results, times = {}, {}
+    for r, h in settings:
+        runs = []
+        for seed in range(args.fixture_seeds):
+            t0 = time.perf_counter()
+            runs.append(cluster_classes(feats, k, seed=seed, restarts=r, hartigan=h))
+            times.setdefault((r, h), []).append(time.perf_counter() - t0)
+        results[(r, h)] = runs
+    for name, x in feats.items():
+        ref = official_inertia("1.1.3", name)
+        cells = []
+        for key in settings:
+            ratios = [inertia(x, run[name]) / max(ref, 1e-12) for run in results[key]]
+            run0 = results[key][0][name]
+            off = official["1.1.3"]["kmeans"][name]
+            same = (same_partition(torch.cdist(x.double(), run0.double()).argmin(1), torch.as_tensor(off["labels"]))
+                    if off else "n/a (N <= K)")
+            above = sum(q > 1 + 1e-9 for q in ratios)
+            cells.append(f"{ratios[0]:.5f} / {max(ratios):.5f}, {above}/{len(ratios)}, {same}")
+        print(f"| {name} | {len(x)} | {ref:.5f} | {official_inertia('1.9.1', name) / max(ref, 1e-12):.5f} | "
+              + " | ".join(cells) + " |")
+    print("wall time of one call over all 8 classes (median over seeds): "
+          + ", ".join(f"{r} seedings{' + Hartigan' if h else ''} {1000 * float(np.median(times[(r, h)])):.1f} ms"
+                      for r, h in settings))
+    import sklearn
+
+    for n_init in (3, 10):  # the installed scikit-learn over the same number of seeds
+        line = []
+        for name, x in feats.items():
+            if len(x) <= k:
+                continue
+            ref = official_inertia("1.1.3", name)
+            ratios = [KMeans(k, n_init=n_init, random_state=s).fit(x.double().numpy()).inertia_ / ref
+                      for s in range(args.fixture_seeds)]
+            line.append(f"{name} {max(ratios):.5f} ({sum(q > 1 + 1e-9 for q in ratios)}/{len(ratios)} above)")
+        print(f"scikit-learn {sklearn.__version__} KMeans(n_init={n_init}, random_state=0..{args.fixture_seeds - 1}) "
+              "/ official 1.1.3, max: " + ", ".join(line))
+    if faiss is None:
+        print("faiss-cpu not installed: faiss anchor skipped")
+        return
+    faiss.omp_set_num_threads(torch.get_num_threads())
+    line = []
+    for name, x in feats.items():
+        if len(x) <= k:
+            continue
+        fk = faiss.Kmeans(x.shape[1], k, nredo=3, seed=1)
+        fk.train(np.ascontiguousarray(x.numpy()))
+        line.append(f"{name} {inertia(x, torch.from_numpy(fk.centroids)) / official_inertia('1.1.3', name):.5f}")
+    print(f"faiss {faiss.__version__} Kmeans(nredo=3) / official 1.1.3: " + ", ".join(line))
 
 
 def main():
@@ -96,16 +204,25 @@ def main():
     p.add_argument("--classes-per-call", type=int, default=512)
     p.add_argument("--max-batch-mb", type=int, default=64)
     p.add_argument("--restarts", type=int, default=3)
+    p.add_argument("--lloyd-only", action="store_true", help="ours without the Hartigan refinement")
+    p.add_argument("--fixture", default="", help="folder of the parity fixture's clustering.pt")
+    p.add_argument("--fixture-seeds", type=int, default=10)
     p.add_argument("--no-header", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    args.hartigan = not args.lloyd_only
+    if args.fixture:
+        fixture(args)
+        return
     if args.no_header:
         run(args.classes[0], args)
         return
-    print(f"torch threads {torch.get_num_threads()}; ours restarts={args.restarts}; sklearn "
-          f"KMeans(8, random_state=0) (n_init auto)")
+    print(f"torch threads {torch.get_num_threads()}; ours restarts={args.restarts}"
+          f"{' + Hartigan' if args.hartigan else ''}; sklearn KMeans(8, random_state=0) (n_init auto)"
+          f"{'' if faiss else '; faiss-cpu not installed: faiss anchor skipped'}")
     print("| classes | features/class | D | device | ours s | sklearn loop s | speed-up | "
-          "peak MB | inertia ours/sklearn mean / max / within 1% |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "peak MB | inertia ours/sklearn mean / max / within 1% | ours / sklearn n_init=10 mean / max | "
+          "faiss s (extrapolated) / inertia ours/faiss mean / max |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     if len(args.classes) == 1:
         run(args.classes[0], args)
         return

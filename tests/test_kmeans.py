@@ -101,3 +101,39 @@ def test_size_batches_bound_padding_and_rows():
     assert [1, 2, 5] in batches  # 19, 20, 21 share a batch; 1834 is alone
     x, valid = pack_rows([torch.ones(2, 3), torch.ones(5, 3)])
     assert x.shape == (2, 5, 3) and valid.sum(1).tolist() == [2, 5] and x[0, 2:].abs().sum() == 0
+
+
+def _sse_and_best_move(x, labels, k):
+    """Float64 sum of squared errors of the partition ``labels`` of ``x`` (N, D) and the largest
+    decrease one Hartigan single-point move could still give (<= 0: no move improves)."""
+    x = x.double()
+    n = torch.bincount(labels, minlength=k).double()
+    c = torch.zeros(k, x.shape[1], dtype=torch.float64).index_add_(0, labels, x) / n.clamp_min(1)[:, None]
+    d = torch.cdist(x, c) ** 2
+    own = d.gather(1, labels[:, None])[:, 0]
+    n_own = n[labels]
+    remove = torch.where(n_own > 1, n_own / (n_own - 1).clamp_min(1) * own, torch.tensor(-float("inf"), dtype=torch.float64))
+    add = (n / (n + 1))[None] * d
+    add.scatter_(1, labels[:, None], float("inf"))
+    return float(own.sum()), float((remove - add.min(1).values).max())
+
+
+def test_hartigan_refinement_only_lowers_inertia_and_ends_stable():
+    g = torch.Generator().manual_seed(7)
+    objs = [torch.rand(n, 5, generator=g) for n in (40, 90, 150, 60)]  # no cluster structure
+    x, valid = _pad(objs)
+    lloyd = batched_kmeans(x, valid, 6, seeds=[1, 2, 3, 4], restarts=1)
+    refined = batched_kmeans(x, valid, 6, seeds=[1, 2, 3, 4], restarts=1, hartigan=True)
+    assert (lloyd.moves == 0).all() and int(refined.moves.sum()) > 0
+    assert (refined.inertia <= lloyd.inertia * (1 + 1e-6)).all()
+    assert (refined.inertia < lloyd.inertia * (1 - 1e-3)).any()
+    for i, o in enumerate(objs):
+        labels = refined.labels[i, : len(o)]
+        assert (refined.labels[i, len(o):] == -1).all()
+        sse, best_gain = _sse_and_best_move(o, labels, 6)
+        assert abs(sse - float(refined.inertia[i])) <= 1e-4 * sse
+        assert best_gain <= 1e-5 * float((o.double() ** 2).sum(1).mean())  # no improving move left
+        means = torch.stack([o[labels == j].mean(0) for j in range(6)])
+        torch.testing.assert_close(refined.centers[i], means, rtol=0, atol=1e-5)
+    alone = batched_kmeans(*_pad([objs[2]]), 6, seeds=[3], restarts=1, hartigan=True)
+    assert torch.equal(alone.labels[0], refined.labels[2, :150])  # independent of the batch

@@ -148,6 +148,10 @@ def add_part_ranking_config(cfg: CN) -> None:
     # ours: k-means seedings per class, and the memory bounds of gather/reduce and of one
     # batched k-means call (see part_distillation/stages/part_ranking.py)
     pr.KMEANS_RESTARTS = 3
+    # ours: refine each class's k-means with Hartigan single-point moves (modeling/kmeans.py); only
+    # lowers the k-means objective (to the official scikit-learn KMeans(n_init=10) inertia or below
+    # on the parity fixture, docs/BENCHMARKS.md); False: plain Lloyd k-means as before
+    pr.KMEANS_HARTIGAN = True
     pr.FEATURE_BUFFER_MB = 256
     pr.CLUSTER_BATCH_MB = 64  # CPU: small batches stay in cache (bench); GPU configs use more
     add_stage_run_keys(pr)  # TOTAL_PARTITIONS, PARTITION_INDEX, FILTERED_CODE_PATH_LIST, ...

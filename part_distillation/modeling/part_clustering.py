@@ -16,6 +16,14 @@ single class larger than the budget runs alone. Each class's random seed is deri
 class code (:func:`class_seed`), so its centroids do not depend on which classes share its batch,
 on the batch budget or on the partitioning of classes into jobs.
 
+k-means objective: the official ``ClusteringModule`` runs scikit-learn ``KMeans`` (the official
+environment's 1.1.x: ``n_init=10`` k-means++ seedings, Lloyd). Here each class gets
+``PART_RANKING.KMEANS_RESTARTS`` greedy k-means++ seedings and Lloyd steps, then (stage default,
+``PART_RANKING.KMEANS_HARTIGAN``) Hartigan single-point moves
+(:mod:`part_distillation.modeling.kmeans`), which only lower the sum of squared distances; the
+centroids are the means of the resulting clusters, so they can differ from a plain Lloyd result
+where the partition is ambiguous, and equal it where the clusters are clear.
+
 Small classes (the official code falls back to random centroids): a class with N <= K features
 cannot give K distinct clusters. Here such a class gets ``K' = number of distinct features``
 clusters whose centroids are those distinct features (the exact k-means optimum for K' = that
@@ -78,6 +86,7 @@ def cluster_classes(
     restarts: int = 3,
     device: Optional[torch.device] = None,
     max_batch_bytes: int = 64 << 20,
+    hartigan: bool = False,
 ) -> Dict[str, Optional[torch.Tensor]]:
     """k-means with ``k`` clusters per class, many classes per batched call.
 
@@ -90,6 +99,9 @@ def cluster_classes(
             clusters in 3 of 6 synthetic classes, as scikit-learn's single init does in 2).
         device: where k-means runs (default: the first feature's device).
         max_batch_bytes: bound on one call's estimated working memory (:func:`kmeans_batch_bytes`).
+        hartigan: refine each class's Lloyd result with Hartigan single-point moves
+            (PART_RANKING.KMEANS_HARTIGAN; :mod:`part_distillation.modeling.kmeans`): lower or
+            equal inertia, centroids still the means of their clusters.
 
     Returns:
         ``{class_code: (K_c, D) float32 centroids on the CPU}`` with ``K_c = k`` when ``N_c > k``,
@@ -133,7 +145,7 @@ def cluster_classes(
             x[i, : f.shape[0]] = f.to(device=device, dtype=torch.float32)
             valid[i, : f.shape[0]] = True
         result = batched_kmeans(x, valid, k, seeds=[class_seed(c, seed) for c, _ in chunk],
-                                iters=iters, tol=tol, restarts=restarts)
+                                iters=iters, tol=tol, restarts=restarts, hartigan=hartigan)
         centers = result.centers.cpu()
         for i, (code, _) in enumerate(chunk):
             out[code] = centers[i].clone()

@@ -113,6 +113,7 @@ class PartRankingStage(ProposalNetworkStage):
             ``segment_settings["apply_object_mask"]`` also clips pass 2's parts).
         num_clusters: K of the per-class k-means (``PART_RANKING.NUM_CLUSTERS``).
         kmeans_restarts: k-means seedings per class (``PART_RANKING.KMEANS_RESTARTS``).
+        kmeans_hartigan: Hartigan refinement of each class's k-means (``PART_RANKING.KMEANS_HARTIGAN``).
         feature_buffer_mb: features held in memory while gathering, and per reduce call
             (``PART_RANKING.FEATURE_BUFFER_MB``).
         cluster_batch_mb: k-means working memory per batched call (``PART_RANKING.CLUSTER_BATCH_MB``).
@@ -126,19 +127,21 @@ class PartRankingStage(ProposalNetworkStage):
     CONFIG_NAMESPACE = "PART_RANKING"
     INPUT_KEYS = "PART_RANKING.DATASET_PATH or PART_RANKING.DATASET_PATH_LIST"
     RECORDED_ARGUMENTS = ProposalNetworkStage.RECORDED_ARGUMENTS + (
-        "num_clusters", "kmeans_restarts", "feature_buffer_mb", "cluster_batch_mb", "labelling_settings")
+        "num_clusters", "kmeans_restarts", "kmeans_hartigan", "feature_buffer_mb", "cluster_batch_mb",
+        "labelling_settings")
     LABELLING_SETTINGS = ("classifier_metric", "min_area_ratio_2", "min_score_2", "per_pixel_labeling")
 
     @configurable
     def __init__(self, *, output_dir: str, run_options, default_inputs, network_cfg, segment_settings: dict,
                  num_clusters: int, kmeans_restarts: int, feature_buffer_mb: int, cluster_batch_mb: int,
-                 labelling_settings: dict):
+                 labelling_settings: dict, kmeans_hartigan: bool = True):
         super().__init__(output_dir=output_dir, run_options=run_options, default_inputs=default_inputs,
                          network_cfg=network_cfg, segment_settings=segment_settings)
         if sorted(labelling_settings) != sorted(self.LABELLING_SETTINGS):
             raise ValueError(f"labelling_settings must have the keys {list(self.LABELLING_SETTINGS)}, got "
                              f"{sorted(labelling_settings)}")
         self.num_clusters, self.kmeans_restarts = int(num_clusters), int(kmeans_restarts)
+        self.kmeans_hartigan = bool(kmeans_hartigan)
         self.feature_buffer_mb, self.cluster_batch_mb = int(feature_buffer_mb), int(cluster_batch_mb)
         self.labelling_settings = dict(labelling_settings)
         self.gather_buffer_bytes = self.feature_buffer_mb << 20
@@ -146,11 +149,12 @@ class PartRankingStage(ProposalNetworkStage):
     @classmethod
     def from_config(cls, cfg, output_dir: str) -> dict:
         """:meth:`ProposalNetworkStage.from_config` plus PART_RANKING.{NUM_CLUSTERS,
-        KMEANS_RESTARTS, FEATURE_BUFFER_MB, CLUSTER_BATCH_MB, CLASSIFIER_METRIC, MIN_AREA_RATIO_2,
-        MIN_SCORE_2, USE_PER_PIXEL_LABEL_DURING_LABELING}."""
+        KMEANS_RESTARTS, KMEANS_HARTIGAN, FEATURE_BUFFER_MB, CLUSTER_BATCH_MB, CLASSIFIER_METRIC,
+        MIN_AREA_RATIO_2, MIN_SCORE_2, USE_PER_PIXEL_LABEL_DURING_LABELING}."""
         pr = cfg.PART_RANKING
         return dict(super().from_config(cfg, output_dir), num_clusters=pr.NUM_CLUSTERS,
-                    kmeans_restarts=pr.KMEANS_RESTARTS, feature_buffer_mb=pr.FEATURE_BUFFER_MB,
+                    kmeans_restarts=pr.KMEANS_RESTARTS, kmeans_hartigan=pr.KMEANS_HARTIGAN,
+                    feature_buffer_mb=pr.FEATURE_BUFFER_MB,
                     cluster_batch_mb=pr.CLUSTER_BATCH_MB,
                     labelling_settings=dict(classifier_metric=pr.CLASSIFIER_METRIC,
                                             min_area_ratio_2=pr.MIN_AREA_RATIO_2, min_score_2=pr.MIN_SCORE_2,
@@ -254,6 +258,7 @@ class PartRankingStage(ProposalNetworkStage):
         device = torch.device(self.network_cfg.MODEL.DEVICE)
         cents = cluster_classes({c: torch.from_numpy(np.asarray(f)) for c, f in features.items()},
                                 self.num_clusters, restarts=self.kmeans_restarts, device=device,
+                                hartigan=self.kmeans_hartigan,
                                 max_batch_bytes=self.cluster_batch_mb << 20)
         return {c: {"centroids": cents[c].numpy().astype(np.float32)} for c in features}
 
@@ -263,9 +268,10 @@ class PartRankingStage(ProposalNetworkStage):
     # ---- map: pass 2 ----
     def labels_made_with(self) -> dict:
         """What each output file's ``config["PART_RANKING"]`` records: the segment settings,
-        ``num_clusters``, ``kmeans_restarts`` and the labelling settings."""
+        ``num_clusters``, ``kmeans_restarts``, ``kmeans_hartigan`` and the labelling settings."""
         return {**self.segment_settings, "num_clusters": self.num_clusters,
-                "kmeans_restarts": self.kmeans_restarts, **self.labelling_settings}
+                "kmeans_restarts": self.kmeans_restarts, "kmeans_hartigan": self.kmeans_hartigan,
+                **self.labelling_settings}
 
     def process_with_state(self, item: WorkItem, states: Mapping[str, Dict[str, np.ndarray]]):
         """The item's ``part_ranking`` pseudo-label."""
