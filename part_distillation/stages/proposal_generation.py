@@ -261,7 +261,7 @@ def assign_segments(features: torch.Tensor, centers: torch.Tensor, mask: torch.T
     for r0 in range(0, inside.shape[0], ASSIGN_ROWS):
         rows = slice(ys.start + r0, min(ys.start + r0 + ASSIGN_ROWS, ys.stop))
         up = upsample_scores(scores, resized, tuple(mask.shape), stride, rows, xs)
-        # max().indices, not argmax(): on CPU torch's argmax over the leading dim is ~5x slower
+        # max().indices, not argmax(): on CPU torch's argmax over the leading dim is several times slower
         box[r0: r0 + up.shape[1]] = up.max(0).indices.int() + 1
     box[~inside] = 0
     seg = np.zeros(tuple(mask.shape), np.int32)
