@@ -134,8 +134,8 @@ def _assign(x, centers):
 
 def _update(x, valid, labels, centers):
     """Lloyd M-step: ``x`` (A, N, D), ``valid`` (A, N) bool, ``labels`` (A, N, R) from
-    :func:`_assign`, ``centers`` (A, R, K, D) -> new centres (A, R, K, D); an empty cluster keeps
-    its centre. The centre sums are a scatter-add of the points (``index_add_``), ~2K times fewer
+    :func:`_assign`, ``centers`` (A, R, K, D) -> new centres (A, R, K, D), the means of the
+    clusters (an empty cluster keeps its centre), and the cluster sizes (A, R, K) float. The centre sums are a scatter-add of the points (``index_add_``), ~2K times fewer
     operations than a one-hot matrix product."""
     a, r, k, d = centers.shape
     # bin of each (point, seeding): (row * R + seeding) * K + label; padding goes to a spare bin
@@ -147,7 +147,7 @@ def _update(x, valid, labels, centers):
         sums.index_add_(0, bins[..., j].reshape(-1), flat)
     size = torch.bincount(bins.reshape(-1), minlength=a * r * k + 1)[:-1].view(a, r, k, 1)
     sums = sums[:-1].view(a, r, k, d)
-    return torch.where(size > 0, sums / size.clamp_min(1), centers)
+    return torch.where(size > 0, sums / size.clamp_min(1), centers), size[..., 0].to(x.dtype)
 
 
 def _inertia(xx, valid_f, labels, part):
@@ -159,7 +159,7 @@ def _inertia(xx, valid_f, labels, part):
 def _step(x, valid, centers, moving, thresh):
     """Lloyd step of the seedings still ``moving`` (A, R) bool; a seeding stops when its squared
     centre shift is <= ``thresh`` (A,). Returns new centres and the new ``moving``."""
-    new = _update(x, valid, _assign(x, centers)[0], centers)
+    new = _update(x, valid, _assign(x, centers)[0], centers)[0]
     new = torch.where(moving[..., None, None], new, centers)
     return new, moving & (((new - centers) ** 2).sum((-1, -2)) > thresh[:, None])
 
@@ -287,17 +287,6 @@ def _result(x, xx, valid, valid_f, centers, n_iter, hartigan=False, max_moves=0)
     return KMeansResult(centers[:, 0], labels, inertia, n_iter[:, 0], moves)
 
 
-def _means(x, valid, labels, centers):
-    """Cluster means and sizes: ``x`` (B, N, D), ``valid`` (B, N), ``labels`` (B, N) in [0, K),
-    ``centers`` (B, K, D) -> means (B, K, D) (an empty cluster keeps its centre) and sizes (B, K)
-    float."""
-    b, k, d = centers.shape
-    bins = torch.where(valid, labels + torch.arange(b, device=x.device)[:, None] * k, b * k)
-    sums = x.new_zeros(b * k + 1, d).index_add_(0, bins.reshape(-1), x.reshape(-1, d))[:-1].view(b, k, d)
-    size = torch.bincount(bins.reshape(-1), minlength=b * k + 1)[:-1].view(b, k).to(x.dtype)
-    return torch.where(size[..., None] > 0, sums / size.clamp_min(1)[..., None], centers), size
-
-
 def _hartigan(x, xx, valid, labels, centers, max_moves, rel_eps=1e-6):
     """Hartigan single-point-move refinement (module docstring) of the partitions ``labels``
     (B, N) of the rows of ``x`` (B, N, D) (``xx`` = ||x||^2 (B, N), ``valid`` (B, N) bool), whose
@@ -306,7 +295,7 @@ def _hartigan(x, xx, valid, labels, centers, max_moves, rel_eps=1e-6):
     ||x||^2. Returns the means of the final partitions (B, K, D) and the moves per row (B,)."""
     b, n, d = x.shape
     k = centers.shape[1]
-    centers, size = _means(x, valid, labels, centers)
+    centers, size = (t[:, 0] for t in _update(x, valid, labels[..., None], centers[:, None]))
     moves = torch.zeros(b, dtype=torch.long, device=x.device)
     eps = rel_eps * (xx * valid).sum(1) / valid.sum(1).clamp_min(1)  # (B,)
     rows = torch.arange(b, device=x.device)
@@ -350,7 +339,7 @@ def _hartigan(x, xx, valid, labels, centers, max_moves, rel_eps=1e-6):
                 t[keep] for t in (act, xa, xxa, va, la, ca, na, ea, dist, going))
     labels[act], centers[act] = la, ca
     # exact means of the final partitions (the incremental updates accumulate rounding)
-    return _means(x, valid, labels, centers)[0], moves
+    return _update(x, valid, labels[..., None], centers[:, None])[0][:, 0], moves
 
 
 def _subsample(valid: torch.Tensor, size: int, seeds: Sequence[int]) -> torch.Tensor:
