@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.pseudo_labels import ImagePseudoLabel, pseudo_label_path
-from ..utils.class_filter import class_allowed, read_class_filter
+from ..utils.class_filter import class_allowed, class_filter_args, read_class_filter
 from ..utils.io import atomic_write_json
 from ..utils.process import OutputLock
 from ..utils.sharding import RunSummary, SkipItem, resolve_partition
@@ -54,10 +54,7 @@ class RunOptions:
         """The run keys of ``cfg[namespace]`` (``SINGLE_CLASS_CODE`` where the namespace has it)."""
         ns = cfg[namespace]
         return cls(namespace=namespace, total_partitions=int(ns.TOTAL_PARTITIONS),
-                   partition_index=int(ns.PARTITION_INDEX),
-                   filtered_code_path_list=tuple(ns.FILTERED_CODE_PATH_LIST),
-                   exclude_code_path=ns.EXCLUDE_CODE_PATH, path_only=bool(ns.PATH_ONLY),
-                   single_class_code=ns.get("SINGLE_CLASS_CODE", "") or "", debug=bool(ns.DEBUG))
+                   partition_index=int(ns.PARTITION_INDEX), debug=bool(ns.DEBUG), **class_filter_args(ns))
 
     def partition(self) -> Tuple[int, int]:
         """``(total, index)`` resolved (:func:`~part_distillation.utils.sharding.resolve_partition`).

@@ -12,9 +12,15 @@ def load_class_filter(ns) -> Tuple[Optional[set], set]:
     Raises:
         FileNotFoundError: a listed file does not exist (names the key).
     """
-    return read_class_filter(filtered_code_path_list=list(ns.FILTERED_CODE_PATH_LIST),
-                             exclude_code_path=ns.EXCLUDE_CODE_PATH, path_only=bool(ns.PATH_ONLY),
-                             single_class_code=ns.get("SINGLE_CLASS_CODE", "") or "")
+    return read_class_filter(**class_filter_args(ns))
+
+
+def class_filter_args(ns) -> dict:
+    """The keyword arguments of :func:`read_class_filter` from a stage namespace's
+    ``FILTERED_CODE_PATH_LIST`` (a tuple), ``EXCLUDE_CODE_PATH``, ``PATH_ONLY`` and
+    ``SINGLE_CLASS_CODE`` (``""`` where the namespace has no such key)."""
+    return dict(filtered_code_path_list=tuple(ns.FILTERED_CODE_PATH_LIST), exclude_code_path=ns.EXCLUDE_CODE_PATH,
+                path_only=bool(ns.PATH_ONLY), single_class_code=ns.get("SINGLE_CLASS_CODE", "") or "")
 
 
 def read_class_filter(*, filtered_code_path_list: Sequence[str], exclude_code_path: str, path_only: bool,
