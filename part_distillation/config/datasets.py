@@ -12,6 +12,11 @@ def add_custom_datasets_config(cfg: CN) -> None:
     # True: official merged part vocabulary (Pascal-Part: 50 parts; PartImageNet: one mask per part
     # class); False: raw annotation names, one part per annotation
     cd.USE_MERGED_GT = True
+    # ground-truth geometry of the evaluation mappers (data.proposal_dataset.PartEvalDatasetMapper):
+    # "official" = the official mapper's per dataset (Pascal-Part "upsampled": masks at the input
+    # size, bilinear > 0 back to the original size; PartImageNet "input": everything at the input
+    # size; others "original"), or one of "original" (masks as annotated), "upsampled", "input"
+    cd.EVAL_GEOMETRY = "official"
     cd.PASCAL_PARTS = CN()
     cd.PASCAL_PARTS.IMAGES_DIRNAME = ""  # VOC2010 devkit folder (JPEGImages/, ImageSets/Main/)
     cd.PASCAL_PARTS.ANNOTATIONS_DIRNAME = ""  # Pascal-Part <id>.mat files

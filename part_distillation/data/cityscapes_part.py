@@ -112,6 +112,7 @@ class CityscapesPartLoader(DatasetLoader):
     LAYOUT = ("cityscapes_part/leftImg8bit/{train,val}/<city>/<id>_leftImg8bit.png\n"
               "cityscapes_part/gtFine/{train,val}/<city>/<id>_gtFine_instanceIds.png\n"
               "cityscapes_part/gtFinePanopticParts/{train,val}/<city>/<id>_gtFinePanopticParts.tif")
+    OFFICIAL_EVAL_GEOMETRY = "upsampled"  # official CityscapesPartMapper (keeps the original height/width)
 
     def paths(self) -> List[str]:
         o = self.options

@@ -16,7 +16,7 @@ rule (:func:`few_shot_subset`) is applied once, by the trainer, to the training 
 Metadata of every registered name (``MetadataCatalog.get(name)``): ``loader`` (registry name),
 ``evaluator_type`` (``"part"`` or ``"none"``), ``has_parts``, ``layout``, ``thing_classes``
 (``class_id`` indexes it), ``part_classes`` (``part_id`` indexes it) where the format fixes them,
-``eval_mode`` (``"pre_labeling"`` / ``"match"`` / ``"evaluate"`` for the evaluation names)
+``official_eval_geometry`` (the loader's ``OFFICIAL_EVAL_GEOMETRY``), ``eval_mode`` (``"pre_labeling"`` / ``"match"`` / ``"evaluate"`` for the evaluation names)
 and ``load_report`` (:class:`~part_distillation.data.load_report.LoadReport`,
 filled by each load). Loader-specific fields are documented with each loader.
 """
@@ -143,6 +143,7 @@ def register_dataset(name: str, loader_name: str, debug: bool = False, eval_mode
     DatasetCatalog.register(name, lambda: _load(name, loader, debug))
     meta = {"loader": loader_name, "evaluator_type": loader.EVALUATOR_TYPE,
             "has_parts": loader.EVALUATOR_TYPE == "part", "layout": loader.LAYOUT,
+            "official_eval_geometry": loader.OFFICIAL_EVAL_GEOMETRY,
             "load_report": LoadReport(name)}
     if eval_mode:
         meta["eval_mode"] = eval_mode

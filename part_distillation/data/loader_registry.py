@@ -13,14 +13,18 @@ from .load_report import LoadReport
 class DatasetLoader:
     """One on-disk dataset format.
 
-    Subclasses set :attr:`LAYOUT` (the expected layout, quoted in missing-folder errors) and
+    Subclasses set :attr:`LAYOUT` (the expected layout, quoted in missing-folder errors),
     :attr:`EVALUATOR_TYPE` (``"part"``: ground-truth parts to evaluate against; ``"none"``:
-    images only), take their options as keyword arguments and implement :meth:`paths`,
+    images only) and :attr:`OFFICIAL_EVAL_GEOMETRY` (the ground-truth geometry of the official
+    evaluation mapper of the format, ``"original"`` / ``"upsampled"`` / ``"input"``, see
+    :class:`part_distillation.data.proposal_dataset.PartEvalDatasetMapper`; registered as the
+    ``official_eval_geometry`` metadata), take their options as keyword arguments and implement :meth:`paths`,
     :meth:`metadata` and :meth:`load`.
     """
 
     LAYOUT = ""
     EVALUATOR_TYPE = "part"
+    OFFICIAL_EVAL_GEOMETRY = "original"
 
     def __init__(self, **options):
         self.options = options

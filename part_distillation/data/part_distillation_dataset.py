@@ -9,8 +9,12 @@ Training set: one or more stage-5 folders in the pseudo-label layout
 
 * an object is kept when its area / image area > MIN_OBJECT_AREA_RATIO and its class code passes
   FILTERED_CODE_PATH_LIST / EXCLUDE_CODE_PATH;
-* a part is kept when its area / its object's area > MIN_AREA_RATIO and its score >= MIN_SCORE;
-  an object without kept parts is dropped;
+* every labelled part is kept, whatever its area and score (official ``load_annotation`` of
+  ``PartDistillationDatasetMapper`` at the public commit 938fd78, the released checkpoints' code,
+  where a0bb459's per-part ``MIN_AREA_RATIO`` / ``MIN_SCORE`` checks are commented out); an object
+  without a labelled part is dropped. MIN_AREA_RATIO acts in the mapper, after the augmentation
+  (a part's share of the parts' total area, official ``_transform_annotations``), and MIN_SCORE
+  only in the model's inference;
 * a part without a label (not a stage-5 file) is dropped and counted; a label outside [0, K) is
   an error (NUM_PART_CLASSES does not match stage 5).
 
@@ -71,16 +75,13 @@ class PseudoLabelFilter:
 
     Attributes:
         num_part_classes: K (NUM_PART_CLASSES).
-        min_object_area_ratio, min_area_ratio, min_score: MIN_OBJECT_AREA_RATIO, MIN_AREA_RATIO,
-            MIN_SCORE.
+        min_object_area_ratio: MIN_OBJECT_AREA_RATIO.
         keep_codes: train on these class codes only (None: all; FILTERED_CODE_PATH_LIST);
             exclude_codes: leave these out (EXCLUDE_CODE_PATH).
     """
 
     num_part_classes: int
     min_object_area_ratio: float = 0.001
-    min_area_ratio: float = -1.0
-    min_score: float = -1.0
     keep_codes: Optional[Tuple[str, ...]] = None
     exclude_codes: Tuple[str, ...] = ()
 
@@ -120,8 +121,7 @@ class PseudoLabelFilter:
                 if not 0 <= int(part.label) < self.num_part_classes:
                     raise ValueError(f"{path}: part label {part.label} outside [0, "
                                      f"{self.num_part_classes}) (PART_DISTILLATION.NUM_PART_CLASSES)")
-                if float(part.mask.sum()) / object_area > self.min_area_ratio and part.score >= self.min_score:
-                    parts.append(pi)
+                parts.append(pi)
             count("parts_kept", len(parts))
             count("parts_dropped", len(obj.parts) - len(parts))
             if not parts:
@@ -212,9 +212,8 @@ def pseudo_label_filter(cfg) -> PseudoLabelFilter:
     FILTERED_CODE_PATH_LIST files; with PATH_ONLY their lines may be paths ending in the code)."""
     pd = cfg.PART_DISTILLATION
     keep, exclude = load_class_filter(pd)
-    return PseudoLabelFilter(pd.NUM_PART_CLASSES, pd.MIN_OBJECT_AREA_RATIO, pd.MIN_AREA_RATIO,
-                             pd.MIN_SCORE, None if keep is None else tuple(sorted(keep)),
-                             tuple(sorted(exclude)))
+    return PseudoLabelFilter(pd.NUM_PART_CLASSES, pd.MIN_OBJECT_AREA_RATIO,
+                             None if keep is None else tuple(sorted(keep)), tuple(sorted(exclude)))
 
 
 def _dataset_args(cfg) -> Optional[tuple]:
@@ -404,11 +403,11 @@ class PartDistillationEvalDatasetMapper(PartEvalDatasetMapper):
         self.unknown_objects = 0
 
     @classmethod
-    def from_config(cls, cfg) -> dict:
-        """PartEvalDatasetMapper's arguments; ``class_codes`` from the training set of
+    def from_config(cls, cfg, dataset_name: Optional[str] = None) -> dict:
+        """PartEvalDatasetMapper's arguments (for ``dataset_name``); ``class_codes`` from the training set of
         PART_DISTILLATION.DATASET_PATH(_LIST) when its ``object_class`` came from the vocabulary
         (loading it if needed), else None."""
-        ret = super().from_config(cfg)
+        ret = super().from_config(cfg, dataset_name)
         args = _dataset_args(cfg)
         ret["class_codes"] = None
         ret["imagenet_1k_ids"] = False

@@ -188,6 +188,7 @@ class PartImageNetLoader(DatasetLoader):
     LAYOUT = ("$DETECTRON2_DATASETS/part_imagenet/{train,val,test}.json  [+ valtest.json, else val+test]\n"
               "$DETECTRON2_DATASETS/imagenet_1k/train/<wnid>/<wnid>_<n>.JPEG\n"
               "(CUSTOM_DATASETS.PART_IMAGENET.{ANNOTATIONS,IMAGES}_DIRNAME override the two folders)")
+    OFFICIAL_EVAL_GEOMETRY = "input"  # official PartImageNetMapper (height/width = the resized image)
 
     def paths(self) -> List[str]:
         return [self.options["annotations_dirname"], self.options["images_dirname"]]

@@ -371,6 +371,7 @@ class PascalPartLoader(DatasetLoader):
     metadata; see :func:`load_pascal_part`)."""
 
     LAYOUT = "<root>/JPEGImages/<id>.jpg\n<root>/Annotations_Part/<id>.mat"
+    OFFICIAL_EVAL_GEOMETRY = "upsampled"  # official VOCPartsMapper (keeps the original height/width)
 
     def paths(self) -> List[str]:
         root = self.options["root"]
@@ -409,6 +410,7 @@ class PascalPartsSplitLoader(DatasetLoader):
               "<annotations_dirname>/<id>.mat                  (Pascal-Part annotations)\n"
               "defaults: $DETECTRON2_DATASETS/pascal_parts/{images,annotations}; "
               "CUSTOM_DATASETS.PASCAL_PARTS.{IMAGES,ANNOTATIONS}_DIRNAME override them")
+    OFFICIAL_EVAL_GEOMETRY = "upsampled"  # official VOCPartsMapper (keeps the original height/width)
 
     def paths(self) -> List[str]:
         o = self.options

@@ -25,6 +25,7 @@ Mappers (detectron2 ``Registry`` :data:`DATASET_MAPPER_REGISTRY`, chosen by
   (:mod:`part_distillation.data.pascal_part` dicts), for the evaluators of
   :mod:`part_distillation.evaluation.evaluators`.
 """
+import dataclasses
 import logging
 import os
 from typing import List, Optional, Sequence, Tuple
@@ -38,7 +39,8 @@ from detectron2.structures import BitMasks, Instances
 
 from .build import DATASET_MAPPER_REGISTRY
 from .ground_truth import gt_objects
-from .datasets import few_shot_training_dicts
+from ..utils.masks import upsample_masks_official
+from .datasets import dataset_name as resolve_name, few_shot_training_dicts
 from .images import read_image_rgb
 from ..utils.class_filter import class_allowed, load_class_filter
 from ..utils.object_filter import object_area_ratio_keep
@@ -265,29 +267,79 @@ class ProposalDatasetMapper:
         }
 
 
+# CUSTOM_DATASETS.EVAL_GEOMETRY values (see PartEvalDatasetMapper)
+EVAL_GEOMETRIES = ("official", "original", "upsampled", "input")
+
+
+def resolve_eval_geometry(setting: str, dataset_name: Optional[str]) -> str:
+    """The ground-truth geometry ``"original"`` / ``"upsampled"`` / ``"input"`` of
+    CUSTOM_DATASETS.EVAL_GEOMETRY ``setting`` for ``dataset_name``: ``"official"`` gives the
+    dataset's (a registered name or a folder) ``official_eval_geometry`` metadata (that of its loader; ``"original"`` for a dataset
+    the official code has no mapper for) and, with no dataset name, ``"original"``.
+
+    Raises:
+        ValueError: ``setting`` not in :data:`EVAL_GEOMETRIES` (names the key).
+    """
+    if setting not in EVAL_GEOMETRIES:
+        raise ValueError(f"CUSTOM_DATASETS.EVAL_GEOMETRY must be one of {EVAL_GEOMETRIES}, got {setting!r}")
+    if setting != "official":
+        return setting
+    if dataset_name is None:
+        return "original"
+    return MetadataCatalog.get(resolve_name(dataset_name)).get("official_eval_geometry", "original")
+
+
 class PartEvalDatasetMapper:
     """Inference mapper for ground-truth part datasets (dicts of
     :func:`part_distillation.data.pascal_part.load_pascal_part`).
 
     Resizes with ResizeShortestEdge(INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST). Output dict:
-    ``image`` (3, h, w) uint8 tensor; ``height`` / ``width`` the ORIGINAL size H x W;
-    ``object_masks`` (O, h, w) bool tensor at the input resolution (model input); ``objects``: O
-    :class:`~part_distillation.data.ground_truth.GTObject` s at the original resolution for the
-    evaluators (``mask`` (H, W), ``parts`` (P, H, W), ``part_names``, ``class_name``, ...); plus
-    ``file_name`` and ``image_id``.
+    ``image`` (3, h, w) uint8 tensor; ``object_masks`` (O, h, w) bool tensor at the input
+    resolution (model input; nearest-neighbour); ``objects``: O
+    :class:`~part_distillation.data.ground_truth.GTObject` s for the evaluators (``mask``,
+    ``parts`` (P, ., .), ``part_names``, ``class_name``, ...); ``height`` / ``width``, the size the
+    model writes its outputs at and the size of the ``objects`` masks; plus ``file_name`` and
+    ``image_id``.
+
+    The ground-truth geometry (``geometry``, CUSTOM_DATASETS.EVAL_GEOMETRY through
+    :func:`resolve_eval_geometry`):
+
+    * ``"original"`` (ours): ``height`` / ``width`` = the original image size H x W, ``objects``
+      exactly as annotated;
+    * ``"upsampled"`` (official Pascal-Part path, ``VOCPartsMapper`` + ``PartDistillationModel.
+      inference``): the masks are resized to the input size (nearest) and back to H x W with the
+      official :func:`~part_distillation.utils.masks.upsample_masks_official` (bilinear, > 0: up to
+      one input pixel wider on every side); ``height`` / ``width`` = H x W;
+    * ``"input"`` (official PartImageNet path, ``PartImageNetMapper``, which sets ``height`` /
+      ``width`` to the resized image): ``height`` / ``width`` = the input size h x w and the masks
+      resized to it (nearest; the official code rasterises the resized polygons, which can differ
+      on edge pixels).
     """
 
     @configurable
-    def __init__(self, *, augmentations: List[T.Augmentation], image_format: str):
-        """Args: augmentations: applied in order; image_format: "RGB" or "BGR"."""
+    def __init__(self, *, augmentations: List[T.Augmentation], image_format: str,
+                 geometry: str = "original"):
+        """Args: augmentations: applied in order; image_format: "RGB" or "BGR"; geometry:
+        ``"original"``, ``"upsampled"`` or ``"input"`` (see the class docstring).
+
+        Raises:
+            ValueError: unknown ``geometry``."""
+        if geometry not in EVAL_GEOMETRIES[1:]:
+            raise ValueError(f"geometry must be one of {EVAL_GEOMETRIES[1:]}, got {geometry!r}")
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
+        self.geometry = geometry
 
     @classmethod
-    def from_config(cls, cfg) -> dict:
-        """Resize from INPUT.{MIN_SIZE_TEST, MAX_SIZE_TEST}; format INPUT.FORMAT."""
+    def from_config(cls, cfg, dataset_name: Optional[str] = None) -> dict:
+        """Resize from INPUT.{MIN_SIZE_TEST, MAX_SIZE_TEST}; format INPUT.FORMAT; geometry from
+        CUSTOM_DATASETS.EVAL_GEOMETRY for ``dataset_name`` (:func:`resolve_eval_geometry`)."""
+        geometry = resolve_eval_geometry(cfg.CUSTOM_DATASETS.EVAL_GEOMETRY, dataset_name)
+        if dataset_name is not None:
+            logger.info("evaluation ground truth of %s: geometry %r (CUSTOM_DATASETS.EVAL_GEOMETRY %r)",
+                        dataset_name, geometry, cfg.CUSTOM_DATASETS.EVAL_GEOMETRY)
         return {"augmentations": [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)],
-                "image_format": cfg.INPUT.FORMAT}
+                "image_format": cfg.INPUT.FORMAT, "geometry": geometry}
 
     def __call__(self, dataset_dict: dict) -> dict:
         """Map one part-dataset dict. Raises ValueError when the image size differs from the
@@ -301,16 +353,29 @@ class PartEvalDatasetMapper:
         aug = T.AugInput(image)
         transforms = self.augmentations(aug)
         size = aug.image.shape[:2]
+        object_masks = transform_masks([o.mask for o in objects], transforms, size)
+        out_size = size if self.geometry == "input" else (height, width)
+        if self.geometry != "original":
+            objects = [self._resample(o, transforms, size, out_size) for o in objects]
         return {
             "file_name": dataset_dict["file_name"],
             "image_id": dataset_dict["image_id"],
-            "height": height,
-            "width": width,
+            "height": int(out_size[0]),
+            "width": int(out_size[1]),
             "image": torch.as_tensor(np.ascontiguousarray(aug.image.transpose(2, 0, 1))),
-            "object_masks": transform_masks([o.mask for o in objects], transforms, size),
+            "object_masks": object_masks,
             "objects": objects,
         }
 
-
-
-
+    @staticmethod
+    def _resample(obj, transforms: T.TransformList, size, out_size):
+        """``obj`` with its mask and part masks resized to the input ``size`` (nearest) and, when
+        ``out_size`` differs, back to ``out_size`` by the official bilinear > 0 rule."""
+        def resample(masks: List[np.ndarray]) -> np.ndarray:
+            if not masks:
+                return np.zeros((0, *out_size), bool)
+            small = transform_masks(masks, transforms, size)
+            return upsample_masks_official(small, out_size).numpy()
+        mask = resample([obj.mask])[0]
+        parts = resample(list(obj.parts))
+        return dataclasses.replace(obj, mask=mask, parts=parts)

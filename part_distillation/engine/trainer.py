@@ -330,9 +330,11 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_test_loader(cls, cfg, dataset_name: str):
         """Ground-truth part dataset ``dataset_name`` through :class:`PartEvalDatasetMapper`
-        (stage 6: :class:`PartDistillationEvalDatasetMapper`, which adds the object classes)."""
-        mapper = (PartDistillationEvalDatasetMapper(cfg) if training_task(cfg) == "part_distillation"
-                  else PartEvalDatasetMapper(cfg))
+        (stage 6: :class:`PartDistillationEvalDatasetMapper`, which adds the object classes), with
+        the dataset's ground-truth geometry (CUSTOM_DATASETS.EVAL_GEOMETRY)."""
+        mapper_class = (PartDistillationEvalDatasetMapper if training_task(cfg) == "part_distillation"
+                        else PartEvalDatasetMapper)
+        mapper = mapper_class(cfg, dataset_name=dataset_name)
         return build_detection_test_loader(resolve_dataset(dataset_name, cfg), mapper=mapper,
                                            num_workers=cfg.DATALOADER.NUM_WORKERS)
 

@@ -50,9 +50,35 @@ Ground-truth part ids index a fixed part vocabulary (``part_classes``; :func:`pa
 builds one from dataset dicts when the dataset has none). Where GT parts overlap, the later part
 labels the pixel; where predicted segments overlap, the later segment does (official order).
 
-Official code at a0bb459 and the later public commits 827c35d / 938fd78: ``miou_evaluator.py`` and
-``miou_matcher.py`` are the same in all three (whitespace only), so the metrics above hold for the
-released checkpoints' code as well.
+Ground-truth geometry (which pixels count) is the evaluation mapper's, not this module's:
+CUSTOM_DATASETS.EVAL_GEOMETRY "official" (the default) gives each dataset its official mapper's
+frame (:class:`part_distillation.data.proposal_dataset.PartEvalDatasetMapper`): Pascal-Part and
+Cityscapes-Part GT masks resized to the network input and back, bilinear > 0 (slightly wider),
+at the original size; PartImageNet everything at the network input size. "original" scores
+against the masks as annotated, at the original size (the main job's evaluation always does).
+
+Official code at a0bb459 and the later public commits 827c35d / 938fd78 (the released
+checkpoints' code), compared file by file:
+
+* ``evaluation/miou_evaluator.py``, ``evaluation/miou_matcher.py`` (a0bb459, 827c35d) and
+  ``modeling/transformer_decoder/part_distillation_transformer_decoder.py`` (a0bb459, 827c35d):
+  whitespace and removed comments only; the class head (``class_embed``, K x O + 1 outputs,
+  float64) and its per-object slice are the same, so checkpoint keys, outputs and the metrics
+  above hold for both.
+* ``part_distillation_model.py`` (a0bb459, 938fd78): 938fd78 sets the model's ``logger``, without
+  which a0bb459's evaluation fails at its first ``register_metadata`` (AttributeError); the
+  inference and post-processing are unchanged.
+* ``data/dataset_mappers/part_distillation_dataset_mapper.py`` (a0bb459, 938fd78), stage-6
+  training only: the object filter is strict (``object_ratio > MIN_OBJECT_AREA_RATIO``, a0bb459
+  ``>=``); the per-part ``MIN_AREA_RATIO`` / ``MIN_SCORE`` checks of ``load_annotation`` are
+  commented out (every labelled part is loaded; the area share filter after the augmentation
+  remains); padded mask pixels (255) are zeroed before the targets are built; the padding mask is
+  inverted but never read. This project follows 938fd78 in all three
+  (:mod:`part_distillation.data.part_distillation_dataset`).
+* Not in either: on Pascal-Part the official class-head index of an object is its VOC class id
+  (0-19, ``register_pascal_parts``), also with the 1,000-class ImageNet model, so VOC class c is
+  read from ImageNet-1K class c's K columns; the majority-vote mapping is keyed by the same id,
+  which absorbs the mismatch. The stage-6 evaluation mapper does the same (``class_id``).
 """
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 

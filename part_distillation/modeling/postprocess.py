@@ -26,6 +26,8 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
+from ..utils.masks import upsample_masks_official
+
 OFFICIAL_MIN_GT_IOU = 0.1  # official fg_score_threshold of match_gt_labels
 
 
@@ -157,13 +159,10 @@ def gt_iou_filter(masks: torch.Tensor, gt_masks: torch.Tensor,
 
 
 def resize_object_mask(object_mask: torch.Tensor, out_size: Tuple[int, int]) -> torch.Tensor:
-    """(h, w) bool object mask at the input size -> (H, W) bool at ``out_size``: bilinear, then
-    > 0, as the official ``sem_seg_postprocess(...).bool()`` of the stage-6 evaluation (which
-    widens the mask by up to a pixel when upsampling)."""
-    if tuple(object_mask.shape) == tuple(out_size):
-        return object_mask.bool()
-    return F.interpolate(object_mask[None, None].float(), size=out_size, mode="bilinear",
-                         align_corners=False)[0, 0] > 0
+    """(h, w) bool object mask at the input size -> (H, W) bool at ``out_size``, by the official
+    rule :func:`part_distillation.utils.masks.upsample_masks_official` (bilinear, then > 0, as the
+    official ``sem_seg_postprocess(...).bool()`` of the stage-6 evaluation)."""
+    return upsample_masks_official(object_mask, out_size)
 
 
 def part_distillation_segments(part_probs: torch.Tensor, mask_logits: torch.Tensor,

@@ -139,8 +139,12 @@ def predict(cfg, weights: str, test_set: str, output_dir: str, stage: str, label
     ``tools/train_net.py``: the trainer's test loader and evaluators), writing its predictions as
     pseudo-labels into ``output_dir`` (:class:`PredictionWriter`). Returns the trainer's evaluation
     results, also stored with the checkpoint's identity in ``<output_dir>/logs/predict.json``; when
-    that file names the same checkpoint and image count, nothing is rerun."""
+    that file names the same checkpoint and image count, nothing is rerun. The predictions are
+    written at the original image size with the annotated object masks
+    (CUSTOM_DATASETS.EVAL_GEOMETRY "original"), the frame the main job's evaluation reads."""
     from ..engine.trainer import Trainer, load_eval_weights
+
+    cfg = with_overrides(cfg, ["CUSTOM_DATASETS.EVAL_GEOMETRY", "original"])
 
     done_file = os.path.join(output_dir, "logs", "predict.json")
     ident = {"weights": _file_identity(weights), "num_images": len(DatasetCatalog.get(test_set))}
