@@ -53,6 +53,7 @@ def test_official_protocol_hand_values():
     assert s["per_class"]["cat"] == pytest.approx(cat)
     assert s["per_class"]["dog"] == pytest.approx(dog)
     assert s["C-mIoU"] == pytest.approx((sum(cat.values()) / 3 + 25.0) / 2)
+    assert s["class_mIoU"] == pytest.approx({"cat": sum(cat.values()) / 3, "dog": 25.0})
     # official quirk: tail (id 2 >= 2 object classes) is left out of the A-metrics
     assert s["A-mIoU"] == pytest.approx((cat["head"] + cat["body"] + 50 + 0) / 4)
     assert s["C-mACC"] == pytest.approx(((100 + 75 + 0) / 3 + (100 + 0) / 2) / 2)
@@ -140,6 +141,7 @@ def test_evaluator_round_trip_both_protocols():
     for p in ("official", "clean"):
         assert res[f"unsupervised_{p}"]["C-mIoU"] == pytest.approx(50.0)
         assert res[f"unsupervised_{p}"]["IoU-dog/head"] == pytest.approx(50.0)
+        assert res[f"unsupervised_{p}"]["mIoU-dog"] == pytest.approx(50.0)
     # the same predictions mapped by a match split where the labels are swapped
     swapped = UnsupervisedPartEvaluator(VOCAB, 2, distributed=False, matching={
         p: {"dog": m[::-1]} for p, m in ((p, ev.matchings[p]["dog"]) for p in ev.matchings)})

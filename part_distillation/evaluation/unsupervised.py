@@ -349,8 +349,9 @@ class UnsupervisedPartMetric:
             one class whose metric is 0/0 (e.g. no predicted pixel for mIoPred) makes the C-metric
             NaN; ``"nan_classes"`` ``{metric: [classes]}`` names them. ``"clean"`` skips such
             classes (documented skip; ``nan_classes`` lists the skipped ones). Also
-            ``"per_class"``: ``{class: {part name: IoU}}`` (parts with GT pixels), ``"protocol"``
-            and ``"num_filtered_segments"``.
+            ``"per_class"``: ``{class: {part name: IoU}}`` (parts with GT pixels),
+            ``"class_mIoU"``: ``{class: mIoU}`` (the values C-mIoU averages; NaN for a 0/0 class),
+            ``"protocol"`` and ``"num_filtered_segments"``.
 
         Raises:
             KeyError: ``matching`` lacks a class of this split.
@@ -368,6 +369,7 @@ class UnsupervisedPartMetric:
         per_part_metric = {m: [] for m in METRICS}
         nan_classes: Dict[str, List[str]] = {f"C-{m}": [] for m in METRICS}
         per_class: Dict[str, Dict[str, float]] = {}
+        class_miou: Dict[str, float] = {}
         a_ids = np.arange(g) < self.num_object_classes if official else np.ones(g, bool)
         for name, merged in sorted(self.confusion_matrices(matching).items()):
             tp = np.diag(merged)[:g].astype(np.float64)
@@ -381,6 +383,7 @@ class UnsupervisedPartMetric:
             values = {"mIoU": (np.nansum(iou), (has_gt | has_pred).sum()),
                       "mACC": (np.nansum(acc), has_gt.sum()),
                       "mIoPred": (np.nansum(iopred), has_pred.sum())}
+            class_miou[name] = 100 * values["mIoU"][0] / values["mIoU"][1] if values["mIoU"][1] else float("nan")
             for metric, (total, count) in values.items():
                 if count:
                     per_class_metric[metric].append(100 * total / count)
@@ -400,7 +403,7 @@ class UnsupervisedPartMetric:
         for metric in METRICS:
             out[f"C-{metric}"] = mean(per_class_metric[metric])
             out[f"A-{metric}"] = mean(per_part_metric[metric])
-        out.update(per_class=per_class, protocol=self.protocol, nan_classes=nan_classes,
+        out.update(per_class=per_class, class_mIoU=class_miou, protocol=self.protocol, nan_classes=nan_classes,
                    num_filtered_segments=self.num_filtered_segments)
         return out
 
@@ -428,8 +431,8 @@ class UnsupervisedPartEvaluator(DatasetEvaluator):
     (None for an object the model did not label: counted as no prediction).
 
     ``evaluate`` returns ``{"unsupervised_official": {...}, "unsupervised_clean": {...}}`` (the
-    :meth:`UnsupervisedPartMetric.summarize` dicts without ``per_class``, plus ``IoU-<class>/<part>``
-    keys and ``<metric>_nan_classes`` counts), or ``{}`` on non-main workers. Where
+    :meth:`UnsupervisedPartMetric.summarize` dicts without ``per_class`` / ``class_mIoU``, plus
+    ``IoU-<class>/<part>``, ``mIoU-<class>`` keys and ``<metric>_nan_classes`` counts), or ``{}`` on non-main workers. Where
     ``"official"`` cannot be computed (more object classes than parts) its metrics are NaN and the
     reason is logged as an error; ``"clean"`` is still reported. With ``matching`` (``{protocol: matching dict}`` from a
     match split, e.g. the ``matchings`` attribute an evaluator of the match split sets in
@@ -480,6 +483,7 @@ class UnsupervisedPartEvaluator(DatasetEvaluator):
                                                        for a in "CA" for m in METRICS}
                 continue
             table = summary.pop("per_class")
+            class_miou = summary.pop("class_mIoU")
             summary.pop("protocol", None)  # the key says it; detectron2's CSV printer wants numbers
             for key, classes in summary.pop("nan_classes").items():
                 summary[f"{key}_nan_classes"] = len(classes)
@@ -490,5 +494,6 @@ class UnsupervisedPartEvaluator(DatasetEvaluator):
                                    else "skipped in the mean")
             for cls, parts in table.items():
                 summary.update({f"IoU-{cls}/{p}": v for p, v in parts.items()})
+            summary.update({f"mIoU-{cls}": v for cls, v in class_miou.items()})
             results[f"unsupervised_{protocol}"] = summary
         return results
