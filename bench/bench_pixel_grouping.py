@@ -12,7 +12,13 @@ feature points are the grid cells its mask covers >= 50% (``grid_cell_masks``); 
   ``DISTANCE_METRIC`` (score on the stride-8 grid, bilinear upsampling, argmax inside the mask,
   as ``PixelGrouper`` does);
 * reference (the official PartDistillation per-object path): scikit-learn
-  ``KMeans(n_clusters=4, random_state=0).fit`` per object, assignment ``dot`` (argmax x.c).
+  ``KMeans(n_clusters=4, random_state=0).fit`` per object, assignment ``dot`` (argmax x.c);
+* anchor, when ``faiss-cpu`` is installed (a printed line says when it is missing):
+  ``faiss.Kmeans(d, 4, nredo=3, seed=<object seed>)`` per object (the field's fast k-means, its
+  defaults otherwise: 25 Lloyd steps per seeding, random initial centres, at most 256 points per
+  centre; ``min_points_per_centroid=1`` only silences its small-input warning), the same number
+  of seedings as ours r=3 and the same thread count (``faiss.omp_set_num_threads`` = torch's);
+  assignment by the config's ``DISTANCE_METRIC``, as ours.
 
 Reported: objects/s for k-means alone and k-means + assignment (median over ``--repeats``
 timed passes after one untimed warm-up pass), mean inertia of both (sum of squared distances of
@@ -32,7 +38,8 @@ Usage::
 
     nice .venv/bin/python bench/bench_pixel_grouping.py [--dataset pascal_part_examples]
         [--max-images N] [--device cpu|cuda] [--objects-per-batch 16] [--repeats 3]
-        [--crf-workers 1 2] [--no-crf]
+        [--crf-workers 1 2] [--no-crf] [--no-sklearn]
+    OMP_NUM_THREADS=1 nice .venv/bin/python bench/bench_pixel_grouping.py --no-crf  # one thread
 """
 import argparse
 import os
@@ -47,6 +54,11 @@ warnings.filterwarnings("ignore", message="The given NumPy array is not writable
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+try:
+    import faiss  # noqa: E402
+except ImportError:  # optional anchor
+    faiss = None
 
 import part_distillation.modeling  # noqa: E402,F401  (registers backbones)
 from part_distillation.config import setup_cfg  # noqa: E402
@@ -167,6 +179,32 @@ def run_sklearn(objs, k, stride, device):
     return t_km, t_as, np.array(inertia), centers, np.array(iters)
 
 
+def run_faiss(objs, k, restarts, metric, stride, device):
+    """One pass of the faiss anchor: ``faiss.Kmeans(nredo=restarts)`` per object + the config's
+    assignment. Returns (kmeans_s, assign_s, inertia, centers, iters per seeding)."""
+    t_km = t_as = 0.0
+    inertia, centers, iters = [], [], []
+    for o in objs:
+        pts = o.pts.cpu().numpy()
+        sync(device)
+        t0 = time.perf_counter()
+        fk = faiss.Kmeans(pts.shape[1], k, nredo=restarts, seed=int(o.seed) % (2 ** 31),
+                          min_points_per_centroid=1)
+        fk.train(np.ascontiguousarray(pts, dtype=np.float32))
+        c = torch.from_numpy(fk.centroids).to(device=device, dtype=torch.float32)
+        sync(device)
+        t1 = time.perf_counter()
+        assign(o, c, metric, stride)
+        sync(device)
+        t_as += time.perf_counter() - t1
+        t_km += t1 - t0
+        c = c.cpu()
+        inertia.append(float(torch.cdist(o.pts.cpu(), c).pow(2).min(1).values.sum()))
+        centers.append(c)
+        iters.append(len(fk.iteration_stats) / restarts)
+    return t_km, t_as, np.array(inertia), centers, np.array(iters)
+
+
 def inertia64(objs, centers):
     """Float64 sum of squared distances of each object's points to their nearest centre."""
     return np.array([float(torch.cdist(o.pts.double().cpu(), c.double()).pow(2).min(1).values.sum())
@@ -201,6 +239,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="timed k-means passes (after a warm-up)")
     parser.add_argument("--crf-workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--no-crf", action="store_true", help="skip part 2 (stages 1-3 on disk)")
+    parser.add_argument("--no-sklearn", action="store_true",
+                        help="skip the sklearn reference (ratios are then against ours r=3)")
     args = parser.parse_args()
 
     t_start = time.perf_counter()
@@ -215,6 +255,10 @@ def main():
           f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
           f"load avg {os.getloadavg()[0]:.2f}")
     print(NOISE_NOTE)
+    if faiss is None:
+        print("faiss-cpu not installed: faiss anchor skipped")
+    else:
+        faiss.omp_set_num_threads(torch.get_num_threads())
 
     # ---- part 1: features, then k-means on identical points ----
     fe = BackboneFeatures(cfg, args.device)
@@ -235,9 +279,13 @@ def main():
         runs[f"ours r={restarts}"] = timed_passes(
             lambda r=restarts: run_ours(objs, k, args.objects_per_batch, r, metric, stride, device),
             args.repeats)
-    runs["sklearn"] = timed_passes(lambda: run_sklearn(objs, k, stride, device), args.repeats)
+    if faiss is not None:
+        runs["faiss r=3"] = timed_passes(lambda: run_faiss(objs, k, 3, metric, stride, device), args.repeats)
+    ref = "ours r=3" if args.no_sklearn else "sklearn"
+    if not args.no_sklearn:
+        runs["sklearn"] = timed_passes(lambda: run_sklearn(objs, k, stride, device), args.repeats)
 
-    sk_in, sk_c = runs["sklearn"][0][2], runs["sklearn"][0][3]
+    sk_in, sk_c = runs[ref][0][2], runs[ref][0][3]
     sk_in64 = inertia64(objs, sk_c)
     n = len(objs)
     rows = []
@@ -246,7 +294,7 @@ def main():
         in64 = inertia64(objs, centers)
         row = {"name": name, "km": fmt_rate(n, km), "tot": fmt_rate(n, tot), "inertia": inertia.mean(),
                "iters": iters.mean()}
-        if name != "sklearn":
+        if name != ref:
             row["ratio"] = inertia.mean() / sk_in.mean()
             row["le"] = float(np.mean(inertia <= sk_in * (1 + 1e-6)))
             row["le64"] = float(np.mean(in64 <= sk_in64 * (1 + 1e-6)))
@@ -275,13 +323,20 @@ def main():
     print(NOISE_NOTE)
     print(f"feature extraction: {feat_rate:.2f} images/s")
     print(f"{'k-means':<12} {'obj/s k-means (min-max)':>26} {'obj/s +assign (min-max)':>26} "
-          f"{'mean inertia':>13} {'iters':>6} {'/sklearn':>9} {'<=sk':>6} {'<=sk f64':>8}")
+          f"{'mean inertia':>13} {'iters':>6} {'/' + ref:>9} {'<=ref':>6} {'<=ref f64':>9}")
     for r in rows:
-        extra = (f"{r['ratio']:9.4f} {r['le']:6.2f} {r['le64']:8.2f}" if "ratio" in r
-                 else f"{'1':>9} {'-':>6} {'-':>8}")
+        extra = (f"{r['ratio']:9.4f} {r['le']:6.2f} {r['le64']:9.2f}" if "ratio" in r
+                 else f"{'1':>9} {'-':>6} {'-':>9}")
         print(f"{r['name']:<12} {r['km']:>26} {r['tot']:>26} {r['inertia']:13.3f} {r['iters']:6.1f} {extra}")
-    print(f"(ours assigns with '{metric}', sklearn with 'dot'; '<=sk': fraction of objects with inertia "
-          f"<= sklearn*(1+1e-6), 'f64': both recomputed in float64)")
+    print(f"(ours and faiss assign with '{metric}', sklearn with 'dot'; '<=ref': fraction of objects with "
+          f"inertia <= {ref}*(1+1e-6), 'f64': both recomputed in float64)")
+    if "faiss r=3" in runs:  # same seedings, same threads
+        (fo, fkm, _), (oo, okm, _) = runs["faiss r=3"], runs["ours r=3"]
+        fi, oi = inertia64(objs, fo[3]), inertia64(objs, oo[3])
+        print(f"ours r=3 / faiss r=3 (nredo=3), torch threads {torch.get_num_threads()}: k-means speed "
+              f"{statistics.median(fkm) / statistics.median(okm):.2f}x (median pass), mean inertia "
+              f"{oi.mean() / fi.mean():.4f} (float64), objects with ours <= faiss*(1+1e-6): "
+              f"{np.mean(oi <= fi * (1 + 1e-6)):.2f}")
     for name, s, wall in crf_rows:
         rate = s["processed"] / s["seconds"] if s.get("seconds") else float("nan")
         bad = f", failed {s['failed']}, skipped {s['skipped']}" if s["failed"] or s["skipped"] else ""

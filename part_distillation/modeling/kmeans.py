@@ -45,6 +45,11 @@ import torch
 # features: 2 keeps the mean inertia below scikit-learn's on both (docs/BENCHMARKS.md) at ~R=1 cost.
 SELECT_AFTER_STEPS = 2
 
+# CPU: the rows of a batch are clustered a group at a time, each group at most this many bytes of
+# padded points (at least one row), so that a group's points stay in cache across the GEMMs of a
+# step; on GPU the whole batch is one group.
+CHUNK_BYTES = 4 << 20
+
 
 @dataclass
 class KMeansResult:
@@ -92,21 +97,25 @@ def _sample(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 
 def _sq_dist(x, xx, pts):
-    """(B, N, D), ||x||^2 (B, N), (B, M, D) -> (B, M, N) squared distances (>= 0)."""
-    return (xx[:, None, :] - 2 * torch.bmm(pts, x.transpose(1, 2)) + (pts * pts).sum(-1)[..., None]).clamp_min_(0)
+    """``x`` (B, N, D), ``xx`` = ||x||^2 (B, N), ``pts`` (B, M, D) -> (B, M, N) squared distances
+    (>= 0), one ``baddbmm`` (``pts @ x^T``: the layout MKL runs fastest for a few rows)."""
+    d = torch.baddbmm(xx[:, None, :], pts, x.transpose(1, 2), alpha=-2)
+    return d.add_((pts * pts).sum(-1)[..., None]).clamp_min_(0)
 
 
 def _kmeans_pp(x, xx, valid_f, k, u):
-    """Greedy k-means++ seeding of R seedings per row, all from one copy of ``x``.
-    ``x`` (B, N, D), ``xx`` (B, N), ``valid_f`` (B, N) float, ``u`` (B, R, K, T) uniforms
-    -> centres (B, R, K, D)."""
+    """Greedy k-means++ seeding of R seedings per row, all from one copy of the points.
+    ``x`` (B, N, D), ``xx`` (B, N), ``valid_f`` (B, N) float, ``u`` (B, R, K, T) uniforms ->
+    centres (B, R, K, D) and the nearest centre of every point (B, R, N) int64 (the assignment
+    the first Lloyd step starts from)."""
     b, n, d = x.shape
     r, t = u.shape[1], u.shape[3]
     rows = torch.arange(b, device=x.device)[:, None, None]
     vr = valid_f[:, None, :].expand(b, r, n)
     first = _sample(vr.reshape(b * r, n), u[:, :, 0, :1].reshape(b * r, 1)).view(b, r, 1)
     first_pts = x[rows, first][:, :, 0]  # (B, R, D)
-    closest = _sq_dist(x, xx, first_pts) * valid_f[:, None, :]  # (B, R, N)
+    closest = _sq_dist(x, xx, first_pts).mul_(valid_f[:, None, :])  # (B, R, N)
+    labels = torch.zeros(b, r, n, dtype=torch.long, device=x.device)
     centers = [first_pts]
     for j in range(1, k):
         mass = closest.sum(-1, keepdim=True)
@@ -114,54 +123,44 @@ def _kmeans_pp(x, xx, valid_f, k, u):
         cand = _sample(probs.reshape(b * r, n), u[:, :, j].reshape(b * r, t)).view(b, r * t)
         cand_pts = x[rows[:, :, 0], cand]  # (B, R*T, D)
         d_cand = _sq_dist(x, xx, cand_pts).view(b, r, t, n)
-        new_closest = torch.minimum(closest[:, :, None], d_cand) * valid_f[:, None, None, :]
+        new_closest = torch.minimum(closest[:, :, None], d_cand).mul_(valid_f[:, None, None, :])
         best = new_closest.sum(-1).argmin(-1)  # (B, R)
-        pick = best[..., None, None].expand(b, r, 1, n)
-        closest = new_closest.gather(2, pick)[:, :, 0]
+        d_best = d_cand.gather(2, best[..., None, None].expand(b, r, 1, n))[:, :, 0]
+        labels.masked_fill_(d_best < closest, j)
+        closest = new_closest.gather(2, best[..., None, None].expand(b, r, 1, n))[:, :, 0]
         centers.append(cand_pts.view(b, r, t, d).gather(2, best[..., None, None].expand(b, r, 1, d))[:, :, 0])
-    return torch.stack(centers, 2)
+    return torch.stack(centers, 2), labels
 
 
 def _assign(x, centers):
-    """Nearest centre per point and seeding. ``x`` (B, N, D), ``centers`` (B, R, K, D) ->
-    (B, N, R) indices in [0, K) (argmin of ||c||^2 - 2 x.c; ||x||^2 does not change it) and the
-    (B, N, R, K) values minimised."""
+    """Distances up to ||x||^2 of every point to every centre of every seeding, one GEMM for all
+    seedings: ``x`` (B, N, D), ``centers`` (B, R, K, D) -> (B, R, K, N) ``||c||^2 - 2 x.c``
+    (its argmin over K is the nearest centre; adding ||x||^2 gives the squared distance)."""
     b, r, k, d = centers.shape
     flat = centers.reshape(b, r * k, d)
-    part = ((flat * flat).sum(-1)[:, None, :] - 2 * torch.bmm(x, flat.transpose(1, 2))).view(b, -1, r, k)
-    return part.argmin(-1), part
+    return torch.baddbmm((flat * flat).sum(-1)[..., None], flat, x.transpose(1, 2), alpha=-2).view(b, r, k, -1)
 
 
-def _update(x, valid, labels, centers):
-    """Lloyd M-step: ``x`` (A, N, D), ``valid`` (A, N) bool, ``labels`` (A, N, R) from
-    :func:`_assign`, ``centers`` (A, R, K, D) -> new centres (A, R, K, D), the means of the
-    clusters (an empty cluster keeps its centre), and the cluster sizes (A, R, K) float. The centre sums are a scatter-add of the points (``index_add_``), ~2K times fewer
-    operations than a one-hot matrix product."""
+def _update(x, valid_f, labels, centers):
+    """Lloyd M-step: ``x`` (A, N, D) (finite on padding), ``valid_f`` (A, N) float, ``labels``
+    (A, R, N) in [0, K), ``centers`` (A, R, K, D) -> new centres (A, R, K, D), the means of the
+    clusters (an empty cluster keeps its centre), and the cluster sizes (A, R, K) float. The
+    centre sums of all seedings are one matrix product of a (A, R*K, N) one-hot matrix (zero on
+    padding) with ``x``."""
     a, r, k, d = centers.shape
-    # bin of each (point, seeding): (row * R + seeding) * K + label; padding goes to a spare bin
-    base = (torch.arange(a, device=x.device)[:, None] * r + torch.arange(r, device=x.device)) * k
-    bins = torch.where(valid[..., None], labels + base[:, None, :], a * r * k)
-    sums = x.new_zeros(a * r * k + 1, d)
-    flat = x.reshape(-1, d)
-    for j in range(r):
-        sums.index_add_(0, bins[..., j].reshape(-1), flat)
-    size = torch.bincount(bins.reshape(-1), minlength=a * r * k + 1)[:-1].view(a, r, k, 1)
-    sums = sums[:-1].view(a, r, k, d)
-    return torch.where(size > 0, sums / size.clamp_min(1), centers), size[..., 0].to(x.dtype)
+    n = labels.shape[-1]
+    idx = labels + (torch.arange(r, device=x.device) * k)[None, :, None]
+    onehot = x.new_zeros(a, r * k, n).scatter_(1, idx, valid_f[:, None, :].expand(a, r, n))
+    size = onehot.sum(-1).view(a, r, k, 1)
+    sums = torch.bmm(onehot, x).view(a, r, k, d)
+    return torch.where(size > 0, sums / size.clamp_min(1), centers), size[..., 0]
 
 
-def _inertia(xx, valid_f, labels, part):
-    """(B, R) inertia from :func:`_assign`'s outputs; ``xx`` = ||x||^2 (B, N), ``valid_f`` (B, N)."""
-    min_d = (part.gather(-1, labels[..., None])[..., 0] + xx[..., None]).clamp_min(0)
-    return (min_d * valid_f[..., None]).sum(1)
-
-
-def _step(x, valid, centers, moving, thresh):
-    """Lloyd step of the seedings still ``moving`` (A, R) bool; a seeding stops when its squared
-    centre shift is <= ``thresh`` (A,). Returns new centres and the new ``moving``."""
-    new = _update(x, valid, _assign(x, centers)[0], centers)[0]
-    new = torch.where(moving[..., None, None], new, centers)
-    return new, moving & (((new - centers) ** 2).sum((-1, -2)) > thresh[:, None])
+def _inertia(xx, valid_f, part):
+    """(B, R) inertia and (B, R, N) labels from :func:`_assign`'s ``part`` (B, R, K, N);
+    ``xx`` = ||x||^2 (B, N), ``valid_f`` (B, N)."""
+    mins, labels = part.min(2)
+    return ((mins + xx[:, None]).clamp_min_(0) * valid_f[:, None]).sum(-1), labels
 
 
 def batched_kmeans(
@@ -214,94 +213,163 @@ def batched_kmeans(
     if b == 0:
         empty = x.new_zeros(0, n, dtype=torch.long)
         return KMeansResult(x.new_zeros(0, k, d), empty, x.new_zeros(0), empty[:, 0], empty[:, 0])
-    x = x.float().contiguous()
+    x = x.float()
     if sample_points > 0 and int(counts.max()) > sample_points:
         idx = _subsample(valid, sample_points, seeds)
         rows = torch.arange(b, device=x.device)[:, None]
         sub = batched_kmeans(x[rows, idx.clamp_min(0)], idx >= 0, k, seeds, iters, tol, restarts)  # Lloyd only
-        centers = sub.centers[:, None].clone()
+        init = sub.centers[:, None].clone()
         # a row whose sample is all its points is done: same points, same order, same result
         moving = (counts > sample_points)[:, None]
         n_iter = torch.where(moving, 0, sub.iterations[:, None])
+        u = None
     else:
-        centers = None
+        init = moving = n_iter = None
+        trials = 2 + int(math.log(k))
+        u = torch.stack([
+            torch.rand(k, trials, generator=torch.Generator().manual_seed(int(s) * 1009 + r))
+            for s in seeds for r in range(restarts)
+        ]).view(b, restarts, k, trials).to(x.device)
+    # last valid index + 1 per row: each group is cut to its own padded length
+    ends = (torch.arange(1, n + 1, device=x.device) * valid).amax(1).tolist()
+    if x.device.type == "cpu":  # sorted by length so that a group's rows need similar padding
+        order = sorted(range(b), key=lambda i: ends[i])
+    else:
+        order = list(range(b))
+    out = KMeansResult(x.new_zeros(b, k, d), torch.full((b, n), -1, dtype=torch.long, device=x.device),
+                       x.new_zeros(b), torch.zeros(b, dtype=torch.long, device=x.device),
+                       torch.zeros(b, dtype=torch.long, device=x.device))
+    start = 0
+    while start < b:
+        stop = start + 1
+        if x.device.type != "cpu":
+            stop = b
+        else:  # grow the group while its padded points fit CHUNK_BYTES
+            while stop < b and (stop + 1 - start) * ends[order[stop]] * d * 4 <= CHUNK_BYTES:
+                stop += 1
+        group = order[start:stop]
+        if group == list(range(group[0], group[0] + len(group))):  # consecutive rows: a view
+            g = slice(group[0], group[0] + len(group))
+        else:
+            g = torch.tensor(group, device=x.device)
+        m = ends[order[stop - 1]]
+
+        def pick(t):
+            return None if t is None else t[g]
+
+        res = _cluster(x[g][:, :m], valid[g][:, :m], k, pick(u), pick(init), pick(moving),
+                       pick(n_iter), iters, tol, hartigan, max_moves)
+        out.centers[g] = res[0]
+        out.labels[g, :m] = res[1]
+        out.inertia[g], out.iterations[g], out.moves[g] = res[2], res[3], res[4]
+        start = stop
+    return out
+
+
+def _seed(x, xx, valid_f, k, u, thresh, steps):
+    """k-means++ seedings from the uniforms ``u`` (B, R, K, T) on the points ``x`` (B, N, D)
+    (``xx`` = ||x||^2 (B, N), ``valid_f`` (B, N) float), each followed by ``steps`` Lloyd steps
+    (all seedings in one GEMM per step; the first on k-means++'s own assignment), then each row's
+    lowest-inertia seeding (first wins ties).
+    Returns its centres (B, 1, K, D), whether it is still moving and its steps (B, 1), and the
+    :func:`_assign` of its centres to ``x`` (B, 1, K, N)."""
+    b, rr = u.shape[:2]
+    centers, labels = _kmeans_pp(x, xx, valid_f, k, u)  # (B, R, K, D), (B, R, N)
+    moving = torch.ones(b, rr, dtype=torch.bool, device=x.device)
+    n_iter = torch.zeros(b, rr, dtype=torch.long, device=x.device)
+    for step in range(steps):
+        n_iter += moving.long()
+        if step:
+            labels = _assign(x, centers).min(2).indices
+        new = _update(x, valid_f, labels, centers)[0]
+        new = torch.where(moving[..., None, None], new, centers)
+        moving = moving & (((new - centers) ** 2).sum((-1, -2)) > thresh[:, None])
+        centers = new
+    part = _assign(x, centers)
+    if rr == 1:
+        return centers, moving, n_iter, part
+    best = _inertia(xx, valid_f, part)[0].argmin(1)
+    rows = torch.arange(b, device=x.device)
+    return tuple(t[rows, best][:, None] for t in (centers, moving, n_iter, part))
+
+
+def _cluster(x, valid, k, u, centers, moving, n_iter, iters, tol, hartigan, max_moves):
+    """:func:`batched_kmeans` on one group of rows (``x`` (B, N, D), ``valid`` (B, N)): k-means++
+    from the uniforms ``u`` (B, R, K, T), or, when ``centers`` (B, 1, K, D) is given, Lloyd steps
+    from them (``moving`` / ``n_iter`` (B, 1)). Returns centres (B, K, D), labels (B, N) (-1 on
+    padding), inertia (B,), iterations (B,) and Hartigan moves (B,)."""
+    b, n, d = x.shape
     xx = (x * x).sum(-1)
     valid_f = valid.float()
     # mean per-dimension variance of the valid points, (E||x||^2 - ||E x||^2) / D, without a
     # (B, N, D) temporary
-    cnt = counts.clamp_min(1).to(x.dtype)
+    cnt = valid_f.sum(1).clamp_min(1)
     mean = torch.bmm(valid_f[:, None, :], x)[:, 0] / cnt[:, None]
     var = ((xx * valid_f).sum(1) / cnt - (mean * mean).sum(1)).clamp_min(0) / d
     thresh = tol * var  # (B,)
-    if centers is not None:  # seeded by the subsample's centres
-        centers, n_iter = _lloyd(x, valid, thresh, centers, moving, n_iter, iters)
-        return _result(x, xx, valid, valid_f, centers, n_iter, hartigan, max_moves)
-    rr, trials = restarts, 2 + int(math.log(k))
-    u = torch.stack([
-        torch.rand(k, trials, generator=torch.Generator().manual_seed(int(s) * 1009 + r))
-        for s in seeds for r in range(rr)
-    ]).view(b, rr, k, trials).to(x.device)
-    centers = _kmeans_pp(x, xx, valid_f, k, u)  # (B, R, K, D)
-    rows = torch.arange(b, device=x.device)
-    moving = torch.ones(b, rr, dtype=torch.bool, device=x.device)
-    n_iter = torch.zeros(b, rr, dtype=torch.long, device=x.device)
-    # phase 1: every seeding runs its first SELECT_AFTER_STEPS Lloyd steps, sharing one pass over x
-    phase1 = min(SELECT_AFTER_STEPS, iters) if rr > 1 else 0
-    for _ in range(phase1):
-        n_iter += moving.long()
-        centers, moving = _step(x, valid, centers, moving, thresh)
-    if rr > 1:  # only each object's lowest-inertia seeding goes on (first wins ties)
-        best = _inertia(xx, valid_f, *_assign(x, centers)).argmin(1)
-        centers, moving, n_iter = (t[rows, best][:, None] for t in (centers, moving, n_iter))
-    centers, n_iter = _lloyd(x, valid, thresh, centers, moving, n_iter, iters - phase1)
-    return _result(x, xx, valid, valid_f, centers, n_iter, hartigan, max_moves)
+    phase1 = 0
+    if centers is None:
+        phase1 = min(SELECT_AFTER_STEPS, iters) if u.shape[1] > 1 else 0
+        centers, moving, n_iter, part = _seed(x, xx, valid_f, k, u, thresh, phase1)
+    else:
+        part = _assign(x, centers)
+    centers, n_iter, part = _lloyd(x, valid_f, thresh, centers, moving, n_iter, part, iters - phase1)
+    centers, n_iter = centers[:, 0], n_iter[:, 0]
+    moves = torch.zeros_like(n_iter)
+    if hartigan:
+        centers, moves, part = _hartigan(x, xx, valid_f, part[:, 0].min(1).indices, centers, max_moves)
+    inertia, labels = _inertia(xx, valid_f, part)
+    labels = torch.where(valid, labels[:, 0], -1)
+    return centers, labels, inertia[:, 0], n_iter, moves
 
 
-def _lloyd(x, valid, thresh, centers, moving, n_iter, steps):
+def _lloyd(x, valid_f, thresh, centers, moving, n_iter, part, steps):
     """Up to ``steps`` Lloyd steps of one seeding per row (``centers`` (B, 1, K, D), ``moving``
-    and ``n_iter`` (B, 1)) -> final centres and iteration counts. Converged rows are dropped from
-    the batch (one copy of their rows) once they are a quarter of it; until then they are masked."""
+    and ``n_iter`` (B, 1), ``part`` (B, 1, K, N) :func:`_assign` of ``centers``) -> final centres,
+    iteration counts and the :func:`_assign` of the final centres. A step is the M-step on the
+    last assignment, then the assignment to the new centres. Converged rows are dropped from the
+    batch (one copy of their rows) once they are a quarter of it; until then they are masked."""
     active = moving[:, 0].nonzero()[:, 0]
-    xa, va, ta, ca, mv, ia = (t[active] for t in (x, valid, thresh, centers, moving, n_iter))
+    if not len(active):
+        return centers, n_iter, part
+    xa, va, ta, ca, mv, ia, pa = (t[active] for t in (x, valid_f, thresh, centers, moving, n_iter, part))
     for _ in range(steps):
         if not len(active):
             break
         ia += mv.long()
-        ca, mv = _step(xa, va, ca, mv, ta)
+        new = _update(xa, va, pa.min(2).indices, ca)[0]
+        new = torch.where(mv[..., None, None], new, ca)
+        mv = mv & (((new - ca) ** 2).sum((-1, -2)) > ta[:, None])
+        ca = new
+        pa = _assign(xa, ca)
         going = mv[:, 0]
         if int(going.sum()) * 4 <= 3 * len(active):
-            centers[active], n_iter[active] = ca, ia
-            active, xa, va, ta, ca, mv, ia = (t[going] for t in (active, xa, va, ta, ca, mv, ia))
-    centers[active], n_iter[active] = ca, ia
-    return centers, n_iter
+            centers[active], n_iter[active], part[active] = ca, ia, pa
+            active, xa, va, ta, ca, mv, ia, pa = (t[going] for t in (active, xa, va, ta, ca, mv, ia, pa))
+    centers[active], n_iter[active], part[active] = ca, ia, pa
+    return centers, n_iter, part
 
 
-def _result(x, xx, valid, valid_f, centers, n_iter, hartigan=False, max_moves=0) -> KMeansResult:
-    moves = torch.zeros_like(n_iter[:, 0])
-    if hartigan:
-        refined, moves = _hartigan(x, xx, valid, _assign(x, centers)[0][..., 0], centers[:, 0], max_moves)
-        centers = refined[:, None]
-    labels, part = _assign(x, centers)
-    inertia = _inertia(xx, valid_f, labels, part)[:, 0]
-    labels = torch.where(valid, labels[..., 0], torch.full_like(labels[..., 0], -1))
-    return KMeansResult(centers[:, 0], labels, inertia, n_iter[:, 0], moves)
-
-
-def _hartigan(x, xx, valid, labels, centers, max_moves, rel_eps=1e-6):
+def _hartigan(x, xx, valid_f, labels, centers, max_moves, rel_eps=1e-6):
     """Hartigan single-point-move refinement (module docstring) of the partitions ``labels``
-    (B, N) of the rows of ``x`` (B, N, D) (``xx`` = ||x||^2 (B, N), ``valid`` (B, N) bool), whose
-    centres ``centers`` (B, K, D) only fill empty clusters. Per step and row the best move is
-    applied if it lowers the sum of squared errors by more than ``rel_eps`` x the row's mean
-    ||x||^2. Returns the means of the final partitions (B, K, D) and the moves per row (B,)."""
+    (B, N) of the rows of ``x`` (B, N, D) (finite on padding; ``xx`` = ||x||^2 (B, N), ``valid_f`` (B, N) float), whose centres ``centers`` (B, K, D) only
+    fill empty clusters. Per step and row the best move is applied if it lowers the sum of
+    squared errors by more than ``rel_eps`` x the row's mean ||x||^2. Returns the means of the
+    final partitions (B, K, D), the moves per row (B,) and the :func:`_assign` of the final
+    centres (B, 1, K, N)."""
     b, n, d = x.shape
     k = centers.shape[1]
-    centers, size = (t[:, 0] for t in _update(x, valid, labels[..., None], centers[:, None]))
+    valid = valid_f > 0
+    means, size = (t[:, 0] for t in _update(x, valid_f, labels[:, None], centers[:, None]))
+    part = _assign(x, means[:, None])
+    dist = (part[:, 0] + xx[:, None]).clamp_min_(0).transpose(1, 2).contiguous()  # (B, N, K)
     moves = torch.zeros(b, dtype=torch.long, device=x.device)
-    eps = rel_eps * (xx * valid).sum(1) / valid.sum(1).clamp_min(1)  # (B,)
+    eps = rel_eps * (xx * valid_f).sum(1) / valid_f.sum(1).clamp_min(1)  # (B,)
     rows = torch.arange(b, device=x.device)
+    labels = labels.clone()
+    centers = means.clone()
     # state of the rows still moving (compacted when a quarter of them has stopped)
     act, xa, xxa, va, la, ca, na, ea = rows, x, xx, valid, labels.clone(), centers.clone(), size.clone(), eps
-    dist = (xxa[..., None] - 2 * torch.bmm(xa, ca.transpose(1, 2)) + (ca * ca).sum(-1)[:, None]).clamp_min_(0)
     going = torch.ones(b, dtype=torch.bool, device=x.device)
     for _ in range(max_moves):
         n_own = na.gather(1, la)  # (A, N)
@@ -333,13 +401,19 @@ def _hartigan(x, xx, valid, labels, centers, max_moves, rel_eps=1e-6):
               + (c2 * c2).sum(-1)[:, None]).clamp_min_(0)  # (G, N, 2)
         dist[g[:, None], :, two] = d2.transpose(1, 2)
         if int(going.sum()) * 4 <= 3 * len(act):  # compact: write the stopped rows back
-            labels[act], centers[act], size[act] = la, ca, na
+            labels[act], centers[act] = la, ca
             keep = going.nonzero()[:, 0]
             act, xa, xxa, va, la, ca, na, ea, dist, going = (
                 t[keep] for t in (act, xa, xxa, va, la, ca, na, ea, dist, going))
     labels[act], centers[act] = la, ca
+    moved = moves > 0
+    if not bool(moved.any()):
+        return means, moves, part
     # exact means of the final partitions (the incremental updates accumulate rounding)
-    return _update(x, valid, labels[..., None], centers[:, None])[0][:, 0], moves
+    m = moved.nonzero()[:, 0]
+    means[m] = _update(x[m], valid_f[m], labels[m][:, None], centers[m][:, None])[0][:, 0]
+    part[m] = _assign(x[m], means[m][:, None])
+    return means, moves, part
 
 
 def _subsample(valid: torch.Tensor, size: int, seeds: Sequence[int]) -> torch.Tensor:
