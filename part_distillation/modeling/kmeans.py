@@ -271,26 +271,30 @@ def _seed(x, xx, valid_f, k, u, thresh, steps):
     (``xx`` = ||x||^2 (B, N), ``valid_f`` (B, N) float), each followed by ``steps`` Lloyd steps
     (all seedings in one GEMM per step; the first on k-means++'s own assignment), then each row's
     lowest-inertia seeding (first wins ties).
-    Returns its centres (B, 1, K, D), whether it is still moving and its steps (B, 1), and the
-    :func:`_assign` of its centres to ``x`` (B, 1, K, N)."""
+    Returns its centres (B, 1, K, D), whether it is still moving and its steps (B, 1), the
+    :func:`_assign` of its centres to ``x`` (B, 1, K, N) and the labels (B, 1, N) whose means
+    its centres are (None without a step)."""
     b, rr = u.shape[:2]
     centers, labels = _kmeans_pp(x, xx, valid_f, k, u)  # (B, R, K, D), (B, R, N)
     moving = torch.ones(b, rr, dtype=torch.bool, device=x.device)
     n_iter = torch.zeros(b, rr, dtype=torch.long, device=x.device)
+    prev = None
     for step in range(steps):
         n_iter += moving.long()
         if step:
             labels = _assign(x, centers).min(2).indices
         new = _update(x, valid_f, labels, centers)[0]
         new = torch.where(moving[..., None, None], new, centers)
+        prev = labels if prev is None else torch.where(moving[..., None], labels, prev)
         moving = moving & (((new - centers) ** 2).sum((-1, -2)) > thresh[:, None])
         centers = new
     part = _assign(x, centers)
     if rr == 1:
-        return centers, moving, n_iter, part
+        return centers, moving, n_iter, part, prev
     best = _inertia(xx, valid_f, part)[0].argmin(1)
     rows = torch.arange(b, device=x.device)
-    return tuple(t[rows, best][:, None] for t in (centers, moving, n_iter, part))
+    prev = None if prev is None else prev[rows, best][:, None]
+    return tuple(t[rows, best][:, None] for t in (centers, moving, n_iter, part)) + (prev,)
 
 
 def _cluster(x, valid, k, u, centers, moving, n_iter, iters, tol, hartigan, max_moves):
@@ -310,58 +314,78 @@ def _cluster(x, valid, k, u, centers, moving, n_iter, iters, tol, hartigan, max_
     phase1 = 0
     if centers is None:
         phase1 = min(SELECT_AFTER_STEPS, iters) if u.shape[1] > 1 else 0
-        centers, moving, n_iter, part = _seed(x, xx, valid_f, k, u, thresh, phase1)
+        centers, moving, n_iter, part, prev = _seed(x, xx, valid_f, k, u, thresh, phase1)
     else:
-        part = _assign(x, centers)
-    centers, n_iter, part = _lloyd(x, valid_f, thresh, centers, moving, n_iter, part, iters - phase1)
+        part, prev = _assign(x, centers), None
+    centers, n_iter, part, prev = _lloyd(x, valid_f, thresh, centers, moving, n_iter, part, prev, iters - phase1)
     centers, n_iter = centers[:, 0], n_iter[:, 0]
     moves = torch.zeros_like(n_iter)
     if hartigan:
-        centers, moves, part = _hartigan(x, xx, valid_f, part[:, 0].min(1).indices, centers, max_moves)
+        labels = part[:, 0].min(1).indices
+        # rows whose last assignment kept the partition their centres are the means of
+        stable = None if prev is None else ((prev[:, 0] == labels) | ~valid).all(1)
+        centers, moves, part = _hartigan(x, xx, valid_f, labels, centers, max_moves, part, stable)
     inertia, labels = _inertia(xx, valid_f, part)
     labels = torch.where(valid, labels[:, 0], -1)
     return centers, labels, inertia[:, 0], n_iter, moves
 
 
-def _lloyd(x, valid_f, thresh, centers, moving, n_iter, part, steps):
+def _lloyd(x, valid_f, thresh, centers, moving, n_iter, part, prev, steps):
     """Up to ``steps`` Lloyd steps of one seeding per row (``centers`` (B, 1, K, D), ``moving``
-    and ``n_iter`` (B, 1), ``part`` (B, 1, K, N) :func:`_assign` of ``centers``) -> final centres,
-    iteration counts and the :func:`_assign` of the final centres. A step is the M-step on the
-    last assignment, then the assignment to the new centres. Converged rows are dropped from the
-    batch (one copy of their rows) once they are a quarter of it; until then they are masked."""
+    and ``n_iter`` (B, 1), ``part`` (B, 1, K, N) :func:`_assign` of ``centers``, ``prev``
+    (B, 1, N) the labels whose means the centres are, or None) -> final centres, iteration
+    counts, the :func:`_assign` of the final centres and the labels whose means they are (-1:
+    none). A step is the M-step on the last assignment, then the assignment to the new centres.
+    Converged rows are dropped from the batch (one copy of their rows) once they are a quarter of
+    it; until then they are masked."""
+    if prev is None:
+        prev = torch.full_like(part[:, :, 0], -1, dtype=torch.long)
     active = moving[:, 0].nonzero()[:, 0]
     if not len(active):
-        return centers, n_iter, part
-    xa, va, ta, ca, mv, ia, pa = (t[active] for t in (x, valid_f, thresh, centers, moving, n_iter, part))
+        return centers, n_iter, part, prev
+    xa, va, ta, ca, mv, ia, pa, la = (t[active] for t in (x, valid_f, thresh, centers, moving, n_iter, part, prev))
     for _ in range(steps):
         if not len(active):
             break
         ia += mv.long()
-        new = _update(xa, va, pa.min(2).indices, ca)[0]
+        lab = pa.min(2).indices
+        new = _update(xa, va, lab, ca)[0]
         new = torch.where(mv[..., None, None], new, ca)
+        la = torch.where(mv[..., None], lab, la)
         mv = mv & (((new - ca) ** 2).sum((-1, -2)) > ta[:, None])
         ca = new
         pa = _assign(xa, ca)
         going = mv[:, 0]
         if int(going.sum()) * 4 <= 3 * len(active):
-            centers[active], n_iter[active], part[active] = ca, ia, pa
-            active, xa, va, ta, ca, mv, ia, pa = (t[going] for t in (active, xa, va, ta, ca, mv, ia, pa))
-    centers[active], n_iter[active], part[active] = ca, ia, pa
-    return centers, n_iter, part
+            centers[active], n_iter[active], part[active], prev[active] = ca, ia, pa, la
+            active, xa, va, ta, ca, mv, ia, pa, la = (t[going] for t in (active, xa, va, ta, ca, mv, ia, pa, la))
+    centers[active], n_iter[active], part[active], prev[active] = ca, ia, pa, la
+    return centers, n_iter, part, prev
 
 
-def _hartigan(x, xx, valid_f, labels, centers, max_moves, rel_eps=1e-6):
+def _hartigan(x, xx, valid_f, labels, centers, max_moves, part=None, stable=None, rel_eps=1e-6):
     """Hartigan single-point-move refinement (module docstring) of the partitions ``labels``
-    (B, N) of the rows of ``x`` (B, N, D) (finite on padding; ``xx`` = ||x||^2 (B, N), ``valid_f`` (B, N) float), whose centres ``centers`` (B, K, D) only
-    fill empty clusters. Per step and row the best move is applied if it lowers the sum of
-    squared errors by more than ``rel_eps`` x the row's mean ||x||^2. Returns the means of the
-    final partitions (B, K, D), the moves per row (B,) and the :func:`_assign` of the final
-    centres (B, 1, K, N)."""
+    (B, N) of the rows of ``x`` (B, N, D) (finite on padding; ``xx`` = ||x||^2 (B, N),
+    ``valid_f`` (B, N) float), whose centres ``centers`` (B, K, D) only fill empty clusters.
+    ``stable`` (B,) bool marks rows whose ``centers`` already are the means of ``labels`` (the
+    Lloyd step that made them kept the partition) and ``part`` (B, 1, K, N) is their
+    :func:`_assign`; the others get the means and their assignment computed. Per step and row the
+    best move is applied if it lowers the sum of squared errors by more than ``rel_eps`` x the
+    row's mean ||x||^2. Returns the means of the final partitions (B, K, D), the moves per row
+    (B,) and the :func:`_assign` of the final centres (B, 1, K, N)."""
     b, n, d = x.shape
     k = centers.shape[1]
     valid = valid_f > 0
-    means, size = (t[:, 0] for t in _update(x, valid_f, labels[:, None], centers[:, None]))
-    part = _assign(x, means[:, None])
+    size = x.new_zeros(b, k).scatter_add_(1, labels, valid_f)
+    if stable is None or not bool(stable.any()):
+        means = _update(x, valid_f, labels[:, None], centers[:, None])[0][:, 0]
+        part = _assign(x, means[:, None])
+    else:
+        means, part = centers.clone(), part.clone()
+        if not bool(stable.all()):
+            m = (~stable).nonzero()[:, 0]
+            means[m] = _update(x[m], valid_f[m], labels[m][:, None], centers[m][:, None])[0][:, 0]
+            part[m] = _assign(x[m], means[m][:, None])
     dist = (part[:, 0] + xx[:, None]).clamp_min_(0).transpose(1, 2).contiguous()  # (B, N, K)
     moves = torch.zeros(b, dtype=torch.long, device=x.device)
     eps = rel_eps * (xx * valid_f).sum(1) / valid_f.sum(1).clamp_min(1)  # (B,)
