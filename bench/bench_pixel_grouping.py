@@ -205,6 +205,37 @@ def run_faiss(objs, k, restarts, metric, stride, device):
     return t_km, t_as, np.array(inertia), centers, np.array(iters)
 
 
+def gemm_flops(n, d, k, restarts, iters):
+    """Matrix-product flops of ``batched_kmeans`` on one object of ``n`` points (no padding):
+    k-means++ (the first centre and the 2 + ln K candidates of each later one, per seeding, against
+    all points), then per Lloyd step an M-step (one-hot product) and an assignment, 2 n K d each,
+    for all seedings during the first SELECT_AFTER_STEPS steps (k-means++ gives the first
+    assignment, one more picks the best seeding), for the kept one after them."""
+    import math
+
+    from part_distillation.modeling.kmeans import SELECT_AFTER_STEPS
+
+    unit = 2.0 * n * k * d
+    trials = 2 + int(math.log(k))
+    seeding = 2.0 * n * d * restarts * (1 + (k - 1) * trials)
+    first = min(SELECT_AFTER_STEPS, iters) if restarts > 1 else 0
+    lloyd = restarts * unit * (2 * first) + unit * 2 * max(iters - first, 0)
+    return seeding + lloyd + (0 if restarts > 1 else unit)
+
+
+def peak_gflops(size=4096, repeats=5):
+    """Float32 matmul GFLOP/s of this process's torch threads: median of ``repeats`` timed
+    ``size`` x ``size`` products after one warm-up."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    secs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        secs.append(time.perf_counter() - t0)
+    return 2.0 * size ** 3 / statistics.median(secs) / 1e9
+
+
 def inertia64(objs, centers):
     """Float64 sum of squared distances of each object's points to their nearest centre."""
     return np.array([float(torch.cdist(o.pts.double().cpu(), c.double()).pow(2).min(1).values.sum())
@@ -330,6 +361,15 @@ def main():
         print(f"{r['name']:<12} {r['km']:>26} {r['tot']:>26} {r['inertia']:13.3f} {r['iters']:6.1f} {extra}")
     print(f"(ours and faiss assign with '{metric}', sklearn with 'dot'; '<=ref': fraction of objects with "
           f"inertia <= {ref}*(1+1e-6), 'f64': both recomputed in float64)")
+    if device.type == "cpu":  # how much of the core the k-means uses
+        first, km, _ = runs["ours r=3"]
+        fl = np.array([gemm_flops(len(o.pts), dim, k, 3, int(it)) for o, it in zip(objs, first[4])])
+        rate = fl.sum() / statistics.median(km) / 1e9
+        peak = peak_gflops()
+        print(f"ours r=3 matrix-product flops per object: mean {fl.mean() / 1e6:.1f} MFLOP (median "
+              f"{np.median(fl) / 1e6:.1f}, max {fl.max() / 1e6:.1f}); at the median pass that is {rate:.1f} "
+              f"GFLOP/s = {100 * rate / peak:.1f}% of the float32 peak {peak:.1f} GFLOP/s (4096^2 torch matmul, "
+              f"torch threads {torch.get_num_threads()})")
     if "faiss r=3" in runs:  # same seedings, same threads
         (fo, fkm, _), (oo, okm, _) = runs["faiss r=3"], runs["ours r=3"]
         fi, oi = inertia64(objs, fo[3]), inertia64(objs, oo[3])

@@ -266,35 +266,41 @@ def batched_kmeans(
     return out
 
 
-def _seed(x, xx, valid_f, k, u, thresh, steps):
+def _seed(x, xx, valid_f, k, u, threshold, steps):
     """k-means++ seedings from the uniforms ``u`` (B, R, K, T) on the points ``x`` (B, N, D)
     (``xx`` = ||x||^2 (B, N), ``valid_f`` (B, N) float), each followed by ``steps`` Lloyd steps
     (all seedings in one GEMM per step; the first on k-means++'s own assignment), then each row's
-    lowest-inertia seeding (first wins ties).
+    lowest-inertia seeding (first wins ties). ``threshold`` maps the sum of the valid points
+    (B, D) to the stopping threshold (B,) of the squared centre shift; the sum is taken from the
+    first M-step (the clusters' sums), so it costs no pass over the points.
     Returns its centres (B, 1, K, D), whether it is still moving and its steps (B, 1), the
-    :func:`_assign` of its centres to ``x`` (B, 1, K, N) and the labels (B, 1, N) whose means
-    its centres are (None without a step)."""
+    :func:`_assign` of its centres to ``x`` (B, 1, K, N), the labels (B, 1, N) whose means its
+    centres are (None without a step) and the threshold (B,)."""
     b, rr = u.shape[:2]
     centers, labels = _kmeans_pp(x, xx, valid_f, k, u)  # (B, R, K, D), (B, R, N)
     moving = torch.ones(b, rr, dtype=torch.bool, device=x.device)
     n_iter = torch.zeros(b, rr, dtype=torch.long, device=x.device)
-    prev = None
+    prev = thresh = None
     for step in range(steps):
         n_iter += moving.long()
         if step:
             labels = _assign(x, centers).min(2).indices
-        new = _update(x, valid_f, labels, centers)[0]
+        new, size = _update(x, valid_f, labels, centers)
+        if thresh is None:  # the first seeding's cluster sums add up to all valid points
+            thresh = threshold((new[:, 0] * size[:, 0, :, None]).sum(1))
         new = torch.where(moving[..., None, None], new, centers)
         prev = labels if prev is None else torch.where(moving[..., None], labels, prev)
         moving = moving & (((new - centers) ** 2).sum((-1, -2)) > thresh[:, None])
         centers = new
+    if thresh is None:
+        thresh = threshold(torch.bmm(valid_f[:, None, :], x)[:, 0])
     part = _assign(x, centers)
     if rr == 1:
-        return centers, moving, n_iter, part, prev
+        return centers, moving, n_iter, part, prev, thresh
     best = _inertia(xx, valid_f, part)[0].argmin(1)
     rows = torch.arange(b, device=x.device)
     prev = None if prev is None else prev[rows, best][:, None]
-    return tuple(t[rows, best][:, None] for t in (centers, moving, n_iter, part)) + (prev,)
+    return tuple(t[rows, best][:, None] for t in (centers, moving, n_iter, part)) + (prev, thresh)
 
 
 def _cluster(x, valid, k, u, centers, moving, n_iter, iters, tol, hartigan, max_moves):
@@ -305,17 +311,21 @@ def _cluster(x, valid, k, u, centers, moving, n_iter, iters, tol, hartigan, max_
     b, n, d = x.shape
     xx = (x * x).sum(-1)
     valid_f = valid.float()
-    # mean per-dimension variance of the valid points, (E||x||^2 - ||E x||^2) / D, without a
-    # (B, N, D) temporary
     cnt = valid_f.sum(1).clamp_min(1)
-    mean = torch.bmm(valid_f[:, None, :], x)[:, 0] / cnt[:, None]
-    var = ((xx * valid_f).sum(1) / cnt - (mean * mean).sum(1)).clamp_min(0) / d
-    thresh = tol * var  # (B,)
+    sq_mean = (xx * valid_f).sum(1) / cnt
+
+    def threshold(total):
+        """(B,) stopping threshold from the sum of the valid points (B, D): ``tol`` x their mean
+        per-dimension variance, (E||x||^2 - ||E x||^2) / D."""
+        mean = total / cnt[:, None]
+        return tol * (sq_mean - (mean * mean).sum(1)).clamp_min(0) / d
+
     phase1 = 0
     if centers is None:
         phase1 = min(SELECT_AFTER_STEPS, iters) if u.shape[1] > 1 else 0
-        centers, moving, n_iter, part, prev = _seed(x, xx, valid_f, k, u, thresh, phase1)
+        centers, moving, n_iter, part, prev, thresh = _seed(x, xx, valid_f, k, u, threshold, phase1)
     else:
+        thresh = threshold(torch.bmm(valid_f[:, None, :], x)[:, 0])
         part, prev = _assign(x, centers), None
     centers, n_iter, part, prev = _lloyd(x, valid_f, thresh, centers, moving, n_iter, part, prev, iters - phase1)
     centers, n_iter = centers[:, 0], n_iter[:, 0]
@@ -335,15 +345,19 @@ def _lloyd(x, valid_f, thresh, centers, moving, n_iter, part, prev, steps):
     and ``n_iter`` (B, 1), ``part`` (B, 1, K, N) :func:`_assign` of ``centers``, ``prev``
     (B, 1, N) the labels whose means the centres are, or None) -> final centres, iteration
     counts, the :func:`_assign` of the final centres and the labels whose means they are (-1:
-    none). A step is the M-step on the last assignment, then the assignment to the new centres.
-    Converged rows are dropped from the batch (one copy of their rows) once they are a quarter of
+    none). A step is the M-step on the last assignment, then the assignment to the new centres;
+    a row stops when its squared centre shift is <= ``thresh`` (B,) or when the assignment is the
+    partition its centres are the means of (the next step would not move them). Converged rows are dropped from the batch (one copy of their rows) once they are a quarter of
     it; until then they are masked."""
     if prev is None:
         prev = torch.full_like(part[:, :, 0], -1, dtype=torch.long)
+    pad = valid_f[:, None] == 0  # (B, 1, N)
+    # a row whose assignment is the partition its centres are the means of is converged
+    moving = moving & ~((part.min(2).indices == prev) | pad).all(-1)
     active = moving[:, 0].nonzero()[:, 0]
     if not len(active):
         return centers, n_iter, part, prev
-    xa, va, ta, ca, mv, ia, pa, la = (t[active] for t in (x, valid_f, thresh, centers, moving, n_iter, part, prev))
+    xa, va, ta, ca, mv, ia, pa, la, qa = (t[active] for t in (x, valid_f, thresh, centers, moving, n_iter, part, prev, pad))
     for _ in range(steps):
         if not len(active):
             break
@@ -355,10 +369,12 @@ def _lloyd(x, valid_f, thresh, centers, moving, n_iter, part, prev, steps):
         mv = mv & (((new - ca) ** 2).sum((-1, -2)) > ta[:, None])
         ca = new
         pa = _assign(xa, ca)
+        mv = mv & ~((pa.min(2).indices == la) | qa).all(-1)
         going = mv[:, 0]
         if int(going.sum()) * 4 <= 3 * len(active):
             centers[active], n_iter[active], part[active], prev[active] = ca, ia, pa, la
-            active, xa, va, ta, ca, mv, ia, pa, la = (t[going] for t in (active, xa, va, ta, ca, mv, ia, pa, la))
+            active, xa, va, ta, ca, mv, ia, pa, la, qa = (
+                t[going] for t in (active, xa, va, ta, ca, mv, ia, pa, la, qa))
     centers[active], n_iter[active], part[active], prev[active] = ca, ia, pa, la
     return centers, n_iter, part, prev
 
