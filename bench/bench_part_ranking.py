@@ -28,12 +28,14 @@ the wall time of one ``cluster_classes`` call over all classes.
 Reported: seconds (ours measured, sklearn extrapolated), speed-up, peak memory (CUDA: the
 allocator's peak; CPU: the peak RSS growth, ``ru_maxrss``, of a fresh process per class count, which
 includes one group of generated features, ``--classes-per-call`` x features x D x 4 bytes), and the inertia ratio ours / sklearn on the classes both ran (mean, max, and the
-fraction within 1%). Timings are wall-clock; on a shared machine they are noisy.
+fraction within 1%). Timings are wall-clock (on a shared machine they are noisy) or, with
+``--cpu-time``, CPU seconds of the process.
 
 Usage::
 
     nice .venv/bin/python bench/bench_part_ranking.py --classes 100 1000 [--features 2000]
         [--dim 256] [--device cpu|cuda] [--sklearn-classes 20] [--max-batch-mb 1024] [--lloyd-only]
+        [--cpu-time]
     OMP_NUM_THREADS=1 nice .venv/bin/python bench/bench_part_ranking.py \
         --fixture ../shared/fixtures/part_distillation_parity [--fixture-seeds 10]
 """
@@ -54,6 +56,9 @@ try:
     import faiss
 except ImportError:  # optional anchor
     faiss = None
+
+
+CLOCK = [time.perf_counter]  # timer of ours / sklearn / faiss; --cpu-time: time.process_time
 
 
 def class_features(index: int, n: int, d: int, k: int = 8, noise: float = 0.05) -> torch.Tensor:
@@ -80,12 +85,12 @@ def run(num_classes: int, args) -> None:
         feats = {f"c{i:06d}": class_features(i, args.features, args.dim).to(device) for i in group}
         if device.type == "cuda":
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0 = CLOCK[0]()
         cents = cluster_classes(feats, 8, device=device, max_batch_bytes=args.max_batch_mb << 20,
                                 restarts=args.restarts, hartigan=args.hartigan)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        total += time.perf_counter() - t0
+        total += CLOCK[0]() - t0
         for i in group:
             if i < args.sklearn_classes:
                 ours[i] = cents[f"c{i:06d}"]
@@ -98,17 +103,17 @@ def run(num_classes: int, args) -> None:
     for i in range(n_sk):
         x = class_features(i, args.features, args.dim).numpy()
         xt = torch.from_numpy(x)
-        t0 = time.perf_counter()
+        t0 = CLOCK[0]()
         km = KMeans(8, random_state=0).fit(x)
-        t_sk += time.perf_counter() - t0
+        t_sk += CLOCK[0]() - t0
         ours_i = inertia(xt, ours[i])
         ratios.append(ours_i / max(float(km.inertia_), 1e-12))
         r10.append(ours_i / max(float(KMeans(8, n_init=10, random_state=0).fit(x).inertia_), 1e-12))
         if faiss is not None:
             fk = faiss.Kmeans(x.shape[1], 8, nredo=args.restarts, seed=i + 1)
-            t0 = time.perf_counter()
+            t0 = CLOCK[0]()
             fk.train(np.ascontiguousarray(x))
-            t_fa += time.perf_counter() - t0
+            t_fa += CLOCK[0]() - t0
             rfa.append(ours_i / max(inertia(xt, torch.from_numpy(fk.centroids)), 1e-12))
     sk_total = t_sk / n_sk * num_classes
     ratios, r10 = np.array(ratios), np.array(r10)
@@ -205,11 +210,15 @@ def main():
     p.add_argument("--max-batch-mb", type=int, default=64)
     p.add_argument("--restarts", type=int, default=3)
     p.add_argument("--lloyd-only", action="store_true", help="ours without the Hartigan refinement")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="time in CPU seconds of this process (time.process_time), not wall-clock")
     p.add_argument("--fixture", default="", help="folder of the parity fixture's clustering.pt")
     p.add_argument("--fixture-seeds", type=int, default=10)
     p.add_argument("--no-header", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     args.hartigan = not args.lloyd_only
+    if args.cpu_time:
+        CLOCK[0] = time.process_time
     if args.fixture:
         fixture(args)
         return
@@ -218,7 +227,8 @@ def main():
         return
     print(f"torch threads {torch.get_num_threads()}; ours restarts={args.restarts}"
           f"{' + Hartigan' if args.hartigan else ''}; sklearn KMeans(8, random_state=0) (n_init auto)"
-          f"{'' if faiss else '; faiss-cpu not installed: faiss anchor skipped'}")
+          f"{'' if faiss else '; faiss-cpu not installed: faiss anchor skipped'}"
+          f"{'; times in CPU seconds of the process' if args.cpu_time else '; wall-clock times'}")
     print("| classes | features/class | D | device | ours s | sklearn loop s | speed-up | "
           "peak MB | inertia ours/sklearn mean / max / within 1% | ours / sklearn n_init=10 mean / max | "
           "faiss s (extrapolated) / inertia ours/faiss mean / max |")

@@ -21,7 +21,8 @@ feature points are the grid cells its mask covers >= 50% (``grid_cell_masks``); 
   assignment by the config's ``DISTANCE_METRIC``, as ours.
 
 Reported: objects/s for k-means alone and k-means + assignment (median over ``--repeats``
-timed passes after one untimed warm-up pass), mean inertia of both (sum of squared distances of
+timed rounds, each one pass of every method in turn, after one untimed warm-up pass; wall-clock, or CPU seconds of the process with
+``--cpu-time``), mean inertia of both (sum of squared distances of
 an object's points to their k-means centre: sklearn ``inertia_``, ours ``KMeansResult.inertia``),
 their ratio and the fraction of objects where ours <= sklearn * (1 + 1e-6). The same fraction
 with both inertias recomputed in float64 from the centres is printed too, since float32 rounding
@@ -38,7 +39,7 @@ Usage::
 
     nice .venv/bin/python bench/bench_pixel_grouping.py [--dataset pascal_part_examples]
         [--max-images N] [--device cpu|cuda] [--objects-per-batch 16] [--repeats 3]
-        [--crf-workers 1 2] [--no-crf] [--no-sklearn]
+        [--crf-workers 1 2] [--no-crf] [--no-sklearn] [--cpu-time]
     OMP_NUM_THREADS=1 nice .venv/bin/python bench/bench_pixel_grouping.py --no-crf  # one thread
 """
 import argparse
@@ -73,6 +74,7 @@ from part_distillation.stages.proposal_generation import (ProposalGenerationStag
                                                      build_segmenter, grid_cell_masks, object_seed)
 
 CONFIG = "configs/proposal_generation/effnet_lite0_cpu.yaml"
+CLOCK = [time.perf_counter]  # the k-means timer; --cpu-time: time.process_time
 NOISE_NOTE = ("NOTE: timings are wall-clock on a shared machine (other jobs running); "
               "treat them as rough, compare only within one run.")
 
@@ -137,15 +139,15 @@ def run_ours(objs, k, batch, restarts, metric, stride, device):
     for idx in size_batches([len(o.pts) for o in objs], batch):  # as stage 2 batches them
         chunk = [objs[i] for i in idx]
         sync(device)
-        t0 = time.perf_counter()
+        t0 = CLOCK[0]()
         x, valid = pack_rows([o.pts for o in chunk])
         res = batched_kmeans(x, valid, k, [o.seed for o in chunk], iters=50, tol=1e-4, restarts=restarts)
         sync(device)
-        t1 = time.perf_counter()
+        t1 = CLOCK[0]()
         for row, o in enumerate(chunk):
             assign(o, res.centers[row], metric, stride)
         sync(device)
-        t_as += time.perf_counter() - t1
+        t_as += CLOCK[0]() - t1
         t_km += t1 - t0
         inertia[idx] = res.inertia.cpu().numpy()
         iters[idx] = res.iterations.cpu().numpy()
@@ -164,14 +166,14 @@ def run_sklearn(objs, k, stride, device):
         warnings.simplefilter("ignore")  # ConvergenceWarning on objects with < k distinct points
         for o in objs:
             sync(device)
-            t0 = time.perf_counter()
+            t0 = CLOCK[0]()
             km = KMeans(n_clusters=k, random_state=0).fit(o.pts.cpu().numpy())
             c = torch.from_numpy(km.cluster_centers_).to(device=device, dtype=torch.float32)
             sync(device)
-            t1 = time.perf_counter()
+            t1 = CLOCK[0]()
             assign(o, c, "dot", stride)
             sync(device)
-            t_as += time.perf_counter() - t1
+            t_as += CLOCK[0]() - t1
             t_km += t1 - t0
             inertia.append(float(km.inertia_))
             centers.append(c.cpu())
@@ -187,16 +189,16 @@ def run_faiss(objs, k, restarts, metric, stride, device):
     for o in objs:
         pts = o.pts.cpu().numpy()
         sync(device)
-        t0 = time.perf_counter()
+        t0 = CLOCK[0]()
         fk = faiss.Kmeans(pts.shape[1], k, nredo=restarts, seed=int(o.seed) % (2 ** 31),
                           min_points_per_centroid=1)
         fk.train(np.ascontiguousarray(pts, dtype=np.float32))
         c = torch.from_numpy(fk.centroids).to(device=device, dtype=torch.float32)
         sync(device)
-        t1 = time.perf_counter()
+        t1 = CLOCK[0]()
         assign(o, c, metric, stride)
         sync(device)
-        t_as += time.perf_counter() - t1
+        t_as += CLOCK[0]() - t1
         t_km += t1 - t0
         c = c.cpu()
         inertia.append(float(torch.cdist(o.pts.cpu(), c).pow(2).min(1).values.sum()))
@@ -242,16 +244,18 @@ def inertia64(objs, centers):
                      for o, c in zip(objs, centers)])
 
 
-def timed_passes(fn, repeats):
-    """One untimed warm-up pass (its outputs kept) then ``repeats`` timed passes.
-    Returns (outputs of the warm-up pass, list of kmeans seconds, list of kmeans+assign seconds)."""
-    first = fn()
-    km, tot = [], []
+def timed_passes(fns, repeats):
+    """One untimed warm-up pass of every method (its outputs kept), then ``repeats`` rounds that
+    time one pass of every method in turn, so that a change in the machine's load between rounds
+    hits all methods alike. ``fns``: {name: pass function}. Returns {name: (outputs of the warm-up
+    pass, list of kmeans seconds, list of kmeans+assign seconds)}."""
+    out = {name: (fn(), [], []) for name, fn in fns.items()}
     for _ in range(repeats):
-        t_km, t_as = fn()[:2]
-        km.append(t_km)
-        tot.append(t_km + t_as)
-    return first, km, tot
+        for name, fn in fns.items():
+            t_km, t_as = fn()[:2]
+            out[name][1].append(t_km)
+            out[name][2].append(t_km + t_as)
+    return out
 
 
 def fmt_rate(n, secs):
@@ -270,11 +274,16 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="timed k-means passes (after a warm-up)")
     parser.add_argument("--crf-workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--no-crf", action="store_true", help="skip part 2 (stages 1-3 on disk)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time the k-means passes in CPU seconds of this process (time.process_time), "
+                             "not wall-clock: less sensitive to other jobs on a shared machine")
     parser.add_argument("--no-sklearn", action="store_true",
                         help="skip the sklearn reference (ratios are then against ours r=3)")
     args = parser.parse_args()
 
     t_start = time.perf_counter()
+    if args.cpu_time:
+        CLOCK[0] = time.process_time
     device = torch.device(args.device)
     cfg = setup_cfg(CONFIG, ["MODEL.DEVICE", args.device])
     pg = cfg.PROPOSAL_GENERATION
@@ -286,6 +295,8 @@ def main():
           f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
           f"load avg {os.getloadavg()[0]:.2f}")
     print(NOISE_NOTE)
+    if args.cpu_time:
+        print("k-means timed in CPU seconds of this process (--cpu-time), not wall-clock")
     if faiss is None:
         print("faiss-cpu not installed: faiss anchor skipped")
     else:
@@ -305,16 +316,14 @@ def main():
     print(f"objects: {len(objs)} clustered (K={k}), {small} small (<= K points: fallback, not timed); points per "
           f"object min/median/max {npts.min()}/{int(np.median(npts))}/{npts.max()}")
 
-    runs = {}
-    for restarts in (1, 3):
-        runs[f"ours r={restarts}"] = timed_passes(
-            lambda r=restarts: run_ours(objs, k, args.objects_per_batch, r, metric, stride, device),
-            args.repeats)
+    fns = {f"ours r={r}": (lambda r=r: run_ours(objs, k, args.objects_per_batch, r, metric, stride, device))
+           for r in (1, 3)}
     if faiss is not None:
-        runs["faiss r=3"] = timed_passes(lambda: run_faiss(objs, k, 3, metric, stride, device), args.repeats)
+        fns["faiss r=3"] = lambda: run_faiss(objs, k, 3, metric, stride, device)
     ref = "ours r=3" if args.no_sklearn else "sklearn"
     if not args.no_sklearn:
-        runs["sklearn"] = timed_passes(lambda: run_sklearn(objs, k, stride, device), args.repeats)
+        fns["sklearn"] = lambda: run_sklearn(objs, k, stride, device)
+    runs = timed_passes(fns, args.repeats)
 
     sk_in, sk_c = runs[ref][0][2], runs[ref][0][3]
     sk_in64 = inertia64(objs, sk_c)
@@ -374,7 +383,8 @@ def main():
         (fo, fkm, _), (oo, okm, _) = runs["faiss r=3"], runs["ours r=3"]
         fi, oi = inertia64(objs, fo[3]), inertia64(objs, oo[3])
         print(f"ours r=3 / faiss r=3 (nredo=3), torch threads {torch.get_num_threads()}: k-means speed "
-              f"{statistics.median(fkm) / statistics.median(okm):.2f}x (median pass), mean inertia "
+              f"{statistics.median(fkm) / statistics.median(okm):.2f}x (median pass; per round "
+              f"{', '.join(f'{f / o:.2f}' for f, o in zip(fkm, okm))}), mean inertia "
               f"{oi.mean() / fi.mean():.4f} (float64), objects with ours <= faiss*(1+1e-6): "
               f"{np.mean(oi <= fi * (1 + 1e-6)):.2f}")
     for name, s, wall in crf_rows:

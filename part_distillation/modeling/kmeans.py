@@ -5,9 +5,9 @@ object mask). Each object is one row of a padded batch ``X (B, N, D)`` with a va
 ``valid (B, N)``. Initialisation is greedy k-means++ (each new centre is the best of
 ``2 + floor(ln K)`` D²-sampled candidates, the scheme scikit-learn uses), followed by Lloyd
 iterations (an object that has converged leaves the batch); an empty cluster keeps its previous
-centre. The random numbers of each row
-come from its own seed, so a row's result does not depend on which other rows share its batch
-(sharding and batch size never change the output).
+centre. The random numbers of each row come from its own seed, so a row's result does not
+depend on which other rows share its batch (sharding and batch size never change the output
+beyond float rounding).
 
 Seedings (``restarts``) run side by side: all R seedings of an object share one copy of its
 points (centres stacked ``(B, R*K, D)``) for k-means++ and the first ``SELECT_AFTER_STEPS`` Lloyd
@@ -26,13 +26,24 @@ refinement can only end at equal or lower inertia than the Lloyd result it start
 best-improvement variant (one move per row and step, all rows of a batch side by side), not AS
 136's optimal-transfer / quick-transfer stages.
 
-Where the time went on CPU (profiled on the shared ADE20K / Pascal-Part features, D = 152, K = 4,
-objects of 5 to 2,044 points): the two passes over ``X`` per Lloyd step, repeated for each seeding
-(``X`` was copied R times), and padding every object of a batch to its largest one. Now: the
-seedings share ``X`` and are cut to one after 2 steps; the M-step is a scatter-add
-(``index_add_``, not a one-hot matrix product); converged objects are dropped from the batch in a
-few compactions, not every step; :func:`size_batches` groups objects of similar size so padding
-stays bounded.
+How the work is laid out (on CPU a step is bound by reading ``X``, so the passes over it are
+what is counted and shared):
+
+* one matrix product per pass for all seedings: the assignment is ``C @ X^T`` with the centres
+  of all R seedings stacked ``(B, R*K, D)`` (``||c||^2 - 2 x.c``; ``||x||^2`` is computed once
+  per row), the M-step is a one-hot ``(B, R*K, N)`` matrix times ``X`` (cluster sums and sizes
+  of all seedings in one product, padding has a zero column);
+* nothing is assigned twice: k-means++ keeps the nearest seed of every point, which is the first
+  Lloyd step's assignment; the assignment that picks the best seeding is the chosen seeding's
+  next one; the assignment after the last step gives labels and inertia and, when the partition
+  did not change, the Hartigan refinement's start; the sum of the points (for the tolerance)
+  comes from the first M-step's cluster sums;
+* a row stops when its centres move by at most the tolerance or when its assignment is the
+  partition its centres are the means of (the next step could not move them); stopped rows are
+  dropped from the batch in a few compactions, not every step;
+* CPU: the rows of a batch are clustered in groups of at most ``CHUNK_BYTES`` of points (cut
+  to the group's own padded length), so that a group's points stay in cache across the passes
+  of a step; :func:`size_batches` groups objects of similar size so padding stays bounded.
 """
 import math
 from dataclasses import dataclass
@@ -178,7 +189,8 @@ def batched_kmeans(
     """Cluster each row of ``x`` into ``k`` clusters.
 
     Args:
-        x: (B, N, D) float features; padded rows are ignored via ``valid``.
+        x: (B, N, D) float features; padded rows are ignored via ``valid`` (their values must
+            be finite: they meet zero weights in the matrix products).
         valid: (B, N) bool; each row needs at least ``k`` valid points.
         k: number of clusters.
         seeds: B ints, one random seed per row (results are reproducible per row).

@@ -61,8 +61,9 @@ def class_seed(class_code: str, seed: int = 0) -> int:
 
 def kmeans_batch_bytes(rows: int, n: int, d: int, k: int, restarts: int) -> int:
     """Estimated peak working memory in bytes of ``batched_kmeans`` on a ``(rows, n, d)`` float32
-    batch: the features repeated per restart, the padded copy, the (n, k) distance and one-hot
-    tensors and the k-means++ candidate distances (``2 + ln k`` candidates)."""
+    batch, an upper bound: the padded features, room for one more copy of them per restart, the
+    (n, k) distance and one-hot tensors of every restart and the k-means++ candidate distances
+    (``2 + ln k`` candidates)."""
     trials = 2 + int(math.log(k)) if k > 1 else 2
     per_row = n * d + restarts * n * (d + 3 * k + trials + 2)
     return 4 * rows * per_row
