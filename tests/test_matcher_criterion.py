@@ -173,7 +173,8 @@ def test_point_sampling_ratios_read_the_official_swapped_pair_and_refuse_other_i
     from part_distillation.modeling.meta_arch.maskformer_model import build_criterion, point_sampling_ratios
 
     def cfg(k, beta):
-        return setup_cfg("", ["MODEL.MASK_FORMER.OVERSAMPLE_RATIO", k, "MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO", beta])
+        return setup_cfg("", ["MODEL.MASK_FORMER.OVERSAMPLE_RATIO", k,
+                              "MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO", beta])
 
     assert point_sampling_ratios(cfg(3.0, 0.75)) == (3.0, 0.75)
     with caplog.at_level("WARNING"):

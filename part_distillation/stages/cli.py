@@ -89,7 +89,8 @@ def detic_labeling_argv(config_file: str, opts: Sequence[str] = ()) -> Optional[
         return None
     from ..config import setup_cfg
 
-    pg_opts = [x for k, v in (data.get("PROPOSAL_GENERATION") or {}).items() for x in (f"PROPOSAL_GENERATION.{k}", str(v))]
+    pg_opts = [x for k, v in (data.get("PROPOSAL_GENERATION") or {}).items()
+               for x in (f"PROPOSAL_GENERATION.{k}", str(v))]
     pg_opts += ["PROPOSAL_GENERATION.OBJECT_MASK_TYPE", "detic", *opts]
     pg = setup_cfg("", pg_opts).PROPOSAL_GENERATION
     tests = (data.get("DATASETS") or {}).get("TEST") or ("imagenet_1k_train",)

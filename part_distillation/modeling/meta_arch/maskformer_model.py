@@ -129,10 +129,10 @@ def point_sampling_ratios(cfg) -> Tuple[float, float]:
 def build_criterion(cfg, num_classes: int, match_points: int = None, loss_points: int = None) -> SetCriterion:
     """Mask2Former's Hungarian matcher + set criterion from MODEL.MASK_FORMER.{CLASS,MASK,DICE}_WEIGHT
     (the same numbers weigh matching costs and losses, as officially), NO_OBJECT_WEIGHT,
-    OVERSAMPLE_RATIO, IMPORTANCE_SAMPLE_RATIO (:func:`point_sampling_ratios`); ``_{i}`` weight copies for the DEC_LAYERS - 1
-    auxiliary predictions when DEEP_SUPERVISION. Points sampled per mask for matching and for the
-    losses: ``match_points`` / ``loss_points`` (stage 6: TRAIN_NUM_POINTS_MATCH / _LOSS), by
-    default TRAIN_NUM_POINTS."""
+    OVERSAMPLE_RATIO, IMPORTANCE_SAMPLE_RATIO (:func:`point_sampling_ratios`); ``_{i}`` weight
+    copies for the DEC_LAYERS - 1 auxiliary predictions when DEEP_SUPERVISION. Points sampled per
+    mask for matching and for the losses: ``match_points`` / ``loss_points`` (stage 6:
+    TRAIN_NUM_POINTS_MATCH / _LOSS), by default TRAIN_NUM_POINTS."""
     mf = cfg.MODEL.MASK_FORMER
     matcher = HungarianMatcher(cost_class=mf.CLASS_WEIGHT, cost_mask=mf.MASK_WEIGHT,
                                cost_dice=mf.DICE_WEIGHT, num_points=match_points or mf.TRAIN_NUM_POINTS)
