@@ -76,7 +76,7 @@ def test_part_imagenet_coco_layout(tmp_path):
         register_dataset(f"t_pi_{merge}", "PartImageNetLoader", annotations_dirname=str(ann),
                          images_dirname=str(img), split="valtest", merge=merge, eval_mode="evaluate")
     recs = DatasetCatalog.get("t_pi_True")  # valtest = val + test merged (no valtest.json)
-    assert [r["image_id"] for r in recs] == ["n01440764/n01440764_3", "n02085620/n02085620_7"]
+    assert [r["image_id"] for r in recs] == ["n01440764_3", "n02085620_7"]
     fish, dog = recs
     assert dog["file_name"] == os.path.join(str(img), "n02085620", "n02085620_7.JPEG")
     g = gt_objects(dog)[0]
@@ -92,6 +92,24 @@ def test_part_imagenet_coco_layout(tmp_path):
     raw = DatasetCatalog.get("t_pi_False")
     assert [p["name"] for p in raw[1]["objects"][0]["parts"]] == ["Quadruped Head", "Quadruped Body", "Quadruped Head"]
     assert imagenet_1k_to_22k(["n01440764", "n02085620", "n0"], ["n0", "n02085620", "x", "n01440764"]) == [3, 1, 0]
+
+
+def test_part_imagenet_stage1_files_land_where_later_stages_read_them(tmp_path):
+    """Stage 1 on PartImageNet records writes ``<wnid>/<stem>.json`` (official layout), each file
+    listed and read back with its image id, so stage 2 gets every image."""
+    from part_distillation.config import setup_cfg
+    from part_distillation.data.pseudo_labels import list_pseudo_labels, load_pseudo_label
+    from part_distillation.stages.object_masks import ObjectMasksStage
+
+    ann, img, _, _ = _part_imagenet(tmp_path)
+    register_dataset("t_pi_stage1", "PartImageNetLoader", annotations_dirname=str(ann), images_dirname=str(img),
+                     split="valtest", merge=True)
+    out = tmp_path / "object_masks"
+    cfg = setup_cfg("", ["PROPOSAL_GENERATION.OBJECT_MASK_TYPE", "given"])
+    assert ObjectMasksStage(cfg, str(out)).run(DatasetCatalog.get("t_pi_stage1")).processed == 2
+    files = list_pseudo_labels(str(out))
+    assert [os.path.relpath(p, out) for p in files] == ["n01440764/n01440764_3.json", "n02085620/n02085620_7.json"]
+    assert [load_pseudo_label(p).objects[0].class_code for p in files] == ["n01440764", "n02085620"]
 
 
 # ------------------------------------------------------------------ ImageNet folders
@@ -123,7 +141,7 @@ def test_imagenet_folders_filters_partitions(tmp_path):
     recs = DatasetCatalog.get("t_in22k")
     assert [r["class_code"] for r in recs] == ["n00000003"] * 3 + ["n00000001"] * 4
     ids = [r["image_id"] for r in recs]
-    assert len(set(ids)) == 7 and "n00000001/n00000001_0.jpg" in ids and "n00000001/n00000001_1" in ids
+    assert len(set(ids)) == 7 and "n00000001_0.jpg" in ids and "n00000001_1" in ids
     car = recs[0]
     assert car["class_id"] == 0 and car["class_name"] == "car" and car["objects"] == []
     meta = MetadataCatalog.get("t_in22k")
@@ -267,7 +285,7 @@ def test_part_imagenet_bad_annotations_are_counted_skips_naming_file_and_id(tmp_
     register_dataset("t_pi_bad", "PartImageNetLoader", annotations_dirname=str(ann), images_dirname=str(img),
                      split="val", merge=True)
     recs = DatasetCatalog.get("t_pi_bad")
-    assert [r["image_id"] for r in recs] == ["n02085620/n02085620_7"]
+    assert [r["image_id"] for r in recs] == ["n02085620_7"]
     g = gt_objects(recs[0])[0]
     assert g.part_names == ["Quadruped Head", "Quadruped Body"] and (g.parts[1] == body).all()
     report = MetadataCatalog.get("t_pi_bad").load_report

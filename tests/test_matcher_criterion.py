@@ -1,4 +1,5 @@
 """Tests of the Hungarian matcher and the Mask2Former set criterion."""
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -161,3 +162,31 @@ def test_criterion_decreases_under_optimisation():
     # the mask BCE plateaus (~0.2): importance sampling keeps picking the boundary points,
     # where the bilinearly interpolated logit of a perfect mask is ~0
     assert total().item() < 0.3 * start
+
+
+def test_point_sampling_ratios_read_the_official_swapped_pair_and_refuse_other_invalid_ones(caplog):
+    """configs/PartProposalLearning.yaml / PartDistillation.yaml publish OVERSAMPLE_RATIO 0.0 /
+    IMPORTANCE_SAMPLE_RATIO 3.0, which detectron2's point sampler asserts against: the criterion
+    takes them as the official sh files pass them (3.0 / 0.0), with a warning; any other invalid pair
+    is refused naming the keys."""
+    from part_distillation.config import setup_cfg
+    from part_distillation.modeling.meta_arch.maskformer_model import build_criterion, point_sampling_ratios
+
+    def cfg(k, beta):
+        return setup_cfg("", ["MODEL.MASK_FORMER.OVERSAMPLE_RATIO", k,
+                              "MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO", beta])
+
+    assert point_sampling_ratios(cfg(3.0, 0.75)) == (3.0, 0.75)
+    with caplog.at_level("WARNING"):
+        crit = build_criterion(cfg(0.0, 3.0), 1)
+    assert (crit.oversample_ratio, crit.importance_sample_ratio) == (3.0, 0.0)
+    assert "swapped pair" in caplog.text
+    for bad in ((0.5, 0.5), (3.0, 1.5)):
+        with pytest.raises(ValueError, match="OVERSAMPLE_RATIO .* IMPORTANCE_SAMPLE_RATIO"):
+            point_sampling_ratios(cfg(*bad))
+    # the swapped reading trains: finite mask losses with uniformly random points
+    masks = torch.randn(1, 3, 8, 8)
+    targets = [{"labels": torch.zeros(1, dtype=torch.long), "masks": (torch.rand(1, 16, 16) > 0.5).float()}]
+    crit.num_points = 32
+    losses = crit({"pred_logits": torch.randn(1, 3, 2), "pred_masks": masks}, targets)
+    assert all(torch.isfinite(v) for v in losses.values())

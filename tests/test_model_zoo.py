@@ -3,7 +3,7 @@ exercised. Every YAML under configs/ (this project's and the official copies) me
 DATASETS.TRAIN / TEST name resolves to a registered dataset, every model builds (random weights,
 Swin-L built once per distinct architecture, never run); every sh file passes ``bash -n``, sources
 files that exist and defaults to config files that exist, and passes EXTRA_OPTS with its quoting;
-every ``tools/*.py --help`` and ``demo/demo.py --help`` exits 0."""
+every ``tools/*.py --help``, ``demo/demo.py --help`` and ``bench/*.py --help`` exits 0."""
 import glob
 import json
 import os
@@ -53,7 +53,8 @@ OFFICIAL_SH = ["dcrf/run.sh", "detic/debug.sh", "detic/run.sh", "part_distillati
                *(f"fewshot_learning/semseg/{d}.sh" for d in ("cityscapes", "part_imagenet", "pascal")),
                *(f"supervised_learning/semseg/{d}.sh" for d in ("city_single", "cityscapes", "part_imagenet",
                                                                 "part_imagenet_single", "pascal", "pascal_single"))]
-TOOLS = sorted(glob.glob(os.path.join(REPO, "tools", "*.py"))) + [os.path.join(REPO, "demo", "demo.py")]
+TOOLS = (sorted(glob.glob(os.path.join(REPO, "tools", "*.py"))) + [os.path.join(REPO, "demo", "demo.py")]
+         + sorted(glob.glob(os.path.join(REPO, "bench", "*.py"))))
 
 
 def _cfg(config):

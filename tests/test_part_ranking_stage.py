@@ -155,6 +155,16 @@ def test_tiny_run_labels_consistent_and_kill_rerun_identical(stage1, tmp_path):
     shutil.rmtree(killed)
 
 
+def test_default_input_names_each_folder_once():
+    """configs/PartRanking.yaml names its stage-3 folder in DATASET_PATH and DATASET_PATH_LIST: the
+    stage reads it once (a second copy would be refused as duplicate image ids)."""
+    cfg = setup_cfg(os.path.join(REPO, "configs", "PartRanking.yaml"), [])
+    assert PartRankingStage.default_input(cfg) == [os.path.normpath(cfg.PART_RANKING.DATASET_PATH)]
+    cfg = setup_cfg("", ["PART_RANKING.DATASET_PATH_LIST", "('a/', 'b')", "PART_RANKING.DATASET_PATH", "c"])
+    assert PartRankingStage.default_input(cfg) == ["a", "b", "c"]
+    assert PartRankingStage.default_input(setup_cfg("", [])) is None
+
+
 def test_bad_config_values_are_named(tmp_path):
     with pytest.raises(ValueError, match="CLASSIFIER_METRIC"):
         PartRankingStage.validate_config(_cfg("PART_RANKING.CLASSIFIER_METRIC", "cosine"))

@@ -458,3 +458,13 @@ def test_deprecated_stage_names_warn_and_resolve_to_the_official_stage(tmp_path)
     save_pseudo_label(folder, ImagePseudoLabel("x.jpg", "x", 20, 30, "dense_crf", [ObjectLabel("thing", obj)]))
     with pytest.warns(FutureWarning, match="stage 'dense_crf' is deprecated"):
         assert load_pseudo_label(list_pseudo_labels(folder)[0], "dcrf").stage == "dcrf"
+
+
+def test_an_input_folder_without_pseudo_labels_is_an_error_not_a_run_of_0_images(tmp_path):
+    # files one level too deep (<wnid>/<wnid>/<id>.json) are not this layout
+    deep = tmp_path / "objects" / "n01" / "n01"
+    deep.mkdir(parents=True)
+    (deep / "a.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="no pseudo-label files"):
+        DenseCRFStage(_cfg(), str(tmp_path / "crf")).run(str(tmp_path / "objects"))
+    assert not os.path.exists(tmp_path / "crf" / "n01")

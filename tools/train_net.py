@@ -1,8 +1,10 @@
 #!/usr/bin/env python
 """Train or evaluate with detectron2: the task follows MODEL.META_ARCHITECTURE (official names):
 ``ProposalModel`` (stage 4), ``PartDistillationModel`` (stage 6), ``SupervisedModel`` (supervised /
-few-shot baselines); ``PartRankingModel``, ``ProposalGenerationModel`` and ``LabelingDetic`` (the
-official stage scripts) run their stage tool with the same config, writing to OUTPUT_DIR.
+few-shot baselines); ``PartRankingModel`` and ``ProposalGenerationModel`` (the official stage
+scripts) run their stage tool with the same config, writing to OUTPUT_DIR; a ``LabelingDetic``
+config (configs/DeticLabeling.yaml) runs stage 1 with the Detic labeler
+(:func:`part_distillation.stages.cli.detic_labeling_argv`).
 ``--eval-only`` writes OUTPUT_DIR/inference/<dataset>/results.json; VIS_OUTPUT_DIR gets a few
 prediction overlays per evaluated dataset.
 
@@ -47,6 +49,9 @@ def stage_of(args):
 
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
+    detic = cli.detic_labeling_argv(args.config_file, args.opts)
+    if detic:  # official detic_labeling_net.py: stage 1 with the Detic labeler (Detic keys, own config)
+        sys.exit(cli.main("object_masks", detic))
     stage, cfg = stage_of(args)
     if stage:
         # official part_ranking_train_net.py / proposal_generation_net.py / detic_labeling_net.py:

@@ -12,12 +12,14 @@ Layouts (official PartDistillation paths under ``$DETECTRON2_DATASETS``)::
 Records (``evaluator_type`` ``"none"``; no image header is read, so ``height`` / ``width`` are
 absent)::
 
-    {"file_name", "image_id": "<wnid>/<stem>", "class_code": wnid, "class_id": int,
+    {"file_name", "image_id": "<stem>", "class_code": wnid, "class_id": int,
      "class_name": str, "objects": []}
 
-``image_id`` carries the wnid so ids are unique across classes and outputs land in
-``<class_code>/<stem>.json`` (official layout); stems shared by two files of one folder keep
-their extension (:func:`part_distillation.data.image_folder.unique_image_ids`).
+``image_id`` is the file's stem (official names ``<wnid>_<n>`` are unique across classes), so
+stage outputs land in ``<class_code>/<stem>.json`` (official layout) and every later stage reads
+the id back from the file name; stems shared by two files of one folder keep their extension
+(:func:`part_distillation.data.image_folder.unique_image_ids`); two classes holding the same
+stem are refused by the stage runner (duplicate image id).
 
 Class filters (official ``FILTERED_CODE_PATH_LIST`` / ``EXCLUDE_CODE_PATH`` of
 ``PROPOSAL_GENERATION`` / ``PART_RANKING`` / ``PART_DISTILLATION``): each file is a list of wnids,
@@ -134,7 +136,7 @@ def iter_imagenet(root: str, class_codes: Sequence[str], class_list: Sequence[st
             continue
         stems = unique_image_ids(files)
         for f in files:
-            yield {"file_name": os.path.join(folder, f), "image_id": f"{code}/{stems[f]}", "class_code": code,
+            yield {"file_name": os.path.join(folder, f), "image_id": stems[f], "class_code": code,
                    "class_id": ids[code], "class_name": names.get(code, code), "objects": []}
 
 

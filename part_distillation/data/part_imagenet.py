@@ -162,7 +162,7 @@ def load_part_imagenet(annotations_dirname: str, images_dirname: str, split: str
             continue
         obj_mask = np.any([p["mask"] for p in parts.values()], axis=0)
         dicts.append({
-            "file_name": file_name, "image_id": f"{wnid}/{os.path.splitext(base)[0]}", "height": h, "width": w,
+            "file_name": file_name, "image_id": os.path.splitext(base)[0], "height": h, "width": w,
             "annotation_file": json_path,
             "objects": [object_record(wnid, wnid, wnids.index(wnid), obj_mask,
                                       [dict(p, mask=encode_mask(p["mask"])) for p in parts.values()],

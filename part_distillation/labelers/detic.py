@@ -68,10 +68,17 @@ def _stub_mmcv_fp16():
     sys.modules.update(mods)
 
 
+# keys of the official configs/DeticLabeling.yaml that are this project's (the stage-1 settings
+# and the input size), not Detic's: left out of the Detic config
+PROJECT_KEYS = ("PROPOSAL_GENERATION", "INPUT.IMAGE_SIZE")
+
+
 def load_detic_config(path: str, opts=()):
-    """detectron2 defaults + CenterNet2 + Detic keys, then the YAML at ``path``; the zero-shot
-    classifier is built random ('rand') and replaced by :func:`set_vocabulary`, and the federated
-    loss (training only; it reads a class-frequency file) is off.
+    """detectron2 defaults + CenterNet2 + Detic keys, then the YAML at ``path`` (its ``_BASE_`` chain)
+    without :data:`PROJECT_KEYS`; the zero-shot classifier is built random ('rand') and replaced by
+    :func:`set_vocabulary`, and the federated loss (training only; it reads a class-frequency
+    file) is off. The official labeling model ``LabelingDetic`` (a ``CustomRCNN`` subclass that
+    writes its predictions) is built as ``CustomRCNN``; this stage writes them.
 
     Raises:
         ImportError / FileNotFoundError / ValueError with what to do.
@@ -87,8 +94,17 @@ def load_detic_config(path: str, opts=()):
     cfg = get_cfg()
     add_centernet_config(cfg)
     add_detic_config(cfg)
-    cfg.merge_from_file(path)
+    loaded = cfg.load_yaml_with_base(path, allow_unsafe=True)
+    for key in PROJECT_KEYS:
+        *parents, leaf = key.split(".")
+        node = loaded
+        for name in parents:
+            node = node.get(name) or {}
+        node.pop(leaf, None)
+    cfg.merge_from_other_cfg(type(cfg)(loaded))
     cfg.merge_from_list(list(opts))
+    if cfg.MODEL.META_ARCHITECTURE == "LabelingDetic":
+        cfg.MODEL.META_ARCHITECTURE = "CustomRCNN"
     cfg.MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH = "rand"
     cfg.MODEL.ROI_BOX_HEAD.USE_FED_LOSS = False
     cfg.MODEL.ROI_BOX_HEAD.IGNORE_ZERO_CATS = False

@@ -4,6 +4,7 @@ know, ``tools/label_objects.py``, ``tools/pixel_grouping.py`` (stage ``proposal_
 that reads a dataset, ``--input-dir`` for one that reads pseudo-labels) and trailing ``KEY VALUE``
 config overrides. Exit status 1 when some item failed (skips are not failures)."""
 import argparse
+import ast
 import logging
 import os
 import sys
@@ -66,6 +67,37 @@ def load_dataset(spec: str, args) -> tuple:
     dataset_name(spec, getattr(args, "vocabulary", "") or "")
     records = resolve_dataset(spec)
     return records, check_load_skips(spec, getattr(args, "accept_skips", False))
+
+
+def detic_labeling_argv(config_file: str, opts: Sequence[str] = ()) -> Optional[list]:
+    """The stage-1 command line (``tools/label_objects.py`` arguments) that runs an official
+    ``LabelingDetic`` config (configs/DeticLabeling.yaml, ``detic_labeling_net.py --config-file
+    ... --eval-only``): the file is the labeler's config (``--labeler-config``, Detic keys), its
+    PROPOSAL_GENERATION keys and ``opts`` go to this project's defaults with OBJECT_MASK_TYPE
+    ``detic``, the dataset is its DATASETS.TEST[0] and the output the official folder
+    ``<ROOT_FOLDER_NAME>/object_labels/detic_predictions/<DETIC_LABELING_MODE>/<dataset>/`` (which
+    configs/ProposalGeneration.yaml reads). None when ``config_file`` is no LabelingDetic config.
+    Running it needs Detic (an ImportError says what to install) and its weights."""
+    import yaml
+
+    try:
+        with open(config_file) as f:
+            data = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(data, dict) or (data.get("MODEL") or {}).get("META_ARCHITECTURE") != "LabelingDetic":
+        return None
+    from ..config import setup_cfg
+
+    pg_opts = [x for k, v in (data.get("PROPOSAL_GENERATION") or {}).items()
+               for x in (f"PROPOSAL_GENERATION.{k}", str(v))]
+    pg_opts += ["PROPOSAL_GENERATION.OBJECT_MASK_TYPE", "detic", *opts]
+    pg = setup_cfg("", pg_opts).PROPOSAL_GENERATION
+    tests = (data.get("DATASETS") or {}).get("TEST") or ("imagenet_1k_train",)
+    dataset = ast.literal_eval(tests) if isinstance(tests, str) and tests.startswith(("(", "[")) else tests
+    dataset = dataset[0] if isinstance(dataset, (list, tuple)) else str(dataset)
+    out = os.path.join(pg.ROOT_FOLDER_NAME, "object_labels", "detic_predictions", pg.DETIC_LABELING_MODE, dataset, "")
+    return ["--config-file", "", "--labeler-config", config_file, "--dataset", dataset, "--output-dir", out, *pg_opts]
 
 
 def _stage_class(name: str):

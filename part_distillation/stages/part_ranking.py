@@ -53,6 +53,7 @@ Per object, the ratios the official labeller records for stage 6's filters are i
 ``part_ratios`` = each part's area / image area (see :func:`part_ratios`).
 """
 import logging
+import os
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -191,10 +192,11 @@ class PartRankingStage(ProposalNetworkStage):
     @staticmethod
     def default_input(cfg) -> Optional[List[str]]:
         """The folders PART_RANKING.DATASET_PATH_LIST and DATASET_PATH (the official keys), the
-        input when the command line names none; None when both are empty."""
+        input when the command line names none, each folder once (the official configs/PartRanking.yaml
+        names one folder in both); None when both are empty."""
         pr = cfg.PART_RANKING
         folders = list(pr.DATASET_PATH_LIST) + ([pr.DATASET_PATH] if pr.DATASET_PATH else [])
-        return folders or None
+        return list(dict.fromkeys(os.path.normpath(f) for f in folders)) or None
 
     # ---- gather: pass 1 ----
     def gather(self, item: WorkItem) -> Tuple[Dict[str, np.ndarray], Dict[str, int]]:

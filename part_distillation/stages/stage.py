@@ -222,7 +222,17 @@ class PseudoLabelInputStage(Stage):
     INPUT_STAGE = ""
 
     def list_items(self, inputs) -> List[WorkItem]:
+        """Work items of a pseudo-label folder (or a list of files).
+
+        Raises:
+            FileNotFoundError: the folder is missing, or holds no ``<class_dir>/<image_id>.json``
+                file (e.g. files one level too deep), which would otherwise be a run of 0 images.
+        """
         files = list_pseudo_labels(inputs) if isinstance(inputs, str) else list(inputs)
+        if isinstance(inputs, str) and not files:
+            raise FileNotFoundError(
+                f"{inputs}: no pseudo-label files <class_dir>/<image_id>.json for {self.NAME or type(self).__name__} "
+                f"(its input is a {self.INPUT_STAGE or 'pseudo-label'} folder; check the path and its layout)")
         return [WorkItem(image_id_of_path(p), class_code_of_dir(os.path.basename(os.path.dirname(p))), p) for p in files]
 
     def load_input(self, item: WorkItem) -> ImagePseudoLabel:

@@ -94,13 +94,45 @@ def _paint(masks: torch.Tensor) -> np.ndarray:
     return labels
 
 
+# OVERSAMPLE_RATIO / IMPORTANCE_SAMPLE_RATIO of the official IN-1K top-level configs
+# (configs/PartProposalLearning.yaml, configs/PartDistillation.yaml at 827c35d / 938fd78): detectron2's
+# point sampler rejects them (it needs k >= 1 and beta in [0, 1]); the official per-stage sh files
+# pass the same two numbers the other way round (OVERSAMPLE_RATIO 3.0, IMPORTANCE_SAMPLE_RATIO 0.0).
+OFFICIAL_SWAPPED_POINT_RATIOS = (0.0, 3.0)
+
+
+def point_sampling_ratios(cfg) -> Tuple[float, float]:
+    """``(oversample_ratio, importance_sample_ratio)`` of the mask losses' point sampling, from
+    MODEL.MASK_FORMER.OVERSAMPLE_RATIO / IMPORTANCE_SAMPLE_RATIO. The published pair of the official
+    IN-1K configs (:data:`OFFICIAL_SWAPPED_POINT_RATIOS`: 0.0 / 3.0, which the sampler cannot run) is
+    read swapped, as the official sh files pass it (3.0 / 0.0: uniformly random points), with a
+    warning.
+
+    Raises:
+        ValueError: any other pair with OVERSAMPLE_RATIO < 1 or IMPORTANCE_SAMPLE_RATIO outside
+            [0, 1] (naming both keys).
+    """
+    mf = cfg.MODEL.MASK_FORMER
+    k, beta = float(mf.OVERSAMPLE_RATIO), float(mf.IMPORTANCE_SAMPLE_RATIO)
+    if (k, beta) == OFFICIAL_SWAPPED_POINT_RATIOS:
+        logger.warning("MODEL.MASK_FORMER.OVERSAMPLE_RATIO %s / IMPORTANCE_SAMPLE_RATIO %s (the official IN-1K "
+                       "config's swapped pair) read as OVERSAMPLE_RATIO %s / IMPORTANCE_SAMPLE_RATIO %s, the "
+                       "official sh files' values", k, beta, beta, k)
+        return beta, k
+    if k < 1 or not 0.0 <= beta <= 1.0:
+        raise ValueError(f"MODEL.MASK_FORMER.OVERSAMPLE_RATIO {k} / IMPORTANCE_SAMPLE_RATIO {beta}: the point "
+                         "sampler needs OVERSAMPLE_RATIO >= 1 and IMPORTANCE_SAMPLE_RATIO in [0, 1] "
+                         "(Mask2Former: 3.0 / 0.75)")
+    return k, beta
+
+
 def build_criterion(cfg, num_classes: int, match_points: int = None, loss_points: int = None) -> SetCriterion:
     """Mask2Former's Hungarian matcher + set criterion from MODEL.MASK_FORMER.{CLASS,MASK,DICE}_WEIGHT
     (the same numbers weigh matching costs and losses, as officially), NO_OBJECT_WEIGHT,
-    OVERSAMPLE_RATIO, IMPORTANCE_SAMPLE_RATIO; ``_{i}`` weight copies for the DEC_LAYERS - 1
-    auxiliary predictions when DEEP_SUPERVISION. Points sampled per mask for matching and for the
-    losses: ``match_points`` / ``loss_points`` (stage 6: TRAIN_NUM_POINTS_MATCH / _LOSS), by
-    default TRAIN_NUM_POINTS."""
+    OVERSAMPLE_RATIO, IMPORTANCE_SAMPLE_RATIO (:func:`point_sampling_ratios`); ``_{i}`` weight
+    copies for the DEC_LAYERS - 1 auxiliary predictions when DEEP_SUPERVISION. Points sampled per
+    mask for matching and for the losses: ``match_points`` / ``loss_points`` (stage 6:
+    TRAIN_NUM_POINTS_MATCH / _LOSS), by default TRAIN_NUM_POINTS."""
     mf = cfg.MODEL.MASK_FORMER
     matcher = HungarianMatcher(cost_class=mf.CLASS_WEIGHT, cost_mask=mf.MASK_WEIGHT,
                                cost_dice=mf.DICE_WEIGHT, num_points=match_points or mf.TRAIN_NUM_POINTS)
@@ -109,10 +141,11 @@ def build_criterion(cfg, num_classes: int, match_points: int = None, loss_points
     if mf.DEEP_SUPERVISION:
         for i in range(mf.DEC_LAYERS - 1):
             weight_dict.update({f"{k}_{i}": v for k, v in weights.items()})
+    oversample_ratio, importance_sample_ratio = point_sampling_ratios(cfg)
     return SetCriterion(
         num_classes=num_classes, matcher=matcher, weight_dict=weight_dict, eos_coef=mf.NO_OBJECT_WEIGHT,
         losses=("labels", "masks"), num_points=loss_points or mf.TRAIN_NUM_POINTS,
-        oversample_ratio=mf.OVERSAMPLE_RATIO, importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO)
+        oversample_ratio=oversample_ratio, importance_sample_ratio=importance_sample_ratio)
 
 
 @META_ARCH_REGISTRY.register()
