@@ -356,7 +356,8 @@ class PartEvalDatasetMapper:
         object_masks = transform_masks([o.mask for o in objects], transforms, size)
         out_size = size if self.geometry == "input" else (height, width)
         if self.geometry != "original":
-            objects = [self._resample(o, transforms, size, out_size) for o in objects]
+            objects = [self._resample(o, small, transforms, size, out_size)
+                       for o, small in zip(objects, object_masks)]
         return {
             "file_name": dataset_dict["file_name"],
             "image_id": dataset_dict["image_id"],
@@ -368,14 +369,10 @@ class PartEvalDatasetMapper:
         }
 
     @staticmethod
-    def _resample(obj, transforms: T.TransformList, size, out_size):
-        """``obj`` with its mask and part masks resized to the input ``size`` (nearest) and, when
-        ``out_size`` differs, back to ``out_size`` by the official bilinear > 0 rule."""
-        def resample(masks: List[np.ndarray]) -> np.ndarray:
-            if not masks:
-                return np.zeros((0, *out_size), bool)
-            small = transform_masks(masks, transforms, size)
-            return upsample_masks_official(small, out_size).numpy()
-        mask = resample([obj.mask])[0]
-        parts = resample(list(obj.parts))
-        return dataclasses.replace(obj, mask=mask, parts=parts)
+    def _resample(obj, small_mask: torch.Tensor, transforms: T.TransformList, size, out_size):
+        """``obj`` with its mask (``small_mask``: already at the input ``size``) and part masks
+        resized to the input ``size`` (nearest) and back to ``out_size`` by the official bilinear
+        > 0 rule (a no-op when ``out_size`` is ``size``)."""
+        parts = transform_masks(list(obj.parts), transforms, size)
+        return dataclasses.replace(obj, mask=upsample_masks_official(small_mask, out_size).numpy(),
+                                   parts=upsample_masks_official(parts, out_size).numpy())
