@@ -131,26 +131,32 @@ def cluster_classes(
     d = dims.pop()
     device = torch.device(device) if device is not None else big[0][1].device
     big.sort(key=lambda item: (item[1].shape[0], item[0]))
-    start = 0
+    spans, start = [], 0
     while start < len(big):
         # largest class of a batch is its last one (sorted); grow while the padded batch fits
         end = start + 1
         while end < len(big) and kmeans_batch_bytes(end + 1 - start, big[end][1].shape[0], d, k,
                                                     restarts) <= max_batch_bytes:
             end += 1
+        spans.append((start, end))
+        start = end
+    # one buffer for the padded features of every batch: no fresh pages to fault in per batch,
+    # and only the padding is zeroed
+    buf = torch.empty(max((e - s) * big[e - 1][1].shape[0] for s, e in spans) * d, device=device)
+    for start, end in spans:
         chunk = big[start:end]
         n_max = chunk[-1][1].shape[0]
-        x = torch.zeros(len(chunk), n_max, d, device=device)
+        x = buf[: len(chunk) * n_max * d].view(len(chunk), n_max, d)
         valid = torch.zeros(len(chunk), n_max, dtype=torch.bool, device=device)
         for i, (_, f) in enumerate(chunk):
-            x[i, : f.shape[0]] = f.to(device=device, dtype=torch.float32)
+            x[i, : f.shape[0]] = f.detach()
+            x[i, f.shape[0]:] = 0
             valid[i, : f.shape[0]] = True
         result = batched_kmeans(x, valid, k, seeds=[class_seed(c, seed) for c, _ in chunk],
                                 iters=iters, tol=tol, restarts=restarts, hartigan=hartigan)
         centers = result.centers.cpu()
         for i, (code, _) in enumerate(chunk):
             out[code] = centers[i].clone()
-        start = end
     return out
 
 
