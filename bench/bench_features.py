@@ -11,6 +11,9 @@ Candidates (a name reads ``<backbone>@<short side>/<levels>[/hyper][/xy<w>]/K<k>
 * ``/xy<w>``: ``PROPOSAL_GENERATION.POSITION_WEIGHT`` w, each pixel's (x, y) inside its object's
   box (units of the box's longer side) times w appended to its L2-normalised features
   (:func:`~part_distillation.stages.proposal_generation.box_positions`; ``--position-weights``);
+* ``/flip``, ``/ms<r>``: test-time views, the mean of the L2-normalised features (levels combined
+  on the base view's grid, then L2-normalised again) of the image and its mirror image (mirrored
+  back), and / or of the image at short side r (``--views``);
 * input resolution (``INPUT.MIN_SIZE_TEST``; ``MAX_SIZE_TEST`` = 5/3 of it, as 384 / 640);
 * K (``NUM_SUPERPIXEL_CLUSTERS``) 4, 5, 6, or ``elbow``: per object the K of {4, 5, 6} with the
   largest second difference of the k-means inertia over K = 3..7 (the elbow of its curve).
@@ -62,6 +65,7 @@ warnings.filterwarnings("ignore", message="The given NumPy array is not writable
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from scipy.stats import bootstrap  # noqa: E402
 
 import part_distillation.modeling  # noqa: E402,F401  (registers backbones)
@@ -94,7 +98,7 @@ def log(msg):
 
 # ---------------------------------------------------------------- candidates
 class Cand:
-    """A parsed candidate or baseline name: ``lite0@384/res3+res4[/hyper][/xy0.5]/K4``,
+    """A parsed candidate or baseline name: ``lite0@384/res3+res4[/hyper][/xy0.5][/flip][/ms512]/K4``,
     ``rand:lite0@384/...``, ``rgbxy@384/K4``, ``grid``."""
 
     def __init__(self, name):
@@ -116,6 +120,8 @@ class Cand:
         self.keys = rest[0].split("+")
         self.hyper = "hyper" in rest[1:-1]
         self.xy = next((float(t[2:]) for t in rest[1:-1] if t.startswith("xy")), 0.0)
+        self.flip = "flip" in rest[1:-1]
+        self.ms = [int(t[2:]) for t in rest[1:-1] if t.startswith("ms")]
 
     @property
     def features(self):
@@ -199,7 +205,8 @@ def features(data: Data, source: str, res: int):
     key = (data.name, source, res)
     if key in _FEATURES:
         return _FEATURES[key]
-    _FEATURES.clear()  # one feature set in memory at a time
+    while len(_FEATURES) >= 4:  # a few feature sets in memory at a time (flip / multi-scale use 2-4)
+        _FEATURES.pop(next(iter(_FEATURES)))
     path = os.path.join(os.path.dirname(data.out), "cache", data.name, f"{source.replace(':', '_')}_{res}.pt")
     if os.path.isfile(path):
         _FEATURES[key] = torch.load(path, weights_only=False)
@@ -207,7 +214,7 @@ def features(data: Data, source: str, res: int):
     if source == "rgbxy":
         fe = RGBXYFeatures(base_cfg(res=res))
     else:
-        kind, bb = source.split(":")
+        kind, bb, *flip = source.split(":")
         fe = BackboneFeatures(base_cfg(bb, res, kind == "pretrained"))
     out, t0 = {}, time.perf_counter()
     for image_id, file_name, _, _ in data.images:
@@ -216,7 +223,8 @@ def features(data: Data, source: str, res: int):
             f, resized = fe(image)
             out[image_id] = (f, resized)
         else:
-            levels, resized, grid = fe.levels(image)
+            # ``:flip``: the levels of the mirrored image (mirrored back after combine_levels)
+            levels, resized, grid = fe.levels(np.ascontiguousarray(image[:, ::-1]) if flip else image)
             out[image_id] = ({k: v.half() for k, v in levels.items()}, resized, grid)
     secs = time.perf_counter() - t0
     log(f"features {data.name} {source}@{res}: {secs / len(data.images):.3f} s/image")
@@ -233,15 +241,27 @@ def segmenter(data: Data, c: Cand, cfg):
     if c.kind == "grid":
         return lambda image, masks, image_id: [grid_segments(m) for m in masks]
     source = "rgbxy" if c.kind == "rgbxy" else f"{c.kind}:{c.backbone}"
-    feats = features(data, source, c.res)
+    # every (source, resolution) this candidate averages: the base, its mirror, other scales
+    views = [(source, c.res)]
+    if c.kind != "rgbxy":
+        views += [(source, r) for r in c.ms]
+        views += [(s + ":flip", r) for s, r in list(views)] if c.flip else []
     state = {}
 
     def feature_fn(_image):
-        entry = feats[state["id"]]
+        entry = features(data, *views[0])[state["id"]]
         if c.kind == "rgbxy":
             return entry
         levels, resized, grid = entry
-        return combine_levels(levels, c.keys, grid, cfg.PROPOSAL_GENERATION.FEATURE_NORMALIZE, c.hyper), resized
+        norm = cfg.PROPOSAL_GENERATION.FEATURE_NORMALIZE
+        f = combine_levels(levels, c.keys, grid, norm, c.hyper)
+        if len(views) > 1:  # mean of the L2-normalised views, on the base view's grid
+            f = F.normalize(f, dim=0)
+            for s, r in views[1:]:
+                g = combine_levels(features(data, s, r)[state["id"]][0], c.keys, grid, True, c.hyper)
+                f = f + (g.flip(-1) if s.endswith(":flip") else g)
+            f = F.normalize(f, dim=0)
+        return f, resized
 
     metric = cfg.PROPOSAL_GENERATION.DISTANCE_METRIC
     ks = ELBOW_KS if c.k == "elbow" else (c.k,)
@@ -380,6 +400,9 @@ def main():
     p.add_argument("--levels", nargs="+", default=list(LEVELS))
     p.add_argument("--position-weights", nargs="+", type=float, default=[0.0],
                    help="step 1: also each level set with POSITION_WEIGHT w (suffix /xy<w>; 0: none)")
+    p.add_argument("--views", nargs="+", default=[""],
+                   help="step 1: also each level set averaged over these views ('flip': with the mirrored "
+                        "image; 'ms512': with the 512-px input; 'flip/ms512': all four; '': the base view only)")
     p.add_argument("--ks", nargs="+", default=["5", "6", "elbow"], help="K values of step 2")
     p.add_argument("--k-top", type=int, default=2, help="step 2: best feature settings per dataset")
     p.add_argument("--finalists", type=int, default=2, help="step 3: best candidates per dataset")
@@ -390,6 +413,8 @@ def main():
     p.add_argument("--shared-opts", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides for every candidate and baseline alike (e.g. "
                         "PROPOSAL_GENERATION.KMEANS_RESTARTS=10, DENSE_CRF.BILATERAL_SRGB=20)")
+    p.add_argument("--no-former-default", action="store_true",
+                   help="step 3: the former default is not a finalist unless named")
     p.add_argument("--bootstrap", type=int, default=2000)
     p.add_argument("--no-crf", action="store_true", help="steps 1-2 only")
     p.add_argument("--out", default="output/bench_features")
@@ -400,8 +425,8 @@ def main():
     datas = [Data(n, args.out, tag) for n in args.datasets]
     cmd = "nice -n 10 .venv/bin/python bench/bench_features.py " + shlex.join(sys.argv[1:])
 
-    step1 = [f"{bb}@{r}/{lv}{f'/xy{w:g}' if w else ''}/K4" for bb in args.backbones for r in args.resolutions
-             for lv in args.levels for w in args.position_weights]
+    step1 = [f"{bb}@{r}/{lv}{f'/xy{w:g}' if w else ''}{f'/{v}' if v else ''}/K4" for bb in args.backbones
+             for r in args.resolutions for lv in args.levels for w in args.position_weights for v in args.views]
     if CURRENT_DEFAULT not in step1:
         step1.insert(0, CURRENT_DEFAULT)
     for d in datas:
@@ -427,7 +452,7 @@ def main():
     print(sweep_table(datas, allc, args.bootstrap) + "\n", flush=True)
     if args.no_crf:
         return
-    finalists = [CURRENT_DEFAULT]
+    finalists = [] if args.no_former_default else [CURRENT_DEFAULT]
     chosen_pre = {}
     for d in datas:
         ranked = sorted((n for n in allc if re.search(args.finalist_pattern, n)),
