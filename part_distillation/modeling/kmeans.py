@@ -51,7 +51,7 @@ what is counted and shared):
 """
 import math
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
@@ -92,13 +92,21 @@ def size_batches(sizes: Sequence[int], max_rows: int, max_ratio: float = 1.5) ->
     return batches
 
 
-def pack_rows(rows: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Point sets (n_i, D) -> zero-padded ``x`` (B, max n_i, D) and ``valid`` (B, max n_i) bool."""
-    n = max(len(r) for r in rows)
-    x = rows[0].new_zeros(len(rows), n, rows[0].shape[1])
-    valid = torch.zeros(len(rows), n, dtype=torch.bool, device=rows[0].device)
+def pack_rows(rows: Sequence[torch.Tensor], out: Optional[torch.Tensor] = None
+              ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Point sets (n_i, D) -> zero-padded ``x`` (B, max n_i, D) and ``valid`` (B, max n_i) bool.
+
+    ``out``: optional flat buffer (at least B x max n_i x D elements) reused across calls; ``x``
+    is then a view of its leading part, on its device and dtype (the rows are copied into it,
+    only the padding is zeroed), and ``valid`` is on the same device. A buffer too small raises
+    RuntimeError (the view)."""
+    n, d = max(len(r) for r in rows), rows[0].shape[1]
+    x = rows[0].new_zeros(len(rows), n, d) if out is None else out[: len(rows) * n * d].view(len(rows), n, d)
+    valid = torch.zeros(len(rows), n, dtype=torch.bool, device=x.device)
     for i, r in enumerate(rows):
         x[i, : len(r)] = r
+        if out is not None:
+            x[i, len(r):] = 0
         valid[i, : len(r)] = True
     return x, valid
 
@@ -453,19 +461,18 @@ def _hartigan(x, xx, valid_f, labels, centers, max_moves, part=None, stable=None
         gain = remove[..., None] - (na / (na + 1))[:, None, :] * dist  # (A, N, K)
         gain.scatter_(2, la[..., None], -math.inf)
         gain = gain.view(a, n * k)
-        if not bool(((gain.amax(1) > ea) & (done < max_moves)).any()):  # no row can move
+        going = (gain.amax(1) > ea) & (done < max_moves)  # (A,) rows that move this step
+        if not bool(going.any()):
             break
         pair = (la[..., None] * k + kk).view(a, n * k)  # source * K + destination
         pbest = gain.new_full((a, k * k), -math.inf).scatter_reduce_(1, pair, gain, "amax")
         # greedy choice of moves with disjoint clusters, best gain first
-        left = (max_moves - done)  # (A,) moves the bound still allows
+        left = max_moves - done  # (A,) moves the bound still allows
         pb = pbest.view(a, k, k)
         chosen = []
         for t in range(k // 2):
             g, idx = pb.reshape(a, k * k).max(1)
-            ok = (g > ea) & (left > t)
-            if t == 0:
-                going = ok
+            ok = (g > ea) & (left > t)  # at t = 0 this is ``going``
             if not bool(ok.any()):
                 break
             chosen.append((ok, idx))
@@ -473,8 +480,6 @@ def _hartigan(x, xx, valid_f, labels, centers, max_moves, part=None, stable=None
                 used = torch.zeros(a, k, dtype=torch.bool, device=x.device)
                 used.scatter_(1, torch.stack([idx // k, idx % k], 1), ok[:, None].expand(a, 2))
                 pb = pb.masked_fill(used[:, :, None] | used[:, None, :], -math.inf)
-        if not bool(going.any()):
-            break
         # the first point (lowest index) that reaches its pair's best gain
         first = torch.where(gain == pbest.gather(1, pair), point, n)
         pidx = torch.full((a, k * k), n, dtype=torch.long, device=x.device).scatter_reduce_(
