@@ -101,6 +101,13 @@ def test_size_batches_bound_padding_and_rows():
     assert [1, 2, 5] in batches  # 19, 20, 21 share a batch; 1834 is alone
     x, valid = pack_rows([torch.ones(2, 3), torch.ones(5, 3)])
     assert x.shape == (2, 5, 3) and valid.sum(1).tolist() == [2, 5] and x[0, 2:].abs().sum() == 0
+    # into a reused buffer holding stale values: same rows, padding zeroed, a view of the buffer
+    buf = torch.full((40,), 7.0)
+    xb, vb = pack_rows([torch.ones(2, 3, dtype=torch.float64), torch.ones(5, 3, dtype=torch.float64)], out=buf)
+    assert torch.equal(xb, x) and torch.equal(vb, valid) and xb.dtype == torch.float32
+    assert xb.data_ptr() == buf.data_ptr() and buf[30:].eq(7).all()
+    with pytest.raises(RuntimeError):
+        pack_rows([torch.ones(5, 3), torch.ones(5, 3)], out=torch.empty(20))
 
 
 def _sse_and_best_move(x, labels, k):

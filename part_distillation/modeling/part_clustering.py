@@ -48,7 +48,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from .kmeans import batched_kmeans
+from .kmeans import batched_kmeans, pack_rows
 
 CLASSIFIER_METRICS = ("l2", "dot", "neg_sq_l2")
 
@@ -145,13 +145,7 @@ def cluster_classes(
     buf = torch.empty(max((e - s) * big[e - 1][1].shape[0] for s, e in spans) * d, device=device)
     for start, end in spans:
         chunk = big[start:end]
-        n_max = chunk[-1][1].shape[0]
-        x = buf[: len(chunk) * n_max * d].view(len(chunk), n_max, d)
-        valid = torch.zeros(len(chunk), n_max, dtype=torch.bool, device=device)
-        for i, (_, f) in enumerate(chunk):
-            x[i, : f.shape[0]] = f.detach()
-            x[i, f.shape[0]:] = 0
-            valid[i, : f.shape[0]] = True
+        x, valid = pack_rows([f.detach() for _, f in chunk], out=buf)
         result = batched_kmeans(x, valid, k, seeds=[class_seed(c, seed) for c, _ in chunk],
                                 iters=iters, tol=tol, restarts=restarts, hartigan=hartigan)
         centers = result.centers.cpu()
